@@ -1,0 +1,247 @@
+//! [`Backing`]: the bytes of one received message.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Takes back a pooled buffer when the [`Backing`] that held it is dropped.
+///
+/// Implemented by links that receive into reusable buffers (the in-memory
+/// link, UDP's receive ring), so that the steady state allocates nothing per
+/// message.
+pub trait Recycle: Send + Sync + 'static {
+    /// Return `buf` to the pool. Called exactly once per pooled `Backing`,
+    /// from whatever thread drops it.
+    fn recycle(&self, buf: Vec<u8>);
+}
+
+/// Transport memory that a [`Backing`] borrows by token: a shared-memory slot,
+/// a region of a mapped ring.
+///
+/// The owner must keep the bytes of a token valid and unchanged from the
+/// moment it hands out a `Backing` for it until [`LeaseOwner::release`] is
+/// called for that token.
+pub trait LeaseOwner: Send + Sync + 'static {
+    /// The bytes of the message `token` names.
+    fn bytes(&self, token: LeaseToken) -> &[u8];
+    /// The `Backing` for `token` was dropped: the space may be reused.
+    /// Called exactly once per token, from whatever thread drops it.
+    fn release(&self, token: LeaseToken);
+}
+
+/// Identifies one leased message to its [`LeaseOwner`]; what the two words
+/// mean is up to the owner (an offset and a length, a slot and a generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken {
+    /// First word.
+    pub a: u64,
+    /// Second word.
+    pub b: u64,
+}
+
+enum Inner {
+    Boxed(Box<[u8]>),
+    Pooled {
+        buf: Vec<u8>,
+        pool: Arc<dyn Recycle>,
+    },
+    Lease {
+        owner: Arc<dyn LeaseOwner>,
+        token: LeaseToken,
+    },
+}
+
+// r[impl link.backing.lifetime]
+/// Owns the bytes of one received message until it is dropped.
+///
+/// A `Backing` is either a boxed buffer, a pooled buffer that goes back to
+/// its pool on drop, or a lease on transport memory (a shared-memory slot)
+/// that is released on drop. It is cheap to move, derefs to `[u8]`, and stays
+/// valid whatever happens to the link it came from.
+pub struct Backing {
+    inner: Inner,
+}
+
+impl Backing {
+    /// A backing that owns a plain boxed buffer.
+    pub fn boxed(bytes: impl Into<Box<[u8]>>) -> Self {
+        Backing {
+            inner: Inner::Boxed(bytes.into()),
+        }
+    }
+
+    /// A backing that owns `buf` (the message is all of `buf`) and gives it
+    /// to `pool` when dropped.
+    pub fn pooled(buf: Vec<u8>, pool: Arc<dyn Recycle>) -> Self {
+        Backing {
+            inner: Inner::Pooled { buf, pool },
+        }
+    }
+
+    /// A backing that leases the message `token` from `owner` and releases it
+    /// when dropped.
+    pub fn lease(owner: Arc<dyn LeaseOwner>, token: LeaseToken) -> Self {
+        Backing {
+            inner: Inner::Lease { owner, token },
+        }
+    }
+
+    /// The message bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Boxed(b) => b,
+            Inner::Pooled { buf, .. } => buf,
+            Inner::Lease { owner, token } => owner.bytes(*token),
+        }
+    }
+
+    /// Whether the bytes live in transport memory rather than a heap buffer
+    /// of this process.
+    pub fn is_leased(&self) -> bool {
+        matches!(self.inner, Inner::Lease { .. })
+    }
+
+    /// Copy the bytes into a new boxed `Backing` (used to duplicate a
+    /// message, e.g. by the fault injector).
+    pub fn to_boxed(&self) -> Backing {
+        Backing::boxed(self.as_slice())
+    }
+
+    /// The bytes as a `Vec`, without a copy when the backing is a heap buffer.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        match &mut self.inner {
+            Inner::Boxed(b) => std::mem::take(b).into_vec(),
+            // Taking the buffer out means the pool does not get it back: the
+            // caller asked to own it.
+            Inner::Pooled { buf, .. } => std::mem::take(buf),
+            Inner::Lease { owner, token } => owner.bytes(*token).to_vec(),
+        }
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        match &mut self.inner {
+            Inner::Boxed(_) => {}
+            Inner::Pooled { buf, pool } => {
+                let buf = std::mem::take(buf);
+                if buf.capacity() != 0 {
+                    pool.recycle(buf);
+                }
+            }
+            Inner::Lease { owner, token } => owner.release(*token),
+        }
+    }
+}
+
+impl Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for Backing {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<u8>> for Backing {
+    fn from(v: Vec<u8>) -> Self {
+        Backing::boxed(v)
+    }
+}
+
+impl From<&[u8]> for Backing {
+    fn from(v: &[u8]) -> Self {
+        Backing::boxed(v)
+    }
+}
+
+impl fmt::Debug for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.inner {
+            Inner::Boxed(_) => "boxed",
+            Inner::Pooled { .. } => "pooled",
+            Inner::Lease { .. } => "lease",
+        };
+        f.debug_struct("Backing")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl PartialEq for Backing {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Backing {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Pool(Mutex<Vec<Vec<u8>>>);
+    impl Recycle for Pool {
+        fn recycle(&self, buf: Vec<u8>) {
+            self.0.lock().unwrap().push(buf);
+        }
+    }
+
+    struct Owner {
+        data: Vec<u8>,
+        released: AtomicUsize,
+    }
+    impl LeaseOwner for Owner {
+        fn bytes(&self, t: LeaseToken) -> &[u8] {
+            &self.data[t.a as usize..(t.a + t.b) as usize]
+        }
+        fn release(&self, _t: LeaseToken) {
+            self.released.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    // r[verify link.backing.lifetime]
+    #[test]
+    fn pooled_buffer_returns_to_pool_exactly_once_on_drop() {
+        let pool = Arc::new(Pool::default());
+        let b = Backing::pooled(vec![1, 2, 3], pool.clone());
+        let moved = b; // moving does not recycle
+        assert_eq!(&*moved, &[1, 2, 3]);
+        assert!(pool.0.lock().unwrap().is_empty());
+        drop(moved);
+        assert_eq!(pool.0.lock().unwrap().as_slice(), &[vec![1, 2, 3]]);
+    }
+
+    // r[verify link.backing.lifetime]
+    #[test]
+    fn lease_is_released_exactly_once_on_drop_and_not_before() {
+        let owner = Arc::new(Owner {
+            data: (0u8..10).collect(),
+            released: AtomicUsize::new(0),
+        });
+        let b = Backing::lease(owner.clone(), LeaseToken { a: 2, b: 3 });
+        assert!(b.is_leased());
+        assert_eq!(&*b, &[2, 3, 4]);
+        let copy = b.to_boxed();
+        assert_eq!(owner.released.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(owner.released.load(Ordering::SeqCst), 1);
+        assert_eq!(&*copy, &[2, 3, 4]);
+    }
+
+    #[test]
+    fn into_vec_keeps_bytes_and_skips_the_pool() {
+        let pool = Arc::new(Pool::default());
+        let v = Backing::pooled(vec![9; 4], pool.clone()).into_vec();
+        assert_eq!(v, vec![9; 4]);
+        assert!(pool.0.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,30 @@
+//! The `Link` abstraction of linkstream.
+//!
+//! A [`Link`] carries messages: byte buffers whose boundaries survive the
+//! trip. Sending is reserve → alloc → commit, so that a caller encodes
+//! straight into the transport's memory; receiving yields [`Backing`]
+//! buffers that own (or lease) the bytes of one message.
+//!
+//! This crate also holds the reference implementation of every rule, the
+//! bounded [in-memory link pair](memory), and a seeded
+//! [fault-injecting wrapper](fault) around any link.
+//!
+//! The rules every link keeps are in `spec/link.md`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod backing;
+mod caps;
+mod error;
+pub mod fault;
+mod maybe;
+pub mod memory;
+mod traits;
+
+pub use backing::{Backing, LeaseOwner, LeaseToken, Recycle};
+pub use caps::LinkCaps;
+pub use error::LinkError;
+pub use fault::{FaultLink, FaultSpec, FaultStats, fault_pair};
+pub use maybe::{MaybeSend, MaybeSendFuture, MaybeSync};
+pub use memory::{MemoryConfig, MemoryLink, memory_pair};
+pub use traits::{Link, LinkRx, LinkTx, LinkTxExt, LinkTxPermit, SplitLink, WriteSlot};

@@ -1,0 +1,286 @@
+//! Spec coverage for linkstream.
+//!
+//! The rules live in `spec/*.md` as `r[area.topic]` blocks, in the form the
+//! tracey tool reads (parsed here with `marq`, tracey's own markdown parser).
+//! Code carries `r[impl id]` above the item that implements a rule, and
+//! `r[verify id]` above the test that checks it (extracted with
+//! `tracey-core`). [`check`] reports unknown references, rules without an
+//! implementation and rules without a test.
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use tracey_core::{RefVerb, Reqs, Sources, WalkSources};
+
+/// A rule defined in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The rule id, e.g. `link.close.eof`.
+    pub id: String,
+    /// The spec file that defines it.
+    pub file: PathBuf,
+    /// Line of the definition (1-based).
+    pub line: usize,
+}
+
+/// What a reference in code says about a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verb {
+    /// `r[impl id]`: this item implements the rule.
+    Impl,
+    /// `r[verify id]`: this test checks the rule.
+    Verify,
+    /// Any other verb (`depends`, `related`): recorded, not counted.
+    Other,
+}
+
+/// A reference to a rule found in source code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Impl, verify or other.
+    pub verb: Verb,
+    /// The referenced rule id.
+    pub id: String,
+    /// The file holding the reference.
+    pub file: PathBuf,
+    /// Line of the reference (1-based).
+    pub line: usize,
+}
+
+/// Why the spec or the sources could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// Reading a file or directory failed.
+    Io(PathBuf, std::io::Error),
+    /// A spec file is not valid for marq (e.g. a malformed rule marker).
+    Markdown(PathBuf, String),
+    /// tracey-core could not extract references.
+    Extract(String),
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::Io(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            SpecError::Markdown(p, e) => write!(f, "cannot parse spec {}: {e}", p.display()),
+            SpecError::Extract(e) => write!(f, "cannot extract rule references: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpecError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The rules defined in one markdown document.
+pub fn rules_from_markdown(file: &Path, markdown: &str) -> Result<Vec<Rule>, SpecError> {
+    let doc = futures::executor::block_on(marq::render(markdown, &marq::RenderOptions::default()))
+        .map_err(|e| SpecError::Markdown(file.to_owned(), e.to_string()))?;
+    Ok(doc
+        .reqs
+        .into_iter()
+        .map(|r| Rule {
+            id: r.id.base,
+            file: file.to_owned(),
+            line: r.line,
+        })
+        .collect())
+}
+
+/// Every rule in the `*.md` files of `spec_dir`, sorted by file.
+pub fn load_rules(spec_dir: &Path) -> Result<Vec<Rule>, SpecError> {
+    let io = |e| SpecError::Io(spec_dir.to_owned(), e);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(spec_dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    files.sort();
+    let mut rules = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| SpecError::Io(file.clone(), e))?;
+        rules.extend(rules_from_markdown(&file, &text)?);
+    }
+    Ok(rules)
+}
+
+fn convert(reqs: Reqs) -> (Vec<Reference>, Vec<String>) {
+    let refs = reqs
+        .references
+        .into_iter()
+        .filter(|r| r.prefix == "r")
+        .map(|r| Reference {
+            verb: match r.verb {
+                RefVerb::Impl => Verb::Impl,
+                RefVerb::Verify => Verb::Verify,
+                _ => Verb::Other,
+            },
+            id: r.req_id.base,
+            file: r.file,
+            line: r.line,
+        })
+        .collect();
+    let warnings = reqs
+        .warnings
+        .into_iter()
+        .map(|w| format!("{}:{}: {:?}", w.file.display(), w.line, w.kind))
+        .collect();
+    (refs, warnings)
+}
+
+/// Every rule reference in the Rust sources below `root` (`target/` and
+/// git-ignored files excluded), and tracey's warnings about malformed ones.
+pub fn scan_references(root: &Path) -> Result<(Vec<Reference>, Vec<String>), SpecError> {
+    let result = WalkSources::new(root)
+        .include(["**/*.rs"])
+        .exclude(["target/**", "**/target/**"])
+        .extract()
+        .map_err(|e| SpecError::Extract(e.to_string()))?;
+    let (refs, mut warnings) = convert(result.reqs);
+    warnings.extend(result.warnings);
+    Ok((refs, warnings))
+}
+
+/// References in in-memory sources (used to test the checker itself).
+pub fn references_in(files: &[(&str, &str)]) -> (Vec<Reference>, Vec<String>) {
+    let mut reqs = Reqs::new();
+    for (path, text) in files {
+        reqs.extend(Reqs::extract_from_content(Path::new(path), text));
+    }
+    convert(reqs)
+}
+
+/// The result of checking rules against references.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Per spec file: (rules, rules with impl, rules with verify).
+    pub per_file: BTreeMap<PathBuf, (usize, usize, usize)>,
+    /// References to ids that no spec defines.
+    pub unknown: Vec<Reference>,
+    /// Rules with no `r[impl]`.
+    pub missing_impl: Vec<Rule>,
+    /// Rules with no `r[verify]`.
+    pub missing_verify: Vec<Rule>,
+    /// Rule ids defined more than once.
+    pub duplicates: Vec<String>,
+    /// Malformed references reported by tracey.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// Whether every rule is implemented and verified and every reference
+    /// names a rule.
+    pub fn is_clean(&self) -> bool {
+        self.unknown.is_empty()
+            && self.missing_impl.is_empty()
+            && self.missing_verify.is_empty()
+            && self.duplicates.is_empty()
+            && self.warnings.is_empty()
+    }
+
+    /// The per-file coverage table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<24} {:>6} {:>6} {:>7}",
+            "spec file", "rules", "impl", "verify"
+        );
+        let mut total = (0, 0, 0);
+        for (file, (n, i, v)) in &self.per_file {
+            let name = file
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default();
+            let _ = writeln!(out, "{name:<24} {n:>6} {i:>6} {v:>7}");
+            total = (total.0 + n, total.1 + i, total.2 + v);
+        }
+        let _ = writeln!(
+            out,
+            "{:<24} {:>6} {:>6} {:>7}",
+            "total", total.0, total.1, total.2
+        );
+        out
+    }
+
+    /// Every problem, one per line.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for d in &self.duplicates {
+            p.push(format!("rule `{d}` is defined more than once"));
+        }
+        for r in &self.unknown {
+            p.push(format!(
+                "{}:{}: reference to unknown rule `{}`",
+                r.file.display(),
+                r.line,
+                r.id
+            ));
+        }
+        for r in &self.missing_impl {
+            p.push(format!(
+                "{}:{}: rule `{}` has no r[impl]",
+                r.file.display(),
+                r.line,
+                r.id
+            ));
+        }
+        for r in &self.missing_verify {
+            p.push(format!(
+                "{}:{}: rule `{}` has no r[verify]",
+                r.file.display(),
+                r.line,
+                r.id
+            ));
+        }
+        p.extend(
+            self.warnings
+                .iter()
+                .map(|w| format!("malformed reference: {w}")),
+        );
+        p
+    }
+}
+
+/// Check `rules` against `refs`.
+pub fn check(rules: &[Rule], refs: &[Reference], warnings: Vec<String>) -> Report {
+    let mut report = Report {
+        warnings,
+        ..Report::default()
+    };
+    let mut seen = BTreeSet::new();
+    for r in rules {
+        if !seen.insert(r.id.as_str()) {
+            report.duplicates.push(r.id.clone());
+        }
+    }
+    let has = |id: &str, verb: Verb| refs.iter().any(|r| r.id == id && r.verb == verb);
+    for r in rules {
+        let (i, v) = (has(&r.id, Verb::Impl), has(&r.id, Verb::Verify));
+        let e = report.per_file.entry(r.file.clone()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(i);
+        e.2 += usize::from(v);
+        if !i {
+            report.missing_impl.push(r.clone());
+        }
+        if !v {
+            report.missing_verify.push(r.clone());
+        }
+    }
+    report.unknown = refs
+        .iter()
+        .filter(|r| !seen.contains(r.id.as_str()))
+        .cloned()
+        .collect();
+    report
+}

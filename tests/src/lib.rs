@@ -1,0 +1,119 @@
+//! The conformance suite of linkstream.
+//!
+//! One suite, generic over a [`LinkFactory`] that makes a connected pair of
+//! links, checks the `link.*` rules of `spec/link.md`. Each check in
+//! [`checks`] is a plain `async fn` with no runtime inside (timeouts use
+//! `futures-timer`), so the same code runs under tokio natively and in a
+//! browser on wasm32.
+//!
+//! A link plugs in with a factory and one macro call:
+//!
+//! ```ignore
+//! link_tests::reliable_suite!(#[tokio::test], MyFactory::new());
+//! ```
+//!
+//! [`reliable_suite!`] runs every check; [`lossy_suite!`] runs the subset
+//! that a lossy, unordered datagram link keeps.
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use link_types::Link;
+
+pub mod checks;
+pub mod util;
+
+/// Makes connected link pairs for the suite.
+pub trait LinkFactory {
+    /// The link type under test.
+    type Link: Link;
+
+    /// A fresh connected pair `(a, b)`: what `a` sends, `b` receives and
+    /// the other way round.
+    fn pair(&self) -> impl Future<Output = (Self::Link, Self::Link)>;
+
+    /// How long a `reserve` must stay pending before the suite takes it as
+    /// waiting, and how long a lossy link may stay silent before the suite
+    /// takes the remaining messages as lost.
+    fn settle(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+}
+
+/// Generate one test per check for a reliable, ordered link.
+///
+/// The first argument is the test attribute (`#[tokio::test]`,
+/// `#[wasm_bindgen_test]`), the second an expression making the factory.
+#[macro_export]
+macro_rules! reliable_suite {
+    (#[$attr:meta], $factory:expr) => {
+        $crate::__suite!(#[$attr], $factory;
+            caps_are_declared_and_consistent,
+            boundaries_are_preserved,
+            empty_messages_are_messages,
+            max_payload_messages_are_carried,
+            reliable_links_deliver_exactly_once_in_order,
+            split_halves_work_independently,
+            split_link_rebuilds_a_link,
+            reserve_waits_when_full_and_resumes,
+            permit_holds_capacity,
+            dropped_permit_releases_capacity,
+            cancelled_reserve_holds_nothing,
+            alloc_above_max_is_refused,
+            slot_has_exact_length,
+            commit_publishes_one_message,
+            dropped_slot_is_discarded,
+            flush_transmits_queued_messages,
+            close_delivers_everything_then_eof,
+            eof_is_sticky,
+            reserve_after_close_fails,
+            dropped_sender_is_an_abrupt_end,
+            dropped_receiver_fails_peer_reserve,
+            errors_are_sticky,
+            cancelled_recv_loses_nothing,
+            backing_outlives_later_recvs_and_the_link,
+        );
+    };
+}
+
+/// Generate one test per check that a lossy, unordered datagram link keeps.
+///
+/// Arguments as for [`reliable_suite!`].
+#[macro_export]
+macro_rules! lossy_suite {
+    (#[$attr:meta], $factory:expr) => {
+        $crate::__suite!(#[$attr], $factory;
+            caps_are_declared_and_consistent,
+            boundaries_are_preserved,
+            empty_messages_are_messages,
+            max_payload_messages_are_carried,
+            split_halves_work_independently,
+            split_link_rebuilds_a_link,
+            permit_holds_capacity,
+            dropped_permit_releases_capacity,
+            cancelled_reserve_holds_nothing,
+            alloc_above_max_is_refused,
+            slot_has_exact_length,
+            commit_publishes_one_message,
+            dropped_slot_is_discarded,
+            flush_transmits_queued_messages,
+            reserve_after_close_fails,
+            cancelled_recv_loses_nothing,
+            backing_outlives_later_recvs_and_the_link,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite {
+    (#[$attr:meta], $factory:expr; $($name:ident,)*) => {
+        $(
+            #[$attr]
+            async fn $name() {
+                $crate::checks::$name(&$factory).await
+            }
+        )*
+    };
+}
