@@ -246,9 +246,23 @@ fn draw_fate(spec: &FaultSpec, rng: &mut SplitMix64) -> Fate {
 }
 
 struct Held {
+    seq: u64,
     remaining: usize,
     deadline: Delay,
     msg: Backing,
+}
+
+/// Messages ready to hand out, each with its arrival number.
+type Ready = VecDeque<(u64, Backing)>;
+
+/// Put a released held-back message before every newer ready message, so
+/// that nothing overtakes it once its count ran out.
+fn release(ready: &mut Ready, seq: u64, msg: Backing) {
+    let at = ready
+        .iter()
+        .position(|(s, _)| *s > seq)
+        .unwrap_or(ready.len());
+    ready.insert(at, (seq, msg));
 }
 
 /// Wrap one end of a link so that what it receives suffers `spec`.
@@ -330,6 +344,7 @@ impl<L: Link> Link for FaultLink<L> {
                 ready: VecDeque::new(),
                 held: Vec::new(),
                 timed: Vec::new(),
+                arrivals: 0,
                 end: None,
             },
         )
@@ -373,9 +388,10 @@ pub struct FaultRx<R> {
     rng: SplitMix64,
     caps: LinkCaps,
     stats: FaultStatsHandle,
-    ready: VecDeque<Backing>,
+    ready: Ready,
     held: Vec<Held>,
-    timed: Vec<(Delay, Backing)>,
+    timed: Vec<(Delay, u64, Backing)>,
+    arrivals: u64,
     end: Option<Result<(), LinkError>>,
 }
 
@@ -392,6 +408,8 @@ impl<R: LinkRx> FaultRx<R> {
         let c = &self.stats.0;
         bump(&c.received);
         let fate = draw_fate(&self.spec, &mut self.rng);
+        let seq = self.arrivals;
+        self.arrivals += 1;
         if fate.drop {
             bump(&c.dropped);
             return;
@@ -399,43 +417,44 @@ impl<R: LinkRx> FaultRx<R> {
         if fate.duplicate {
             bump(&c.duplicated);
             let copy = msg.to_boxed();
-            self.place(&fate, msg);
-            self.place(&fate, copy);
+            self.place(&fate, seq, msg);
+            self.place(&fate, seq, copy);
         } else {
-            self.place(&fate, msg);
+            self.place(&fate, seq, msg);
         }
     }
 
     // r[impl faults.reorder]
     // r[impl faults.delay]
-    fn place(&mut self, fate: &Fate, msg: Backing) {
+    fn place(&mut self, fate: &Fate, seq: u64, msg: Backing) {
         let c = &self.stats.0;
         if let Some(k) = fate.hold {
             bump(&c.reordered);
             self.held.push(Held {
+                seq,
                 remaining: k,
                 deadline: Delay::new(self.spec.max_hold + fate.delay),
                 msg,
             });
         } else if !fate.delay.is_zero() {
             bump(&c.delayed);
-            self.timed.push((Delay::new(fate.delay), msg));
+            self.timed.push((Delay::new(fate.delay), seq, msg));
         } else {
-            self.ready.push_back(msg);
+            self.ready.push_back((seq, msg));
         }
     }
 
     /// Hand out the next ready message, counting it as passing every
     /// held-back message.
     fn pop_ready(&mut self) -> Option<Backing> {
-        let msg = self.ready.pop_front()?;
+        let (_, msg) = self.ready.pop_front()?;
         bump(&self.stats.0.delivered);
         let mut i = 0;
         while i < self.held.len() {
             self.held[i].remaining -= 1;
             if self.held[i].remaining == 0 {
                 let h = self.held.remove(i);
-                self.ready.push_back(h.msg);
+                release(&mut self.ready, h.seq, h.msg);
             } else {
                 i += 1;
             }
@@ -446,15 +465,16 @@ impl<R: LinkRx> FaultRx<R> {
     /// Move every message whose timer fired to `ready`; true if any did.
     fn poll_timers(
         held: &mut Vec<Held>,
-        timed: &mut Vec<(Delay, Backing)>,
-        ready: &mut VecDeque<Backing>,
+        timed: &mut Vec<(Delay, u64, Backing)>,
+        ready: &mut Ready,
         cx: &mut Context<'_>,
     ) -> bool {
         let mut fired = false;
         let mut i = 0;
         while i < held.len() {
             if Pin::new(&mut held[i].deadline).poll(cx).is_ready() {
-                ready.push_back(held.remove(i).msg);
+                let h = held.remove(i);
+                release(ready, h.seq, h.msg);
                 fired = true;
             } else {
                 i += 1;
@@ -463,7 +483,8 @@ impl<R: LinkRx> FaultRx<R> {
         let mut i = 0;
         while i < timed.len() {
             if Pin::new(&mut timed[i].0).poll(cx).is_ready() {
-                ready.push_back(timed.remove(i).1);
+                let (_, seq, msg) = timed.remove(i);
+                ready.push_back((seq, msg));
                 fired = true;
             } else {
                 i += 1;
@@ -488,7 +509,9 @@ impl<R: LinkRx> LinkRx for FaultRx<R> {
                 // The wrapped link ended: held-back messages go now, delayed
                 // ones when their time comes, then the end itself.
                 if !self.held.is_empty() {
-                    self.ready.extend(self.held.drain(..).map(|h| h.msg));
+                    for h in std::mem::take(&mut self.held) {
+                        release(&mut self.ready, h.seq, h.msg);
+                    }
                     continue;
                 }
                 if self.timed.is_empty() {

@@ -61,6 +61,9 @@ enum SenderState {
     Dropped,
 }
 
+// r[impl link.order.reliable]
+/// One direction: a FIFO of committed messages, so delivery is exactly once
+/// and in commit order.
 struct State {
     queue: VecDeque<Vec<u8>>,
     reserved: usize,
@@ -268,6 +271,8 @@ impl<'a> LinkTxPermit for MemoryPermit<'a> {
 
     // r[impl link.alloc.limit]
     // r[impl link.slot.len]
+    // r[impl link.message.empty]
+    // r[impl link.message.max]
     fn alloc(mut self, len: usize) -> Result<MemorySlot<'a>, LinkError> {
         let max = self.tx.chan.caps.max_payload;
         if len > max {

@@ -87,7 +87,6 @@ pub async fn boundaries_are_preserved<F: LinkFactory>(f: &F) {
     sizes.push(max);
     let (mut tx, _arx) = a.split();
     let (_btx, mut rx) = b.split();
-    let n = sizes.len() as u32;
     let send = async {
         for (i, &len) in sizes.iter().enumerate() {
             within("send", send_seq(&mut tx, i as u32, len))
@@ -111,7 +110,6 @@ pub async fn boundaries_are_preserved<F: LinkFactory>(f: &F) {
         }
     };
     futures::join!(send, recv);
-    let _ = n;
 }
 
 // r[verify link.message.empty]
@@ -149,7 +147,7 @@ pub async fn empty_messages_are_messages<F: LinkFactory>(f: &F) {
         } else {
             let got = recv_until_quiet(&mut rx, f.settle(), 6).await;
             assert!(
-                got.iter().all(|m| m.is_empty() || &m[..] == [7]),
+                got.iter().all(|m| m.is_empty() || m[..] == [7]),
                 "corrupted message"
             );
             assert!(got.iter().any(|m| m.is_empty()), "no empty message arrived");
