@@ -8,8 +8,11 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 
 use crate::{Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, Recycle, WriteSlot};
 
@@ -62,15 +65,12 @@ enum SenderState {
 }
 
 // r[impl link.order.reliable]
-/// One direction: a FIFO of committed messages, so delivery is exactly once
-/// and in commit order.
-struct State {
-    queue: VecDeque<Vec<u8>>,
-    reserved: usize,
+/// The shared part of one direction: a FIFO of committed messages, so
+/// delivery is exactly once and in commit order.
+struct Queue {
+    msgs: VecDeque<Vec<u8>>,
     sender: SenderState,
     receiver_alive: bool,
-    rx_waker: Option<Waker>,
-    tx_waker: Option<Waker>,
 }
 
 /// Buffers given back by dropped `Backing`s and discarded slots.
@@ -88,18 +88,19 @@ impl Recycle for Pool {
     }
 }
 
-impl Pool {
-    fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = lock(&self.free).pop().unwrap_or_default();
-        // Reuse what the buffer holds; only bytes beyond its old length are
-        // initialised afresh.
-        buf.resize(len, 0);
-        buf
-    }
-}
-
+/// One direction of a pair.
+///
+/// Capacity is an atomic count of messages in flight: granted permits plus
+/// committed messages the receiver has not handed out yet. The sender
+/// increments it in `reserve`, the receiver decrements it per message handed
+/// out, so neither takes a lock for capacity. The receiver moves the whole
+/// queue out under one lock and hands messages out from its own batch.
 struct Channel {
-    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    in_flight: AtomicUsize,
+    receiver_gone: AtomicBool,
+    rx_waker: AtomicWaker,
+    tx_waker: AtomicWaker,
     pool: Arc<Pool>,
     capacity: usize,
     caps: LinkCaps,
@@ -115,14 +116,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Channel {
     fn new(config: MemoryConfig) -> Arc<Channel> {
         Arc::new(Channel {
-            state: Mutex::new(State {
-                queue: VecDeque::with_capacity(config.capacity),
-                reserved: 0,
+            queue: Mutex::new(Queue {
+                msgs: VecDeque::with_capacity(config.capacity),
                 sender: SenderState::Open,
                 receiver_alive: true,
-                rx_waker: None,
-                tx_waker: None,
             }),
+            in_flight: AtomicUsize::new(0),
+            receiver_gone: AtomicBool::new(false),
+            rx_waker: AtomicWaker::new(),
+            tx_waker: AtomicWaker::new(),
             pool: Arc::new(Pool {
                 free: Mutex::new(Vec::new()),
                 keep: config.capacity + 8,
@@ -132,14 +134,22 @@ impl Channel {
         })
     }
 
-    fn release_reservation(&self) {
-        let mut st = lock(&self.state);
-        st.reserved -= 1;
-        let waker = st.tx_waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
+    /// One message left flight (handed out, discarded, or a permit dropped).
+    fn release_one(&self) {
+        let before = self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if before == self.capacity {
+            // The sender may be waiting for exactly this.
+            self.tx_waker.wake();
         }
+    }
+
+    fn set_sender(&self, state: SenderState) {
+        let mut q = lock(&self.queue);
+        if q.sender == SenderState::Open {
+            q.sender = state;
+        }
+        drop(q);
+        self.rx_waker.wake();
     }
 }
 
@@ -167,6 +177,9 @@ impl Link for MemoryLink {
 /// The sending half of an in-memory link.
 pub struct MemoryTx {
     chan: Arc<Channel>,
+    /// Buffers taken from the pool in one go, so the pool's lock is taken
+    /// once per batch rather than once per message.
+    spare: Vec<Vec<u8>>,
     closed: bool,
 }
 
@@ -174,6 +187,7 @@ impl MemoryTx {
     fn new(chan: Arc<Channel>) -> Self {
         MemoryTx {
             chan,
+            spare: Vec::new(),
             closed: false,
         }
     }
@@ -184,22 +198,44 @@ impl MemoryTx {
         if self.closed {
             return Poll::Ready(Err(LinkError::Closed));
         }
-        let mut st = lock(&self.chan.state);
-        if !st.receiver_alive {
-            return Poll::Ready(Err(LinkError::PeerGone));
-        }
-        if st.queue.len() + st.reserved < self.chan.capacity {
-            // The grant and the permit's creation happen in the same poll, so
-            // a dropped future never holds capacity.
-            st.reserved += 1;
-            Poll::Ready(Ok(()))
-        } else {
-            match &mut st.tx_waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
+        let chan = &*self.chan;
+        let mut registered = false;
+        loop {
+            if chan.receiver_gone.load(Ordering::Acquire) {
+                return Poll::Ready(Err(LinkError::PeerGone));
             }
-            Poll::Pending
+            let cur = chan.in_flight.load(Ordering::Acquire);
+            if cur < chan.capacity {
+                // The grant and the permit's creation happen in the same
+                // poll, so a dropped future never holds capacity.
+                if chan
+                    .in_flight
+                    .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            // Register, then look again: a release between the first look
+            // and the registration is not missed.
+            chan.tx_waker.register(cx.waker());
+            registered = true;
         }
+    }
+
+    fn take_buffer(&mut self, len: usize) -> Vec<u8> {
+        if self.spare.is_empty() {
+            std::mem::swap(&mut self.spare, &mut *lock(&self.chan.pool.free));
+        }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        // Reuse what the buffer holds; only bytes beyond its old length are
+        // initialised afresh.
+        buf.resize(len, 0);
+        buf
     }
 }
 
@@ -229,15 +265,7 @@ impl LinkTx for MemoryTx {
     async fn close(&mut self) -> Result<(), LinkError> {
         if !self.closed {
             self.closed = true;
-            let mut st = lock(&self.chan.state);
-            if st.sender == SenderState::Open {
-                st.sender = SenderState::Closed;
-            }
-            let waker = st.rx_waker.take();
-            drop(st);
-            if let Some(w) = waker {
-                w.wake();
-            }
+            self.chan.set_sender(SenderState::Closed);
         }
         Ok(())
     }
@@ -246,15 +274,7 @@ impl LinkTx for MemoryTx {
 // r[impl link.drop.abrupt]
 impl Drop for MemoryTx {
     fn drop(&mut self) {
-        let mut st = lock(&self.chan.state);
-        if st.sender == SenderState::Open {
-            st.sender = SenderState::Dropped;
-        }
-        let waker = st.rx_waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.chan.set_sender(SenderState::Dropped);
     }
 }
 
@@ -280,10 +300,9 @@ impl<'a> LinkTxPermit for MemoryPermit<'a> {
             return Err(LinkError::TooLarge { len, max });
         }
         self.live = false;
-        let chan = self.tx.chan.clone();
-        let buf = chan.pool.take(len);
+        let buf = self.tx.take_buffer(len);
         Ok(MemorySlot {
-            chan,
+            chan: self.tx.chan.clone(),
             buf: Some(buf),
             _tx: std::marker::PhantomData,
         })
@@ -293,7 +312,7 @@ impl<'a> LinkTxPermit for MemoryPermit<'a> {
 impl Drop for MemoryPermit<'_> {
     fn drop(&mut self) {
         if self.live {
-            self.tx.chan.release_reservation();
+            self.tx.chan.release_one();
         }
     }
 }
@@ -314,19 +333,16 @@ impl WriteSlot for MemorySlot<'_> {
     // r[impl link.message.boundaries]
     fn commit(mut self) -> Result<(), LinkError> {
         let buf = self.buf.take().unwrap_or_default();
-        let mut st = lock(&self.chan.state);
-        st.reserved -= 1;
-        if !st.receiver_alive {
-            drop(st);
+        let mut q = lock(&self.chan.queue);
+        if !q.receiver_alive {
+            drop(q);
             self.chan.pool.recycle(buf);
+            self.chan.release_one();
             return Err(LinkError::PeerGone);
         }
-        st.queue.push_back(buf);
-        let waker = st.rx_waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        q.msgs.push_back(buf);
+        drop(q);
+        self.chan.rx_waker.wake();
         Ok(())
     }
 }
@@ -336,7 +352,7 @@ impl Drop for MemorySlot<'_> {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             self.chan.pool.recycle(buf);
-            self.chan.release_reservation();
+            self.chan.release_one();
         }
     }
 }
@@ -345,6 +361,8 @@ impl Drop for MemorySlot<'_> {
 pub struct MemoryRx {
     chan: Arc<Channel>,
     pool: Arc<dyn Recycle>,
+    /// Messages moved out of the shared queue, still counted in flight.
+    batch: VecDeque<Vec<u8>>,
     /// Set once the stream ended: `Ok(())` for a graceful close.
     end: Option<Result<(), LinkError>>,
 }
@@ -352,9 +370,11 @@ pub struct MemoryRx {
 impl MemoryRx {
     fn new(chan: Arc<Channel>) -> Self {
         let pool: Arc<dyn Recycle> = chan.pool.clone();
+        let batch = VecDeque::with_capacity(chan.capacity);
         MemoryRx {
             chan,
             pool,
+            batch,
             end: None,
         }
     }
@@ -366,29 +386,28 @@ impl MemoryRx {
         if let Some(end) = &self.end {
             return Poll::Ready(end.clone().map(|()| None));
         }
-        let mut st = lock(&self.chan.state);
-        if let Some(buf) = st.queue.pop_front() {
-            let waker = st.tx_waker.take();
-            drop(st);
-            if let Some(w) = waker {
-                w.wake();
+        if self.batch.is_empty() {
+            let mut q = lock(&self.chan.queue);
+            if q.msgs.is_empty() {
+                let end = match q.sender {
+                    SenderState::Open => {
+                        // Registered under the lock: a commit after this
+                        // sees the waker, one before it left a message.
+                        self.chan.rx_waker.register(cx.waker());
+                        return Poll::Pending;
+                    }
+                    SenderState::Closed => Ok(()),
+                    SenderState::Dropped => Err(LinkError::PeerGone),
+                };
+                drop(q);
+                self.end = Some(end.clone());
+                return Poll::Ready(end.map(|()| None));
             }
-            return Poll::Ready(Ok(Some(Backing::pooled(buf, self.pool.clone()))));
+            std::mem::swap(&mut self.batch, &mut q.msgs);
         }
-        let end = match st.sender {
-            SenderState::Open => {
-                match &mut st.rx_waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                return Poll::Pending;
-            }
-            SenderState::Closed => Ok(()),
-            SenderState::Dropped => Err(LinkError::PeerGone),
-        };
-        drop(st);
-        self.end = Some(end.clone());
-        Poll::Ready(end.map(|()| None))
+        let buf = self.batch.pop_front().unwrap_or_default();
+        self.chan.release_one();
+        Poll::Ready(Ok(Some(Backing::pooled(buf, self.pool.clone()))))
     }
 }
 
@@ -405,14 +424,12 @@ impl LinkRx for MemoryRx {
 // r[impl link.rx.drop]
 impl Drop for MemoryRx {
     fn drop(&mut self) {
-        let mut st = lock(&self.chan.state);
-        st.receiver_alive = false;
-        let dropped = std::mem::take(&mut st.queue);
-        let waker = st.tx_waker.take();
-        drop(st);
+        let mut q = lock(&self.chan.queue);
+        q.receiver_alive = false;
+        let dropped = std::mem::take(&mut q.msgs);
+        drop(q);
+        self.chan.receiver_gone.store(true, Ordering::Release);
         drop(dropped);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.chan.tx_waker.wake();
     }
 }

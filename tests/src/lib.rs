@@ -8,7 +8,7 @@
 //!
 //! A link plugs in with a factory and one macro call:
 //!
-//! ```ignore
+//! ```text
 //! link_tests::reliable_suite!(#[tokio::test], MyFactory::new());
 //! ```
 //!

@@ -1,0 +1,178 @@
+//! Runs each case and its baseline alternately in one process and reports
+//! medians and their ratio.
+
+use serde::Serialize;
+
+/// Which direction is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    /// Throughputs.
+    Higher,
+    /// Latencies.
+    Lower,
+}
+
+/// One measurement: our code against a baseline, same metric.
+pub struct Case<'a> {
+    /// Short name, e.g. `throughput_64B`.
+    pub case: String,
+    /// What is measured, e.g. `msgs_per_s`.
+    pub metric: &'static str,
+    /// Unit of `metric`.
+    pub unit: &'static str,
+    /// Direction of goodness.
+    pub better: Better,
+    /// What the baseline is.
+    pub baseline_name: &'static str,
+    /// Run our code once; returns the metric.
+    pub ours: Box<dyn FnMut() -> f64 + 'a>,
+    /// Run the baseline once; returns the metric.
+    pub baseline: Box<dyn FnMut() -> f64 + 'a>,
+}
+
+/// One result line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Suite name.
+    pub suite: String,
+    /// Case name.
+    pub case: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit.
+    pub unit: String,
+    /// Median of our samples.
+    pub ours: f64,
+    /// Median of the baseline's samples.
+    pub baseline: f64,
+    /// What the baseline is.
+    pub baseline_name: String,
+    /// `ours / baseline`.
+    pub ratio: f64,
+    /// Direction of goodness.
+    pub better: Better,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// How a run reports.
+pub struct Runner {
+    /// Suite name.
+    pub suite: String,
+    /// Rounds per case (each round runs ours and the baseline once).
+    pub rounds: usize,
+    /// JSON lines on stdout instead of a table.
+    pub json: bool,
+    /// Results so far.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Runner {
+    /// A runner for `suite`.
+    pub fn new(suite: &str, rounds: usize, json: bool) -> Self {
+        Runner {
+            suite: suite.to_owned(),
+            rounds,
+            json,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Run one case: a warm-up of each, then `rounds` rounds alternating
+    /// which goes first.
+    pub fn run(&mut self, mut case: Case<'_>) {
+        eprintln!("[{}] {} ...", self.suite, case.case);
+        (case.ours)();
+        (case.baseline)();
+        let mut ours = Vec::with_capacity(self.rounds);
+        let mut base = Vec::with_capacity(self.rounds);
+        for round in 0..self.rounds {
+            if round % 2 == 0 {
+                ours.push((case.ours)());
+                base.push((case.baseline)());
+            } else {
+                base.push((case.baseline)());
+                ours.push((case.ours)());
+            }
+        }
+        let (o, b) = (median(ours), median(base));
+        let outcome = Outcome {
+            suite: self.suite.clone(),
+            case: case.case,
+            metric: case.metric.to_owned(),
+            unit: case.unit.to_owned(),
+            ours: o,
+            baseline: b,
+            baseline_name: case.baseline_name.to_owned(),
+            ratio: o / b,
+            better: case.better,
+        };
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string(&outcome).expect("outcome serialises")
+            );
+        } else {
+            let verdict = match (outcome.better, outcome.ratio >= 1.0) {
+                (Better::Higher, true) | (Better::Lower, false) => "ours better",
+                _ => "baseline better",
+            };
+            println!(
+                "{:<8} {:<24} {:>14.2} {:<9} vs {:>14.2} ({:<28}) ratio {:>6.3}  {}",
+                outcome.suite,
+                outcome.case,
+                outcome.ours,
+                outcome.unit,
+                outcome.baseline,
+                outcome.baseline_name,
+                outcome.ratio,
+                verdict
+            );
+        }
+        self.outcomes.push(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn runner_alternates_and_reports_ratio_of_medians() {
+        let mut r = Runner::new("t", 4, true);
+        let order = std::cell::RefCell::new(Vec::new());
+        r.run(Case {
+            case: "c".into(),
+            metric: "m",
+            unit: "u",
+            better: Better::Higher,
+            baseline_name: "b",
+            ours: Box::new(|| {
+                order.borrow_mut().push('o');
+                10.0
+            }),
+            baseline: Box::new(|| {
+                order.borrow_mut().push('b');
+                4.0
+            }),
+        });
+        assert_eq!(r.outcomes[0].ratio, 2.5);
+        // warm-up o b, then o b, b o, o b, b o
+        assert_eq!(order.into_inner().iter().collect::<String>(), "obobboobbo");
+    }
+}

@@ -1,0 +1,70 @@
+//! `link-bench <suite> [--quick] [--json]`: side-by-side benchmarks.
+//!
+//! Each case runs our code and its baseline alternately in this one process,
+//! several rounds, and reports the medians and `ratio = ours / baseline`.
+//! With `--json`, one JSON object per line:
+//! `{"suite","case","metric","unit","ours","baseline","baseline_name","ratio","better"}`.
+
+mod harness;
+mod memory;
+
+use std::process::ExitCode;
+
+use harness::Runner;
+
+const SUITES: &[&str] = &["memory"];
+
+fn usage() -> String {
+    format!(
+        "usage: link-bench <suite> [--quick] [--json] [--rounds N]\nsuites: {}",
+        SUITES.join(", ")
+    )
+}
+
+fn main() -> ExitCode {
+    let mut suite = None;
+    let mut quick = false;
+    let mut json = false;
+    let mut rounds = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--json" => json = true,
+            "--rounds" => match args
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+            {
+                Some(n) => rounds = Some(n),
+                None => {
+                    eprintln!("--rounds takes a positive whole number\n{}", usage());
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return ExitCode::SUCCESS;
+            }
+            s if suite.is_none() && !s.starts_with('-') => suite = Some(s.to_owned()),
+            other => {
+                eprintln!("unexpected argument `{other}`\n{}", usage());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(suite) = suite else {
+        eprintln!("{}", usage());
+        return ExitCode::from(2);
+    };
+    let rounds = rounds.unwrap_or(if quick { 3 } else { 7 });
+    let mut runner = Runner::new(&suite, rounds, json);
+    match suite.as_str() {
+        "memory" => memory::run(&mut runner, quick),
+        other => {
+            eprintln!("unknown suite `{other}`\n{}", usage());
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's one test command: formatting, lints, every test, the wasm32
+# build check and the spec coverage gate. Installs what a fresh machine lacks.
+# Idempotent; safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    rustup target add wasm32-unknown-unknown
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (workspace)"
+cargo test --workspace
+
+step "wasm32 check: link-types"
+cargo check -p link-types --target wasm32-unknown-unknown
+
+step "spec coverage"
+cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
+
+step "benchmark harness smoke run (numbers are not checked here)"
+cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null
+
+printf '\nall checks passed\n'
