@@ -1,0 +1,334 @@
+//! `UdpEndpoint`: many peers on one socket.
+//!
+//! A task owns the socket's receive ring, demultiplexes datagrams by source
+//! address into per-peer queues, and announces new peers to `accept`. Each
+//! peer's link sends through the shared socket from its own send ring.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
+use link_types::{Backing, LinkCaps, LinkError};
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+
+use crate::config::EndpointConfig;
+use crate::error::UdpError;
+use crate::link::{RxSource, UdpLink, UdpRx};
+use crate::rx::Receiver;
+use crate::socket::{SocketInfo, open};
+use crate::stats::{Counters, UdpStatsHandle, add};
+
+use crate::tx::UdpTx;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct PeerState {
+    msgs: VecDeque<Backing>,
+    /// Why the peer ended (idle timeout, endpoint shut down), once it did.
+    gone: Option<LinkError>,
+    receiver_alive: bool,
+    last_seen: Instant,
+}
+
+/// The datagrams waiting for one peer's link.
+pub(crate) struct PeerQueue {
+    state: Mutex<PeerState>,
+    waker: AtomicWaker,
+    capacity: usize,
+}
+
+impl PeerQueue {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(PeerQueue {
+            state: Mutex::new(PeerState {
+                msgs: VecDeque::new(),
+                gone: None,
+                receiver_alive: true,
+                last_seen: Instant::now(),
+            }),
+            waker: AtomicWaker::new(),
+            capacity,
+        })
+    }
+
+    pub(crate) async fn recv(&self) -> Result<Backing, LinkError> {
+        poll_fn(|cx| {
+            let mut st = lock(&self.state);
+            if let Some(m) = st.msgs.pop_front() {
+                return Poll::Ready(Ok(m));
+            }
+            if let Some(e) = &st.gone {
+                return Poll::Ready(Err(e.clone()));
+            }
+            self.waker.register(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn end(&self, why: LinkError) {
+        lock(&self.state).gone.get_or_insert(why);
+        self.waker.wake();
+    }
+
+    pub(crate) fn receiver_dropped(&self) {
+        let mut st = lock(&self.state);
+        st.receiver_alive = false;
+        st.msgs.clear();
+    }
+}
+
+struct Shared {
+    socket: Arc<UdpSocket>,
+    config: EndpointConfig,
+    info: SocketInfo,
+    caps: LinkCaps,
+    stats: Arc<Counters>,
+    peers: Mutex<HashMap<SocketAddr, Arc<PeerQueue>>>,
+    accepted: Mutex<VecDeque<UdpLink>>,
+    accept_waker: AtomicWaker,
+    shutdown: Notify,
+}
+
+/// Stops the endpoint's task when the last handle (the endpoint or any of
+/// its links' halves) is dropped.
+struct TaskGuard(Arc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.shutdown.notify_one();
+    }
+}
+
+// r[impl udp.endpoint.demux]
+/// A UDP socket serving many peers, each with its own [`UdpLink`].
+pub struct UdpEndpoint {
+    shared: Arc<Shared>,
+    guard: Arc<TaskGuard>,
+}
+
+impl UdpEndpoint {
+    /// Bind `local` and start serving. Must be called inside a tokio runtime.
+    pub fn bind(local: SocketAddr, config: EndpointConfig) -> Result<UdpEndpoint, UdpError> {
+        if config.max_peers == 0 || config.peer_queue == 0 || config.accept_queue == 0 {
+            return Err(UdpError::InvalidConfig(
+                "max_peers, peer_queue and accept_queue must be at least 1".into(),
+            ));
+        }
+        let (socket, info) = open(local, None, &config.link)?;
+        let socket = Arc::new(socket);
+        let stats = crate::link::new_counters();
+        let receiver = Receiver::new(
+            socket.clone(),
+            info.max_payload,
+            info.gro,
+            config.link.recv_batch,
+            stats.clone(),
+        );
+        let shared = Arc::new(Shared {
+            socket,
+            caps: LinkCaps::datagram(info.max_payload),
+            config,
+            info,
+            stats,
+            peers: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(VecDeque::new()),
+            accept_waker: AtomicWaker::new(),
+            shutdown: Notify::new(),
+        });
+        let guard = Arc::new(TaskGuard(shared.clone()));
+        tokio::spawn(run(shared.clone(), Arc::downgrade(&guard), receiver));
+        Ok(UdpEndpoint { shared, guard })
+    }
+
+    /// The bound local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.info.local
+    }
+
+    /// What the socket was granted.
+    pub fn socket_info(&self) -> SocketInfo {
+        self.shared.info
+    }
+
+    /// The endpoint's counters (shared by all its links).
+    pub fn stats(&self) -> UdpStatsHandle {
+        UdpStatsHandle(self.shared.stats.clone())
+    }
+
+    /// Number of peers currently known.
+    pub fn peer_count(&self) -> usize {
+        lock(&self.shared.peers).len()
+    }
+
+    /// The next peer that appeared by sending to this endpoint.
+    pub async fn accept(&self) -> UdpLink {
+        poll_fn(|cx| {
+            if let Some(l) = lock(&self.shared.accepted).pop_front() {
+                return Poll::Ready(l);
+            }
+            self.shared.accept_waker.register(cx.waker());
+            match lock(&self.shared.accepted).pop_front() {
+                Some(l) => Poll::Ready(l),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// A link to `peer`, made without waiting for it to send first.
+    pub fn connect(&self, peer: SocketAddr) -> Result<UdpLink, UdpError> {
+        if peer.is_ipv4() != self.shared.info.local.is_ipv4() {
+            return Err(UdpError::InvalidConfig(format!(
+                "cannot reach {peer} from an endpoint bound to {}",
+                self.shared.info.local
+            )));
+        }
+        let mut peers = lock(&self.shared.peers);
+        if peers.contains_key(&peer) {
+            return Err(UdpError::PeerExists(peer));
+        }
+        if peers.len() >= self.shared.config.max_peers {
+            return Err(UdpError::PeerLimit(self.shared.config.max_peers));
+        }
+        let q = PeerQueue::new(self.shared.config.peer_queue);
+        peers.insert(peer, q.clone());
+        Ok(make_link(&self.shared, &self.guard, peer, q))
+    }
+}
+
+impl Drop for UdpEndpoint {
+    fn drop(&mut self) {
+        // Links nobody accepted hold guards; drop them so that only links
+        // the application owns keep the task running.
+        lock(&self.shared.accepted).clear();
+    }
+}
+
+fn make_link(
+    shared: &Arc<Shared>,
+    guard: &Arc<TaskGuard>,
+    peer: SocketAddr,
+    q: Arc<PeerQueue>,
+) -> UdpLink {
+    let cfg = &shared.config.link;
+    let guard_tx: Arc<dyn Send + Sync> = guard.clone();
+    let guard_rx: Arc<dyn Send + Sync> = guard.clone();
+    let tx = UdpTx::new(
+        shared.socket.clone(),
+        Some(peer.into()),
+        cfg.send_ring,
+        cfg.gso,
+        shared.caps,
+        shared.stats.clone(),
+        Some(guard_tx),
+    );
+    let rx = UdpRx {
+        source: RxSource::Peer(q),
+        caps: shared.caps,
+        end: None,
+        _guard: Some(guard_rx),
+    };
+    UdpLink {
+        tx,
+        rx,
+        info: shared.info,
+        peer,
+        stats: UdpStatsHandle(shared.stats.clone()),
+    }
+}
+
+/// Hand one datagram to its peer's queue, making the peer if it is new.
+fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: SocketAddr) {
+    let stats = &shared.stats;
+    let q = {
+        let mut peers = lock(&shared.peers);
+        match peers.get(&source) {
+            Some(q) => q.clone(),
+            None => {
+                let full = peers.len() >= shared.config.max_peers
+                    || lock(&shared.accepted).len() >= shared.config.accept_queue;
+                if full {
+                    add(&stats.rx_peer_refused, 1);
+                    return;
+                }
+                let q = PeerQueue::new(shared.config.peer_queue);
+                peers.insert(source, q.clone());
+                lock(&shared.accepted).push_back(make_link(shared, guard, source, q.clone()));
+                shared.accept_waker.wake();
+                q
+            }
+        }
+    };
+    let mut st = lock(&q.state);
+    st.last_seen = Instant::now();
+    if !st.receiver_alive {
+        add(&stats.rx_peer_gone, 1);
+    } else if st.msgs.len() >= q.capacity {
+        add(&stats.rx_peer_queue_full, 1);
+    } else {
+        st.msgs.push_back(msg);
+        drop(st);
+        q.waker.wake();
+    }
+}
+
+// r[impl udp.endpoint.idle]
+/// Forget peers that sent nothing for the idle timeout.
+fn sweep(shared: &Shared, idle: Duration) {
+    let now = Instant::now();
+    let mut peers = lock(&shared.peers);
+    peers.retain(|_, q| {
+        let expired = now.duration_since(lock(&q.state).last_seen) >= idle;
+        if expired {
+            add(&shared.stats.peers_expired, 1);
+            q.end(LinkError::PeerGone);
+        }
+        !expired
+    });
+}
+
+/// The endpoint's task: receive, demultiplex, expire idle peers; stop when
+/// the last handle is gone.
+async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver) {
+    let idle = shared.config.idle_timeout;
+    let tick = idle.map_or(Duration::from_secs(3600), |d| {
+        (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    });
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            _ = shared.shutdown.notified() => break LinkError::Closed,
+            r = receiver.next() => match r {
+                Ok((msg, Some(source))) => {
+                    // New links need a guard; if none can be had, every
+                    // handle is gone and the shutdown is about to be seen.
+                    let Some(guard) = guard.upgrade() else { break LinkError::Closed };
+                    dispatch(&shared, &guard, msg, source);
+                }
+                Ok((_, None)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "UDP endpoint receive failed; ending all peer links");
+                    break e;
+                }
+            },
+            _ = interval.tick(), if idle.is_some() => {
+                if let Some(d) = idle {
+                    sweep(&shared, d);
+                }
+            }
+        }
+    };
+    for (_, q) in lock(&shared.peers).drain() {
+        q.end(end.clone());
+    }
+    lock(&shared.accepted).clear();
+}

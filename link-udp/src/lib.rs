@@ -1,0 +1,39 @@
+//! UDP link for linkstream: lossy, unordered datagrams, one message per
+//! datagram, for a host streaming to native clients on a LAN.
+//!
+//! - **Send**: `alloc` hands out a slot in the link's own send ring (no
+//!   allocation per datagram); committed datagrams go out in batches with
+//!   `sendmmsg`, runs of equal-size datagrams as one UDP GSO send each, with a
+//!   run-time fallback to plain `sendmmsg` when the kernel refuses GSO.
+//! - **Receive**: `recvmmsg` into a reused ring of buffers, with UDP GRO
+//!   super-datagrams split by their segment size; a received `Backing` leases
+//!   its ring buffer, which goes back to the ring when dropped.
+//! - **Drops are counted**: oversized and truncated datagrams, kernel
+//!   receive-queue overflows (`SO_RXQ_OVFL`), transient send errors; see
+//!   [`UdpStats`].
+//! - **Many peers**: a [`UdpEndpoint`] serves many peers on one socket,
+//!   demultiplexing by source address, with a peer limit and an idle timeout.
+//!
+//! The rules are in `spec/udp.md`. Linux only.
+#![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("link-udp uses sendmmsg, recvmmsg, UDP GSO and GRO: it supports Linux only");
+
+mod config;
+mod endpoint;
+mod error;
+mod link;
+mod rx;
+mod socket;
+mod stats;
+mod sys;
+mod tx;
+
+pub use config::{EndpointConfig, MAX_UDP_PAYLOAD, MTU1500_V4, MTU1500_V6, UdpConfig};
+pub use endpoint::UdpEndpoint;
+pub use error::UdpError;
+pub use link::{UdpLink, UdpRx};
+pub use socket::SocketInfo;
+pub use stats::{UdpStats, UdpStatsHandle};
+pub use tx::{UdpPermit, UdpSlot, UdpTx};

@@ -1,0 +1,188 @@
+//! The receive path: `recvmmsg` into a reused ring of buffers, GRO
+//! super-datagrams split by their segment size, each datagram handed up as a
+//! `Backing` that leases its buffer.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use link_types::{Backing, LeaseOwner, LeaseToken, LinkError};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::stats::{Counters, add, set_max};
+use crate::sys::{self, MAX_BATCH, RecvMeta};
+
+/// One receive buffer. It is written only while the ring holds the sole
+/// reference (`Arc::get_mut`), and read through the `Backing`s that lease
+/// datagrams in it; it returns to the ring when the last of them is dropped.
+pub(crate) struct RecvBuf {
+    data: Box<[u8]>,
+}
+
+impl LeaseOwner for RecvBuf {
+    fn bytes(&self, token: LeaseToken) -> &[u8] {
+        let (start, len) = (token.a as usize, token.b as usize);
+        self.data.get(start..start + len).unwrap_or_default()
+    }
+
+    fn release(&self, _token: LeaseToken) {
+        // The buffer comes back to the ring when its last lease (an `Arc`
+        // clone) is dropped; nothing to do per datagram.
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Datagram {
+    buf: u32,
+    start: u32,
+    len: u32,
+    source: Option<SocketAddr>,
+}
+
+// r[impl udp.recv.ring]
+/// Receives datagrams from a socket in batches.
+pub(crate) struct Receiver {
+    socket: Arc<UdpSocket>,
+    bufs: Vec<Arc<RecvBuf>>,
+    buf_size: usize,
+    batch: usize,
+    max_payload: usize,
+    ready: VecDeque<Datagram>,
+    meta: Vec<RecvMeta>,
+    stats: Arc<Counters>,
+}
+
+impl Receiver {
+    pub(crate) fn new(
+        socket: Arc<UdpSocket>,
+        max_payload: usize,
+        gro: bool,
+        batch: usize,
+        stats: Arc<Counters>,
+    ) -> Self {
+        let batch = batch.min(MAX_BATCH);
+        // One spare byte so that a datagram above the maximum is seen as
+        // such (and counted) rather than silently cut.
+        let buf_size = if gro { 65_535 } else { max_payload + 1 };
+        let bufs = (0..batch * 2)
+            .map(|_| {
+                Arc::new(RecvBuf {
+                    data: vec![0; buf_size].into_boxed_slice(),
+                })
+            })
+            .collect();
+        Receiver {
+            socket,
+            bufs,
+            buf_size,
+            batch,
+            max_payload,
+            ready: VecDeque::with_capacity(batch * 64),
+            meta: vec![RecvMeta::default(); batch],
+            stats,
+        }
+    }
+
+    /// The next datagram and its source. Cancel-safe: state changes only
+    /// when a datagram is returned or a batch is taken in.
+    pub(crate) async fn next(&mut self) -> Result<(Backing, Option<SocketAddr>), LinkError> {
+        loop {
+            if let Some(d) = self.ready.pop_front() {
+                add(&self.stats.rx_datagrams, 1);
+                add(&self.stats.rx_bytes, u64::from(d.len));
+                let owner: Arc<dyn LeaseOwner> = self.bufs[d.buf as usize].clone();
+                let token = LeaseToken {
+                    a: u64::from(d.start),
+                    b: u64::from(d.len),
+                };
+                return Ok((Backing::lease(owner, token), d.source));
+            }
+            match self.fill() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.readable().await.map_err(LinkError::from)?;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    // An ICMP port-unreachable for an earlier send.
+                    add(&self.stats.rx_transient_errors, 1);
+                }
+                Err(e) => return Err(LinkError::from(e)),
+            }
+        }
+    }
+
+    // r[impl udp.recv.gro]
+    // r[impl udp.recv.drops]
+    /// One `recvmmsg` into free buffers; parsed datagrams go to `ready`.
+    fn fill(&mut self) -> io::Result<()> {
+        let mut free = [0u32; MAX_BATCH];
+        let mut slices: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| <&mut [u8]>::default());
+        let mut k = 0;
+        // A buffer is free when no `Backing` holds it any more. In steady
+        // state some always are; if the receivers hold every buffer, the
+        // ring grows (counted) rather than stall.
+        if !self.bufs.iter().any(|b| Arc::strong_count(b) == 1) {
+            add(&self.stats.rx_buffer_growth, 1);
+            self.bufs.push(Arc::new(RecvBuf {
+                data: vec![0; self.buf_size].into_boxed_slice(),
+            }));
+        }
+        for (i, b) in self.bufs.iter_mut().enumerate() {
+            if k == self.batch {
+                break;
+            }
+            if let Some(buf) = Arc::get_mut(b) {
+                free[k] = i as u32;
+                slices[k] = &mut buf.data;
+                k += 1;
+            }
+        }
+        let fd = self.socket.as_raw_fd();
+        let meta = &mut self.meta;
+        let got = self.socket.try_io(Interest::READABLE, || {
+            sys::recv_batch(fd, &mut slices[..k], meta)
+        })?;
+        add(&self.stats.rx_syscalls, 1);
+        for (j, m) in self.meta[..got].iter().enumerate() {
+            if let Some(drops) = m.kernel_drops {
+                set_max(&self.stats.rx_kernel_drops, u64::from(drops));
+            }
+            if m.truncated {
+                add(&self.stats.rx_truncated, 1);
+                continue;
+            }
+            let buf = free[j];
+            match m.gro_segment {
+                Some(seg) if seg < m.len => {
+                    add(&self.stats.rx_gro_buffers, 1);
+                    if seg > self.max_payload {
+                        add(&self.stats.rx_oversized, m.len.div_ceil(seg) as u64);
+                        continue;
+                    }
+                    let mut start = 0;
+                    while start < m.len {
+                        let len = seg.min(m.len - start);
+                        self.ready.push_back(Datagram {
+                            buf,
+                            start: start as u32,
+                            len: len as u32,
+                            source: m.source,
+                        });
+                        start += len;
+                    }
+                }
+                _ if m.len > self.max_payload => add(&self.stats.rx_oversized, 1),
+                _ => self.ready.push_back(Datagram {
+                    buf,
+                    start: 0,
+                    len: m.len as u32,
+                    source: m.source,
+                }),
+            }
+        }
+        Ok(())
+    }
+}

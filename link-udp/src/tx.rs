@@ -1,0 +1,293 @@
+//! The send path: a ring of datagram buffers owned by the link, drained in
+//! batches with `sendmmsg`, runs of equal-size datagrams as UDP GSO sends.
+
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use link_types::{LinkCaps, LinkError, LinkTx, LinkTxPermit, WriteSlot};
+use socket2::SockAddr;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::stats::{Counters, add};
+use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, MAX_IOVS, SendMsg};
+
+/// Keeps an endpoint's receive task alive while any of its links exist.
+pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
+
+// r[impl udp.send.ring]
+/// The sending half of a UDP link.
+///
+/// `alloc` hands out a slot in the link's send ring (no allocation per
+/// datagram); committed datagrams queue there and go out in batches on
+/// `flush`, or when `reserve` finds the ring full.
+pub struct UdpTx {
+    socket: Arc<UdpSocket>,
+    dest: Option<SockAddr>,
+    ring: Vec<u8>,
+    stride: usize,
+    lens: Vec<u32>,
+    /// First queued datagram not yet sent.
+    head: usize,
+    /// Datagrams committed into the ring.
+    queued: usize,
+    gso: bool,
+    caps: LinkCaps,
+    stats: Arc<Counters>,
+    error: Option<LinkError>,
+    closed: bool,
+    _guard: Guard,
+}
+
+impl UdpTx {
+    pub(crate) fn new(
+        socket: Arc<UdpSocket>,
+        dest: Option<SockAddr>,
+        ring: usize,
+        gso: bool,
+        caps: LinkCaps,
+        stats: Arc<Counters>,
+        guard: Guard,
+    ) -> Self {
+        UdpTx {
+            socket,
+            dest,
+            ring: vec![0; ring * caps.max_payload],
+            stride: caps.max_payload,
+            lens: vec![0; ring],
+            head: 0,
+            queued: 0,
+            gso,
+            caps,
+            stats,
+            error: None,
+            closed: false,
+            _guard: guard,
+        }
+    }
+
+    pub(crate) fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.socket.as_fd()
+    }
+
+    /// Whether GSO is (still) in use: false once the kernel refused it.
+    pub fn gso_active(&self) -> bool {
+        self.gso
+    }
+
+    /// Build the next batch from `head`: up to `MAX_BATCH` messages, each a
+    /// single datagram or a GSO run of equal-size datagrams (the last of a
+    /// run may be shorter).
+    fn plan<'a>(&'a self, iovs: &mut [IoSlice<'a>], msgs: &mut [SendMsg]) -> (usize, usize) {
+        let (mut ni, mut nm) = (0, 0);
+        let mut i = self.head;
+        while i < self.queued && nm < MAX_BATCH && ni < MAX_IOVS {
+            let len = self.lens[i] as usize;
+            let mut count = 1;
+            if self.gso && len > 0 {
+                let limit = MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / len).min(MAX_IOVS - ni);
+                while count < limit
+                    && i + count < self.queued
+                    && self.lens[i + count] as usize == len
+                {
+                    count += 1;
+                }
+                if count < limit && i + count < self.queued {
+                    let tail = self.lens[i + count] as usize;
+                    if tail > 0 && tail < len {
+                        count += 1;
+                    }
+                }
+            }
+            for k in i..i + count {
+                let start = k * self.stride;
+                iovs[ni] = IoSlice::new(&self.ring[start..start + self.lens[k] as usize]);
+                ni += 1;
+            }
+            msgs[nm] = SendMsg {
+                iov_start: ni - count,
+                iov_count: count,
+                segment: if count > 1 { len as u16 } else { 0 },
+            };
+            nm += 1;
+            i += count;
+        }
+        (ni, nm)
+    }
+
+    // r[impl udp.send.batch]
+    // r[impl udp.send.gso-fallback]
+    // r[impl udp.send.transient]
+    /// Send everything queued, waiting for the socket when its buffer is full.
+    async fn drain(&mut self) -> Result<(), LinkError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let mut refused_in_a_row = 0;
+        while self.head < self.queued {
+            let mut iovs = [IoSlice::new(&[]); MAX_IOVS];
+            let mut msgs = [SendMsg {
+                iov_start: 0,
+                iov_count: 0,
+                segment: 0,
+            }; MAX_BATCH];
+            let (ni, nm) = self.plan(&mut iovs, &mut msgs);
+            let fd = self.socket.as_raw_fd();
+            let dest = self.dest.as_ref();
+            let result = self.socket.try_io(Interest::WRITABLE, || {
+                sys::send_batch(fd, dest, &iovs[..ni], &msgs[..nm])
+            });
+            match result {
+                Ok(sent) => {
+                    refused_in_a_row = 0;
+                    let datagrams: usize = msgs[..sent].iter().map(|m| m.iov_count).sum();
+                    let bytes: usize = (self.head..self.head + datagrams)
+                        .map(|k| self.lens[k] as usize)
+                        .sum();
+                    let gso_sends = msgs[..sent].iter().filter(|m| m.segment > 0).count();
+                    add(&self.stats.tx_datagrams, datagrams as u64);
+                    add(&self.stats.tx_bytes, bytes as u64);
+                    add(&self.stats.tx_syscalls, 1);
+                    add(&self.stats.tx_gso_sends, gso_sends as u64);
+                    self.head += datagrams;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    add(&self.stats.tx_waits, 1);
+                    if let Err(e) = self.socket.writable().await {
+                        return Err(self.fail(e));
+                    }
+                }
+                Err(e) => {
+                    let errno = e.raw_os_error().unwrap_or(0);
+                    let gso_refused = matches!(
+                        errno,
+                        libc::EIO
+                            | libc::EINVAL
+                            | libc::ENOPROTOOPT
+                            | libc::EMSGSIZE
+                            | libc::EOPNOTSUPP
+                    );
+                    if msgs[0].segment > 0 && gso_refused {
+                        tracing::warn!(error = %e, "kernel refused UDP GSO; falling back to plain sendmmsg");
+                        add(&self.stats.tx_gso_fallbacks, 1);
+                        self.gso = false;
+                    } else if errno == libc::ECONNREFUSED && refused_in_a_row < 3 {
+                        // A stale ICMP port-unreachable surfaced here; the
+                        // datagrams were not sent. Try again.
+                        add(&self.stats.tx_transient_errors, 1);
+                        refused_in_a_row += 1;
+                    } else if matches!(
+                        errno,
+                        libc::ENOBUFS | libc::ECONNREFUSED | libc::EMSGSIZE | libc::EPERM
+                    ) {
+                        // The kernel would not take this datagram: drop it,
+                        // counted, and carry on with the rest.
+                        if errno == libc::ENOBUFS || errno == libc::ECONNREFUSED {
+                            add(&self.stats.tx_transient_errors, 1);
+                        }
+                        add(&self.stats.tx_dropped, 1);
+                        self.head += 1;
+                        refused_in_a_row = 0;
+                    } else {
+                        return Err(self.fail(e));
+                    }
+                }
+            }
+        }
+        self.head = 0;
+        self.queued = 0;
+        Ok(())
+    }
+
+    fn fail(&mut self, e: io::Error) -> LinkError {
+        let e = LinkError::from(e);
+        tracing::warn!(error = %e, "UDP link failed");
+        self.error = Some(e.clone());
+        e
+    }
+}
+
+impl LinkTx for UdpTx {
+    type Permit<'a> = UdpPermit<'a>;
+
+    fn caps(&self) -> LinkCaps {
+        self.caps
+    }
+
+    // r[impl link.reserve.permit-holds]
+    // r[impl link.reserve.cancel]
+    async fn reserve(&mut self) -> Result<UdpPermit<'_>, LinkError> {
+        if self.closed {
+            return Err(LinkError::Closed);
+        }
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.queued == self.lens.len() {
+            // The ring is full: this is the reserve that would wait, so it
+            // transmits what is queued first.
+            self.drain().await?;
+        }
+        Ok(UdpPermit { tx: self })
+    }
+
+    // r[impl link.flush]
+    async fn flush(&mut self) -> Result<(), LinkError> {
+        self.drain().await
+    }
+
+    // r[impl link.close.send-after]
+    async fn close(&mut self) -> Result<(), LinkError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.drain().await
+    }
+}
+
+/// A free entry of the send ring, held for one datagram.
+pub struct UdpPermit<'a> {
+    tx: &'a mut UdpTx,
+}
+
+impl<'a> LinkTxPermit for UdpPermit<'a> {
+    type Slot = UdpSlot<'a>;
+
+    // r[impl link.alloc.limit]
+    // r[impl link.slot.len]
+    // r[impl udp.datagram.max]
+    fn alloc(self, len: usize) -> Result<UdpSlot<'a>, LinkError> {
+        let max = self.tx.caps.max_payload;
+        if len > max {
+            return Err(LinkError::TooLarge { len, max });
+        }
+        Ok(UdpSlot { tx: self.tx, len })
+    }
+}
+
+// r[impl link.slot.discard]
+/// A datagram being written, in the link's send ring. Dropping it without
+/// committing leaves the ring's count unchanged: the entry is reused.
+pub struct UdpSlot<'a> {
+    tx: &'a mut UdpTx,
+    len: usize,
+}
+
+impl WriteSlot for UdpSlot<'_> {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        let start = self.tx.queued * self.tx.stride;
+        &mut self.tx.ring[start..start + self.len]
+    }
+
+    // r[impl link.slot.commit]
+    // r[impl udp.datagram.model]
+    fn commit(self) -> Result<(), LinkError> {
+        let tx = self.tx;
+        tx.lens[tx.queued] = self.len as u32;
+        tx.queued += 1;
+        Ok(())
+    }
+}
