@@ -245,6 +245,7 @@ fn make_link(
     }
 }
 
+// r[impl udp.endpoint.limit]
 /// Hand one datagram to its peer's queue, making the peer if it is new.
 fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: SocketAddr) {
     let stats = &shared.stats;

@@ -77,6 +77,7 @@ impl UdpTx {
         self.gso
     }
 
+    // r[impl udp.send.gso]
     /// Build the next batch from `head`: up to `MAX_BATCH` messages, each a
     /// single datagram or a GSO run of equal-size datagrams (the last of a
     /// run may be shorter).
@@ -259,6 +260,8 @@ impl<'a> LinkTxPermit for UdpPermit<'a> {
     // r[impl link.alloc.limit]
     // r[impl link.slot.len]
     // r[impl udp.datagram.max]
+    // r[impl link.message.empty]
+    // r[impl link.message.max]
     fn alloc(self, len: usize) -> Result<UdpSlot<'a>, LinkError> {
         let max = self.tx.caps.max_payload;
         if len > max {
@@ -283,6 +286,7 @@ impl WriteSlot for UdpSlot<'_> {
     }
 
     // r[impl link.slot.commit]
+    // r[impl link.message.boundaries]
     // r[impl udp.datagram.model]
     fn commit(self) -> Result<(), LinkError> {
         let tx = self.tx;

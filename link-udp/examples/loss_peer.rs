@@ -1,0 +1,164 @@
+//! Both ends of the real-loss test (`scripts/netns-loss.sh`), run in two
+//! network namespaces joined by a veth pair with nftables dropping a share
+//! of packets in each direction.
+//!
+//! ```text
+//! loss_peer serve  <bind>                 (endpoint: accepts one peer)
+//! loss_peer client <bind> <server> <count> <loss-percent>
+//! ```
+//!
+//! The client sends `count` patterned datagrams, then an END marker until
+//! the server's report comes back through the same lossy link. It checks
+//! that the delivered share matches the configured loss, that nothing
+//! arrived damaged, duplicated or invented, and exits non-zero otherwise.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use link_tests::util::{check_pattern, fill_pattern, timeout};
+use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
+use link_udp::{EndpointConfig, UdpConfig, UdpEndpoint, UdpLink};
+
+const END: &[u8] = b"END-OF-DATA";
+const REPORT: &[u8] = b"REPORT";
+
+async fn send_bytes<T: LinkTx>(tx: &mut T, bytes: &[u8]) {
+    let mut slot = tx
+        .reserve()
+        .await
+        .expect("reserve")
+        .alloc(bytes.len())
+        .expect("alloc");
+    slot.as_mut_slice().copy_from_slice(bytes);
+    slot.commit().expect("commit");
+    tx.flush().await.expect("flush");
+}
+
+// r[verify udp.datagram.model]
+async fn serve(bind: SocketAddr) -> Result<(), String> {
+    let ep = UdpEndpoint::bind(bind, EndpointConfig::default()).map_err(|e| e.to_string())?;
+    println!("serving on {}", ep.local_addr());
+    let link = timeout(Duration::from_secs(30), ep.accept())
+        .await
+        .ok_or("no client within 30 s")?;
+    let (mut tx, mut rx) = link.split();
+    let (mut valid, mut corrupt, mut dup) = (0u64, 0u64, 0u64);
+    let mut seen = std::collections::HashSet::new();
+    let count = loop {
+        let Some(r) = timeout(Duration::from_secs(20), rx.recv()).await else {
+            return Err("the client went silent".into());
+        };
+        let m = r.map_err(|e| e.to_string())?.ok_or("end of stream")?;
+        if let Some(n) = m.strip_prefix(END) {
+            break u64::from_le_bytes(n.try_into().map_err(|_| "bad END")?);
+        }
+        match check_pattern(&m) {
+            Some(seq) if seen.insert(seq) => valid += 1,
+            Some(_) => dup += 1,
+            None => corrupt += 1,
+        }
+    };
+    let mut report = REPORT.to_vec();
+    for v in [valid, corrupt, dup] {
+        report.extend_from_slice(&v.to_le_bytes());
+    }
+    // The report crosses the lossy link too: send it a few times, and keep
+    // answering END markers until the client stops.
+    for _ in 0..10 {
+        send_bytes(&mut tx, &report).await;
+    }
+    while let Some(Ok(Some(m))) = timeout(Duration::from_secs(2), rx.recv()).await {
+        if m.starts_with(END) {
+            send_bytes(&mut tx, &report).await;
+        }
+    }
+    let s = ep.stats().snapshot();
+    println!(
+        "server: {valid} valid of {count}, {corrupt} corrupt, {dup} duplicate; oversized {} truncated {} kernel drops {}",
+        s.rx_oversized, s.rx_truncated, s.rx_kernel_drops
+    );
+    Ok(())
+}
+
+async fn client(bind: SocketAddr, server: SocketAddr, count: u64, loss: f64) -> Result<(), String> {
+    let link = UdpLink::connect(bind, server, &UdpConfig::default()).map_err(|e| e.to_string())?;
+    let (mut tx, mut rx) = link.split();
+    for i in 0..count {
+        let mut slot = tx
+            .reserve()
+            .await
+            .map_err(|e| e.to_string())?
+            .alloc(1200)
+            .map_err(|e| e.to_string())?;
+        fill_pattern(i as u32, slot.as_mut_slice());
+        slot.commit().map_err(|e| e.to_string())?;
+        if i % 64 == 63 {
+            tx.flush().await.map_err(|e| e.to_string())?;
+            // Pace a little so the receiver's socket never overflows: the
+            // only loss should be the one nftables injects.
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+    tx.flush().await.map_err(|e| e.to_string())?;
+    let mut end = END.to_vec();
+    end.extend_from_slice(&count.to_le_bytes());
+    let report = async {
+        loop {
+            send_bytes(&mut tx, &end).await;
+            if let Some(Ok(Some(m))) = timeout(Duration::from_millis(50), rx.recv()).await
+                && let Some(r) = m.strip_prefix(REPORT)
+                && r.len() == 24
+            {
+                let v = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap());
+                return (v(0), v(1), v(2));
+            }
+        }
+    };
+    let (valid, corrupt, dup) = timeout(Duration::from_secs(20), report)
+        .await
+        .ok_or("no report from the server through the lossy link")?;
+    let delivered = valid as f64 / count as f64;
+    let expected = 1.0 - loss / 100.0;
+    println!(
+        "client: sent {count}, server got {valid} ({:.2}% delivered, {:.2}% expected), {corrupt} corrupt, {dup} duplicate",
+        delivered * 100.0,
+        expected * 100.0
+    );
+    if corrupt != 0 || dup != 0 {
+        return Err("damaged or duplicated datagrams arrived".into());
+    }
+    if (delivered - expected).abs() > 0.015 {
+        return Err(format!(
+            "delivered share {delivered:.4} is far from {expected:.4}"
+        ));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let parse = |s: &String| s.parse::<SocketAddr>().map_err(|e| format!("{s}: {e}"));
+    let result = rt.block_on(async {
+        match args.as_slice() {
+            [role, bind] if role == "serve" => serve(parse(bind)?).await,
+            [role, bind, server, count, loss] if role == "client" => {
+                let count = count.parse().map_err(|_| "count must be a number")?;
+                let loss = loss.parse().map_err(|_| "loss must be a number")?;
+                client(parse(bind)?, parse(server)?, count, loss).await
+            }
+            _ => Err("usage: loss_peer serve <bind> | loss_peer client <bind> <server> <count> <loss-percent>".into()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loss_peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

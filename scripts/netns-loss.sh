@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Real packet loss for the UDP link: two network namespaces joined by a veth
+# pair, nftables dropping LOSS% of UDP packets in each direction, and the
+# two ends of link-udp/examples/loss_peer.rs talking across it.
+#
+# Traffic stays inside the namespaces this script creates (addresses from
+# 198.18.0.0/15, the range set aside for benchmarking); everything is removed
+# on exit, failure included. Needs root, iproute2 and nftables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LOSS=${LOSS:-10}
+COUNT=${COUNT:-20000}
+A=lsA$$
+B=lsB$$
+BIN=target/release/examples/loss_peer
+
+cleanup() {
+    [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null || true
+    ip netns del "$A" 2>/dev/null || true
+    ip netns del "$B" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+cargo build --release -q -p link-udp --example loss_peer
+
+ip netns add "$A"
+ip netns add "$B"
+ip link add "va$$" netns "$A" type veth peer name "vb$$" netns "$B"
+ip -n "$A" addr add 198.18.0.1/30 dev "va$$"
+ip -n "$B" addr add 198.18.0.2/30 dev "vb$$"
+for ns in "$A" "$B"; do
+    ip -n "$ns" link set lo up
+done
+# A GSO super-packet would cross the veth whole and be dropped whole; a real
+# NIC segments before the wire. One segment per packet makes the kernel
+# segment in software, so loss hits datagrams one by one.
+ip -n "$A" link set "va$$" gso_max_segs 1 up
+ip -n "$B" link set "vb$$" gso_max_segs 1 up
+
+for ns in "$A" "$B"; do
+    ip netns exec "$ns" nft -f - <<NFT
+table inet linkstream_loss {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        meta l4proto udp numgen random mod 100 < $LOSS drop
+    }
+}
+NFT
+done
+
+ip netns exec "$B" "$BIN" serve 198.18.0.2:5000 &
+SERVER_PID=$!
+sleep 0.5
+ip netns exec "$A" "$BIN" client 198.18.0.1:0 198.18.0.2:5000 "$COUNT" "$LOSS"
+wait "$SERVER_PID"
+SERVER_PID=
+echo "netns loss test passed (loss $LOSS% each way, $COUNT datagrams)"
