@@ -72,6 +72,8 @@ pub struct Runner {
     pub rounds: usize,
     /// JSON lines on stdout instead of a table.
     pub json: bool,
+    /// Run only the case with this name, if set.
+    pub only: Option<String>,
     /// Results so far.
     pub outcomes: Vec<Outcome>,
 }
@@ -83,13 +85,22 @@ impl Runner {
             suite: suite.to_owned(),
             rounds,
             json,
+            only: None,
             outcomes: Vec::new(),
         }
+    }
+
+    /// Whether `case` should run (see `--case`).
+    pub fn wants(&self, case: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == case)
     }
 
     /// Run one case: a warm-up of each, then `rounds` rounds alternating
     /// which goes first.
     pub fn run(&mut self, mut case: Case<'_>) {
+        if !self.wants(&case.case) {
+            return;
+        }
         eprintln!("[{}] {} ...", self.suite, case.case);
         (case.ours)();
         (case.baseline)();

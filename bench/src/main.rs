@@ -7,16 +7,17 @@
 
 mod harness;
 mod memory;
+mod udp;
 
 use std::process::ExitCode;
 
 use harness::Runner;
 
-const SUITES: &[&str] = &["memory"];
+const SUITES: &[&str] = &["memory", "udp"];
 
 fn usage() -> String {
     format!(
-        "usage: link-bench <suite> [--quick] [--json] [--rounds N]\nsuites: {}",
+        "usage: link-bench <suite> [--quick] [--json] [--rounds N] [--case NAME]\nsuites: {}",
         SUITES.join(", ")
     )
 }
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut json = false;
     let mut rounds = None;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -39,6 +41,13 @@ fn main() -> ExitCode {
                 Some(n) => rounds = Some(n),
                 None => {
                     eprintln!("--rounds takes a positive whole number\n{}", usage());
+                    return ExitCode::from(2);
+                }
+            },
+            "--case" => match args.next() {
+                Some(c) => only = Some(c),
+                None => {
+                    eprintln!("--case takes a case name\n{}", usage());
                     return ExitCode::from(2);
                 }
             },
@@ -59,8 +68,10 @@ fn main() -> ExitCode {
     };
     let rounds = rounds.unwrap_or(if quick { 3 } else { 7 });
     let mut runner = Runner::new(&suite, rounds, json);
+    runner.only = only;
     match suite.as_str() {
         "memory" => memory::run(&mut runner, quick),
+        "udp" => udp::run(&mut runner, quick),
         other => {
             eprintln!("unknown suite `{other}`\n{}", usage());
             return ExitCode::from(2);

@@ -64,6 +64,7 @@ pub struct Backing {
 
 impl Backing {
     /// A backing that owns a plain boxed buffer.
+    #[inline]
     pub fn boxed(bytes: impl Into<Box<[u8]>>) -> Self {
         Backing {
             inner: Inner::Boxed(bytes.into()),
@@ -72,6 +73,7 @@ impl Backing {
 
     /// A backing that owns `buf` (the message is all of `buf`) and gives it
     /// to `pool` when dropped.
+    #[inline]
     pub fn pooled(buf: Vec<u8>, pool: Arc<dyn Recycle>) -> Self {
         Backing {
             inner: Inner::Pooled { buf, pool },
@@ -80,6 +82,7 @@ impl Backing {
 
     /// A backing that leases the message `token` from `owner` and releases it
     /// when dropped.
+    #[inline]
     pub fn lease(owner: Arc<dyn LeaseOwner>, token: LeaseToken) -> Self {
         Backing {
             inner: Inner::Lease { owner, token },
@@ -87,6 +90,7 @@ impl Backing {
     }
 
     /// The message bytes.
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         match &self.inner {
             Inner::Boxed(b) => b,
@@ -120,6 +124,7 @@ impl Backing {
 }
 
 impl Drop for Backing {
+    #[inline]
     fn drop(&mut self) {
         match &mut self.inner {
             Inner::Boxed(_) => {}
@@ -136,12 +141,14 @@ impl Drop for Backing {
 
 impl Deref for Backing {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.as_slice()
     }
 }
 
 impl AsRef<[u8]> for Backing {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self.as_slice()
     }

@@ -38,8 +38,8 @@ impl Default for UdpConfig {
     fn default() -> Self {
         UdpConfig {
             max_payload: None,
-            send_ring: 128,
-            recv_batch: 32,
+            send_ring: 512,
+            recv_batch: 64,
             gso: true,
             gro: true,
             send_buffer: 4 << 20,

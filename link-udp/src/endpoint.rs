@@ -130,6 +130,7 @@ impl UdpEndpoint {
             info.max_payload,
             info.gro,
             config.link.recv_batch,
+            true,
             stats.clone(),
         );
         let shared = Arc::new(Shared {

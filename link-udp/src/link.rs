@@ -74,6 +74,7 @@ impl UdpLink {
                 info.max_payload,
                 info.gro,
                 config.recv_batch,
+                false,
                 stats.0.clone(),
             )),
             caps,

@@ -42,9 +42,9 @@ counters! {
     tx_dropped,
     /// Times a sender waited for the socket to become writable.
     tx_waits,
-    /// Datagrams handed up to receivers.
+    /// Datagrams received and queued for the receiver (after the drops below).
     rx_datagrams,
-    /// Payload bytes handed up to receivers.
+    /// Payload bytes of those datagrams.
     rx_bytes,
     /// `recvmmsg` calls that returned something.
     rx_syscalls,

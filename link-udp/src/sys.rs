@@ -21,8 +21,6 @@ pub const UDP_GRO: libc::c_int = 104;
 
 /// Most `mmsghdr`s handed to one `sendmmsg`/`recvmmsg`.
 pub const MAX_BATCH: usize = 64;
-/// Most iovecs in one `sendmmsg` call (over all its messages).
-pub const MAX_IOVS: usize = 1024;
 /// Most segments the kernel accepts in one GSO send (`UDP_MAX_SEGMENTS`).
 pub const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest UDP payload one GSO send may carry in total.
@@ -55,13 +53,15 @@ pub fn set_int_opt(
 
 /// One message of a send batch: `iov_count` iovecs starting at `iov_start`,
 /// sent as one datagram, or, when `segment > 0`, as a GSO run cut into
-/// datagrams of `segment` bytes (the last may be shorter).
+/// `datagrams` datagrams of `segment` bytes (the last may be shorter).
 #[derive(Debug, Clone, Copy)]
 pub struct SendMsg {
     /// First iovec of this message.
     pub iov_start: usize,
-    /// Number of iovecs (datagrams) in it.
+    /// Number of iovecs in it.
     pub iov_count: usize,
+    /// Number of datagrams it carries.
+    pub datagrams: usize,
     /// GSO segment size, 0 for a plain datagram.
     pub segment: u16,
 }
@@ -143,40 +143,48 @@ pub struct RecvMeta {
 
 /// cmsg space for `UDP_GRO` (int) and `SO_RXQ_OVFL` (u32), aligned.
 #[repr(C, align(8))]
-#[derive(Clone, Copy)]
 struct RecvCmsgBuf([u8; 64]);
 
-/// `recvmmsg` into `bufs` (one message per buffer), filling `meta`.
-/// Returns how many messages arrived.
-pub fn recv_batch(fd: RawFd, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> io::Result<usize> {
+/// `recvmmsg` into `bufs` (one message per buffer), filling `meta`;
+/// source addresses only when `want_source` (a connected socket knows its
+/// peer). Returns how many messages arrived.
+pub fn recv_batch(
+    fd: RawFd,
+    bufs: &mut [&mut [u8]],
+    meta: &mut [RecvMeta],
+    want_source: bool,
+) -> io::Result<usize> {
     let n = bufs.len().min(meta.len()).min(MAX_BATCH);
-    // SAFETY: all-zero is a valid value for each of these plain C structs.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
-    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { zeroed() };
-    let mut names: [MaybeUninit<libc::sockaddr_storage>; MAX_BATCH] =
-        [MaybeUninit::uninit(); MAX_BATCH];
-    let mut cmsgs = [RecvCmsgBuf([0; 64]); MAX_BATCH];
+    // Only the first `n` entries are set up and handed to the kernel; the
+    // rest stay uninitialised and untouched.
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut cmsgs = [const { MaybeUninit::<RecvCmsgBuf>::uninit() }; MAX_BATCH];
     for i in 0..n {
-        iovs[i] = libc::iovec {
+        let iov = iovs[i].write(libc::iovec {
             iov_base: bufs[i].as_mut_ptr().cast(),
             iov_len: bufs[i].len(),
-        };
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = names[i].as_mut_ptr().cast();
-        h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
-        h.msg_control = cmsgs[i].0.as_mut_ptr().cast();
-        h.msg_controllen = cmsgs[i].0.len() as _;
+        });
+        // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+        let h = hdrs[i].write(unsafe { zeroed() });
+        if want_source {
+            h.msg_hdr.msg_name = names[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = cmsgs[i].as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = size_of::<RecvCmsgBuf>() as _;
     }
-    // SAFETY: each header points at its own iovec (into a distinct live
-    // buffer the caller lent us mutably), its own sockaddr_storage and its
-    // own cmsg buffer, all alive until the call returns; the kernel writes
-    // at most the lengths given.
+    // SAFETY: the first `n` headers are initialised; each points at its own
+    // iovec (into a distinct live buffer the caller lent us mutably), its own
+    // sockaddr_storage (or none) and its own cmsg buffer, all alive until
+    // the call returns; the kernel writes at most the lengths given.
     let rc = unsafe {
         libc::recvmmsg(
             fd,
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr().cast(),
             n as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
@@ -187,13 +195,15 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> i
     }
     let got = rc as usize;
     for i in 0..got {
-        let h = &hdrs[i].msg_hdr;
+        // SAFETY: headers below `n` (and `got <= n`) were initialised above.
+        let hdr = unsafe { hdrs[i].assume_init_ref() };
+        let h = &hdr.msg_hdr;
         let mut m = RecvMeta {
-            len: (hdrs[i].msg_len as usize).min(bufs[i].len()),
+            len: (hdr.msg_len as usize).min(bufs[i].len()),
             truncated: h.msg_flags & libc::MSG_TRUNC != 0,
             ..RecvMeta::default()
         };
-        if h.msg_namelen as usize >= size_of::<libc::sa_family_t>() {
+        if want_source && h.msg_namelen as usize >= size_of::<libc::sa_family_t>() {
             // SAFETY: the kernel initialised the first `msg_namelen` bytes
             // of names[i]; `sockaddr_from` reads only within them.
             m.source = unsafe { sockaddr_from(names[i].as_ptr(), h.msg_namelen as usize) };

@@ -11,7 +11,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::stats::{Counters, add};
-use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, MAX_IOVS, SendMsg};
+use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
@@ -25,8 +25,12 @@ pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
 pub struct UdpTx {
     socket: Arc<UdpSocket>,
     dest: Option<SockAddr>,
+    /// Datagram bytes, packed: each slot starts where the previous ended, so
+    /// a run of equal-size datagrams is one contiguous region (one iovec).
     ring: Vec<u8>,
-    stride: usize,
+    /// Bytes of `ring` in use.
+    fill: usize,
+    offsets: Vec<u32>,
     lens: Vec<u32>,
     /// First queued datagram not yet sent.
     head: usize,
@@ -54,7 +58,8 @@ impl UdpTx {
             socket,
             dest,
             ring: vec![0; ring * caps.max_payload],
-            stride: caps.max_payload,
+            fill: 0,
+            offsets: vec![0; ring],
             lens: vec![0; ring],
             head: 0,
             queued: 0,
@@ -84,11 +89,11 @@ impl UdpTx {
     fn plan<'a>(&'a self, iovs: &mut [IoSlice<'a>], msgs: &mut [SendMsg]) -> (usize, usize) {
         let (mut ni, mut nm) = (0, 0);
         let mut i = self.head;
-        while i < self.queued && nm < MAX_BATCH && ni < MAX_IOVS {
+        while i < self.queued && nm < MAX_BATCH {
             let len = self.lens[i] as usize;
             let mut count = 1;
             if self.gso && len > 0 {
-                let limit = MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / len).min(MAX_IOVS - ni);
+                let limit = MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / len);
                 while count < limit
                     && i + count < self.queued
                     && self.lens[i + count] as usize == len
@@ -102,14 +107,15 @@ impl UdpTx {
                     }
                 }
             }
-            for k in i..i + count {
-                let start = k * self.stride;
-                iovs[ni] = IoSlice::new(&self.ring[start..start + self.lens[k] as usize]);
-                ni += 1;
-            }
+            // The run is contiguous in the packed ring: one iovec.
+            let start = self.offsets[i] as usize;
+            let end = self.offsets[i + count - 1] as usize + self.lens[i + count - 1] as usize;
+            iovs[ni] = IoSlice::new(&self.ring[start..end]);
+            ni += 1;
             msgs[nm] = SendMsg {
-                iov_start: ni - count,
-                iov_count: count,
+                iov_start: ni - 1,
+                iov_count: 1,
+                datagrams: count,
                 segment: if count > 1 { len as u16 } else { 0 },
             };
             nm += 1;
@@ -128,10 +134,11 @@ impl UdpTx {
         }
         let mut refused_in_a_row = 0;
         while self.head < self.queued {
-            let mut iovs = [IoSlice::new(&[]); MAX_IOVS];
+            let mut iovs = [IoSlice::new(&[]); MAX_BATCH];
             let mut msgs = [SendMsg {
                 iov_start: 0,
                 iov_count: 0,
+                datagrams: 0,
                 segment: 0,
             }; MAX_BATCH];
             let (ni, nm) = self.plan(&mut iovs, &mut msgs);
@@ -143,7 +150,7 @@ impl UdpTx {
             match result {
                 Ok(sent) => {
                     refused_in_a_row = 0;
-                    let datagrams: usize = msgs[..sent].iter().map(|m| m.iov_count).sum();
+                    let datagrams: usize = msgs[..sent].iter().map(|m| m.datagrams).sum();
                     let bytes: usize = (self.head..self.head + datagrams)
                         .map(|k| self.lens[k] as usize)
                         .sum();
@@ -199,6 +206,7 @@ impl UdpTx {
         }
         self.head = 0;
         self.queued = 0;
+        self.fill = 0;
         Ok(())
     }
 
@@ -226,7 +234,8 @@ impl LinkTx for UdpTx {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        if self.queued == self.lens.len() {
+        // A permit must be able to take a datagram of the maximum payload.
+        if self.queued == self.lens.len() || self.fill + self.caps.max_payload > self.ring.len() {
             // The ring is full: this is the reserve that would wait, so it
             // transmits what is queued first.
             self.drain().await?;
@@ -262,6 +271,7 @@ impl<'a> LinkTxPermit for UdpPermit<'a> {
     // r[impl udp.datagram.max]
     // r[impl link.message.empty]
     // r[impl link.message.max]
+    #[inline]
     fn alloc(self, len: usize) -> Result<UdpSlot<'a>, LinkError> {
         let max = self.tx.caps.max_payload;
         if len > max {
@@ -280,17 +290,21 @@ pub struct UdpSlot<'a> {
 }
 
 impl WriteSlot for UdpSlot<'_> {
+    #[inline]
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        let start = self.tx.queued * self.tx.stride;
+        let start = self.tx.fill;
         &mut self.tx.ring[start..start + self.len]
     }
 
     // r[impl link.slot.commit]
     // r[impl link.message.boundaries]
     // r[impl udp.datagram.model]
+    #[inline]
     fn commit(self) -> Result<(), LinkError> {
         let tx = self.tx;
+        tx.offsets[tx.queued] = tx.fill as u32;
         tx.lens[tx.queued] = self.len as u32;
+        tx.fill += self.len;
         tx.queued += 1;
         Ok(())
     }
