@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages (nftables, iproute2 for the UDP loss test)"
+if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nftables iproute2 >/dev/null
+fi
+
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
@@ -28,7 +35,11 @@ cargo check -p link-types --target wasm32-unknown-unknown
 step "spec coverage"
 cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
 
+step "UDP under real packet loss (network namespaces, nftables)"
+LOSS=10 bash scripts/netns-loss.sh
+
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null
+cargo run --release -q -p link-bench -- udp --quick --json --rounds 1 >/dev/null
 
 printf '\nall checks passed\n'

@@ -28,8 +28,3 @@ pub use fault::{FaultLink, FaultSpec, FaultStats, fault_pair};
 pub use maybe::{MaybeSend, MaybeSendFuture, MaybeSync};
 pub use memory::{MemoryConfig, MemoryLink, memory_pair};
 pub use traits::{Link, LinkRx, LinkTx, LinkTxExt, LinkTxPermit, SplitLink, WriteSlot};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeExamples;

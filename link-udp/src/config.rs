@@ -16,9 +16,12 @@ pub struct UdpConfig {
     /// for the socket's address family (1472 on IPv4, 1452 on IPv6). Larger
     /// values (jumbo frames) up to 65507 are opt-in.
     pub max_payload: Option<usize>,
-    /// Datagrams the send ring holds before `reserve` must transmit.
+    /// Datagrams the send ring holds before `reserve` must transmit (the
+    /// ring holds `send_ring × max_payload` bytes, packed).
     pub send_ring: usize,
-    /// Datagram buffers filled by one `recvmmsg`.
+    /// Datagram buffers filled by one `recvmmsg` (at most 64; with GRO at
+    /// most 8, each holding up to 64 KiB of coalesced datagrams, so that a
+    /// batch stays in cache until it is handed up).
     pub recv_batch: usize,
     /// Send runs of equal-size datagrams with UDP GSO (falls back to plain
     /// `sendmmsg` at run time if the kernel refuses).

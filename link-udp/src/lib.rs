@@ -5,11 +5,12 @@
 //!   allocation per datagram); committed datagrams go out in batches with
 //!   `sendmmsg`, runs of equal-size datagrams as one UDP GSO send each, with a
 //!   run-time fallback to plain `sendmmsg` when the kernel refuses GSO.
-//! - **Receive**: `recvmmsg` into a reused ring of buffers, with UDP GRO
+//! - **Receive**: `recvmmsg` into a reused ring of slabs, with UDP GRO
 //!   super-datagrams split by their segment size; a received `Backing` leases
-//!   its ring buffer, which goes back to the ring when dropped.
+//!   its slice of a slab, which goes back to the ring when its last datagram
+//!   is dropped.
 //! - **Drops are counted**: oversized and truncated datagrams, kernel
-//!   receive-queue overflows (`SO_RXQ_OVFL`), transient send errors; see
+//!   receive-queue overflows (the socket drop counter), transient send errors; see
 //!   [`UdpStats`].
 //! - **Many peers**: a [`UdpEndpoint`] serves many peers on one socket,
 //!   demultiplexing by source address, with a peer limit and an idle timeout.

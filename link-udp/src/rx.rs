@@ -15,9 +15,10 @@ use tokio::net::UdpSocket;
 use crate::stats::{Counters, add, set_max};
 use crate::sys::{self, MAX_BATCH, RecvMeta};
 
-/// One receive buffer. It is written only while the ring holds the sole
-/// reference (`Arc::get_mut`), and read through the `Backing`s that lease
-/// datagrams in it; it returns to the ring when the last of them is dropped.
+/// One receive slab: the buffers of one `recvmmsg` batch, contiguous. It is
+/// written only while the ring holds the sole reference (`Arc::get_mut`),
+/// and read through the `Backing`s that lease datagrams in it; it returns to
+/// the ring when the last of them is dropped.
 pub(crate) struct RecvBuf {
     data: Box<[u8]>,
 }
@@ -30,14 +31,14 @@ impl LeaseOwner for RecvBuf {
     }
 
     fn release(&self, _token: LeaseToken) {
-        // The buffer comes back to the ring when its last lease (an `Arc`
+        // The slab comes back to the ring when its last lease (an `Arc`
         // clone) is dropped; nothing to do per datagram.
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Datagram {
-    buf: u32,
+    slab: u32,
     start: u32,
     len: u32,
     source: Option<SocketAddr>,
@@ -45,13 +46,17 @@ struct Datagram {
 
 /// Most GRO buffers filled by one `recvmmsg` (see [`Receiver::new`]).
 const GRO_BATCH: usize = 8;
+/// Slabs made up front: one the application is reading, one being filled,
+/// one spare.
+const INITIAL_SLABS: usize = 3;
 
 // r[impl udp.recv.ring]
-/// Receives datagrams from a socket in batches.
+/// Receives datagrams from a socket in batches, into a ring of slabs.
 pub(crate) struct Receiver {
     socket: Arc<UdpSocket>,
-    bufs: Vec<Arc<RecvBuf>>,
-    buf_size: usize,
+    slabs: Vec<Arc<RecvBuf>>,
+    /// Bytes per datagram buffer within a slab.
+    slot: usize,
     batch: usize,
     max_payload: usize,
     ready: VecDeque<Datagram>,
@@ -71,32 +76,30 @@ impl Receiver {
         want_source: bool,
         stats: Arc<Counters>,
     ) -> Self {
-        // A GRO buffer holds up to 64 KiB (dozens of datagrams). Filling
-        // 64 of them in one call would write 4 MiB, more than a core's L2:
-        // the bytes would be out of cache again by the time they are handed
-        // up. A few per call (hundreds of datagrams) keeps them warm.
+        // A GRO buffer holds up to 64 KiB (dozens of datagrams). Filling 64
+        // of them in one call would write 4 MiB, more than a core's L2: the
+        // bytes would be out of cache again by the time they are handed up.
+        // A few per call (hundreds of datagrams) keeps them warm.
         let batch = if gro {
             batch.min(GRO_BATCH)
         } else {
             batch.min(MAX_BATCH)
         };
         // One spare byte so that a datagram above the maximum is seen as
-        // such (and counted) rather than silently cut.
-        let buf_size = if gro { 65_535 } else { max_payload + 1 };
-        // Enough buffers to fill a batch while receivers hold the previous
-        // one; GRO buffers are 64 KiB each, so fewer spares there.
-        let count = batch * 2;
-        let bufs = (0..count)
-            .map(|_| {
-                Arc::new(RecvBuf {
-                    data: vec![0; buf_size].into_boxed_slice(),
-                })
-            })
+        // such (and counted) rather than silently cut; slots start on cache
+        // lines, where the kernel's copy into them is fastest.
+        let slot = if gro {
+            65_536
+        } else {
+            (max_payload + 1).next_multiple_of(64)
+        };
+        let slabs = (0..INITIAL_SLABS)
+            .map(|_| Self::slab(slot * batch))
             .collect();
         Receiver {
             socket,
-            bufs,
-            buf_size,
+            slabs,
+            slot,
             batch,
             max_payload,
             ready: VecDeque::with_capacity(batch * 64),
@@ -106,12 +109,18 @@ impl Receiver {
         }
     }
 
+    fn slab(size: usize) -> Arc<RecvBuf> {
+        Arc::new(RecvBuf {
+            data: vec![0; size].into_boxed_slice(),
+        })
+    }
+
     /// The next datagram and its source. Cancel-safe: state changes only
     /// when a datagram is returned or a batch is taken in.
     pub(crate) async fn next(&mut self) -> Result<(Backing, Option<SocketAddr>), LinkError> {
         loop {
             if let Some(d) = self.ready.pop_front() {
-                let owner: Arc<dyn LeaseOwner> = self.bufs[d.buf as usize].clone();
+                let owner: Arc<dyn LeaseOwner> = self.slabs[d.slab as usize].clone();
                 let token = LeaseToken {
                     a: u64::from(d.start),
                     b: u64::from(d.len),
@@ -121,6 +130,7 @@ impl Receiver {
             match self.fill() {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.refresh_kernel_drops();
                     self.socket.readable().await.map_err(LinkError::from)?;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
@@ -134,33 +144,40 @@ impl Receiver {
 
     // r[impl udp.recv.gro]
     // r[impl udp.recv.drops]
-    /// One `recvmmsg` into free buffers; parsed datagrams go to `ready`.
+    // r[impl udp.recv.drops]
+    /// Update the count of datagrams the kernel dropped for a full receive
+    /// queue (a cumulative counter, so the latest reading is the total).
+    fn refresh_kernel_drops(&self) {
+        if let Ok(drops) = sys::socket_drops(self.socket.as_raw_fd()) {
+            set_max(&self.stats.rx_kernel_drops, u64::from(drops));
+        }
+    }
+
+    /// One `recvmmsg` into a free slab; parsed datagrams go to `ready`.
     fn fill(&mut self) -> io::Result<()> {
-        let mut free = [0u32; MAX_BATCH];
+        // A slab is free when no `Backing` holds a datagram in it. In steady
+        // state one always is; if the application holds on to datagrams of
+        // every slab, the ring grows (counted) rather than stall.
+        let free = match self
+            .slabs
+            .iter_mut()
+            .position(|s| Arc::get_mut(s).is_some())
+        {
+            Some(i) => i,
+            None => {
+                add(&self.stats.rx_buffer_growth, 1);
+                self.slabs.push(Self::slab(self.slot * self.batch));
+                self.slabs.len() - 1
+            }
+        };
+        let Some(slab) = Arc::get_mut(&mut self.slabs[free]) else {
+            return Ok(());
+        };
         let mut slices: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| <&mut [u8]>::default());
         let mut k = 0;
-        // A buffer is free when no `Backing` holds it any more. In steady
-        // state some always are; if the receivers hold every buffer, the
-        // ring grows (counted) rather than stall. Plain loads screen out
-        // held buffers before `get_mut` confirms a free one.
-        if !self.bufs.iter().any(|b| Arc::strong_count(b) == 1) {
-            add(&self.stats.rx_buffer_growth, 1);
-            self.bufs.push(Arc::new(RecvBuf {
-                data: vec![0; self.buf_size].into_boxed_slice(),
-            }));
-        }
-        for (i, b) in self.bufs.iter_mut().enumerate() {
-            if k == self.batch {
-                break;
-            }
-            if Arc::strong_count(b) != 1 {
-                continue;
-            }
-            if let Some(buf) = Arc::get_mut(b) {
-                free[k] = i as u32;
-                slices[k] = &mut buf.data;
-                k += 1;
-            }
+        for chunk in slab.data.chunks_exact_mut(self.slot).take(self.batch) {
+            slices[k] = chunk;
+            k += 1;
         }
         let fd = self.socket.as_raw_fd();
         let want_source = self.want_source;
@@ -173,14 +190,11 @@ impl Receiver {
         let mut bytes = 0u64;
         for (j, m) in self.meta[..got].iter().enumerate() {
             let before = self.ready.len();
-            if let Some(drops) = m.kernel_drops {
-                set_max(&self.stats.rx_kernel_drops, u64::from(drops));
-            }
             if m.truncated {
                 add(&self.stats.rx_truncated, 1);
                 continue;
             }
-            let buf = free[j];
+            let base = j * self.slot;
             match m.gro_segment {
                 Some(seg) if seg < m.len => {
                     add(&self.stats.rx_gro_buffers, 1);
@@ -188,22 +202,22 @@ impl Receiver {
                         add(&self.stats.rx_oversized, m.len.div_ceil(seg) as u64);
                         continue;
                     }
-                    let mut start = 0;
-                    while start < m.len {
-                        let len = seg.min(m.len - start);
+                    let mut off = 0;
+                    while off < m.len {
+                        let len = seg.min(m.len - off);
                         self.ready.push_back(Datagram {
-                            buf,
-                            start: start as u32,
+                            slab: free as u32,
+                            start: (base + off) as u32,
                             len: len as u32,
                             source: m.source,
                         });
-                        start += len;
+                        off += len;
                     }
                 }
                 _ if m.len > self.max_payload => add(&self.stats.rx_oversized, 1),
                 _ => self.ready.push_back(Datagram {
-                    buf,
-                    start: 0,
+                    slab: free as u32,
+                    start: base as u32,
                     len: m.len as u32,
                     source: m.source,
                 }),
@@ -218,6 +232,11 @@ impl Receiver {
             (self.ready.len() - queued_before) as u64,
         );
         add(&self.stats.rx_bytes, bytes);
+        if got == k {
+            // A full batch: the queue may be overflowing. Read the kernel's
+            // drop counter (also read whenever the queue runs dry).
+            self.refresh_kernel_drops();
+        }
         Ok(())
     }
 }

@@ -108,8 +108,9 @@ pub(crate) fn adopt(
         }
     }
     let fd = socket.as_raw_fd();
-    // Counting kernel drops is part of the contract: fail if unavailable.
-    sys::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).map_err(io("SO_RXQ_OVFL"))?;
+    // Counting kernel drops is part of the contract: fail if the counter
+    // cannot be read.
+    sys::socket_drops(fd).map_err(io("SO_MEMINFO"))?;
     let gro = cfg.gro && sys::set_int_opt(fd, sys::SOL_UDP, sys::UDP_GRO, 1).is_ok();
     if cfg.gro && !gro {
         tracing::info!("UDP GRO not available; receiving one datagram per buffer");

@@ -54,11 +54,11 @@ counters! {
     rx_oversized,
     /// Datagrams the kernel truncated, dropped.
     rx_truncated,
-    /// Datagrams the kernel dropped because the socket's receive queue was full (`SO_RXQ_OVFL`).
+    /// Datagrams the kernel dropped because the socket's receive queue was full (the socket's `sk_drops`, read with `SO_MEMINFO`: the counter `SO_RXQ_OVFL` reports).
     rx_kernel_drops,
     /// Transient receive errors (ECONNREFUSED from ICMP) that were counted and survived.
     rx_transient_errors,
-    /// Receive buffers allocated beyond the initial ring because receivers held on to every buffer.
+    /// Receive slabs allocated beyond the initial ring because the application held datagrams of every slab.
     rx_buffer_growth,
     /// Endpoint: datagrams from new peers dropped because `max_peers` was reached or the accept queue was full.
     rx_peer_refused,

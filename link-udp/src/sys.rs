@@ -1,5 +1,5 @@
 //! The system calls of the UDP link: `sendmmsg` (with UDP GSO), `recvmmsg`
-//! (with UDP GRO and `SO_RXQ_OVFL`), and socket options.
+//! (with UDP GRO), the socket drop counter (`SO_MEMINFO`), and socket options.
 //!
 //! This is the only module with `unsafe`: each block builds `msghdr`s that
 //! point at buffers the caller keeps alive for the duration of the call, and
@@ -126,6 +126,40 @@ pub fn send_batch(
     }
 }
 
+/// `SO_MEMINFO`: the socket's memory counters, `SK_MEMINFO_DROPS` among them.
+const SO_MEMINFO: libc::c_int = 55;
+/// Index of the drop counter in the `SO_MEMINFO` array.
+const SK_MEMINFO_DROPS: usize = 8;
+
+/// The socket's cumulative drop counter (`sk_drops`: datagrams the kernel
+/// dropped because the receive queue was full, the counter `SO_RXQ_OVFL`
+/// reports), read in one call instead of a cmsg on every datagram.
+pub fn socket_drops(fd: RawFd) -> io::Result<u32> {
+    let mut info = [0u32; 16];
+    let mut len = size_of::<[u32; 16]>() as libc::socklen_t;
+    // SAFETY: `info` and `len` live on the stack for the call; the kernel
+    // writes at most `len` bytes and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < (SK_MEMINFO_DROPS + 1) * size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO has no drop counter",
+        ));
+    }
+    Ok(info[SK_MEMINFO_DROPS])
+}
+
 /// What `recvmmsg` reported for one message.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecvMeta {
@@ -135,13 +169,11 @@ pub struct RecvMeta {
     pub truncated: bool,
     /// GRO segment size, when the kernel coalesced datagrams.
     pub gro_segment: Option<usize>,
-    /// The socket's `SO_RXQ_OVFL` drop counter, when reported.
-    pub kernel_drops: Option<u32>,
     /// The sender's address.
     pub source: Option<SocketAddr>,
 }
 
-/// cmsg space for `UDP_GRO` (int) and `SO_RXQ_OVFL` (u32), aligned.
+/// cmsg space for `UDP_GRO` (int), with room to spare, aligned.
 #[repr(C, align(8))]
 struct RecvCmsgBuf([u8; 64]);
 
@@ -222,9 +254,6 @@ pub fn recv_batch(
                         if seg > 0 {
                             m.gro_segment = Some(seg as usize);
                         }
-                    }
-                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data_len >= size_of::<u32>() => {
-                        m.kernel_drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
                     }
                     _ => {}
                 }

@@ -520,3 +520,41 @@ async fn setup_errors_are_clear() {
         Err(UdpError::PeerExists(_))
     ));
 }
+
+// r[verify udp.recv.ring]
+#[tokio::test]
+async fn holding_datagrams_of_every_slab_grows_the_ring_and_counts_it() {
+    let cfg = UdpConfig {
+        gro: false,
+        recv_batch: 16,
+        ..UdpConfig::default()
+    };
+    let (a, b) = pair(&cfg, &cfg);
+    let stats = b.stats();
+    let ((mut tx, _), (_, mut rx)) = (a.split(), b.split());
+    // Hold every datagram: each batch pins its slab, so the ring must grow
+    // past its initial slabs instead of stalling or overwriting held bytes.
+    let mut held = Vec::new();
+    for round in 0..8u32 {
+        let sizes = vec![500; 16];
+        for (i, &len) in sizes.iter().enumerate() {
+            let mut slot = tx.reserve().await.unwrap().alloc(len).unwrap();
+            fill_pattern(round * 16 + i as u32, slot.as_mut_slice());
+            slot.commit().unwrap();
+        }
+        tx.flush().await.unwrap();
+        held.extend(recv_until_quiet(&mut rx, QUIET, 16).await);
+    }
+    assert_eq!(held.len(), 128);
+    let mut seqs: Vec<u32> = held
+        .iter()
+        .map(|m| check_pattern(m).expect("a held datagram was overwritten"))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..128).collect::<Vec<_>>());
+    assert!(
+        stats.snapshot().rx_buffer_growth > 0,
+        "{:?}",
+        stats.snapshot()
+    );
+}

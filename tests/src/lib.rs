@@ -117,3 +117,8 @@ macro_rules! __suite {
         )*
     };
 }
+
+/// The README's examples, compiled as doctests so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
