@@ -56,3 +56,18 @@ ip netns exec "$A" "$BIN" client 198.18.0.1:0 198.18.0.2:5000 "$COUNT" "$LOSS"
 wait "$SERVER_PID"
 SERVER_PID=
 echo "netns loss test passed (loss $LOSS% each way, $COUNT datagrams)"
+
+# Second phase: no loss, a 20 Mbit/s bottleneck with a deep queue on A's
+# side and a small socket send buffer, so that the socket buffer fills before
+# the queue would drop: the link must wait for the socket, never drop.
+for ns in "$A" "$B"; do
+    ip netns exec "$ns" nft delete table inet linkstream_loss
+done
+ip netns exec "$A" tc qdisc add dev "va$$" root tbf rate 20mbit burst 32kb limit 16mb
+ip netns exec "$B" "$BIN" serve 198.18.0.2:5001 &
+SERVER_PID=$!
+sleep 0.5
+ip netns exec "$A" "$BIN" client 198.18.0.1:0 198.18.0.2:5001 3000 0 65536
+wait "$SERVER_PID"
+SERVER_PID=
+echo "netns rate-limit test passed (full send buffer: waited, nothing dropped)"

@@ -4,13 +4,17 @@
 //!
 //! ```text
 //! loss_peer serve  <bind>                 (endpoint: accepts one peer)
-//! loss_peer client <bind> <server> <count> <loss-percent>
+//! loss_peer client <bind> <server> <count> <loss-percent> [<send-buffer>]
 //! ```
 //!
 //! The client sends `count` patterned datagrams, then an END marker until
 //! the server's report comes back through the same lossy link. It checks
 //! that the delivered share matches the configured loss, that nothing
 //! arrived damaged, duplicated or invented, and exits non-zero otherwise.
+//!
+//! With a `send-buffer` size, the client sends as fast as it can into a
+//! rate-limited path with that small a socket buffer: the buffer fills, and
+//! the link must wait for it (counted in `tx_waits`) rather than drop.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -81,8 +85,20 @@ async fn serve(bind: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-async fn client(bind: SocketAddr, server: SocketAddr, count: u64, loss: f64) -> Result<(), String> {
-    let link = UdpLink::connect(bind, server, &UdpConfig::default()).map_err(|e| e.to_string())?;
+// r[verify udp.send.batch]
+async fn client(
+    bind: SocketAddr,
+    server: SocketAddr,
+    count: u64,
+    loss: f64,
+    send_buffer: Option<usize>,
+) -> Result<(), String> {
+    let mut config = UdpConfig::default();
+    if let Some(b) = send_buffer {
+        config.send_buffer = b;
+    }
+    let link = UdpLink::connect(bind, server, &config).map_err(|e| e.to_string())?;
+    let stats = link.stats();
     let (mut tx, mut rx) = link.split();
     for i in 0..count {
         let mut slot = tx
@@ -95,9 +111,11 @@ async fn client(bind: SocketAddr, server: SocketAddr, count: u64, loss: f64) -> 
         slot.commit().map_err(|e| e.to_string())?;
         if i % 64 == 63 {
             tx.flush().await.map_err(|e| e.to_string())?;
-            // Pace a little so the receiver's socket never overflows: the
-            // only loss should be the one nftables injects.
-            tokio::time::sleep(Duration::from_micros(500)).await;
+            if send_buffer.is_none() {
+                // Pace a little so the receiver's socket never overflows:
+                // the only loss should be the one nftables injects.
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
         }
     }
     tx.flush().await.map_err(|e| e.to_string())?;
@@ -128,6 +146,24 @@ async fn client(bind: SocketAddr, server: SocketAddr, count: u64, loss: f64) -> 
     if corrupt != 0 || dup != 0 {
         return Err("damaged or duplicated datagrams arrived".into());
     }
+    if send_buffer.is_some() {
+        let s = stats.snapshot();
+        println!(
+            "client: send buffer {} bytes requested, waited for the socket {} times, dropped {}",
+            send_buffer.unwrap_or_default(),
+            s.tx_waits,
+            s.tx_dropped
+        );
+        if s.tx_waits == 0 {
+            return Err("the send buffer never filled: the rate limit did not bite".into());
+        }
+        if s.tx_dropped != 0 || (loss == 0.0 && valid != count) {
+            return Err(format!(
+                "with a full send buffer the link dropped ({} dropped, {valid} of {count} delivered)",
+                s.tx_dropped
+            ));
+        }
+    }
     if (delivered - expected).abs() > 0.015 {
         return Err(format!(
             "delivered share {delivered:.4} is far from {expected:.4}"
@@ -146,12 +182,16 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match args.as_slice() {
             [role, bind] if role == "serve" => serve(parse(bind)?).await,
-            [role, bind, server, count, loss] if role == "client" => {
+            [role, bind, server, count, loss, rest @ ..] if role == "client" && rest.len() <= 1 => {
                 let count = count.parse().map_err(|_| "count must be a number")?;
                 let loss = loss.parse().map_err(|_| "loss must be a number")?;
-                client(parse(bind)?, parse(server)?, count, loss).await
+                let send_buffer = match rest.first() {
+                    Some(b) => Some(b.parse().map_err(|_| "send-buffer must be a number of bytes")?),
+                    None => None,
+                };
+                client(parse(bind)?, parse(server)?, count, loss, send_buffer).await
             }
-            _ => Err("usage: loss_peer serve <bind> | loss_peer client <bind> <server> <count> <loss-percent>".into()),
+            _ => Err("usage: loss_peer serve <bind> | loss_peer client <bind> <server> <count> <loss-percent> [<send-buffer>]".into()),
         }
     });
     match result {

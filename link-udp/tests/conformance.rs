@@ -27,12 +27,12 @@ impl LinkFactory for Connected {
 }
 
 /// Two endpoints on loopback, each with a link to the other.
-struct Endpoints;
+struct Endpoints(&'static str);
 
 impl LinkFactory for Endpoints {
     type Link = UdpLink;
     async fn pair(&self) -> (UdpLink, UdpLink) {
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let any: SocketAddr = format!("{}:0", self.0).parse().unwrap();
         let ea = UdpEndpoint::bind(any, EndpointConfig::default()).expect("endpoint a");
         let eb = UdpEndpoint::bind(any, EndpointConfig::default()).expect("endpoint b");
         let a = ea.connect(eb.local_addr()).expect("a → b");
@@ -80,5 +80,10 @@ mod v6 {
 
 mod endpoint {
     use super::*;
-    link_tests::lossy_suite!(#[tokio::test], Endpoints);
+    link_tests::lossy_suite!(#[tokio::test], Endpoints("127.0.0.1"));
+}
+
+mod endpoint_v6 {
+    use super::*;
+    link_tests::lossy_suite!(#[tokio::test], Endpoints("[::1]"));
 }
