@@ -24,6 +24,20 @@ fn mid_len<L: Link>(l: &L) -> usize {
 /// Bytes a backpressure check may send before it calls the link unbounded.
 const FILL_LIMIT: usize = 512 << 20;
 
+/// Send patterned messages `0..n`, message `i` of `len(i)` bytes, and flush.
+async fn send_seqs<T: LinkTx>(tx: &mut T, n: u32, len: impl Fn(u32) -> usize) {
+    for i in 0..n {
+        within("send", send_seq(tx, i, len(i))).await.expect("send");
+    }
+    within("flush", tx.flush()).await.expect("flush");
+}
+
+/// The next `recv` must be end-of-stream.
+async fn expect_eof<R: LinkRx>(rx: &mut R, why: &str) {
+    let r = within("recv at the end", rx.recv()).await.expect("recv");
+    assert!(r.is_none(), "{why}");
+}
+
 /// Receive everything `n` patterned messages produced: exact and in order on
 /// reliable links; on lossy links each must be intact and one of `0..n`.
 async fn expect_seqs<R: LinkRx>(
@@ -166,12 +180,7 @@ pub async fn max_payload_messages_are_carried<F: LinkFactory>(f: &F) {
     let (_btx, mut rx) = b.split();
     let count = if reliable { 2 } else { 8 };
     let send = async {
-        for i in 0..count {
-            within("send max", send_seq(&mut tx, i, max))
-                .await
-                .expect("send max");
-        }
-        within("flush", tx.flush()).await.expect("flush");
+        send_seqs(&mut tx, count, |_| max).await;
     };
     let recv = async {
         let got = expect_seqs(&mut rx, count, reliable, f.settle()).await;
@@ -192,19 +201,12 @@ pub async fn reliable_links_deliver_exactly_once_in_order<F: LinkFactory>(f: &F)
     let (_btx, mut rx) = b.split();
     let n = 2000u32;
     let send = async {
-        for i in 0..n {
-            within("send", send_seq(&mut tx, i, 8 + (i as usize % 300)))
-                .await
-                .expect("send");
-        }
+        send_seqs(&mut tx, n, |i| 8 + (i as usize % 300)).await;
         within("close", tx.close()).await.expect("close");
     };
     let recv = async {
         expect_seqs(&mut rx, n, true, f.settle()).await;
-        assert!(
-            within("eof", rx.recv()).await.expect("recv").is_none(),
-            "expected end-of-stream after the last message"
-        );
+        expect_eof(&mut rx, "expected end-of-stream after the last message").await;
     };
     futures::join!(send, recv);
 }
@@ -219,20 +221,10 @@ pub async fn split_halves_work_independently<F: LinkFactory>(f: &F) {
     let (mut btx, mut brx) = b.split();
     let n = 300u32;
     let a_send = async {
-        for i in 0..n {
-            within("a send", send_seq(&mut atx, i, 100))
-                .await
-                .expect("a send");
-        }
-        within("a flush", atx.flush()).await.expect("a flush");
+        send_seqs(&mut atx, n, |_| 100).await;
     };
     let b_send = async {
-        for i in 0..n {
-            within("b send", send_seq(&mut btx, i, 200))
-                .await
-                .expect("b send");
-        }
-        within("b flush", btx.flush()).await.expect("b flush");
+        send_seqs(&mut btx, n, |_| 200).await;
     };
     let a_recv = expect_seqs(&mut arx, n, reliable, settle);
     let b_recv = expect_seqs(&mut brx, n, reliable, settle);
@@ -250,12 +242,7 @@ pub async fn split_link_rebuilds_a_link<F: LinkFactory>(f: &F) {
     let (mut tx, _rx) = rebuilt.split();
     let (_btx, mut brx) = b.split();
     let send = async {
-        for i in 0..4 {
-            within("send", send_seq(&mut tx, i, 32))
-                .await
-                .expect("send via rebuilt link");
-        }
-        within("flush", tx.flush()).await.expect("flush");
+        send_seqs(&mut tx, 4, |_| 32).await;
     };
     futures::join!(send, expect_seqs(&mut brx, 4, caps.is_stream(), f.settle()));
 }
@@ -307,10 +294,7 @@ async fn drain_in_order<T: LinkTx, R: LinkRx>(tx: &mut T, rx: &mut R, from: u32,
             "message {want} lost, duplicated or reordered"
         );
     }
-    assert!(
-        within("eof", rx.recv()).await.expect("recv").is_none(),
-        "expected end-of-stream"
-    );
+    expect_eof(rx, "expected end-of-stream").await;
 }
 
 // r[verify link.reserve.backpressure]
@@ -558,12 +542,7 @@ pub async fn flush_transmits_queued_messages<F: LinkFactory>(f: &F) {
     let (mut tx, _arx) = a.split();
     let (_btx, mut rx) = b.split();
     let send = async {
-        for i in 0..5 {
-            within("send", send_seq(&mut tx, i, 50))
-                .await
-                .expect("send");
-        }
-        within("flush", tx.flush()).await.expect("flush");
+        send_seqs(&mut tx, 5, |_| 50).await;
         // The sender now does nothing at all; the messages must still come.
     };
     let ((), got) = futures::join!(send, expect_seqs(&mut rx, 5, caps.is_stream(), f.settle()));
@@ -581,19 +560,12 @@ pub async fn close_delivers_everything_then_eof<F: LinkFactory>(f: &F) {
     let (_btx, mut rx) = b.split();
     let n = 50u32;
     let send = async {
-        for i in 0..n {
-            within("send", send_seq(&mut tx, i, 1000))
-                .await
-                .expect("send");
-        }
+        send_seqs(&mut tx, n, |_| 1000).await;
         within("close", tx.close()).await.expect("close");
     };
     let recv = async {
         expect_seqs(&mut rx, n, true, f.settle()).await;
-        assert!(
-            within("eof", rx.recv()).await.expect("recv").is_none(),
-            "expected Ok(None) after close"
-        );
+        expect_eof(&mut rx, "expected Ok(None) after close").await;
     };
     futures::join!(send, recv);
 }
@@ -605,7 +577,7 @@ pub async fn eof_is_sticky<F: LinkFactory>(f: &F) {
     let (mut tx, _arx) = a.split();
     let (_btx, mut rx) = b.split();
     within("close", tx.close()).await.expect("close");
-    assert!(within("eof", rx.recv()).await.expect("recv").is_none());
+    expect_eof(&mut rx, "expected end-of-stream").await;
     drop(tx);
     for _ in 0..5 {
         let r = timeout(f.settle(), rx.recv())
@@ -642,12 +614,7 @@ pub async fn dropped_sender_is_an_abrupt_end<F: LinkFactory>(f: &F) {
     let (mut tx, arx) = a.split();
     let (_btx, mut rx) = b.split();
     let send = async move {
-        for i in 0..10 {
-            within("send", send_seq(&mut tx, i, 100))
-                .await
-                .expect("send");
-        }
-        within("flush", tx.flush()).await.expect("flush");
+        send_seqs(&mut tx, 10, |_| 100).await;
         drop(tx);
         drop(arx);
     };
@@ -791,12 +758,7 @@ pub async fn backing_outlives_later_recvs_and_the_link<F: LinkFactory>(f: &F) {
     let (btx, mut rx) = b.split();
     let n = 64u32;
     let send = async {
-        for i in 0..n {
-            within("send", send_seq(&mut tx, i, len))
-                .await
-                .expect("send");
-        }
-        within("flush", tx.flush()).await.expect("flush");
+        send_seqs(&mut tx, n, |_| len).await;
     };
     let recv = async {
         if caps.is_stream() {
