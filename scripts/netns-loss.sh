@@ -13,7 +13,7 @@ LOSS=${LOSS:-10}
 COUNT=${COUNT:-20000}
 A=lsA$$
 B=lsB$$
-BIN=target/release/examples/loss_peer
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/loss_peer"
 
 cleanup() {
     [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null || true
