@@ -316,7 +316,11 @@ async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver
                     let Some(guard) = guard.upgrade() else { break LinkError::Closed };
                     dispatch(&shared, &guard, msg, source);
                 }
-                Ok((_, None)) => {}
+                Ok((_, None)) => {
+                    // A source address the kernel gave in a form we cannot
+                    // read: no peer to give it to. Counted, never silent.
+                    add(&shared.stats.rx_peer_refused, 1);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "UDP endpoint receive failed; ending all peer links");
                     break e;
