@@ -85,6 +85,13 @@ impl PeerQueue {
     }
 }
 
+/// Links of peers that appeared, waiting for `accept`.
+struct Accepted {
+    links: VecDeque<UdpLink>,
+    /// False once the endpoint handle is gone: new peers are refused.
+    open: bool,
+}
+
 struct Shared {
     socket: Arc<UdpSocket>,
     config: EndpointConfig,
@@ -92,11 +99,12 @@ struct Shared {
     caps: LinkCaps,
     stats: Arc<Counters>,
     peers: Mutex<HashMap<SocketAddr, Arc<PeerQueue>>>,
-    accepted: Mutex<VecDeque<UdpLink>>,
+    accepted: Mutex<Accepted>,
     accept_waker: AtomicWaker,
     shutdown: Notify,
 }
 
+// r[impl udp.endpoint.lifetime]
 /// Stops the endpoint's task when the last handle (the endpoint or any of
 /// its links' halves) is dropped.
 struct TaskGuard(Arc<Shared>);
@@ -140,7 +148,10 @@ impl UdpEndpoint {
             info,
             stats,
             peers: Mutex::new(HashMap::new()),
-            accepted: Mutex::new(VecDeque::new()),
+            accepted: Mutex::new(Accepted {
+                links: VecDeque::new(),
+                open: true,
+            }),
             accept_waker: AtomicWaker::new(),
             shutdown: Notify::new(),
         });
@@ -172,11 +183,11 @@ impl UdpEndpoint {
     /// The next peer that appeared by sending to this endpoint.
     pub async fn accept(&self) -> UdpLink {
         poll_fn(|cx| {
-            if let Some(l) = lock(&self.shared.accepted).pop_front() {
+            if let Some(l) = lock(&self.shared.accepted).links.pop_front() {
                 return Poll::Ready(l);
             }
             self.shared.accept_waker.register(cx.waker());
-            match lock(&self.shared.accepted).pop_front() {
+            match lock(&self.shared.accepted).links.pop_front() {
                 Some(l) => Poll::Ready(l),
                 None => Poll::Pending,
             }
@@ -207,9 +218,15 @@ impl UdpEndpoint {
 
 impl Drop for UdpEndpoint {
     fn drop(&mut self) {
-        // Links nobody accepted hold guards; drop them so that only links
-        // the application owns keep the task running.
-        lock(&self.shared.accepted).clear();
+        // Links nobody accepted hold guards; drop them, and take no new
+        // ones (nobody can accept them any more), so that only links the
+        // application owns keep the task running. Flag and queue share the
+        // lock, so a datagram dispatched concurrently cannot slip one in.
+        let mut accepted = lock(&self.shared.accepted);
+        accepted.open = false;
+        let pending = std::mem::take(&mut accepted.links);
+        drop(accepted);
+        drop(pending);
     }
 }
 
@@ -255,15 +272,20 @@ fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: 
         match peers.get(&source) {
             Some(q) => q.clone(),
             None => {
-                let full = peers.len() >= shared.config.max_peers
-                    || lock(&shared.accepted).len() >= shared.config.accept_queue;
-                if full {
+                let mut accepted = lock(&shared.accepted);
+                let refuse = !accepted.open
+                    || peers.len() >= shared.config.max_peers
+                    || accepted.links.len() >= shared.config.accept_queue;
+                if refuse {
                     add(&stats.rx_peer_refused, 1);
                     return;
                 }
                 let q = PeerQueue::new(shared.config.peer_queue);
                 peers.insert(source, q.clone());
-                lock(&shared.accepted).push_back(make_link(shared, guard, source, q.clone()));
+                accepted
+                    .links
+                    .push_back(make_link(shared, guard, source, q.clone()));
+                drop(accepted);
                 shared.accept_waker.wake();
                 q
             }
@@ -336,5 +358,6 @@ async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver
     for (_, q) in lock(&shared.peers).drain() {
         q.end(end.clone());
     }
-    lock(&shared.accepted).clear();
+    let pending = std::mem::take(&mut lock(&shared.accepted).links);
+    drop(pending);
 }

@@ -60,7 +60,7 @@ counters! {
     rx_transient_errors,
     /// Receive slabs allocated beyond the initial ring because the application held datagrams of every slab.
     rx_buffer_growth,
-    /// Endpoint: datagrams from new peers dropped because `max_peers` was reached or the accept queue was full (or whose source address could not be read).
+    /// Endpoint: datagrams from new peers dropped because `max_peers` was reached or the accept queue was full (or after the endpoint handle was dropped, or whose source address could not be read).
     rx_peer_refused,
     /// Endpoint: datagrams dropped because a peer's queue was full.
     rx_peer_queue_full,

@@ -77,6 +77,13 @@ impl UdpTx {
         self.socket.as_fd()
     }
 
+    /// The local address this half sends from.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.socket
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
     /// Whether GSO is (still) in use: false once the kernel refused it.
     pub fn gso_active(&self) -> bool {
         self.gso

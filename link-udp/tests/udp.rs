@@ -558,3 +558,49 @@ async fn holding_datagrams_of_every_slab_grows_the_ring_and_counts_it() {
         stats.snapshot()
     );
 }
+
+// r[verify udp.endpoint.lifetime]
+#[tokio::test]
+async fn endpoint_outlives_its_handle_and_closes_with_its_last_link() {
+    let ep = UdpEndpoint::bind(v4(), EndpointConfig::default()).unwrap();
+    let addr = ep.local_addr();
+    let (mut ctx, mut crx) = link_to(addr, &UdpConfig::default()).split();
+    let (mut tx, mut rx) = ep.connect(ctx_addr(&mut ctx).await).unwrap().split();
+    // A second client appears but is never accepted.
+    let (mut stray, _srx) = link_to(addr, &UdpConfig::default()).split();
+    send_all(&mut stray, &[8]).await;
+    drop(ep);
+    // The link still works both ways without the endpoint handle.
+    send_all(&mut ctx, &[32]).await;
+    assert_eq!(
+        recv_until_quiet(&mut rx, QUIET, 1).await.len(),
+        1,
+        "endpoint link stopped receiving"
+    );
+    send_all(&mut tx, &[32]).await;
+    assert_eq!(
+        recv_until_quiet(&mut crx, QUIET, 1).await.len(),
+        1,
+        "endpoint link stopped sending"
+    );
+    // Last link gone: the socket must close, so the port can be bound again.
+    drop((tx, rx));
+    let mut rebound = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(s) = UdpSocket::bind(addr) {
+            rebound = Some(s);
+            break;
+        }
+    }
+    assert!(
+        rebound.is_some(),
+        "the endpoint's socket stayed open after its last link was dropped"
+    );
+}
+
+/// The local address a client link sends from (its first datagram reveals
+/// nothing here, so ask the socket).
+async fn ctx_addr(tx: &mut link_udp::UdpTx) -> SocketAddr {
+    tx.local_addr()
+}
