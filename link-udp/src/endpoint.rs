@@ -132,7 +132,7 @@ impl UdpEndpoint {
         }
         let (socket, info) = open(local, None, &config.link)?;
         let socket = Arc::new(socket);
-        let stats = crate::link::new_counters();
+        let stats = Arc::new(Counters::default());
         let receiver = Receiver::new(
             socket.clone(),
             info.max_payload,

@@ -11,7 +11,7 @@ use crate::endpoint::PeerQueue;
 use crate::error::UdpError;
 use crate::rx::Receiver;
 use crate::socket::{SocketInfo, adopt, open};
-use crate::stats::{Counters, UdpStatsHandle};
+use crate::stats::UdpStatsHandle;
 use crate::tx::{Guard, UdpTx};
 
 // r[impl udp.datagram.model]
@@ -185,8 +185,4 @@ impl Drop for UdpRx {
             q.receiver_dropped();
         }
     }
-}
-
-pub(crate) fn new_counters() -> Arc<Counters> {
-    Arc::new(Counters::default())
 }

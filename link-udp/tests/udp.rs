@@ -565,7 +565,7 @@ async fn endpoint_outlives_its_handle_and_closes_with_its_last_link() {
     let ep = UdpEndpoint::bind(v4(), EndpointConfig::default()).unwrap();
     let addr = ep.local_addr();
     let (mut ctx, mut crx) = link_to(addr, &UdpConfig::default()).split();
-    let (mut tx, mut rx) = ep.connect(ctx_addr(&mut ctx).await).unwrap().split();
+    let (mut tx, mut rx) = ep.connect(ctx.local_addr()).unwrap().split();
     // A second client appears but is never accepted.
     let (mut stray, _srx) = link_to(addr, &UdpConfig::default()).split();
     send_all(&mut stray, &[8]).await;
@@ -597,10 +597,4 @@ async fn endpoint_outlives_its_handle_and_closes_with_its_last_link() {
         rebound.is_some(),
         "the endpoint's socket stayed open after its last link was dropped"
     );
-}
-
-/// The local address a client link sends from (its first datagram reveals
-/// nothing here, so ask the socket).
-async fn ctx_addr(tx: &mut link_udp::UdpTx) -> SocketAddr {
-    tx.local_addr()
 }
