@@ -49,6 +49,7 @@ enum Inner {
         owner: Arc<dyn LeaseOwner>,
         token: LeaseToken,
     },
+    Owned(Box<dyn AsRef<[u8]> + Send + Sync>),
 }
 
 // r[impl link.backing.lifetime]
@@ -89,6 +90,16 @@ impl Backing {
         }
     }
 
+    /// A backing that owns any buffer type that can lend its bytes (a
+    /// reference-counted `bytes::Bytes` from a framing library, say), so a
+    /// link can hand it on without copying the payload.
+    #[inline]
+    pub fn owned(buf: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        Backing {
+            inner: Inner::Owned(Box::new(buf)),
+        }
+    }
+
     /// The message bytes.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
@@ -96,6 +107,7 @@ impl Backing {
             Inner::Boxed(b) => b,
             Inner::Pooled { buf, .. } => buf,
             Inner::Lease { owner, token } => owner.bytes(*token),
+            Inner::Owned(b) => (**b).as_ref(),
         }
     }
 
@@ -119,6 +131,7 @@ impl Backing {
             // caller asked to own it.
             Inner::Pooled { buf, .. } => std::mem::take(buf),
             Inner::Lease { owner, token } => owner.bytes(*token).to_vec(),
+            Inner::Owned(b) => (**b).as_ref().to_vec(),
         }
     }
 }
@@ -135,6 +148,7 @@ impl Drop for Backing {
                 }
             }
             Inner::Lease { owner, token } => owner.release(*token),
+            Inner::Owned(_) => {}
         }
     }
 }
@@ -172,6 +186,7 @@ impl fmt::Debug for Backing {
             Inner::Boxed(_) => "boxed",
             Inner::Pooled { .. } => "pooled",
             Inner::Lease { .. } => "lease",
+            Inner::Owned(_) => "owned",
         };
         f.debug_struct("Backing")
             .field("kind", &kind)

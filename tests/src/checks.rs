@@ -285,16 +285,21 @@ async fn read_until_reserve_granted<T: LinkTx, R: LinkRx>(
 
 /// Close `tx` and check that messages `from..=last` arrive in order, then EOF.
 async fn drain_in_order<T: LinkTx, R: LinkRx>(tx: &mut T, rx: &mut R, from: u32, last: u32) {
-    within("close", tx.close()).await.expect("close");
-    for want in from..=last {
-        let m = recv_one(rx).await;
-        assert_eq!(
-            check_pattern(&m),
-            Some(want),
-            "message {want} lost, duplicated or reordered"
-        );
-    }
-    expect_eof(rx, "expected end-of-stream").await;
+    // Close while reading: a stream link's close flushes what is queued,
+    // which may have to wait for the reader.
+    let close = async { within("close", tx.close()).await.expect("close") };
+    let read = async {
+        for want in from..=last {
+            let m = recv_one(rx).await;
+            assert_eq!(
+                check_pattern(&m),
+                Some(want),
+                "message {want} lost, duplicated or reordered"
+            );
+        }
+        expect_eof(rx, "expected end-of-stream").await;
+    };
+    futures::join!(close, read);
 }
 
 // r[verify link.reserve.backpressure]
@@ -457,11 +462,15 @@ pub async fn alloc_above_max_is_refused<F: LinkFactory>(f: &F) {
             Ok(_) => panic!("alloc above the maximum payload was accepted"),
         }
     }
-    within("send max", send_seq(&mut tx, 0, max))
-        .await
-        .expect("alloc(max) after refusals");
-    within("flush", tx.flush()).await.expect("flush");
-    expect_seqs(&mut rx, 1, caps.is_stream(), f.settle()).await;
+    // Send while receiving: a stream link's flush of a large message may
+    // wait for the reader.
+    let send = async {
+        within("send max", send_seq(&mut tx, 0, max))
+            .await
+            .expect("alloc(max) after refusals");
+        within("flush", tx.flush()).await.expect("flush");
+    };
+    futures::join!(send, expect_seqs(&mut rx, 1, caps.is_stream(), f.settle()));
 }
 
 // r[verify link.slot.len]

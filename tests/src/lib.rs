@@ -105,6 +105,43 @@ macro_rules! lossy_suite {
     };
 }
 
+/// Generate one test per check for a reliable, ordered link whose receiver
+/// cannot push back on its sender: the browser's `WebSocket` reads the
+/// socket by itself whatever the page does, so a sender to a browser never
+/// sees its receiver's queue fill. Every check of [`reliable_suite!`] but
+/// the four that fill the link by not reading (backpressure, permit under a
+/// full link, dropped and cancelled permits on a full link); such a link
+/// checks its own sending-side backpressure separately.
+///
+/// Arguments as for [`reliable_suite!`].
+#[macro_export]
+macro_rules! unbounded_receiver_suite {
+    (#[$attr:meta], $factory:expr) => {
+        $crate::__suite!(#[$attr], $factory;
+            caps_are_declared_and_consistent,
+            boundaries_are_preserved,
+            empty_messages_are_messages,
+            max_payload_messages_are_carried,
+            reliable_links_deliver_exactly_once_in_order,
+            split_halves_work_independently,
+            split_link_rebuilds_a_link,
+            alloc_above_max_is_refused,
+            slot_has_exact_length,
+            commit_publishes_one_message,
+            dropped_slot_is_discarded,
+            flush_transmits_queued_messages,
+            close_delivers_everything_then_eof,
+            eof_is_sticky,
+            reserve_after_close_fails,
+            dropped_sender_is_an_abrupt_end,
+            dropped_receiver_fails_peer_reserve,
+            errors_are_sticky,
+            cancelled_recv_loses_nothing,
+            backing_outlives_later_recvs_and_the_link,
+        );
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __suite {

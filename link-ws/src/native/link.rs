@@ -1,0 +1,572 @@
+//! The native WebSocket link: one binary WebSocket message per link message.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Sink, Stream as _};
+use link_types::{
+    Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot,
+};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as TError, Message};
+
+use super::stream::Stream;
+use crate::close;
+use crate::stats::{Counters, WsStatsHandle};
+use crate::{WsConfig, WsMessage};
+
+/// What both halves share: the framed connection behind one lock, held only
+/// inside a single `poll` (never across an `.await`).
+struct Conn {
+    io: Mutex<Io>,
+    counters: Arc<Counters>,
+    caps: LinkCaps,
+    queue: usize,
+    accept_text: bool,
+}
+
+struct Io {
+    ws: WebSocketStream<Stream>,
+    /// Once the connection is over, what the sending half reports.
+    ended: Option<LinkError>,
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, Io> {
+        // A panic while holding the lock cannot leave `Io` half-updated in a
+        // way that matters more than the panic itself; keep going.
+        self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A WebSocket connection as a reliable, ordered [`Link`].
+///
+/// Made by [`WsLink::connect`] (client) or [`crate::WsServer::accept`]
+/// (server). Each link message is one binary WebSocket message.
+pub struct WsLink {
+    tx: WsTx,
+    rx: WsRx,
+}
+
+impl std::fmt::Debug for WsLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsLink")
+            .field("caps", &self.tx.conn.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsLink {
+    pub(crate) fn new(ws: WebSocketStream<Stream>, config: &WsConfig) -> WsLink {
+        let conn = Arc::new(Conn {
+            io: Mutex::new(Io { ws, ended: None }),
+            counters: Arc::new(Counters::default()),
+            caps: LinkCaps::reliable_ordered(config.max_payload),
+            queue: config.queue,
+            accept_text: config.accept_text,
+        });
+        WsLink {
+            tx: WsTx {
+                conn: conn.clone(),
+                queued: 0,
+                closed: false,
+                error: None,
+            },
+            rx: WsRx { conn, end: None },
+        }
+    }
+
+    /// The link's counters.
+    pub fn stats(&self) -> WsStatsHandle {
+        WsStatsHandle(self.tx.conn.counters.clone())
+    }
+}
+
+impl Link for WsLink {
+    type Tx = WsTx;
+    type Rx = WsRx;
+
+    fn caps(&self) -> LinkCaps {
+        self.tx.conn.caps
+    }
+
+    fn split(self) -> (WsTx, WsRx) {
+        (self.tx, self.rx)
+    }
+}
+
+/// How a failed write is reported to the sending half.
+fn tx_error(io: &Io, e: TError) -> LinkError {
+    match e {
+        TError::ConnectionClosed
+        | TError::AlreadyClosed
+        | TError::Protocol(ProtocolError::SendAfterClosing) => {
+            io.ended.clone().unwrap_or(LinkError::PeerGone)
+        }
+        TError::Io(e) => io_error(e),
+        TError::Capacity(e) => LinkError::protocol(e.to_string()),
+        other => LinkError::transport(other),
+    }
+}
+
+fn io_error(e: io::Error) -> LinkError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected => {
+            LinkError::PeerGone
+        }
+        _ => LinkError::Io(Arc::new(e)),
+    }
+}
+
+/// Queue a close frame and push it out as far as the socket takes it now.
+fn send_close(io: &mut Io, code: u16, reason: &'static str, cx: &mut Context<'_>) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    if Pin::new(&mut io.ws)
+        .start_send(Message::Close(Some(frame)))
+        .is_ok()
+    {
+        let _ = Pin::new(&mut io.ws).poll_flush(cx);
+    }
+}
+
+/// The sending half of a [`WsLink`].
+pub struct WsTx {
+    conn: Arc<Conn>,
+    /// Messages written into the framing layer since the last flush.
+    queued: usize,
+    closed: bool,
+    error: Option<LinkError>,
+}
+
+impl std::fmt::Debug for WsTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsTx")
+            .field("queued", &self.queued)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsTx {
+    /// The link's counters.
+    pub fn stats(&self) -> WsStatsHandle {
+        WsStatsHandle(self.conn.counters.clone())
+    }
+
+    // r[impl ws.backpressure.native]
+    // r[impl link.reserve.backpressure]
+    // r[impl link.reserve.cancel]
+    // r[impl link.flush]
+    /// Ready once one more message may be written without waiting: fewer
+    /// than `queue` messages are waiting for a flush and the framing layer's
+    /// write buffer has drained below its limit.
+    fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
+        if self.closed {
+            return Poll::Ready(Err(LinkError::Closed));
+        }
+        if let Some(e) = &self.error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        let conn = self.conn.clone();
+        let mut io = conn.lock();
+        if let Some(e) = &io.ended {
+            let e = e.clone();
+            self.error = Some(e.clone());
+            return Poll::Ready(Err(e));
+        }
+        if self.queued >= self.conn.queue {
+            match Pin::new(&mut io.ws).poll_flush(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => self.queued = 0,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(&io, e))),
+            }
+        }
+        match Pin::new(&mut io.ws).poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&io, e))),
+        }
+    }
+
+    fn fail(&mut self, io: &Io, e: TError) -> LinkError {
+        let e = tx_error(io, e);
+        self.error = Some(e.clone());
+        e
+    }
+
+    fn write(&mut self, msg: Message, len: usize) -> Result<(), LinkError> {
+        let conn = self.conn.clone();
+        let mut io = conn.lock();
+        if let Some(e) = &io.ended {
+            let e = e.clone();
+            self.error = Some(e.clone());
+            return Err(e);
+        }
+        match Pin::new(&mut io.ws).start_send(msg) {
+            Ok(()) => {
+                self.queued += 1;
+                Counters::add(&self.conn.counters.tx_messages, 1);
+                Counters::add(&self.conn.counters.tx_bytes, len as u64);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(&io, e)),
+        }
+    }
+
+    /// Send one text message (for peers that speak text, such as test
+    /// harnesses); waits like `reserve`.
+    pub async fn send_text(&mut self, text: &str) -> Result<(), LinkError> {
+        if text.len() > self.conn.caps.max_payload {
+            return Err(LinkError::TooLarge {
+                len: text.len(),
+                max: self.conn.caps.max_payload,
+            });
+        }
+        poll_fn(|cx| self.poll_reserve(cx)).await?;
+        self.write(Message::text(text), text.len())
+    }
+}
+
+impl LinkTx for WsTx {
+    type Permit<'a> = WsPermit<'a>;
+
+    fn caps(&self) -> LinkCaps {
+        self.conn.caps
+    }
+
+    fn reserve(&mut self) -> impl MaybeSendFuture<Output = Result<WsPermit<'_>, LinkError>> {
+        let counters = self.conn.counters.clone();
+        async move {
+            let mut waited = false;
+            poll_fn(|cx| {
+                let r = self.poll_reserve(cx);
+                if r.is_pending() && !waited {
+                    waited = true;
+                    Counters::add(&counters.reserve_waits, 1);
+                }
+                r
+            })
+            .await?;
+            Ok(WsPermit { tx: self })
+        }
+    }
+
+    fn flush(&mut self) -> impl MaybeSendFuture<Output = Result<(), LinkError>> {
+        poll_fn(|cx| {
+            if self.closed {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = &self.error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            let conn = self.conn.clone();
+            let mut io = conn.lock();
+            match Pin::new(&mut io.ws).poll_flush(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    self.queued = 0;
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&io, e))),
+            }
+        })
+    }
+
+    // r[impl link.close.send-after]
+    // r[impl ws.close.eof]
+    fn close(&mut self) -> impl MaybeSendFuture<Output = Result<(), LinkError>> {
+        let mut sent = false;
+        poll_fn(move |cx| {
+            if self.closed {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = &self.error {
+                let e = e.clone();
+                self.closed = true;
+                return Poll::Ready(Err(e));
+            }
+            let conn = self.conn.clone();
+            let mut io = conn.lock();
+            if !sent {
+                sent = true;
+                let frame = CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                };
+                match Pin::new(&mut io.ws).start_send(Message::Close(Some(frame))) {
+                    Ok(()) => {}
+                    // The peer closed first: its close was answered already.
+                    Err(TError::Protocol(ProtocolError::SendAfterClosing))
+                    | Err(TError::ConnectionClosed)
+                    | Err(TError::AlreadyClosed) => {}
+                    Err(TError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        let e = tx_error(&io, e);
+                        self.closed = true;
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+            match Pin::new(&mut io.ws).poll_flush(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => {
+                    self.closed = true;
+                    match r {
+                        Ok(())
+                        | Err(TError::ConnectionClosed)
+                        | Err(TError::AlreadyClosed)
+                        | Err(TError::Protocol(ProtocolError::SendAfterClosing)) => {
+                            Poll::Ready(Ok(()))
+                        }
+                        Err(e) => Poll::Ready(Err(tx_error(&io, e))),
+                    }
+                }
+            }
+        })
+    }
+}
+
+// r[impl ws.drop]
+// r[impl link.drop.abrupt]
+impl Drop for WsTx {
+    fn drop(&mut self) {
+        if self.closed || self.error.is_some() {
+            return;
+        }
+        let conn = self.conn.clone();
+        let mut io = conn.lock();
+        if io.ended.is_none() {
+            let waker = futures::task::noop_waker();
+            send_close(
+                &mut io,
+                close::GOING_AWAY,
+                "sender dropped without close",
+                &mut Context::from_waker(&waker),
+            );
+        }
+    }
+}
+
+/// Permission to send one message on a [`WsTx`].
+pub struct WsPermit<'a> {
+    tx: &'a mut WsTx,
+}
+
+impl<'a> LinkTxPermit for WsPermit<'a> {
+    type Slot = WsSlot<'a>;
+
+    // r[impl link.alloc.limit]
+    fn alloc(self, len: usize) -> Result<WsSlot<'a>, LinkError> {
+        let max = self.tx.conn.caps.max_payload;
+        if len > max {
+            return Err(LinkError::TooLarge { len, max });
+        }
+        Ok(WsSlot {
+            tx: self.tx,
+            buf: vec![0; len],
+        })
+    }
+}
+
+/// A message being written; [`WriteSlot::commit`] sends it.
+pub struct WsSlot<'a> {
+    tx: &'a mut WsTx,
+    buf: Vec<u8>,
+}
+
+impl WriteSlot for WsSlot<'_> {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    // r[impl ws.message.binary]
+    // r[impl link.slot.commit]
+    /// Hands the slot's buffer to the framing layer as the payload of one
+    /// binary message (no copy here; the framing layer writes it out).
+    fn commit(self) -> Result<(), LinkError> {
+        let len = self.buf.len();
+        self.tx.write(Message::Binary(Bytes::from(self.buf)), len)
+    }
+}
+
+/// The receiving half of a [`WsLink`].
+pub struct WsRx {
+    conn: Arc<Conn>,
+    end: Option<Result<(), LinkError>>,
+}
+
+impl std::fmt::Debug for WsRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsRx")
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsRx {
+    /// The link's counters.
+    pub fn stats(&self) -> WsStatsHandle {
+        WsStatsHandle(self.conn.counters.clone())
+    }
+
+    /// Receive the next message with its kind (binary, or text when
+    /// [`WsConfig::accept_text`] is on). `Ok(None)` after a normal close.
+    pub fn recv_message(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<WsMessage>, LinkError>> + Send + '_ {
+        poll_fn(|cx| self.poll_recv(cx))
+    }
+
+    fn finish(
+        &mut self,
+        io: &mut Io,
+        end: Result<(), LinkError>,
+    ) -> Result<Option<WsMessage>, LinkError> {
+        if io.ended.is_none() {
+            io.ended = Some(LinkError::PeerGone);
+        }
+        self.end = Some(end.clone());
+        end.map(|()| None)
+    }
+
+    // r[impl ws.message.text]
+    // r[impl ws.message.oversize]
+    // r[impl ws.ping]
+    // r[impl link.recv.cancel]
+    // r[impl link.close.sticky]
+    // r[impl link.error.sticky]
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<WsMessage>, LinkError>> {
+        if let Some(end) = &self.end {
+            return Poll::Ready(end.clone().map(|()| None));
+        }
+        let conn = self.conn.clone();
+        let c = &conn.counters;
+        let mut io = conn.lock();
+        loop {
+            let item = match Pin::new(&mut io.ws).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(item) => item,
+            };
+            let end = match item {
+                Some(Ok(Message::Binary(b))) => {
+                    Counters::add(&c.rx_messages, 1);
+                    Counters::add(&c.rx_bytes, b.len() as u64);
+                    return Poll::Ready(Ok(Some(WsMessage {
+                        data: Backing::owned(b),
+                        text: false,
+                    })));
+                }
+                Some(Ok(Message::Text(t))) if conn.accept_text => {
+                    Counters::add(&c.rx_messages, 1);
+                    Counters::add(&c.rx_bytes, t.len() as u64);
+                    return Poll::Ready(Ok(Some(WsMessage {
+                        data: Backing::owned(t),
+                        text: true,
+                    })));
+                }
+                Some(Ok(Message::Text(_))) => {
+                    Counters::add(&c.rx_text_rejected, 1);
+                    send_close(
+                        &mut io,
+                        close::UNSUPPORTED,
+                        "text messages are not accepted",
+                        cx,
+                    );
+                    Err(LinkError::protocol(
+                        "peer sent a text message; only binary messages are accepted",
+                    ))
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    Counters::add(&c.pings, 1);
+                    continue;
+                }
+                Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(frame))) => {
+                    // The framing layer has queued the reply; push it out.
+                    let _ = Pin::new(&mut io.ws).poll_flush(cx);
+                    match frame {
+                        None => close::end_for_close(None, ""),
+                        Some(f) => close::end_for_close(Some(u16::from(f.code)), &f.reason),
+                    }
+                }
+                Some(Err(TError::Capacity(e))) => {
+                    Counters::add(&c.rx_oversize, 1);
+                    send_close(
+                        &mut io,
+                        close::TOO_BIG,
+                        "message above the maximum payload",
+                        cx,
+                    );
+                    Err(LinkError::protocol(format!(
+                        "incoming message above the maximum payload of {} bytes: {e}",
+                        conn.caps.max_payload
+                    )))
+                }
+                Some(Err(TError::Utf8(e))) => {
+                    Counters::add(&c.rx_protocol_errors, 1);
+                    send_close(&mut io, close::INVALID_PAYLOAD, "text is not UTF-8", cx);
+                    Err(LinkError::protocol(format!(
+                        "invalid UTF-8 in a text message: {e}"
+                    )))
+                }
+                Some(Err(TError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    Err(LinkError::PeerGone)
+                }
+                Some(Err(TError::Protocol(e))) => {
+                    Counters::add(&c.rx_protocol_errors, 1);
+                    send_close(&mut io, close::PROTOCOL, "protocol error", cx);
+                    Err(LinkError::protocol(format!(
+                        "WebSocket protocol error: {e}"
+                    )))
+                }
+                Some(Err(TError::Io(e))) => Err(io_error(e)),
+                Some(Err(e)) => Err(LinkError::transport(e)),
+                None => Err(LinkError::PeerGone),
+            };
+            return Poll::Ready(self.finish(&mut io, end));
+        }
+    }
+}
+
+impl LinkRx for WsRx {
+    fn caps(&self) -> LinkCaps {
+        self.conn.caps
+    }
+
+    fn recv(&mut self) -> impl MaybeSendFuture<Output = Result<Option<Backing>, LinkError>> {
+        poll_fn(|cx| self.poll_recv(cx).map(|r| r.map(|m| m.map(|m| m.data))))
+    }
+}
+
+// r[impl ws.drop]
+// r[impl link.rx.drop]
+impl Drop for WsRx {
+    fn drop(&mut self) {
+        if self.end.is_some() {
+            return;
+        }
+        let conn = self.conn.clone();
+        let mut io = conn.lock();
+        if io.ended.is_none() {
+            io.ended = Some(LinkError::Closed);
+            let waker = futures::task::noop_waker();
+            send_close(
+                &mut io,
+                close::GOING_AWAY,
+                "receiver dropped",
+                &mut Context::from_waker(&waker),
+            );
+        }
+    }
+}
