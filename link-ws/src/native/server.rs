@@ -32,6 +32,7 @@ struct ServerCounters {
     handshakes_failed: AtomicU64,
 }
 
+// r[impl ws.server]
 /// A WebSocket server (`ws://`, or `wss://` with [`WsServer::bind_tls`]).
 ///
 /// A background task accepts TCP connections and runs each handshake in its
