@@ -21,10 +21,18 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $WB_VERSION\$"; 
     cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
 fi
 
+# RELEASE=1 builds the peer and the wasm tests optimised (for the
+# throughput number in BENCHMARKS.md); the default is a debug build.
+profile=debug
+cargo_profile=()
+if [ "${RELEASE:-0}" = 1 ]; then
+    profile=release
+    cargo_profile=(--release)
+fi
 target_dir=${CARGO_TARGET_DIR:-target}
-cargo build -q -p link-ws --example test_peer
+cargo build -q "${cargo_profile[@]}" -p link-ws --example test_peer
 log=$(mktemp)
-"$target_dir/debug/examples/test_peer" browser 127.0.0.1:0 >"$log" 2>&1 &
+"$target_dir/$profile/examples/test_peer" browser 127.0.0.1:0 >"$log" 2>&1 &
 peer_pid=$!
 trap 'kill $peer_pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do
@@ -41,7 +49,7 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
 out=$(mktemp)
 status=0
-cargo test -p link-ws --target wasm32-unknown-unknown --test browser -- --nocapture 2>&1 | tee "$out" || status=$?
+cargo test "${cargo_profile[@]}" -p link-ws --target wasm32-unknown-unknown --test browser -- --nocapture 2>&1 | tee "$out" || status=$?
 grep -o 'BROWSER_RX {.*}' "$out" || true
 rm -f "$out"
 exit $status

@@ -29,14 +29,22 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (workspace)"
 cargo test --workspace
 
-step "wasm32 check: link-types"
+step "wasm32: link-types and the browser WebSocket link build; clippy on the wasm code"
 cargo check -p link-types --target wasm32-unknown-unknown
+cargo build -p link-ws --target wasm32-unknown-unknown
+LINK_WS_PEER=127.0.0.1:1 cargo clippy -p link-ws --target wasm32-unknown-unknown --lib --tests -- -D warnings
 
 step "spec coverage"
 cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
 
 step "UDP under real packet loss (network namespaces, nftables)"
 LOSS=10 bash scripts/netns-loss.sh
+
+step "WebSocket link in headless Chromium (conformance suite and browser tests)"
+bash scripts/browser-test.sh
+
+step "Autobahn WebSocket test cases (kosoku) against our server and our client"
+bash scripts/autobahn.sh
 
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null

@@ -115,6 +115,12 @@ impl Runner {
                 ours.push((case.ours)());
             }
         }
+        if std::env::var_os("LINK_BENCH_ROUNDS").is_some() {
+            // Diagnostics: every round's pair, to see drift and outliers.
+            for (o, b) in ours.iter().zip(&base) {
+                eprintln!("  round: ours {o:.3} baseline {b:.3} ratio {:.3}", o / b);
+            }
+        }
         let (o, b) = (median(ours), median(base));
         let outcome = Outcome {
             suite: self.suite.clone(),
@@ -150,6 +156,19 @@ impl Runner {
             );
         }
         self.outcomes.push(outcome);
+    }
+}
+
+/// Pin the calling thread to one CPU (the same for ours and the baseline),
+/// so that the scheduler moving threads around does not add noise.
+pub fn pin(cpu: usize) {
+    use std::mem::{size_of, zeroed};
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it;
+    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = zeroed();
+        libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

@@ -8,12 +8,13 @@
 mod harness;
 mod memory;
 mod udp;
+mod ws;
 
 use std::process::ExitCode;
 
 use harness::Runner;
 
-const SUITES: &[&str] = &["memory", "udp"];
+const SUITES: &[&str] = &["memory", "udp", "ws"];
 
 fn usage() -> String {
     format!(
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
     match suite.as_str() {
         "memory" => memory::run(&mut runner, quick),
         "udp" => udp::run(&mut runner, quick),
+        "ws" => ws::run(&mut runner, quick),
         other => {
             eprintln!("unknown suite `{other}`\n{}", usage());
             return ExitCode::from(2);

@@ -17,7 +17,7 @@ use futures::FutureExt;
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 use link_udp::{UdpConfig, UdpLink};
 
-use crate::harness::{Better, Case, Runner};
+use crate::harness::{Better, Case, Runner, pin};
 
 const LEN: usize = 1200;
 const BATCH: usize = 64;
@@ -290,18 +290,6 @@ fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -
             span: first.map_or(Duration::ZERO, |f| last - f),
         }
     })
-}
-
-/// Pin the calling thread to one CPU (the same for ours and the baseline),
-/// so that the scheduler moving threads around does not add noise.
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it;
-    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes of it.
-    unsafe {
-        let mut set: libc::cpu_set_t = zeroed();
-        libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// One sample: sender and receiver threads for `dur`; datagrams/s received.

@@ -50,6 +50,8 @@ enum Inner {
         token: LeaseToken,
     },
     Owned(Box<dyn AsRef<[u8]> + Send + Sync>),
+    #[cfg(feature = "bytes")]
+    Bytes(bytes::Bytes),
 }
 
 // r[impl link.backing.lifetime]
@@ -100,6 +102,16 @@ impl Backing {
         }
     }
 
+    /// A backing that holds a `bytes::Bytes` (feature `bytes`): no copy, no
+    /// allocation; dropping it drops the reference.
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub fn from_bytes(b: bytes::Bytes) -> Self {
+        Backing {
+            inner: Inner::Bytes(b),
+        }
+    }
+
     /// The message bytes.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
@@ -108,6 +120,8 @@ impl Backing {
             Inner::Pooled { buf, .. } => buf,
             Inner::Lease { owner, token } => owner.bytes(*token),
             Inner::Owned(b) => (**b).as_ref(),
+            #[cfg(feature = "bytes")]
+            Inner::Bytes(b) => b,
         }
     }
 
@@ -132,6 +146,8 @@ impl Backing {
             Inner::Pooled { buf, .. } => std::mem::take(buf),
             Inner::Lease { owner, token } => owner.bytes(*token).to_vec(),
             Inner::Owned(b) => (**b).as_ref().to_vec(),
+            #[cfg(feature = "bytes")]
+            Inner::Bytes(b) => Vec::from(std::mem::take(b)),
         }
     }
 }
@@ -149,6 +165,8 @@ impl Drop for Backing {
             }
             Inner::Lease { owner, token } => owner.release(*token),
             Inner::Owned(_) => {}
+            #[cfg(feature = "bytes")]
+            Inner::Bytes(_) => {}
         }
     }
 }
@@ -187,6 +205,8 @@ impl fmt::Debug for Backing {
             Inner::Pooled { .. } => "pooled",
             Inner::Lease { .. } => "lease",
             Inner::Owned(_) => "owned",
+            #[cfg(feature = "bytes")]
+            Inner::Bytes(_) => "bytes",
         };
         f.debug_struct("Backing")
             .field("kind", &kind)

@@ -19,9 +19,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Add `n` to a counter that only one half of the link writes (each
+    /// counter belongs to the sending or the receiving half): a plain load
+    /// and store, no read-modify-write on the hot path. Readers may see a
+    /// value a moment old, never a torn one.
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Relaxed);
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     }
 }
 

@@ -1,12 +1,14 @@
 //! The native WebSocket link: one binary WebSocket message per link message.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::{Sink, Stream as _};
 use link_types::{
     Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot,
@@ -26,6 +28,10 @@ use crate::{WsConfig, WsMessage};
 /// inside a single `poll` (never across an `.await`).
 struct Conn {
     io: Mutex<Io>,
+    /// Set together with `Io::ended`, so that `reserve` can see the end
+    /// without taking the lock.
+    ended: AtomicBool,
+    write_buffer: usize,
     counters: Arc<Counters>,
     caps: LinkCaps,
     queue: usize,
@@ -34,6 +40,7 @@ struct Conn {
 
 struct Io {
     ws: WebSocketStream<Stream>,
+    counters: Arc<Counters>,
     /// Once the connection is over, what the sending half reports.
     ended: Option<LinkError>,
 }
@@ -65,9 +72,16 @@ impl std::fmt::Debug for WsLink {
 
 impl WsLink {
     pub(crate) fn new(ws: WebSocketStream<Stream>, config: &WsConfig) -> WsLink {
+        let counters = Arc::new(Counters::default());
         let conn = Arc::new(Conn {
-            io: Mutex::new(Io { ws, ended: None }),
-            counters: Arc::new(Counters::default()),
+            io: Mutex::new(Io {
+                ws,
+                counters: counters.clone(),
+                ended: None,
+            }),
+            ended: AtomicBool::new(false),
+            write_buffer: config.write_buffer,
+            counters,
             caps: LinkCaps::reliable_ordered(config.max_payload),
             queue: config.queue,
             accept_text: config.accept_text,
@@ -75,11 +89,20 @@ impl WsLink {
         WsLink {
             tx: WsTx {
                 conn: conn.clone(),
+                pending: Vec::with_capacity(BATCH),
+                staging: BytesMut::new(),
+                pending_bytes: 0,
                 queued: 0,
+                unchecked: 0,
                 closed: false,
                 error: None,
             },
-            rx: WsRx { conn, end: None },
+            rx: WsRx {
+                conn,
+                ready: VecDeque::with_capacity(BATCH),
+                ready_bytes: 0,
+                end: None,
+            },
         }
     }
 
@@ -140,14 +163,75 @@ fn send_close(io: &mut Io, code: u16, reason: &'static str, cx: &mut Context<'_>
     }
 }
 
+/// Hand gathered messages to the framing layer (which buffers them; it
+/// writes to the socket only when its buffer is full, without waiting).
+fn hand_over(
+    io: &mut Io,
+    pending: &mut Vec<Message>,
+    pending_bytes: &mut usize,
+    queued: &mut usize,
+    unchecked: &mut usize,
+    error: &mut Option<LinkError>,
+) -> Result<(), LinkError> {
+    if let Some(e) = error {
+        return Err(e.clone());
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if let Some(e) = &io.ended {
+        // The connection is over: these messages cannot go out.
+        pending.clear();
+        *pending_bytes = 0;
+        *error = Some(e.clone());
+        return Err(e.clone());
+    }
+    *queued += pending.len();
+    *unchecked += *pending_bytes;
+    // Counted here, once per batch: every message in it was committed.
+    Counters::add(&io.counters.tx_messages, pending.len() as u64);
+    Counters::add(&io.counters.tx_bytes, *pending_bytes as u64);
+    *pending_bytes = 0;
+    for m in pending.drain(..) {
+        if let Err(e) = Pin::new(&mut io.ws).start_send(m) {
+            return Err(fail(error, io, e));
+        }
+    }
+    Ok(())
+}
+
+/// Record a write failure as the sending half's sticky error.
+fn fail(slot: &mut Option<LinkError>, io: &Io, e: TError) -> LinkError {
+    let e = tx_error(io, e);
+    *slot = Some(e.clone());
+    e
+}
+
 /// The sending half of a [`WsLink`].
 pub struct WsTx {
     conn: Arc<Conn>,
-    /// Messages written into the framing layer since the last flush.
+    /// Committed messages not yet handed to the framing layer: they are
+    /// handed over in batches, one lock for many messages.
+    pending: Vec<Message>,
+    pending_bytes: usize,
+    /// Messages handed to the framing layer since the last flush.
     queued: usize,
+    /// Bytes handed over since the framing layer last said it was ready.
+    unchecked: usize,
     closed: bool,
     error: Option<LinkError>,
+    /// Memory that small slots are cut from, so that a small message costs
+    /// no allocation of its own; the chunk is freed once the framing layer
+    /// has written out every message cut from it.
+    staging: BytesMut,
 }
+
+/// Committed messages gathered before one hand-over to the framing layer.
+const BATCH: usize = 32;
+/// Slots up to this size are cut from the staging chunk.
+const SMALL: usize = 4 << 10;
+/// Size of a staging chunk.
+const CHUNK: usize = 64 << 10;
 
 impl std::fmt::Debug for WsTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,6 +255,7 @@ impl WsTx {
     /// Ready once one more message may be written without waiting: fewer
     /// than `queue` messages are waiting for a flush and the framing layer's
     /// write buffer has drained below its limit.
+    #[inline]
     fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
         if self.closed {
             return Poll::Ready(Err(LinkError::Closed));
@@ -178,8 +263,32 @@ impl WsTx {
         if let Some(e) = &self.error {
             return Poll::Ready(Err(e.clone()));
         }
-        let conn = self.conn.clone();
-        let mut io = conn.lock();
+        // Fast path, no lock: fewer than `queue` messages and less than one
+        // write buffer's worth of bytes went in since the framing layer was
+        // last ready, so it cannot have run into a full socket since.
+        if self.queued + self.pending.len() < self.conn.queue
+            && self.unchecked + self.pending_bytes < self.conn.write_buffer
+            && !self.conn.ended.load(Ordering::Acquire)
+        {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_reserve_slow(cx)
+    }
+
+    #[inline(never)]
+    fn poll_reserve_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
+        // Field borrows only (no method calls on `self`) while locked.
+        let mut io = self.conn.lock();
+        if let Err(e) = hand_over(
+            &mut io,
+            &mut self.pending,
+            &mut self.pending_bytes,
+            &mut self.queued,
+            &mut self.unchecked,
+            &mut self.error,
+        ) {
+            return Poll::Ready(Err(e));
+        }
         if let Some(e) = &io.ended {
             let e = e.clone();
             self.error = Some(e.clone());
@@ -189,39 +298,49 @@ impl WsTx {
             match Pin::new(&mut io.ws).poll_flush(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => self.queued = 0,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(&io, e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(fail(&mut self.error, &io, e))),
             }
         }
         match Pin::new(&mut io.ws).poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&io, e))),
-        }
-    }
-
-    fn fail(&mut self, io: &Io, e: TError) -> LinkError {
-        let e = tx_error(io, e);
-        self.error = Some(e.clone());
-        e
-    }
-
-    fn write(&mut self, msg: Message, len: usize) -> Result<(), LinkError> {
-        let conn = self.conn.clone();
-        let mut io = conn.lock();
-        if let Some(e) = &io.ended {
-            let e = e.clone();
-            self.error = Some(e.clone());
-            return Err(e);
-        }
-        match Pin::new(&mut io.ws).start_send(msg) {
-            Ok(()) => {
-                self.queued += 1;
-                Counters::add(&self.conn.counters.tx_messages, 1);
-                Counters::add(&self.conn.counters.tx_bytes, len as u64);
-                Ok(())
+            Poll::Ready(Ok(())) => {
+                self.unchecked = 0;
+                Poll::Ready(Ok(()))
             }
-            Err(e) => Err(self.fail(&io, e)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(fail(&mut self.error, &io, e))),
         }
+    }
+
+    /// Commit one message: gather it, and hand the batch to the framing
+    /// layer once it is full (never waits).
+    #[inline]
+    fn write(&mut self, msg: Message, len: usize) -> Result<(), LinkError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.pending.push(msg);
+        self.pending_bytes += len;
+        if self.pending.len() >= BATCH
+            || self.pending_bytes >= self.conn.write_buffer
+            || self.conn.ended.load(Ordering::Acquire)
+        {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hand every gathered message to the framing layer.
+    #[inline(never)]
+    fn hand_over(&mut self) -> Result<(), LinkError> {
+        let mut io = self.conn.lock();
+        hand_over(
+            &mut io,
+            &mut self.pending,
+            &mut self.pending_bytes,
+            &mut self.queued,
+            &mut self.unchecked,
+            &mut self.error,
+        )
     }
 
     /// Send one text message (for peers that speak text, such as test
@@ -245,15 +364,15 @@ impl LinkTx for WsTx {
         self.conn.caps
     }
 
+    #[inline]
     fn reserve(&mut self) -> impl MaybeSendFuture<Output = Result<WsPermit<'_>, LinkError>> {
-        let counters = self.conn.counters.clone();
         async move {
             let mut waited = false;
             poll_fn(|cx| {
                 let r = self.poll_reserve(cx);
                 if r.is_pending() && !waited {
                     waited = true;
-                    Counters::add(&counters.reserve_waits, 1);
+                    Counters::add(&self.conn.counters.reserve_waits, 1);
                 }
                 r
             })
@@ -270,15 +389,24 @@ impl LinkTx for WsTx {
             if let Some(e) = &self.error {
                 return Poll::Ready(Err(e.clone()));
             }
-            let conn = self.conn.clone();
-            let mut io = conn.lock();
+            let mut io = self.conn.lock();
+            if let Err(e) = hand_over(
+                &mut io,
+                &mut self.pending,
+                &mut self.pending_bytes,
+                &mut self.queued,
+                &mut self.unchecked,
+                &mut self.error,
+            ) {
+                return Poll::Ready(Err(e));
+            }
             match Pin::new(&mut io.ws).poll_flush(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => {
                     self.queued = 0;
                     Poll::Ready(Ok(()))
                 }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(&io, e))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(fail(&mut self.error, &io, e))),
             }
         })
     }
@@ -300,6 +428,18 @@ impl LinkTx for WsTx {
             let mut io = conn.lock();
             if !sent {
                 sent = true;
+                // Everything committed goes out before the close frame.
+                if let Err(e) = hand_over(
+                    &mut io,
+                    &mut self.pending,
+                    &mut self.pending_bytes,
+                    &mut self.queued,
+                    &mut self.unchecked,
+                    &mut self.error,
+                ) {
+                    self.closed = true;
+                    return Poll::Ready(Err(e));
+                }
                 let frame = CloseFrame {
                     code: CloseCode::Normal,
                     reason: "".into(),
@@ -347,6 +487,15 @@ impl Drop for WsTx {
         let conn = self.conn.clone();
         let mut io = conn.lock();
         if io.ended.is_none() {
+            // The messages committed before go out ahead of the close frame.
+            let _ = hand_over(
+                &mut io,
+                &mut self.pending,
+                &mut self.pending_bytes,
+                &mut self.queued,
+                &mut self.unchecked,
+                &mut self.error,
+            );
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
@@ -367,25 +516,32 @@ impl<'a> LinkTxPermit for WsPermit<'a> {
     type Slot = WsSlot<'a>;
 
     // r[impl link.alloc.limit]
+    #[inline]
     fn alloc(self, len: usize) -> Result<WsSlot<'a>, LinkError> {
         let max = self.tx.conn.caps.max_payload;
         if len > max {
             return Err(LinkError::TooLarge { len, max });
         }
-        Ok(WsSlot {
-            tx: self.tx,
-            buf: vec![0; len],
-        })
+        let buf = if len <= SMALL {
+            if self.tx.staging.len() < len {
+                self.tx.staging = BytesMut::zeroed(CHUNK);
+            }
+            self.tx.staging.split_to(len)
+        } else {
+            BytesMut::zeroed(len)
+        };
+        Ok(WsSlot { tx: self.tx, buf })
     }
 }
 
 /// A message being written; [`WriteSlot::commit`] sends it.
 pub struct WsSlot<'a> {
     tx: &'a mut WsTx,
-    buf: Vec<u8>,
+    buf: BytesMut,
 }
 
 impl WriteSlot for WsSlot<'_> {
+    #[inline]
     fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.buf
     }
@@ -394,17 +550,30 @@ impl WriteSlot for WsSlot<'_> {
     // r[impl link.slot.commit]
     /// Hands the slot's buffer to the framing layer as the payload of one
     /// binary message (no copy here; the framing layer writes it out).
+    #[inline]
     fn commit(self) -> Result<(), LinkError> {
         let len = self.buf.len();
-        self.tx.write(Message::Binary(Bytes::from(self.buf)), len)
+        self.tx.write(Message::Binary(self.buf.freeze()), len)
     }
 }
 
 /// The receiving half of a [`WsLink`].
 pub struct WsRx {
     conn: Arc<Conn>,
+    /// Messages read from the framing layer, not yet returned by `recv`.
+    ready: VecDeque<WsMessage>,
+    ready_bytes: usize,
+    /// How the connection ended, once read (after the messages in `ready`).
     end: Option<Result<(), LinkError>>,
 }
+
+/// Bytes of messages one read batch may gather.
+const READ_BATCH_BYTES: usize = 256 << 10;
+/// Messages one read may gather. One: a received message's bytes are a
+/// view into the framing layer's read buffer, and holding views while it
+/// reads more makes it allocate and zero a fresh buffer instead of reusing
+/// its own (measured: batching reads cost more than the lock it saves).
+const READ_BATCH: usize = 1;
 
 impl std::fmt::Debug for WsRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -428,52 +597,59 @@ impl WsRx {
         poll_fn(|cx| self.poll_recv(cx))
     }
 
-    fn finish(
-        &mut self,
-        io: &mut Io,
-        end: Result<(), LinkError>,
-    ) -> Result<Option<WsMessage>, LinkError> {
-        if io.ended.is_none() {
-            io.ended = Some(LinkError::PeerGone);
-        }
-        self.end = Some(end.clone());
-        end.map(|()| None)
-    }
-
     // r[impl ws.message.text]
     // r[impl ws.message.oversize]
     // r[impl ws.ping]
     // r[impl link.recv.cancel]
     // r[impl link.close.sticky]
     // r[impl link.error.sticky]
+    /// Messages already read come first; then one lock reads up to a batch
+    /// of what the framing layer has buffered; the end (close or error) is
+    /// reported after every message before it.
+    #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<WsMessage>, LinkError>> {
-        if let Some(end) = &self.end {
-            return Poll::Ready(end.clone().map(|()| None));
+        if self.ready.is_empty() && self.end.is_none() {
+            self.read_batch(cx);
         }
-        let conn = self.conn.clone();
+        if let Some(m) = self.ready.pop_front() {
+            self.ready_bytes -= m.data.len();
+            let c = &self.conn.counters;
+            Counters::add(&c.rx_messages, 1);
+            Counters::add(&c.rx_bytes, m.data.len() as u64);
+            return Poll::Ready(Ok(Some(m)));
+        }
+        match &self.end {
+            Some(end) => Poll::Ready(end.clone().map(|()| None)),
+            None => Poll::Pending,
+        }
+    }
+
+    #[inline(never)]
+    fn read_batch(&mut self, cx: &mut Context<'_>) {
+        let conn = &self.conn;
         let c = &conn.counters;
         let mut io = conn.lock();
-        loop {
+        while self.ready.len() < READ_BATCH && self.ready_bytes < READ_BATCH_BYTES {
             let item = match Pin::new(&mut io.ws).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return,
                 Poll::Ready(item) => item,
             };
             let end = match item {
                 Some(Ok(Message::Binary(b))) => {
-                    Counters::add(&c.rx_messages, 1);
-                    Counters::add(&c.rx_bytes, b.len() as u64);
-                    return Poll::Ready(Ok(Some(WsMessage {
-                        data: Backing::owned(b),
+                    self.ready_bytes += b.len();
+                    self.ready.push_back(WsMessage {
+                        data: Backing::from_bytes(b),
                         text: false,
-                    })));
+                    });
+                    continue;
                 }
                 Some(Ok(Message::Text(t))) if conn.accept_text => {
-                    Counters::add(&c.rx_messages, 1);
-                    Counters::add(&c.rx_bytes, t.len() as u64);
-                    return Poll::Ready(Ok(Some(WsMessage {
-                        data: Backing::owned(t),
+                    self.ready_bytes += t.len();
+                    self.ready.push_back(WsMessage {
+                        data: Backing::from_bytes(t.into()),
                         text: true,
-                    })));
+                    });
+                    continue;
                 }
                 Some(Ok(Message::Text(_))) => {
                     Counters::add(&c.rx_text_rejected, 1);
@@ -534,7 +710,12 @@ impl WsRx {
                 Some(Err(e)) => Err(LinkError::transport(e)),
                 None => Err(LinkError::PeerGone),
             };
-            return Poll::Ready(self.finish(&mut io, end));
+            if io.ended.is_none() {
+                io.ended = Some(LinkError::PeerGone);
+                conn.ended.store(true, Ordering::Release);
+            }
+            self.end = Some(end);
+            return;
         }
     }
 }
@@ -544,6 +725,7 @@ impl LinkRx for WsRx {
         self.conn.caps
     }
 
+    #[inline]
     fn recv(&mut self) -> impl MaybeSendFuture<Output = Result<Option<Backing>, LinkError>> {
         poll_fn(|cx| self.poll_recv(cx).map(|r| r.map(|m| m.map(|m| m.data))))
     }
@@ -560,6 +742,7 @@ impl Drop for WsRx {
         let mut io = conn.lock();
         if io.ended.is_none() {
             io.ended = Some(LinkError::Closed);
+            conn.ended.store(true, Ordering::Release);
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
