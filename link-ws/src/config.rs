@@ -23,6 +23,11 @@ pub struct WsConfig {
     /// Native: the longest a TCP connect plus TLS and WebSocket handshake
     /// may take. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Native server: the most connections taken from the listener and not
+    /// yet returned by `accept` (in their handshake, or done and waiting).
+    /// Past it, a new connection is closed at once and counted as refused,
+    /// so a flood of clients cannot grow the server's memory. Default 128.
+    pub max_pending: usize,
     /// Browser: `reserve` waits while the socket's `bufferedAmount` is above
     /// this many bytes. Default 4 MiB.
     pub high_water: usize,
@@ -44,6 +49,7 @@ impl Default for WsConfig {
             write_buffer: 128 << 10,
             accept_text: false,
             handshake_timeout: Duration::from_secs(10),
+            max_pending: 128,
             high_water: 4 << 20,
             poll_interval: Duration::from_millis(2),
             max_queued: 256 << 20,
@@ -56,6 +62,9 @@ impl WsConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_payload == 0 {
             return Err("max_payload must be at least 1".into());
+        }
+        if self.max_pending == 0 {
+            return Err("max_pending must be at least 1".into());
         }
         if self.queue == 0 {
             return Err("queue must be at least 1".into());

@@ -47,7 +47,7 @@ pub struct WsMessage {
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{
-    ClientTls, TlsServer, WsAccepted, WsLink, WsPermit, WsRx, WsServer, WsSlot, WsTx,
+    ClientTls, ServerCounts, TlsServer, WsAccepted, WsLink, WsPermit, WsRx, WsServer, WsSlot, WsTx,
 };
 
 #[cfg(target_arch = "wasm32")]

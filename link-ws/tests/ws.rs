@@ -325,7 +325,11 @@ async fn server_routes_by_path_and_peer() {
     for (i, c) in clients.into_iter().enumerate() {
         assert_eq!(c.await.unwrap(), vec![i as u8]);
     }
-    assert_eq!(s.counts(), (20, 0));
+    let counts = s.counts();
+    assert_eq!(
+        (counts.accepted, counts.handshakes_failed, counts.refused),
+        (20, 0, 0)
+    );
 }
 
 /// A client that is not a WebSocket client is counted as a failed handshake
@@ -346,7 +350,8 @@ async fn bad_handshakes_are_counted_and_isolated() {
     let _silent = TcpStream::connect(s.local_addr()).await.unwrap();
     let (_raw, _link) = raw_client(&mut s, "/ok").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(s.counts(), (1, 2));
+    let counts = s.counts();
+    assert_eq!((counts.accepted, counts.handshakes_failed), (1, 2));
 }
 
 /// A client refuses URLs it cannot use, with a clear error.
@@ -474,4 +479,74 @@ async fn reserve_waits_for_the_socket() {
         .unwrap();
     tokio::time::timeout(T, tx.flush()).await.unwrap().unwrap();
     assert_eq!(reader.await.unwrap(), sent + 1);
+}
+
+// r[verify ws.server]
+/// Connections nobody accepts are bounded: past `max_pending` a new one is
+/// closed at once and counted; accepting makes room again.
+#[tokio::test]
+async fn pending_connections_are_bounded() {
+    let mut s = server(WsConfig {
+        max_pending: 3,
+        ..WsConfig::default()
+    })
+    .await;
+    let url = format!("ws://{}/", s.local_addr());
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(
+            WsLink::connect(&url, &WsConfig::default())
+                .await
+                .expect("connect"),
+        );
+    }
+    // The fourth is closed before its handshake.
+    assert!(WsLink::connect(&url, &WsConfig::default()).await.is_err());
+    assert_eq!(s.counts().refused, 1);
+    let _first = s.accept().await.unwrap();
+    clients.push(
+        WsLink::connect(&url, &WsConfig::default())
+            .await
+            .expect("room again"),
+    );
+    assert_eq!(s.counts().accepted, 4);
+}
+
+/// Garbage after the handshake (random bytes, then the TCP connection
+/// closes) never panics or hangs the receiver: it ends with an error, after
+/// at most the messages the garbage happened to encode, which are counted.
+#[tokio::test]
+async fn garbage_on_the_wire_ends_in_an_error() {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..64 {
+        let mut s = server(WsConfig {
+            max_payload: 64 << 10,
+            ..WsConfig::default()
+        })
+        .await;
+        let (raw, link) = raw_client(&mut s, "/").await;
+        let stats = link.stats();
+        let (_tx, mut rx) = link.split();
+        let mut tcp = raw.into_inner();
+        let mut junk = vec![0u8; 1 + round * 97 % 4096];
+        for b in junk.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        let _ = tcp.write_all(&junk).await;
+        drop(tcp);
+        let mut delivered = 0u64;
+        let end = loop {
+            match recv_within(&mut rx).await {
+                Ok(Some(_)) => delivered += 1,
+                other => break other,
+            }
+        };
+        assert!(end.is_err() || matches!(end, Ok(None)), "round {round}");
+        assert_eq!(stats.snapshot().rx_messages, delivered);
+        // Sticky.
+        assert!(matches!(recv_within(&mut rx).await, Err(_) | Ok(None)));
+    }
 }

@@ -7,7 +7,7 @@ mod stream;
 mod tls;
 
 pub use link::{WsLink, WsPermit, WsRx, WsSlot, WsTx};
-pub use server::{WsAccepted, WsServer};
+pub use server::{ServerCounts, WsAccepted, WsServer};
 pub use tls::{ClientTls, TlsServer};
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;

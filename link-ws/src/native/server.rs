@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use super::link::WsLink;
@@ -30,6 +30,19 @@ pub struct WsAccepted {
 struct ServerCounters {
     accepted: AtomicU64,
     handshakes_failed: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What a server has done with the connections it was offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCounts {
+    /// Connections whose handshake completed.
+    pub accepted: u64,
+    /// Handshakes that failed: bad requests, TLS failures, timeouts.
+    pub handshakes_failed: u64,
+    /// Connections closed at once because `max_pending` were already
+    /// waiting.
+    pub refused: u64,
 }
 
 // r[impl ws.server]
@@ -41,7 +54,7 @@ struct ServerCounters {
 /// Dropping the server stops accepting; links already accepted live on.
 pub struct WsServer {
     local: SocketAddr,
-    incoming: mpsc::Receiver<WsAccepted>,
+    incoming: mpsc::Receiver<(WsAccepted, OwnedSemaphorePermit)>,
     counters: Arc<ServerCounters>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +100,7 @@ impl WsServer {
         let local = listener
             .local_addr()
             .map_err(crate::error::io("local_addr"))?;
-        let (send, incoming) = mpsc::channel(64);
+        let (send, incoming) = mpsc::channel(config.max_pending);
         let counters = Arc::new(ServerCounters::default());
         let task = tokio::spawn(accept_loop(listener, config, tls, send, counters.clone()));
         Ok(WsServer {
@@ -105,19 +118,21 @@ impl WsServer {
 
     /// The next connection whose handshake completed.
     pub async fn accept(&mut self) -> Result<WsAccepted, WsError> {
-        self.incoming.recv().await.ok_or_else(|| WsError::Io {
+        // Dropping the permit makes room for one more pending connection.
+        let (accepted, _permit) = self.incoming.recv().await.ok_or_else(|| WsError::Io {
             op: "accept",
             source: std::io::Error::other("the accept task ended"),
-        })
+        })?;
+        Ok(accepted)
     }
 
-    /// Connections accepted so far, and handshakes that failed (bad
-    /// requests, TLS failures, timeouts).
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.counters.accepted.load(Relaxed),
-            self.counters.handshakes_failed.load(Relaxed),
-        )
+    /// What the server has done with the connections it was offered.
+    pub fn counts(&self) -> ServerCounts {
+        ServerCounts {
+            accepted: self.counters.accepted.load(Relaxed),
+            handshakes_failed: self.counters.handshakes_failed.load(Relaxed),
+            refused: self.counters.refused.load(Relaxed),
+        }
     }
 }
 
@@ -125,9 +140,10 @@ async fn accept_loop(
     listener: TcpListener,
     config: WsConfig,
     tls: Option<TlsServer>,
-    send: mpsc::Sender<WsAccepted>,
+    send: mpsc::Sender<(WsAccepted, OwnedSemaphorePermit)>,
     counters: Arc<ServerCounters>,
 ) {
+    let pending = Arc::new(Semaphore::new(config.max_pending));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -141,6 +157,12 @@ async fn accept_loop(
         if send.is_closed() {
             return;
         }
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            counters.refused.fetch_add(1, Relaxed);
+            tracing::debug!("WebSocket server: refused {peer}: max_pending connections wait");
+            drop(tcp);
+            continue;
+        };
         let (config, tls, send, counters) =
             (config.clone(), tls.clone(), send.clone(), counters.clone());
         tokio::spawn(async move {
@@ -148,7 +170,7 @@ async fn accept_loop(
             match hs.await {
                 Ok(Ok((link, path))) => {
                     counters.accepted.fetch_add(1, Relaxed);
-                    let _ = send.send(WsAccepted { link, path, peer }).await;
+                    let _ = send.send((WsAccepted { link, path, peer }, permit)).await;
                 }
                 Ok(Err(e)) => {
                     counters.handshakes_failed.fetch_add(1, Relaxed);
