@@ -39,6 +39,14 @@ pub trait LinkFactory {
     fn settle(&self) -> Duration {
         Duration::from_millis(200)
     }
+
+    /// How many received messages of up to 4 KiB a receiver may hold at
+    /// once while more arrive. A zero-copy link lends its own memory to each
+    /// `Backing` (a shared-memory slot), so this is bounded by its slots;
+    /// other links copy and have no such bound here.
+    fn max_held(&self) -> usize {
+        64
+    }
 }
 
 /// Generate one test per check for a reliable, ordered link.

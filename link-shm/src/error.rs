@@ -1,0 +1,46 @@
+//! Errors of setting up shared-memory links.
+
+use std::fmt;
+
+/// Why a shared-memory link could not be set up.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShmError {
+    /// A system call failed.
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A setting is out of range.
+    InvalidConfig(String),
+    /// Not called from within a tokio runtime (the wake-up descriptors need
+    /// its reactor).
+    NoRuntime,
+}
+
+impl fmt::Display for ShmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShmError::Io { op, source } => write!(f, "shared memory: {op} failed: {source}"),
+            ShmError::InvalidConfig(why) => write!(f, "invalid shared-memory configuration: {why}"),
+            ShmError::NoRuntime => {
+                f.write_str("shared-memory links must be created inside a tokio runtime")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShmError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShmError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> ShmError {
+    move |source| ShmError::Io { op, source }
+}

@@ -1,0 +1,260 @@
+//! The layout of a segment, and typed access to it.
+//!
+//! ```text
+//! header (256 B): magic, version, small_size, small_count, large_size,
+//!                 large_count, ring_len, total length
+//! direction 0 (a → b), then direction 1 (b → a), each:
+//!   control words, one cache line each: states, head, tail, sleeping flags
+//!   ring: ring_len descriptors of (class << 31 | slot index, length)
+//!   slot states: one u32 per small slot, then per large slot (0 = free)
+//!   small payload: small_count × small_size
+//!   large payload: large_count × large_size (page aligned)
+//! ```
+//!
+//! Every word the peer can write is read here as a plain value and checked
+//! by the caller before it is used as an index, offset or length.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use crate::sys::Mapping;
+
+pub(crate) const MAGIC: u64 = 0x6c6e_6b73_686d_0001;
+pub(crate) const VERSION: u32 = 1;
+const HEADER: usize = 256;
+const LINE: usize = 64;
+const PAGE: usize = 4096;
+
+/// Control words of one direction, by cache line.
+pub(crate) const WRITER_STATE: usize = 0;
+pub(crate) const READER_STATE: usize = 4;
+pub(crate) const HEAD: usize = LINE;
+pub(crate) const TAIL: usize = 2 * LINE;
+pub(crate) const READER_SLEEPING: usize = 3 * LINE;
+pub(crate) const WRITER_SLEEPING: usize = 4 * LINE;
+const CONTROL: usize = 5 * LINE;
+
+/// Size classes: small slots for control messages, large ones for frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Small = 0,
+    Large = 1,
+}
+
+/// The sizes a segment is laid out with (both directions alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub small_size: usize,
+    pub small_count: usize,
+    pub large_size: usize,
+    pub large_count: usize,
+}
+
+/// Where everything is, computed from a geometry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub geo: Geometry,
+    pub ring_len: usize,
+    dir_len: usize,
+    ring: usize,
+    states: usize,
+    small: usize,
+    large: usize,
+    pub total: usize,
+}
+
+fn align(x: usize, a: usize) -> usize {
+    x.div_ceil(a) * a
+}
+
+impl Layout {
+    /// The layout for `geo`, or why it is not usable.
+    pub(crate) fn new(geo: Geometry) -> Result<Layout, String> {
+        let g = geo;
+        if g.small_count == 0 || g.large_count == 0 {
+            return Err("slot counts must be at least 1".into());
+        }
+        if g.small_count > 1 << 16 || g.large_count > 1 << 16 {
+            return Err("slot counts must be at most 65536".into());
+        }
+        if g.small_size == 0 || g.small_size % LINE != 0 || g.large_size % LINE != 0 {
+            return Err("slot sizes must be non-zero multiples of 64 bytes".into());
+        }
+        if g.large_size < g.small_size {
+            return Err("large slots must be at least as large as small ones".into());
+        }
+        if g.large_size > u32::MAX as usize / 2 {
+            return Err("large slots must be below 2 GiB".into());
+        }
+        let ring_len = g.small_count + g.large_count;
+        let ring = CONTROL;
+        let states = ring + ring_len * 8;
+        let small = align(states + ring_len * 4, LINE);
+        let large = align(small + g.small_count * g.small_size, PAGE);
+        let dir_len = align(
+            large
+                .checked_add(
+                    g.large_count
+                        .checked_mul(g.large_size)
+                        .ok_or("segment too large")?,
+                )
+                .ok_or("segment too large")?,
+            PAGE,
+        );
+        let total = HEADER
+            .checked_add(dir_len.checked_mul(2).ok_or("segment too large")?)
+            .ok_or("segment too large")?;
+        if total > 1 << 40 {
+            return Err("segment above 1 TiB".into());
+        }
+        Ok(Layout {
+            geo,
+            ring_len,
+            dir_len,
+            ring,
+            states,
+            small,
+            large,
+            total,
+        })
+    }
+
+    fn dir(&self, d: usize) -> usize {
+        HEADER + d * self.dir_len
+    }
+}
+
+/// A mapped segment with its layout.
+pub(crate) struct Region {
+    map: Mapping,
+    pub layout: Layout,
+}
+
+impl Region {
+    /// A freshly created (zeroed) segment: write the header.
+    pub(crate) fn init(map: Mapping, layout: Layout) -> Arc<Region> {
+        assert!(map.len() >= layout.total);
+        let r = Region { map, layout };
+        let g = layout.geo;
+        let words: [(usize, u32); 6] = [
+            (8, VERSION),
+            (12, g.small_size as u32),
+            (16, g.small_count as u32),
+            (20, g.large_size as u32),
+            (24, g.large_count as u32),
+            (28, layout.ring_len as u32),
+        ];
+        for (off, v) in words {
+            r.word(off).store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+        r.word(0)
+            .store(MAGIC as u32, std::sync::atomic::Ordering::Relaxed);
+        r.word(4)
+            .store((MAGIC >> 32) as u32, std::sync::atomic::Ordering::Release);
+        Arc::new(r)
+    }
+
+    /// A segment made by a peer: check its header against the mapping
+    /// before anything else is read from it.
+    pub(crate) fn open(map: Mapping) -> Result<Arc<Region>, String> {
+        if map.len() < HEADER {
+            return Err("segment shorter than its header".into());
+        }
+        let r = |off: usize| {
+            // SAFETY: `off + 4 <= HEADER <= map.len()` and `off` is 4-aligned.
+            unsafe { word_at(&map, off) }.load(std::sync::atomic::Ordering::Acquire)
+        };
+        let magic = r(0) as u64 | (r(4) as u64) << 32;
+        if magic != MAGIC {
+            return Err(format!("bad magic {magic:#x}"));
+        }
+        if r(8) != VERSION {
+            return Err(format!("segment version {} (this is {VERSION})", r(8)));
+        }
+        let geo = Geometry {
+            small_size: r(12) as usize,
+            small_count: r(16) as usize,
+            large_size: r(20) as usize,
+            large_count: r(24) as usize,
+        };
+        let layout = Layout::new(geo)?;
+        if layout.ring_len != r(28) as usize {
+            return Err("ring length does not match the slot counts".into());
+        }
+        if layout.total > map.len() {
+            return Err(format!(
+                "segment of {} bytes is too short for its layout ({} bytes)",
+                map.len(),
+                layout.total
+            ));
+        }
+        Ok(Arc::new(Region { map, layout }))
+    }
+
+    /// The 32-bit shared word at byte offset `off` of the segment.
+    fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.layout.total);
+        // SAFETY: checked just above: aligned and inside the mapping.
+        unsafe { word_at(&self.map, off) }
+    }
+
+    /// A control word of direction `d`.
+    pub(crate) fn control(&self, d: usize, which: usize) -> &AtomicU32 {
+        self.word(self.layout.dir(d) + which)
+    }
+
+    /// The state word of a slot (0 = free, anything else = in use).
+    pub(crate) fn slot_state(&self, d: usize, class: Class, index: usize) -> &AtomicU32 {
+        let i = match class {
+            Class::Small => index,
+            Class::Large => self.layout.geo.small_count + index,
+        };
+        assert!(i < self.layout.ring_len);
+        self.word(self.layout.dir(d) + self.layout.states + i * 4)
+    }
+
+    /// The two words of ring entry `pos` of direction `d`.
+    pub(crate) fn ring_entry(&self, d: usize, pos: usize) -> (&AtomicU32, &AtomicU32) {
+        assert!(pos < self.layout.ring_len);
+        let off = self.layout.dir(d) + self.layout.ring + pos * 8;
+        (self.word(off), self.word(off + 4))
+    }
+
+    /// Capacity of a slot of `class`.
+    pub(crate) fn class_size(&self, class: Class) -> usize {
+        match class {
+            Class::Small => self.layout.geo.small_size,
+            Class::Large => self.layout.geo.large_size,
+        }
+    }
+
+    /// Number of slots of `class`.
+    pub(crate) fn class_count(&self, class: Class) -> usize {
+        match class {
+            Class::Small => self.layout.geo.small_count,
+            Class::Large => self.layout.geo.large_count,
+        }
+    }
+
+    /// Pointer to the first `len` payload bytes of a slot, bounds-checked.
+    pub(crate) fn payload(&self, d: usize, class: Class, index: usize, len: usize) -> *mut u8 {
+        assert!(index < self.class_count(class) && len <= self.class_size(class));
+        let base = match class {
+            Class::Small => self.layout.small,
+            Class::Large => self.layout.large,
+        };
+        let off = self.layout.dir(d) + base + index * self.class_size(class);
+        assert!(off + len <= self.layout.total);
+        // SAFETY: `off + len` is inside the mapping (checked above).
+        unsafe { self.map.ptr().as_ptr().add(off) }
+    }
+}
+
+/// # Safety
+/// `off` must be 4-aligned and `off + 4 <= map.len()`.
+unsafe fn word_at(map: &Mapping, off: usize) -> &AtomicU32 {
+    // SAFETY: the caller guarantees alignment and bounds; `AtomicU32` has
+    // the layout of `u32`; the word lives as long as the mapping borrowed
+    // here; every access to shared words is atomic.
+    unsafe { &*map.ptr().as_ptr().add(off).cast::<AtomicU32>() }
+}

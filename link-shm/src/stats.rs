@@ -1,0 +1,70 @@
+//! Counters of a shared-memory link end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub tx_messages: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_small: AtomicU64,
+    pub tx_large: AtomicU64,
+    pub rx_messages: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub reserve_waits: AtomicU64,
+    pub wakeups_sent: AtomicU64,
+    pub validation_failures: AtomicU64,
+}
+
+impl Counters {
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// A handle to a link end's counters.
+#[derive(Debug, Clone)]
+pub struct ShmStatsHandle(pub(crate) Arc<Counters>);
+
+/// The counters of a shared-memory link end at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShmStats {
+    /// Messages committed.
+    pub tx_messages: u64,
+    /// Payload bytes committed.
+    pub tx_bytes: u64,
+    /// Messages sent in a small slot.
+    pub tx_small: u64,
+    /// Messages sent in a large slot.
+    pub tx_large: u64,
+    /// Messages received (every one zero-copy: a lease on the slot).
+    pub rx_messages: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
+    /// `reserve` calls that had to wait for space.
+    pub reserve_waits: u64,
+    /// Wake-ups sent to a sleeping peer (eventfd writes).
+    pub wakeups_sent: u64,
+    /// Words read from shared memory that failed validation (the link then
+    /// fails with a protocol error).
+    pub validation_failures: u64,
+}
+
+impl ShmStatsHandle {
+    /// Read every counter.
+    pub fn snapshot(&self) -> ShmStats {
+        let c = &self.0;
+        ShmStats {
+            tx_messages: c.tx_messages.load(Relaxed),
+            tx_bytes: c.tx_bytes.load(Relaxed),
+            tx_small: c.tx_small.load(Relaxed),
+            tx_large: c.tx_large.load(Relaxed),
+            rx_messages: c.rx_messages.load(Relaxed),
+            rx_bytes: c.rx_bytes.load(Relaxed),
+            reserve_waits: c.reserve_waits.load(Relaxed),
+            wakeups_sent: c.wakeups_sent.load(Relaxed),
+            validation_failures: c.validation_failures.load(Relaxed),
+        }
+    }
+}
