@@ -18,6 +18,8 @@ pub enum ShmError {
     /// Not called from within a tokio runtime (the wake-up descriptors need
     /// its reactor).
     NoRuntime,
+    /// The peer's offer (segment, descriptors, header) is not usable.
+    Protocol(String),
 }
 
 impl fmt::Display for ShmError {
@@ -25,6 +27,7 @@ impl fmt::Display for ShmError {
         match self {
             ShmError::Io { op, source } => write!(f, "shared memory: {op} failed: {source}"),
             ShmError::InvalidConfig(why) => write!(f, "invalid shared-memory configuration: {why}"),
+            ShmError::Protocol(why) => write!(f, "shared-memory peer: {why}"),
             ShmError::NoRuntime => {
                 f.write_str("shared-memory links must be created inside a tokio runtime")
             }

@@ -7,13 +7,18 @@
 //! copy from writer to reader. Wake-ups spin briefly, then sleep on an
 //! eventfd; a writer only signals when the reader may be asleep.
 //!
-//! This version connects two ends in one process ([`ShmLink::pair`]).
+//! Two processes connect with [`ShmListener`] / [`ShmLink::connect`] (a Unix
+//! socket path) or [`ShmLink::spawn`] / [`ShmLink::from_parent`] (a child
+//! that inherits its end); [`ShmLink::pair`] makes both ends in one process.
 #![deny(missing_docs)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("link-shm needs Linux (memfd, eventfd)");
 
+mod connect;
 mod error;
+#[doc(hidden)]
+pub mod hostile;
 mod link;
 mod region;
 mod stats;
@@ -21,6 +26,7 @@ mod sys;
 
 use std::time::Duration;
 
+pub use connect::{FD_ENV, ShmListener};
 pub use error::ShmError;
 pub use link::{ShmLink, ShmPermit, ShmRx, ShmSlot, ShmTx};
 pub use stats::{ShmStats, ShmStatsHandle};

@@ -3,8 +3,8 @@
 
 use std::future::poll_fn;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use link_types::{
     MaybeSendFuture, WriteSlot,
 };
 use tokio::io::unix::AsyncFd;
+use tokio::net::UnixStream;
 
 use crate::region::{
     Class, Geometry, HEAD, Layout, READER_SLEEPING, READER_STATE, Region, TAIL, WRITER_SLEEPING,
@@ -33,12 +34,51 @@ struct Shared {
     counters: Arc<Counters>,
     caps: LinkCaps,
     spin: Duration,
+    /// Set when the peer process's socket closed (it exited or was killed).
+    peer_dead: AtomicBool,
+    /// The task watching the peer's socket; stopped with this end.
+    watcher: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.get_mut().ok().and_then(|w| w.take()) {
+            w.abort();
+        }
+    }
 }
 
 /// The four wake-up descriptors of a link, by direction.
-struct Fds {
-    data: [Arc<OwnedFd>; 2],
-    space: [Arc<OwnedFd>; 2],
+pub(crate) struct Fds {
+    pub data: [Arc<OwnedFd>; 2],
+    pub space: [Arc<OwnedFd>; 2],
+}
+
+// r[impl shm.death]
+/// Wait for the peer's end of the socket to close (its process exited,
+/// crashed or was killed, or it dropped its whole link), then mark the peer
+/// dead and wake this end's waiting halves.
+async fn watch(stream: UnixStream, shared: Weak<Shared>, wake: [Arc<OwnedFd>; 2]) {
+    let mut buf = [0u8; 64];
+    loop {
+        if stream.readable().await.is_err() {
+            break;
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => break,
+            // Nothing is sent after the handoff; ignore stray bytes.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(s) = shared.upgrade() {
+        s.peer_dead.store(true, Ordering::SeqCst);
+        tracing::debug!("shared memory: peer process gone");
+    }
+    for fd in wake {
+        sys::eventfd_signal(&fd);
+    }
 }
 
 /// A shared-memory link end.
@@ -55,7 +95,7 @@ impl std::fmt::Debug for ShmLink {
     }
 }
 
-fn geometry(c: &ShmConfig) -> Geometry {
+pub(crate) fn geometry(c: &ShmConfig) -> Geometry {
     Geometry {
         small_size: c.small_size,
         small_count: c.small_count,
@@ -84,17 +124,18 @@ impl ShmLink {
             data: [mk()?, mk()?],
             space: [mk()?, mk()?],
         };
-        let a = Self::end(region.clone(), &fds, 0, config)?;
-        let b = Self::end(region, &fds, 1, config)?;
+        let a = Self::end(region.clone(), &fds, 0, config, None)?;
+        let b = Self::end(region, &fds, 1, config, None)?;
         Ok((a, b))
     }
 
     /// The end that sends on direction `tx_dir` and receives on the other.
-    fn end(
+    pub(crate) fn end(
         region: Arc<Region>,
         fds: &Fds,
         tx_dir: usize,
         config: &ShmConfig,
+        peer: Option<UnixStream>,
     ) -> Result<ShmLink, ShmError> {
         let rx_dir = 1 - tx_dir;
         let shared = Arc::new(Shared {
@@ -105,7 +146,14 @@ impl ShmLink {
             region,
             counters: Arc::new(Counters::default()),
             spin: config.spin,
+            peer_dead: AtomicBool::new(false),
+            watcher: Mutex::new(None),
         });
+        if let Some(stream) = peer {
+            let wake = [fds.data[rx_dir].clone(), fds.space[tx_dir].clone()];
+            let task = tokio::spawn(watch(stream, Arc::downgrade(&shared), wake));
+            *shared.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        }
         let space_wait = sys::async_eventfd(fds.space[tx_dir].clone())
             .map_err(crate::error::io("register eventfd"))?;
         let data_wait = sys::async_eventfd(fds.data[rx_dir].clone())
@@ -221,6 +269,9 @@ impl ShmTx {
             return Err(e.clone());
         }
         let r = &self.shared.region;
+        if self.shared.peer_dead.load(Ordering::SeqCst) {
+            return Err(self.fail(LinkError::PeerGone));
+        }
         match r.control(self.dir, READER_STATE).load(Ordering::Acquire) {
             OPEN => {}
             GONE => return Err(self.fail(LinkError::PeerGone)),
@@ -615,6 +666,7 @@ impl ShmRx {
             .control(self.dir, WRITER_STATE)
             .load(Ordering::Acquire)
         {
+            OPEN if self.shared.peer_dead.load(Ordering::SeqCst) => Some(Err(LinkError::PeerGone)),
             OPEN => None,
             CLOSED => Some(Ok(())),
             GONE => Some(Err(LinkError::PeerGone)),

@@ -82,6 +82,15 @@ impl Mapping {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// The 32-bit word at byte offset `off` (4-aligned, inside the mapping).
+    pub(crate) fn word(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.len);
+        // SAFETY: aligned and inside the mapping (checked above), which lives
+        // as long as the borrow of `self`; shared words are only accessed
+        // atomically.
+        unsafe { &*self.ptr.as_ptr().add(off).cast() }
+    }
 }
 
 impl Drop for Mapping {
@@ -142,4 +151,135 @@ pub(crate) fn async_eventfd(
         tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
             .map_err(io::Error::from)
     }
+}
+
+/// How many descriptors a connection hands over: the segment, then the data
+/// and space eventfds of direction 0, then of direction 1.
+pub(crate) const HANDOFF_FDS: usize = 5;
+
+/// Send `bytes` with `fds` attached (`SCM_RIGHTS`) on a Unix stream socket.
+pub(crate) fn send_fds(sock: &impl AsRawFd, bytes: &[u8], fds: &[&OwnedFd]) -> io::Result<()> {
+    assert!(fds.len() <= HANDOFF_FDS);
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut cbuf = Cmsg([0; 64]);
+    let payload = fds.len() * 4;
+    // SAFETY: `msg` points at live locals (`iov`, `cbuf`); the control
+    // buffer is 8-aligned and large enough for CMSG_SPACE(5 * 4) = 40 bytes;
+    // we write exactly `fds.len()` ints into the cmsg data.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(payload as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+        let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+        for (i, fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+        }
+        let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != bytes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short handoff write",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Receive up to `buf.len()` bytes and the descriptors attached to them.
+/// Every descriptor received is owned by the result (so none leaks, even
+/// when the caller then refuses them).
+pub(crate) fn recv_fds(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 256]);
+    let mut cbuf = Cmsg([0; 256]);
+    let mut fds = Vec::new();
+    // SAFETY: `msg` points at live locals; the kernel writes at most
+    // `msg_controllen` bytes of control data; we walk the cmsgs with the
+    // CMSG_* macros, which stay within that length, and take ownership of
+    // every descriptor in every SCM_RIGHTS cmsg.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.0.len() as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "descriptors truncated",
+            ));
+        }
+        n as usize
+    };
+    Ok((n, fds))
+}
+
+/// Let the descriptor survive `exec` (clear `FD_CLOEXEC`), so a child
+/// started next inherits it.
+pub(crate) fn inheritable(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an open descriptor we hold.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Take ownership of an inherited descriptor number.
+///
+/// Fails unless `fd` is an open Unix stream socket (checked with fstat and
+/// getsockopt), so a wrong number in the environment is an error, not
+/// someone else's descriptor.
+pub(crate) fn adopt_socket(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only reads the descriptor table entry.
+    if fd < 0 || unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not open"),
+        ));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: the descriptor is open and a socket; the environment variable
+    // naming it was set for this process by the parent that created it for
+    // us, and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
