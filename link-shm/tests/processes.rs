@@ -72,6 +72,7 @@ mod across_processes {
     link_tests::reliable_suite!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)], Relayed);
 }
 
+// r[verify shm.connect]
 // r[verify shm.death]
 /// SIGKILL the peer: `recv` ends with an error after what it had sent, and
 /// `reserve` fails, each within a bound (the time is printed; the test
@@ -194,6 +195,7 @@ async fn hostile_peer_cannot_crash_or_hang_us() {
     }
 }
 
+// r[verify shm.connect]
 /// Sending to a peer process over a path: a message arrives intact and the
 /// receiver's bytes are the segment's own (zero-copy lease).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
