@@ -7,6 +7,7 @@
 
 mod harness;
 mod memory;
+mod shm;
 mod udp;
 mod ws;
 
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use harness::Runner;
 
-const SUITES: &[&str] = &["memory", "udp", "ws"];
+const SUITES: &[&str] = &["memory", "udp", "ws", "shm"];
 
 fn usage() -> String {
     format!(
@@ -29,6 +30,11 @@ fn main() -> ExitCode {
     let mut json = false;
     let mut rounds = None;
     let mut only = None;
+    if std::env::args().nth(1).as_deref() == Some("__shm-child") {
+        // The second process of the `shm` suite.
+        shm::child(&std::env::args().nth(2).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         "memory" => memory::run(&mut runner, quick),
         "udp" => udp::run(&mut runner, quick),
         "ws" => ws::run(&mut runner, quick),
+        "shm" => shm::run(&mut runner, quick),
         other => {
             eprintln!("unknown suite `{other}`\n{}", usage());
             return ExitCode::from(2);

@@ -1,0 +1,488 @@
+//! `shm`: the shared-memory link between two processes, against the floors
+//! and the alternatives, side by side:
+//! - one-way latency (half a 64 B round trip): our link spinning vs a raw
+//!   atomic ping-pong over a shared mapping (the floor); our link sleeping
+//!   vs a raw eventfd ping-pong; and vs a Unix domain socket pair;
+//! - 8 MiB frames where the writer fills each slot and the reader reads
+//!   every byte: vs the same fill and read in one process's memory (the
+//!   floor) and vs a Unix domain socket.
+//!
+//! The second process is this binary again (`link-bench __shm-child …`),
+//! pinned to CPU 1 while the parent runs on CPU 0, for ours and the
+//! baselines alike.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use link_shm::{ShmConfig, ShmLink};
+use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
+
+use crate::harness::{Better, Case, Runner, pin};
+
+const FRAME: usize = 8 << 20;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn link_config(spin: Duration) -> ShmConfig {
+    ShmConfig {
+        large_size: FRAME,
+        large_count: 4,
+        spin,
+        ..ShmConfig::default()
+    }
+}
+
+fn child_command(mode: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("own path"));
+    c.arg("__shm-child").arg(mode).stdin(Stdio::null());
+    c
+}
+
+/// Sum of every byte, eight at a time: the reader touches the whole frame.
+fn read_all(b: &[u8]) -> u64 {
+    let mut s = 0u64;
+    let (chunks, rest) = b.as_chunks::<8>();
+    for c in chunks {
+        s = s.wrapping_add(u64::from_le_bytes(*c));
+    }
+    for &x in rest {
+        s = s.wrapping_add(x as u64);
+    }
+    s
+}
+
+/// Keep a descriptor open across `exec` and name it to the child.
+fn pass_fd(cmd: &mut Command, name: &str, fd: &impl AsRawFd) {
+    // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0);
+    }
+    cmd.env(name, fd.as_raw_fd().to_string());
+}
+
+/// Adopt a descriptor named by the parent in the environment.
+fn inherited(name: &str) -> OwnedFd {
+    let fd: i32 = std::env::var(name)
+        .expect("fd variable")
+        .parse()
+        .expect("fd number");
+    // SAFETY: the parent passed this descriptor to us for our sole use.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn memfd(len: usize) -> OwnedFd {
+    // SAFETY: valid name and flags; the result is checked and then owned.
+    let fd = unsafe { libc::memfd_create(c"link-bench".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create");
+    // SAFETY: fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: our memfd, a length that fits off_t.
+    assert_eq!(
+        unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) },
+        0
+    );
+    fd
+}
+
+/// Two 64-bit words on separate cache lines of a shared page.
+struct Words(*mut AtomicU64);
+
+impl Words {
+    fn map(fd: &OwnedFd) -> Words {
+        // SAFETY: a shared mapping of one page of a memfd at least that long.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Words(p.cast())
+    }
+
+    fn get(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: words 0 and 8 (bytes 0 and 64) lie in the mapped page,
+        // aligned; the mapping is never unmapped while `self` lives (the
+        // bench process exits after use).
+        unsafe { &*self.0.add(i * 8) }
+    }
+}
+
+fn eventfd() -> OwnedFd {
+    // SAFETY: plain eventfd creation (blocking).
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: fresh descriptor.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn ev_write(fd: &OwnedFd) {
+    let one = 1u64;
+    // SAFETY: 8 bytes from a live u64.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+fn ev_read(fd: &OwnedFd) {
+    let mut v = 0u64;
+    // SAFETY: 8 bytes into a live u64; blocking read.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+}
+
+/// The child side of every case.
+pub fn child(mode: &str) {
+    pin(1);
+    match mode {
+        "link-echo-spin" | "link-echo-sleep" => runtime().block_on(async {
+            let spin = if mode == "link-echo-spin" {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            let link = ShmLink::from_parent(&link_config(spin))
+                .await
+                .expect("join");
+            let (mut tx, mut rx) = link.split();
+            while let Ok(Some(m)) = rx.recv().await {
+                let mut s = tx
+                    .reserve()
+                    .await
+                    .expect("reserve")
+                    .alloc(m.len())
+                    .expect("alloc");
+                s.as_mut_slice().copy_from_slice(&m);
+                s.commit().expect("commit");
+            }
+        }),
+        "link-sink" => runtime().block_on(async {
+            let link = ShmLink::from_parent(&link_config(Duration::from_micros(50)))
+                .await
+                .expect("join");
+            let (mut tx, mut rx) = link.split();
+            let mut sum = 0u64;
+            while let Ok(Some(m)) = rx.recv().await {
+                if m.len() == 8 {
+                    // End marker: report what was read.
+                    let mut s = tx
+                        .reserve()
+                        .await
+                        .expect("reserve")
+                        .alloc(8)
+                        .expect("alloc");
+                    s.as_mut_slice().copy_from_slice(&sum.to_le_bytes());
+                    s.commit().expect("commit");
+                } else {
+                    sum = sum.wrapping_add(read_all(&m));
+                }
+            }
+        }),
+        "atomic-echo" => {
+            let w = Words::map(&inherited("BENCH_MEMFD"));
+            let (ping, pong) = (w.get(0), w.get(1));
+            let mut last = 0;
+            loop {
+                let v = ping.load(Ordering::Acquire);
+                if v == u64::MAX {
+                    return;
+                }
+                if v != last {
+                    last = v;
+                    pong.store(v, Ordering::Release);
+                }
+                std::hint::spin_loop();
+            }
+        }
+        "eventfd-echo" => {
+            let (a, b) = (inherited("BENCH_EFD_A"), inherited("BENCH_EFD_B"));
+            loop {
+                ev_read(&a);
+                ev_write(&b);
+            }
+        }
+        "uds-echo" => {
+            let mut s = UnixStream::from(inherited("BENCH_UDS"));
+            let mut buf = [0u8; 64];
+            while s.read_exact(&mut buf).is_ok() {
+                if s.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+        }
+        "uds-sink" => {
+            let mut s = UnixStream::from(inherited("BENCH_UDS"));
+            let mut buf = vec![0u8; FRAME];
+            let mut sum = 0u64;
+            loop {
+                if s.read_exact(&mut buf).is_err() {
+                    return;
+                }
+                sum = sum.wrapping_add(read_all(&buf));
+                if buf[0] == 0xEE {
+                    let _ = s.write_all(&sum.to_le_bytes());
+                }
+            }
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+fn finish(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Our link, 64 B round trips; one-way latency in µs.
+fn link_latency(spin: bool, count: usize) -> f64 {
+    pin(0);
+    runtime().block_on(async {
+        let mode = if spin {
+            "link-echo-spin"
+        } else {
+            "link-echo-sleep"
+        };
+        let cfg = link_config(if spin {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        });
+        let (link, child) = ShmLink::spawn(&mut child_command(mode), &cfg)
+            .await
+            .expect("spawn");
+        let (mut tx, mut rx) = link.split();
+        let mut one = async |i: usize| {
+            let mut s = tx
+                .reserve()
+                .await
+                .expect("reserve")
+                .alloc(64)
+                .expect("alloc");
+            s.as_mut_slice()[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            s.commit().expect("commit");
+            assert_eq!(rx.recv().await.expect("recv").expect("echo").len(), 64);
+        };
+        for i in 0..count / 10 {
+            one(i).await;
+        }
+        let start = Instant::now();
+        for i in 0..count {
+            one(i).await;
+        }
+        let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
+        finish(child);
+        us
+    })
+}
+
+fn atomic_latency(count: usize) -> f64 {
+    pin(0);
+    let fd = memfd(4096);
+    let mut cmd = child_command("atomic-echo");
+    pass_fd(&mut cmd, "BENCH_MEMFD", &fd);
+    let child = cmd.spawn().expect("spawn");
+    let w = Words::map(&fd);
+    let (ping, pong) = (w.get(0), w.get(1));
+    let rt = |i: u64| {
+        ping.store(i, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+    };
+    for i in 1..=(count / 10) as u64 {
+        rt(i);
+    }
+    let base = count as u64;
+    let start = Instant::now();
+    for i in 1..=count as u64 {
+        rt(base + i);
+    }
+    let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
+    ping.store(u64::MAX, Ordering::Release);
+    finish(child);
+    us
+}
+
+fn eventfd_latency(count: usize) -> f64 {
+    pin(0);
+    let (a, b) = (eventfd(), eventfd());
+    let mut cmd = child_command("eventfd-echo");
+    pass_fd(&mut cmd, "BENCH_EFD_A", &a);
+    pass_fd(&mut cmd, "BENCH_EFD_B", &b);
+    let child = cmd.spawn().expect("spawn");
+    for _ in 0..count / 10 {
+        ev_write(&a);
+        ev_read(&b);
+    }
+    let start = Instant::now();
+    for _ in 0..count {
+        ev_write(&a);
+        ev_read(&b);
+    }
+    let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
+    finish(child);
+    us
+}
+
+fn uds_latency(count: usize) -> f64 {
+    pin(0);
+    let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut cmd = child_command("uds-echo");
+    pass_fd(&mut cmd, "BENCH_UDS", &theirs);
+    let child = cmd.spawn().expect("spawn");
+    drop(theirs);
+    let mut buf = [7u8; 64];
+    let mut rt = || {
+        ours.write_all(&buf.clone()).unwrap();
+        ours.read_exact(&mut buf).unwrap();
+    };
+    for _ in 0..count / 10 {
+        rt();
+    }
+    let start = Instant::now();
+    for _ in 0..count {
+        rt();
+    }
+    let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
+    drop(ours);
+    finish(child);
+    us
+}
+
+/// Our link, 8 MiB frames written into slots and read in full by the
+/// child; GB/s.
+fn link_frames(frames: usize) -> f64 {
+    pin(0);
+    runtime().block_on(async {
+        let cfg = link_config(Duration::from_micros(50));
+        let (link, child) = ShmLink::spawn(&mut child_command("link-sink"), &cfg)
+            .await
+            .expect("spawn");
+        let (mut tx, mut rx) = link.split();
+        let start = Instant::now();
+        for i in 0..frames {
+            let mut s = tx
+                .reserve()
+                .await
+                .expect("reserve")
+                .alloc(FRAME)
+                .expect("alloc");
+            s.as_mut_slice().fill(i as u8);
+            s.commit().expect("commit");
+        }
+        let mut s = tx
+            .reserve()
+            .await
+            .expect("reserve")
+            .alloc(8)
+            .expect("alloc");
+        s.as_mut_slice().fill(0);
+        s.commit().expect("commit");
+        let sum = rx.recv().await.expect("recv").expect("sum");
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(sum.len(), 8);
+        finish(child);
+        (frames * FRAME) as f64 / secs / 1e9
+    })
+}
+
+/// The floor: fill and read the same bytes in one process's memory.
+fn local_frames(frames: usize) -> f64 {
+    pin(0);
+    let mut buf = vec![0u8; FRAME];
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..frames {
+        buf.fill(i as u8);
+        sum = sum.wrapping_add(read_all(std::hint::black_box(&buf)));
+    }
+    std::hint::black_box(sum);
+    (frames * FRAME) as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn uds_frames(frames: usize) -> f64 {
+    pin(0);
+    let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut cmd = child_command("uds-sink");
+    pass_fd(&mut cmd, "BENCH_UDS", &theirs);
+    let child = cmd.spawn().expect("spawn");
+    drop(theirs);
+    let mut buf = vec![0u8; FRAME];
+    let start = Instant::now();
+    for i in 0..frames {
+        buf.fill(i as u8);
+        if i + 1 == frames {
+            buf[0] = 0xEE;
+        }
+        ours.write_all(&buf).unwrap();
+    }
+    let mut sum = [0u8; 8];
+    ours.read_exact(&mut sum).unwrap();
+    let gbs = (frames * FRAME) as f64 / start.elapsed().as_secs_f64() / 1e9;
+    drop(ours);
+    finish(child);
+    gbs
+}
+
+/// Run the `shm` suite.
+pub fn run(runner: &mut Runner, quick: bool) {
+    let scale = if quick { 1 } else { 5 };
+    let n = 20_000 * scale;
+    let n_sleep = 4_000 * scale;
+    let frames = 60 * scale;
+    runner.run(Case {
+        case: "latency_64B_spin".into(),
+        metric: "one_way_latency",
+        unit: "us",
+        better: Better::Lower,
+        baseline_name: "raw atomic ping-pong over shared memory (floor)",
+        ours: Box::new(|| link_latency(true, n)),
+        baseline: Box::new(|| atomic_latency(n)),
+    });
+    runner.run(Case {
+        case: "latency_64B_sleep".into(),
+        metric: "one_way_latency",
+        unit: "us",
+        better: Better::Lower,
+        baseline_name: "raw eventfd ping-pong",
+        ours: Box::new(|| link_latency(false, n_sleep)),
+        baseline: Box::new(|| eventfd_latency(n_sleep)),
+    });
+    runner.run(Case {
+        case: "latency_64B_vs_uds".into(),
+        metric: "one_way_latency",
+        unit: "us",
+        better: Better::Lower,
+        baseline_name: "Unix domain socket pair",
+        ours: Box::new(|| link_latency(false, n_sleep)),
+        baseline: Box::new(|| uds_latency(n_sleep)),
+    });
+    runner.run(Case {
+        case: "frames_8MiB".into(),
+        metric: "bytes_per_s",
+        unit: "GB/s",
+        better: Better::Higher,
+        baseline_name: "fill + read in one process (floor)",
+        ours: Box::new(|| link_frames(frames)),
+        baseline: Box::new(|| local_frames(frames)),
+    });
+    runner.run(Case {
+        case: "frames_8MiB_vs_uds".into(),
+        metric: "bytes_per_s",
+        unit: "GB/s",
+        better: Better::Higher,
+        baseline_name: "Unix domain socket pair",
+        ours: Box::new(|| link_frames(frames)),
+        baseline: Box::new(|| uds_frames(frames)),
+    });
+}
