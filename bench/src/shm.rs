@@ -50,9 +50,10 @@ fn child_command(mode: &str) -> Command {
 /// Sum of every byte, eight at a time: the reader touches the whole frame.
 fn read_all(b: &[u8]) -> u64 {
     let mut s = 0u64;
-    let (chunks, rest) = b.as_chunks::<8>();
+    let chunks = b.chunks_exact(8);
+    let rest = chunks.remainder();
     for c in chunks {
-        s = s.wrapping_add(u64::from_le_bytes(*c));
+        s = s.wrapping_add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     for &x in rest {
         s = s.wrapping_add(x as u64);
