@@ -49,5 +49,7 @@ bash scripts/autobahn.sh
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- udp --quick --json --rounds 1 >/dev/null
+cargo run --release -q -p link-bench -- ws --quick --json --rounds 1 >/dev/null
+cargo run --release -q -p link-bench -- shm --quick --json --rounds 1 >/dev/null
 
 printf '\nall checks passed\n'
