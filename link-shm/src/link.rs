@@ -16,8 +16,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 
 use crate::region::{
-    Class, Geometry, HEAD, Layout, READER_SLEEPING, READER_STATE, Region, TAIL, WRITER_SLEEPING,
-    WRITER_STATE,
+    Class, Geometry, INLINE, INLINE_MAX, Layout, READER_SLEEPING, READER_STATE, Region, TAIL,
+    WRITER_SLEEPING, WRITER_STATE,
 };
 use crate::stats::{Counters, ShmStatsHandle};
 use crate::sys::{self, Mapping};
@@ -357,7 +357,7 @@ impl ShmTx {
             }
             if !*waited {
                 *waited = true;
-                Counters::add(&self.shared.counters.reserve_waits, 1);
+                Counters::bump(&self.shared.counters.reserve_waits, 1);
             }
             // r[impl shm.wake]
             if spin.again() {
@@ -386,26 +386,35 @@ impl ShmTx {
         }
     }
 
-    fn publish(&mut self, class: Class, index: usize, len: usize) {
+    fn publish(&mut self, place: Place, len: usize) {
         let r = &self.shared.region;
         let pos = self.head as usize % r.layout.ring_len;
-        let (w0, w1) = r.ring_entry(self.dir, pos);
-        w0.store((class as u32) << 31 | index as u32, Ordering::Relaxed);
-        w1.store(len as u32, Ordering::Relaxed);
-        self.head = self.head.wrapping_add(1);
-        r.control(self.dir, HEAD)
-            .store(self.head, Ordering::Release);
+        let e = r.ring_entry(self.dir, pos);
         let c = &self.shared.counters;
-        Counters::add(&c.tx_messages, 1);
-        Counters::add(&c.tx_bytes, len as u64);
-        Counters::add(
-            if class == Class::Small {
-                &c.tx_small
-            } else {
-                &c.tx_large
-            },
-            1,
-        );
+        let word = match place {
+            Place::Inline => {
+                Counters::bump(&c.tx_inline, 1);
+                INLINE
+            }
+            Place::Slot(class, index) => {
+                Counters::bump(
+                    if class == Class::Small {
+                        &c.tx_small
+                    } else {
+                        &c.tx_large
+                    },
+                    1,
+                );
+                (class as u32) << 31 | index as u32
+            }
+        };
+        e.class.store(word, Ordering::Relaxed);
+        e.len.store(len as u32, Ordering::Relaxed);
+        self.head = self.head.wrapping_add(1);
+        // The sequence number publishes the entry (and the payload before it).
+        e.seq.store(self.head, Ordering::Release);
+        Counters::bump(&c.tx_messages, 1);
+        Counters::bump(&c.tx_bytes, len as u64);
         self.wake_reader(false);
     }
 
@@ -500,8 +509,9 @@ impl<'a> LinkTxPermit for ShmPermit<'a> {
 
     // r[impl link.alloc.limit]
     // r[impl shm.classes]
-    /// A message that fits a small slot goes to one when one is free, and
-    /// the permit's large slot is given back at once; otherwise it uses the
+    /// A message of up to 112 bytes is written into its ring entry itself;
+    /// one that fits a small slot goes to one when one is free; either way
+    /// the permit's large slot is given back at once. Otherwise it uses the
     /// large slot the permit holds. Never waits.
     fn alloc(mut self, len: usize) -> Result<ShmSlot<'a>, LinkError> {
         let (tx, large) = self
@@ -513,33 +523,39 @@ impl<'a> LinkTxPermit for ShmPermit<'a> {
             tx.free_slot(Class::Large, large);
             return Err(LinkError::TooLarge { len, max });
         }
-        let small = if len <= tx.shared.region.class_size(Class::Small) {
-            tx.take_slot(Class::Small)
+        let place = if len <= INLINE_MAX {
+            tx.free_slot(Class::Large, large);
+            Place::Inline
+        } else if len <= tx.shared.region.class_size(Class::Small)
+            && let Some(i) = tx.take_slot(Class::Small)
+        {
+            tx.free_slot(Class::Large, large);
+            Place::Slot(Class::Small, i)
         } else {
-            None
-        };
-        let (class, index) = match small {
-            Some(i) => {
-                tx.free_slot(Class::Large, large);
-                (Class::Small, i)
-            }
-            None => (Class::Large, large),
+            Place::Slot(Class::Large, large)
         };
         Ok(ShmSlot {
             tx,
-            class,
-            index,
+            place,
             len,
             committed: false,
         })
     }
 }
 
+/// Where a message's payload lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In its ring entry.
+    Inline,
+    /// In a slot of a class.
+    Slot(Class, usize),
+}
+
 /// A message being written straight into shared memory.
 pub struct ShmSlot<'a> {
     tx: &'a mut ShmTx,
-    class: Class,
-    index: usize,
+    place: Place,
     len: usize,
     committed: bool,
 }
@@ -547,23 +563,27 @@ pub struct ShmSlot<'a> {
 impl WriteSlot for ShmSlot<'_> {
     // r[impl shm.zero-copy]
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        let p = self
-            .tx
-            .shared
-            .region
-            .payload(self.tx.dir, self.class, self.index, self.len);
-        // SAFETY: `payload` checked that the slot lies inside the mapping;
-        // the slot is ours (marked in use by this writer, not yet
-        // published), and the borrow of `self` keeps it exclusive here. A
-        // hostile peer writing the same bytes can change what we send, not
-        // where we write.
+        let r = &self.tx.shared.region;
+        let p = match self.place {
+            Place::Inline => {
+                let pos = self.tx.head as usize % r.layout.ring_len;
+                r.ring_entry(self.tx.dir, pos).inline
+            }
+            Place::Slot(class, index) => r.payload(self.tx.dir, class, index, self.len),
+        };
+        // SAFETY: `payload` and `ring_entry` checked that the bytes lie inside
+        // the mapping (`len <= INLINE_MAX` for an entry). They are ours: a
+        // slot marked in use by this writer and not yet published, or the
+        // next ring entry, which `reserve` saw the reader had passed. The
+        // borrow of `self` keeps them exclusive here. A hostile peer writing
+        // the same bytes can change what we send, not where we write.
         unsafe { std::slice::from_raw_parts_mut(p, self.len) }
     }
 
     // r[impl link.slot.commit]
     fn commit(mut self) -> Result<(), LinkError> {
         self.committed = true;
-        self.tx.publish(self.class, self.index, self.len);
+        self.tx.publish(self.place, self.len);
         Ok(())
     }
 }
@@ -571,8 +591,10 @@ impl WriteSlot for ShmSlot<'_> {
 impl Drop for ShmSlot<'_> {
     // r[impl link.slot.discard]
     fn drop(&mut self) {
-        if !self.committed {
-            self.tx.free_slot(self.class, self.index);
+        if !self.committed
+            && let Place::Slot(class, index) = self.place
+        {
+            self.tx.free_slot(class, index);
         }
     }
 }
@@ -650,54 +672,62 @@ impl ShmRx {
     fn try_take(&mut self) -> Result<Option<Backing>, LinkError> {
         let r = &self.shared.region;
         let c = &self.shared.counters;
-        let head = r.control(self.dir, HEAD).load(Ordering::Acquire);
-        let avail = head.wrapping_sub(self.tail) as usize;
-        if avail == 0 {
+        let pos = self.tail as usize % r.layout.ring_len;
+        let e = r.ring_entry(self.dir, pos);
+        // Published exactly when its sequence number is the next one; any
+        // other value (older, or garbage) means nothing new is there.
+        if e.seq.load(Ordering::Acquire) != self.tail.wrapping_add(1) {
             return Ok(None);
         }
-        if avail > r.layout.ring_len {
-            return Err(corrupt(
-                c,
-                format!(
-                    "ring head {head} ahead of tail {} by more than the ring",
-                    self.tail
-                ),
-            ));
-        }
-        let pos = self.tail as usize % r.layout.ring_len;
-        let (w0, w1) = r.ring_entry(self.dir, pos);
         let (ci, len) = (
-            w0.load(Ordering::Relaxed),
-            w1.load(Ordering::Relaxed) as usize,
+            e.class.load(Ordering::Relaxed),
+            e.len.load(Ordering::Relaxed) as usize,
         );
-        let class = if ci >> 31 == 0 {
-            Class::Small
+        let backing = if ci == INLINE {
+            if len > INLINE_MAX {
+                return Err(corrupt(c, format!("inline entry of {len} bytes")));
+            }
+            let mut v = vec![0u8; len];
+            // SAFETY: `inline` points at INLINE_MAX bytes inside the mapping
+            // and `len <= INLINE_MAX`; `v` is a distinct heap buffer. The
+            // copy happens before the tail moves past the entry, so the
+            // writer does not reuse it meanwhile (a hostile writer can only
+            // change what we copy).
+            unsafe { std::ptr::copy_nonoverlapping(e.inline, v.as_mut_ptr(), len) };
+            Counters::bump(&c.rx_inline, 1);
+            Backing::boxed(v)
         } else {
-            Class::Large
+            let class = if ci >> 31 == 0 {
+                Class::Small
+            } else {
+                Class::Large
+            };
+            let index = (ci & 0x7fff_ffff) as usize;
+            if index >= r.class_count(class) || len > r.class_size(class) {
+                return Err(corrupt(
+                    c,
+                    format!("descriptor {ci:#x} of {len} bytes out of range"),
+                ));
+            }
+            let token = LeaseToken {
+                a: (class as u64) << 32 | index as u64,
+                b: len as u64,
+            };
+            Counters::bump(&c.rx_zero_copy, 1);
+            Backing::lease(self.leases.clone(), token)
         };
-        let index = (ci & 0x7fff_ffff) as usize;
-        if index >= r.class_count(class) || len > r.class_size(class) {
-            return Err(corrupt(
-                c,
-                format!("descriptor {ci:#x} of {len} bytes out of range"),
-            ));
-        }
         self.tail = self.tail.wrapping_add(1);
         r.control(self.dir, TAIL)
             .store(self.tail, Ordering::Release);
-        Counters::add(&c.rx_messages, 1);
-        Counters::add(&c.rx_bytes, len as u64);
-        let token = LeaseToken {
-            a: (class as u64) << 32 | index as u64,
-            b: len as u64,
-        };
+        Counters::bump(&c.rx_messages, 1);
+        Counters::bump(&c.rx_bytes, len as u64);
         // The ring entry is free again: a writer waiting for ring room may go.
         fence(Ordering::SeqCst);
         if r.control(self.dir, WRITER_SLEEPING).load(Ordering::Relaxed) != 0 {
             sys::eventfd_signal(&self.leases.space_signal);
             Counters::add(&c.wakeups_sent, 1);
         }
-        Ok(Some(Backing::lease(self.leases.clone(), token)))
+        Ok(Some(backing))
     }
 
     /// How the writer's state ends the stream, if it does (checked only
@@ -753,12 +783,10 @@ impl ShmRx {
             }
             sleeping().store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            let head = self
-                .shared
-                .region
-                .control(self.dir, HEAD)
-                .load(Ordering::Acquire);
-            if head != self.tail || self.writer_end().is_some() {
+            let pos = self.tail as usize % region.layout.ring_len;
+            let ready = region.ring_entry(self.dir, pos).seq.load(Ordering::Acquire)
+                == self.tail.wrapping_add(1);
+            if ready || self.writer_end().is_some() {
                 sleeping().store(0, Ordering::Relaxed);
                 continue;
             }

@@ -5,7 +5,8 @@
 //!                 large_count, ring_len, total length
 //! direction 0 (a → b), then direction 1 (b → a), each:
 //!   control words, one cache line each: states, head, tail, sleeping flags
-//!   ring: ring_len descriptors of (class << 31 | slot index, length)
+//!   ring: ring_len entries of 128 bytes: sequence number, (class << 31 |
+//!         slot index, or INLINE), length, then up to 112 payload bytes
 //!   slot states: one u32 per small slot, then per large slot (0 = free)
 //!   small payload: small_count × small_size
 //!   large payload: large_count × large_size (page aligned)
@@ -20,15 +21,21 @@ use std::sync::atomic::AtomicU32;
 use crate::sys::Mapping;
 
 pub(crate) const MAGIC: u64 = 0x6c6e_6b73_686d_0001;
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
+/// Bytes of a ring entry.
+pub(crate) const ENTRY: usize = 128;
+/// Payload bytes a ring entry carries itself.
+pub(crate) const INLINE_MAX: usize = ENTRY - 16;
+/// The class word of an entry whose payload is inline.
+pub(crate) const INLINE: u32 = u32::MAX;
 const HEADER: usize = 256;
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 
-/// Control words of one direction, by cache line.
+/// Control words of one direction, by cache line. (The ring entries carry
+/// their own sequence numbers: there is no shared head.)
 pub(crate) const WRITER_STATE: usize = 0;
 pub(crate) const READER_STATE: usize = 4;
-pub(crate) const HEAD: usize = LINE;
 pub(crate) const TAIL: usize = 2 * LINE;
 pub(crate) const READER_SLEEPING: usize = 3 * LINE;
 pub(crate) const WRITER_SLEEPING: usize = 4 * LINE;
@@ -88,7 +95,7 @@ impl Layout {
         }
         let ring_len = g.small_count + g.large_count;
         let ring = CONTROL;
-        let states = ring + ring_len * 8;
+        let states = ring + ring_len * ENTRY;
         let small = align(states + ring_len * 4, LINE);
         let large = align(small + g.small_count * g.small_size, PAGE);
         let dir_len = align(
@@ -213,11 +220,19 @@ impl Region {
         self.word(self.layout.dir(d) + self.layout.states + i * 4)
     }
 
-    /// The two words of ring entry `pos` of direction `d`.
-    pub(crate) fn ring_entry(&self, d: usize, pos: usize) -> (&AtomicU32, &AtomicU32) {
+    /// Ring entry `pos` of direction `d`: its sequence, class and length
+    /// words, and a pointer to its `INLINE_MAX` inline payload bytes.
+    pub(crate) fn ring_entry(&self, d: usize, pos: usize) -> Entry<'_> {
         assert!(pos < self.layout.ring_len);
-        let off = self.layout.dir(d) + self.layout.ring + pos * 8;
-        (self.word(off), self.word(off + 4))
+        let off = self.layout.dir(d) + self.layout.ring + pos * ENTRY;
+        assert!(off + ENTRY <= self.layout.total);
+        Entry {
+            seq: self.word(off),
+            class: self.word(off + 4),
+            len: self.word(off + 8),
+            // SAFETY: `off + ENTRY` is inside the mapping (checked above).
+            inline: unsafe { self.map.ptr().as_ptr().add(off + 16) },
+        }
     }
 
     /// Capacity of a slot of `class`.
@@ -248,6 +263,15 @@ impl Region {
         // SAFETY: `off + len` is inside the mapping (checked above).
         unsafe { self.map.ptr().as_ptr().add(off) }
     }
+}
+
+/// The words of one ring entry and its inline payload.
+pub(crate) struct Entry<'a> {
+    pub seq: &'a AtomicU32,
+    pub class: &'a AtomicU32,
+    pub len: &'a AtomicU32,
+    /// `INLINE_MAX` bytes inside the mapping.
+    pub inline: *mut u8,
 }
 
 /// # Safety

@@ -9,7 +9,10 @@ pub(crate) struct Counters {
     pub tx_bytes: AtomicU64,
     pub tx_small: AtomicU64,
     pub tx_large: AtomicU64,
+    pub tx_inline: AtomicU64,
     pub rx_messages: AtomicU64,
+    pub rx_inline: AtomicU64,
+    pub rx_zero_copy: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub reserve_waits: AtomicU64,
     pub wakeups_sent: AtomicU64,
@@ -17,9 +20,19 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Add to a counter that more than one thread may write (wake-ups,
+    /// validation failures).
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
+    }
+
+    /// Add to a counter that only one half writes (`tx_*` by the sending
+    /// half, `rx_*` by the receiving half): a plain load and store, no
+    /// read-modify-write on the hot path.
+    #[inline]
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     }
 }
 
@@ -38,8 +51,14 @@ pub struct ShmStats {
     pub tx_small: u64,
     /// Messages sent in a large slot.
     pub tx_large: u64,
-    /// Messages received (every one zero-copy: a lease on the slot).
+    /// Messages of up to 112 bytes sent inside their ring entry.
+    pub tx_inline: u64,
+    /// Messages received.
     pub rx_messages: u64,
+    /// Of those, copied out of their ring entry (up to 112 bytes).
+    pub rx_inline: u64,
+    /// Of those, leased in place (zero-copy).
+    pub rx_zero_copy: u64,
     /// Payload bytes received.
     pub rx_bytes: u64,
     /// `reserve` calls that had to wait for space.
@@ -60,7 +79,10 @@ impl ShmStatsHandle {
             tx_bytes: c.tx_bytes.load(Relaxed),
             tx_small: c.tx_small.load(Relaxed),
             tx_large: c.tx_large.load(Relaxed),
+            tx_inline: c.tx_inline.load(Relaxed),
             rx_messages: c.rx_messages.load(Relaxed),
+            rx_inline: c.rx_inline.load(Relaxed),
+            rx_zero_copy: c.rx_zero_copy.load(Relaxed),
             rx_bytes: c.rx_bytes.load(Relaxed),
             reserve_waits: c.reserve_waits.load(Relaxed),
             wakeups_sent: c.wakeups_sent.load(Relaxed),
