@@ -46,6 +46,12 @@ bash scripts/browser-test.sh
 step "Autobahn WebSocket test cases (kosoku) against our server and our client"
 bash scripts/autobahn.sh
 
+step "shared memory: capture -> encoder example across two processes (checksums checked)"
+report=$(cargo run --release -q -p link-shm --example capture_encoder -- --frames 120)
+echo "$report"
+grep -q ' 0 bad checksums' <<<"$report"
+grep -q '^encoder: 120 frames' <<<"$report"
+
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- udp --quick --json --rounds 1 >/dev/null
