@@ -7,6 +7,10 @@
 //!   every byte: vs the same fill and read in one process's memory (the
 //!   floor) and vs a Unix domain socket.
 //!
+//! - the same latency (spinning) and frames with iceoryx2 publish-subscribe
+//!   (polling subscribers), the shared-memory library a user would pick
+//!   instead.
+//!
 //! The second process is this binary again (`link-bench __shm-child …`),
 //! pinned to CPU 1 while the parent runs on CPU 0, for ours and the
 //! baselines alike.
@@ -142,10 +146,104 @@ fn ev_read(fd: &OwnedFd) {
     unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
 }
 
+static IOX_N: AtomicU64 = AtomicU64::new(0);
+
+/// A service name unique to this run and sample.
+fn iox_base() -> String {
+    format!(
+        "linkstream-bench/{}/{}",
+        std::process::id(),
+        IOX_N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+type IoxService = iceoryx2::service::port_factory::publish_subscribe::PortFactory<
+    iceoryx2::service::ipc::Service,
+    [u8],
+    (),
+>;
+
+/// Open (or create) a `[u8]` publish-subscribe service; both processes use
+/// the same settings.
+fn iox_service(
+    node: &iceoryx2::node::Node<iceoryx2::service::ipc::Service>,
+    name: &str,
+) -> IoxService {
+    let name: iceoryx2::service::service_name::ServiceName = name.try_into().expect("service name");
+    node.service_builder(&name)
+        .publish_subscribe::<[u8]>()
+        .subscriber_max_buffer_size(4)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .expect("iceoryx2 service")
+}
+
+fn iox_node() -> iceoryx2::node::Node<iceoryx2::service::ipc::Service> {
+    iceoryx2::node::NodeBuilder::new()
+        .create::<iceoryx2::service::ipc::Service>()
+        .expect("iceoryx2 node")
+}
+
+/// Wait until the other process has its ports on both services.
+fn iox_wait_for_peer(out: &IoxService, back: &IoxService) {
+    use iceoryx2::service::port_factory::PortFactory as _;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.dynamic_config().number_of_subscribers() == 0
+        || back.dynamic_config().number_of_publishers() == 0
+    {
+        assert!(Instant::now() < deadline, "iceoryx2 peer did not appear");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The child side of every case.
 pub fn child(mode: &str) {
     pin(1);
     match mode {
+        "iox-echo" | "iox-sink" => {
+            let base = std::env::var("BENCH_IOX").expect("service name");
+            let node = iox_node();
+            let (inbound, outbound) = (
+                iox_service(&node, &format!("{base}/out")),
+                iox_service(&node, &format!("{base}/back")),
+            );
+            let sub = inbound.subscriber_builder().create().expect("subscriber");
+            let publ = outbound
+                .publisher_builder()
+                .initial_max_slice_len(64)
+                .backpressure_strategy(iceoryx2::port::backpressure_strategy::BackpressureStrategy::RetryUntilDelivered)
+                .create()
+                .expect("publisher");
+            let mut sum = 0u64;
+            loop {
+                match sub.receive().expect("receive") {
+                    Some(sample) => {
+                        let p = sample.payload();
+                        if mode == "iox-echo" {
+                            if p.len() == 1 {
+                                return;
+                            }
+                            publ.loan_slice_uninit(p.len())
+                                .expect("loan")
+                                .write_from_slice(p)
+                                .send()
+                                .expect("send");
+                        } else if p.len() == 1 {
+                            return;
+                        } else if p.len() == 8 {
+                            publ.loan_slice_uninit(8)
+                                .expect("loan")
+                                .write_from_slice(&sum.to_le_bytes())
+                                .send()
+                                .expect("send");
+                        } else {
+                            sum = sum.wrapping_add(read_all(p));
+                        }
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+        }
         "link-echo-spin" | "link-echo-sleep" => runtime().block_on(async {
             let spin = if mode == "link-echo-spin" {
                 Duration::from_secs(1)
@@ -242,6 +340,18 @@ pub fn child(mode: &str) {
 fn finish(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Let a child that was told to stop exit by itself (so that iceoryx2 can
+/// clean up its node), killing it only if it does not.
+fn finish_graceful(mut child: Child) {
+    for _ in 0..200 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    finish(child);
 }
 
 /// Our link, 64 B round trips; one-way latency in µs.
@@ -360,6 +470,109 @@ fn uds_latency(count: usize) -> f64 {
     us
 }
 
+/// iceoryx2, 64 B round trips with polling subscribers; one-way µs.
+fn iox_latency(count: usize) -> f64 {
+    pin(0);
+    let base = iox_base();
+    let node = iox_node();
+    let (out, back) = (
+        iox_service(&node, &format!("{base}/out")),
+        iox_service(&node, &format!("{base}/back")),
+    );
+    let publ = out
+        .publisher_builder()
+        .initial_max_slice_len(64)
+        .backpressure_strategy(
+            iceoryx2::port::backpressure_strategy::BackpressureStrategy::RetryUntilDelivered,
+        )
+        .create()
+        .expect("publisher");
+    let sub = back.subscriber_builder().create().expect("subscriber");
+    let child = child_command("iox-echo")
+        .env("BENCH_IOX", &base)
+        .spawn()
+        .expect("spawn");
+    iox_wait_for_peer(&out, &back);
+    let rt = |i: usize| {
+        publ.loan_slice_uninit(64)
+            .expect("loan")
+            .write_from_fn(|k| (k + i) as u8)
+            .send()
+            .expect("send");
+        loop {
+            if let Some(s) = sub.receive().expect("receive") {
+                assert_eq!(s.payload().len(), 64);
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    };
+    for i in 0..count / 10 {
+        rt(i);
+    }
+    let start = Instant::now();
+    for i in 0..count {
+        rt(i);
+    }
+    let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
+    let _ = publ
+        .loan_slice_uninit(1)
+        .map(|s| s.write_from_fn(|_| 0).send());
+    finish_graceful(child);
+    us
+}
+
+/// iceoryx2, 8 MiB frames written into loaned samples and read in full.
+fn iox_frames(frames: usize) -> f64 {
+    pin(0);
+    let base = iox_base();
+    let node = iox_node();
+    let (out, back) = (
+        iox_service(&node, &format!("{base}/out")),
+        iox_service(&node, &format!("{base}/back")),
+    );
+    let publ = out
+        .publisher_builder()
+        .initial_max_slice_len(FRAME)
+        .backpressure_strategy(
+            iceoryx2::port::backpressure_strategy::BackpressureStrategy::RetryUntilDelivered,
+        )
+        .create()
+        .expect("publisher");
+    let sub = back.subscriber_builder().create().expect("subscriber");
+    let child = child_command("iox-sink")
+        .env("BENCH_IOX", &base)
+        .spawn()
+        .expect("spawn");
+    iox_wait_for_peer(&out, &back);
+    let start = Instant::now();
+    for i in 0..frames {
+        publ.loan_slice_uninit(FRAME)
+            .expect("loan")
+            .write_from_fn(|_| i as u8)
+            .send()
+            .expect("send");
+    }
+    publ.loan_slice_uninit(8)
+        .expect("loan")
+        .write_from_fn(|_| 0)
+        .send()
+        .expect("send");
+    loop {
+        if let Some(s) = sub.receive().expect("receive") {
+            assert_eq!(s.payload().len(), 8);
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let gbs = (frames * FRAME) as f64 / start.elapsed().as_secs_f64() / 1e9;
+    let _ = publ
+        .loan_slice_uninit(1)
+        .map(|s| s.write_from_fn(|_| 0).send());
+    finish_graceful(child);
+    gbs
+}
+
 /// Our link, 8 MiB frames written into slots and read in full by the
 /// child; GB/s.
 fn link_frames(frames: usize) -> f64 {
@@ -451,6 +664,15 @@ pub fn run(runner: &mut Runner, quick: bool) {
         baseline: Box::new(|| atomic_latency(n)),
     });
     runner.run(Case {
+        case: "latency_64B_spin_vs_iceoryx2".into(),
+        metric: "one_way_latency",
+        unit: "us",
+        better: Better::Lower,
+        baseline_name: "iceoryx2 publish-subscribe, polling",
+        ours: Box::new(|| link_latency(true, n)),
+        baseline: Box::new(|| iox_latency(n)),
+    });
+    runner.run(Case {
         case: "latency_64B_sleep".into(),
         metric: "one_way_latency",
         unit: "us",
@@ -485,5 +707,14 @@ pub fn run(runner: &mut Runner, quick: bool) {
         baseline_name: "Unix domain socket pair",
         ours: Box::new(|| link_frames(frames)),
         baseline: Box::new(|| uds_frames(frames)),
+    });
+    runner.run(Case {
+        case: "frames_8MiB_vs_iceoryx2".into(),
+        metric: "bytes_per_s",
+        unit: "GB/s",
+        better: Better::Higher,
+        baseline_name: "iceoryx2 publish-subscribe, polling",
+        ours: Box::new(|| link_frames(frames)),
+        baseline: Box::new(|| iox_frames(frames)),
     });
 }
