@@ -169,7 +169,6 @@ impl ShmLink {
                 dir: tx_dir,
                 head: 0,
                 tail_seen: 0,
-                cursor: [0, 0],
                 space_wait,
                 data_signal: fds.data[tx_dir].clone(),
                 closed: false,
@@ -255,8 +254,6 @@ pub struct ShmTx {
     head: u32,
     /// The reader's tail as last read.
     tail_seen: u32,
-    /// Where the search for a free slot starts, per class.
-    cursor: [usize; 2],
     space_wait: AsyncFd<Arc<OwnedFd>>,
     data_signal: Arc<OwnedFd>,
     closed: bool,
@@ -273,21 +270,21 @@ impl std::fmt::Debug for ShmTx {
 }
 
 impl ShmTx {
-    /// Take a free slot of `class`, marking it in use.
+    /// Take the lowest free slot of `class`, marking it in use. Reusing the
+    /// lowest one first keeps a steady stream cycling through as few slots
+    /// (and as little cache) as it can: measured on 8 MiB frames, a
+    /// rotating search that touched every slot in turn was slower.
     fn take_slot(&mut self, class: Class) -> Option<usize> {
         let r = &self.shared.region;
-        let n = r.class_count(class);
-        let start = self.cursor[class as usize];
-        for k in 0..n {
-            let i = (start + k) % n;
+        (0..r.class_count(class)).find(|&i| {
             let st = r.slot_state(self.dir, class, i);
             if st.load(Ordering::Acquire) == 0 {
                 st.store(1, Ordering::Relaxed);
-                self.cursor[class as usize] = (i + 1) % n;
-                return Some(i);
+                true
+            } else {
+                false
             }
-        }
-        None
+        })
     }
 
     fn free_slot(&self, class: Class, index: usize) {
