@@ -89,13 +89,15 @@ impl WsLink {
         WsLink {
             tx: WsTx {
                 conn: conn.clone(),
-                pending: Vec::with_capacity(BATCH),
+                out: Outbox {
+                    pending: Vec::with_capacity(BATCH),
+                    pending_bytes: 0,
+                    queued: 0,
+                    unchecked: 0,
+                    error: None,
+                },
                 staging: BytesMut::new(),
-                pending_bytes: 0,
-                queued: 0,
-                unchecked: 0,
                 closed: false,
-                error: None,
             },
             rx: WsRx {
                 conn,
@@ -163,41 +165,49 @@ fn send_close(io: &mut Io, code: u16, reason: &'static str, cx: &mut Context<'_>
     }
 }
 
-/// Hand gathered messages to the framing layer (which buffers them; it
-/// writes to the socket only when its buffer is full, without waiting).
-fn hand_over(
-    io: &mut Io,
-    pending: &mut Vec<Message>,
-    pending_bytes: &mut usize,
-    queued: &mut usize,
-    unchecked: &mut usize,
-    error: &mut Option<LinkError>,
-) -> Result<(), LinkError> {
-    if let Some(e) = error {
-        return Err(e.clone());
-    }
-    if pending.is_empty() {
-        return Ok(());
-    }
-    if let Some(e) = &io.ended {
-        // The connection is over: these messages cannot go out.
-        pending.clear();
-        *pending_bytes = 0;
-        *error = Some(e.clone());
-        return Err(e.clone());
-    }
-    *queued += pending.len();
-    *unchecked += *pending_bytes;
-    // Counted here, once per batch: every message in it was committed.
-    Counters::add(&io.counters.tx_messages, pending.len() as u64);
-    Counters::add(&io.counters.tx_bytes, *pending_bytes as u64);
-    *pending_bytes = 0;
-    for m in pending.drain(..) {
-        if let Err(e) = Pin::new(&mut io.ws).start_send(m) {
-            return Err(fail(error, io, e));
+/// The sending half's own state: committed messages not yet handed to the
+/// framing layer (handed over in batches, one lock for many messages), what
+/// is outstanding since the last flush, and the sticky error.
+struct Outbox {
+    pending: Vec<Message>,
+    pending_bytes: usize,
+    /// Messages handed to the framing layer since the last flush.
+    queued: usize,
+    /// Bytes handed over since the framing layer last said it was ready.
+    unchecked: usize,
+    error: Option<LinkError>,
+}
+
+impl Outbox {
+    /// Hand gathered messages to the framing layer (which buffers them; it
+    /// writes to the socket only when its buffer is full, without waiting).
+    fn hand_over(&mut self, io: &mut Io) -> Result<(), LinkError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
         }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(e) = &io.ended {
+            // The connection is over: these messages cannot go out.
+            self.pending.clear();
+            self.pending_bytes = 0;
+            self.error = Some(e.clone());
+            return Err(e.clone());
+        }
+        self.queued += self.pending.len();
+        self.unchecked += self.pending_bytes;
+        // Counted here, once per batch: every message in it was committed.
+        Counters::add(&io.counters.tx_messages, self.pending.len() as u64);
+        Counters::add(&io.counters.tx_bytes, self.pending_bytes as u64);
+        self.pending_bytes = 0;
+        for m in self.pending.drain(..) {
+            if let Err(e) = Pin::new(&mut io.ws).start_send(m) {
+                return Err(fail(&mut self.error, io, e));
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Record a write failure as the sending half's sticky error.
@@ -210,16 +220,8 @@ fn fail(slot: &mut Option<LinkError>, io: &Io, e: TError) -> LinkError {
 /// The sending half of a [`WsLink`].
 pub struct WsTx {
     conn: Arc<Conn>,
-    /// Committed messages not yet handed to the framing layer: they are
-    /// handed over in batches, one lock for many messages.
-    pending: Vec<Message>,
-    pending_bytes: usize,
-    /// Messages handed to the framing layer since the last flush.
-    queued: usize,
-    /// Bytes handed over since the framing layer last said it was ready.
-    unchecked: usize,
+    out: Outbox,
     closed: bool,
-    error: Option<LinkError>,
     /// Memory that small slots are cut from, so that a small message costs
     /// no allocation of its own; the chunk is freed once the framing layer
     /// has written out every message cut from it.
@@ -236,7 +238,7 @@ const CHUNK: usize = 64 << 10;
 impl std::fmt::Debug for WsTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsTx")
-            .field("queued", &self.queued)
+            .field("queued", &self.out.queued)
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
@@ -260,14 +262,14 @@ impl WsTx {
         if self.closed {
             return Poll::Ready(Err(LinkError::Closed));
         }
-        if let Some(e) = &self.error {
+        if let Some(e) = &self.out.error {
             return Poll::Ready(Err(e.clone()));
         }
         // Fast path, no lock: fewer than `queue` messages and less than one
         // write buffer's worth of bytes went in since the framing layer was
         // last ready, so it cannot have run into a full socket since.
-        if self.queued + self.pending.len() < self.conn.queue
-            && self.unchecked + self.pending_bytes < self.conn.write_buffer
+        if self.out.queued + self.out.pending.len() < self.conn.queue
+            && self.out.unchecked + self.out.pending_bytes < self.conn.write_buffer
             && !self.conn.ended.load(Ordering::Acquire)
         {
             return Poll::Ready(Ok(()));
@@ -279,35 +281,28 @@ impl WsTx {
     fn poll_reserve_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
         // Field borrows only (no method calls on `self`) while locked.
         let mut io = self.conn.lock();
-        if let Err(e) = hand_over(
-            &mut io,
-            &mut self.pending,
-            &mut self.pending_bytes,
-            &mut self.queued,
-            &mut self.unchecked,
-            &mut self.error,
-        ) {
+        if let Err(e) = self.out.hand_over(&mut io) {
             return Poll::Ready(Err(e));
         }
         if let Some(e) = &io.ended {
             let e = e.clone();
-            self.error = Some(e.clone());
+            self.out.error = Some(e.clone());
             return Poll::Ready(Err(e));
         }
-        if self.queued >= self.conn.queue {
+        if self.out.queued >= self.conn.queue {
             match Pin::new(&mut io.ws).poll_flush(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => self.queued = 0,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(fail(&mut self.error, &io, e))),
+                Poll::Ready(Ok(())) => self.out.queued = 0,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(fail(&mut self.out.error, &io, e))),
             }
         }
         match Pin::new(&mut io.ws).poll_ready(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => {
-                self.unchecked = 0;
+                self.out.unchecked = 0;
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(fail(&mut self.error, &io, e))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(fail(&mut self.out.error, &io, e))),
         }
     }
 
@@ -315,13 +310,13 @@ impl WsTx {
     /// layer once it is full (never waits).
     #[inline]
     fn write(&mut self, msg: Message, len: usize) -> Result<(), LinkError> {
-        if let Some(e) = &self.error {
+        if let Some(e) = &self.out.error {
             return Err(e.clone());
         }
-        self.pending.push(msg);
-        self.pending_bytes += len;
-        if self.pending.len() >= BATCH
-            || self.pending_bytes >= self.conn.write_buffer
+        self.out.pending.push(msg);
+        self.out.pending_bytes += len;
+        if self.out.pending.len() >= BATCH
+            || self.out.pending_bytes >= self.conn.write_buffer
             || self.conn.ended.load(Ordering::Acquire)
         {
             self.hand_over()?;
@@ -333,14 +328,7 @@ impl WsTx {
     #[inline(never)]
     fn hand_over(&mut self) -> Result<(), LinkError> {
         let mut io = self.conn.lock();
-        hand_over(
-            &mut io,
-            &mut self.pending,
-            &mut self.pending_bytes,
-            &mut self.queued,
-            &mut self.unchecked,
-            &mut self.error,
-        )
+        self.out.hand_over(&mut io)
     }
 
     /// Send one text message (for peers that speak text, such as test
@@ -386,27 +374,20 @@ impl LinkTx for WsTx {
             if self.closed {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(e) = &self.error {
+            if let Some(e) = &self.out.error {
                 return Poll::Ready(Err(e.clone()));
             }
             let mut io = self.conn.lock();
-            if let Err(e) = hand_over(
-                &mut io,
-                &mut self.pending,
-                &mut self.pending_bytes,
-                &mut self.queued,
-                &mut self.unchecked,
-                &mut self.error,
-            ) {
+            if let Err(e) = self.out.hand_over(&mut io) {
                 return Poll::Ready(Err(e));
             }
             match Pin::new(&mut io.ws).poll_flush(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => {
-                    self.queued = 0;
+                    self.out.queued = 0;
                     Poll::Ready(Ok(()))
                 }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(fail(&mut self.error, &io, e))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(fail(&mut self.out.error, &io, e))),
             }
         })
     }
@@ -419,7 +400,7 @@ impl LinkTx for WsTx {
             if self.closed {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(e) = &self.error {
+            if let Some(e) = &self.out.error {
                 let e = e.clone();
                 self.closed = true;
                 return Poll::Ready(Err(e));
@@ -429,14 +410,7 @@ impl LinkTx for WsTx {
             if !sent {
                 sent = true;
                 // Everything committed goes out before the close frame.
-                if let Err(e) = hand_over(
-                    &mut io,
-                    &mut self.pending,
-                    &mut self.pending_bytes,
-                    &mut self.queued,
-                    &mut self.unchecked,
-                    &mut self.error,
-                ) {
+                if let Err(e) = self.out.hand_over(&mut io) {
                     self.closed = true;
                     return Poll::Ready(Err(e));
                 }
@@ -481,21 +455,14 @@ impl LinkTx for WsTx {
 // r[impl link.drop.abrupt]
 impl Drop for WsTx {
     fn drop(&mut self) {
-        if self.closed || self.error.is_some() {
+        if self.closed || self.out.error.is_some() {
             return;
         }
         let conn = self.conn.clone();
         let mut io = conn.lock();
         if io.ended.is_none() {
             // The messages committed before go out ahead of the close frame.
-            let _ = hand_over(
-                &mut io,
-                &mut self.pending,
-                &mut self.pending_bytes,
-                &mut self.queued,
-                &mut self.unchecked,
-                &mut self.error,
-            );
+            let _ = self.out.hand_over(&mut io);
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
