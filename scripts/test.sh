@@ -37,6 +37,9 @@ LINK_WS_PEER=127.0.0.1:1 cargo clippy -p link-ws --target wasm32-unknown-unknown
 step "spec coverage"
 cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
 
+step "AddressSanitizer (nightly): link-udp and link-shm, both processes"
+bash scripts/sanitize.sh
+
 step "UDP under real packet loss (network namespaces, nftables)"
 LOSS=10 bash scripts/netns-loss.sh
 
