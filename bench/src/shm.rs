@@ -39,7 +39,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn link_config(spin: Duration) -> ShmConfig {
     ShmConfig {
         large_size: FRAME,
-        large_count: 4,
+        large_count: 6,
         spin,
         ..ShmConfig::default()
     }
