@@ -51,21 +51,10 @@ impl ShmListener {
 
 /// The creating side: make the segment, send it, build end A.
 async fn offer(stream: UnixStream, config: &ShmConfig) -> Result<ShmLink, ShmError> {
-    let layout = Layout::new(crate::link::geometry(config)).map_err(ShmError::InvalidConfig)?;
-    let (map, seg) = Mapping::create(layout.total).map_err(crate::error::io("create segment"))?;
-    let region = Region::init(map, layout);
-    let mk = || {
-        sys::eventfd()
-            .map(Arc::new)
-            .map_err(crate::error::io("eventfd"))
-    };
-    let fds = Fds {
-        data: [mk()?, mk()?],
-        space: [mk()?, mk()?],
-    };
+    let (region, seg, fds) = crate::link::create_segment(config)?;
     let mut hello = [0u8; 16];
     hello[..8].copy_from_slice(&MAGIC.to_le_bytes());
-    hello[8..].copy_from_slice(&(layout.total as u64).to_le_bytes());
+    hello[8..].copy_from_slice(&(region.layout.total as u64).to_le_bytes());
     loop {
         stream
             .writable()

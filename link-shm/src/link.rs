@@ -48,6 +48,24 @@ impl Drop for Shared {
     }
 }
 
+/// A new segment for `config`, mapped and initialised, with its memory
+/// file (to hand to a peer) and a fresh set of wake-up descriptors.
+pub(crate) fn create_segment(config: &ShmConfig) -> Result<(Arc<Region>, OwnedFd, Fds), ShmError> {
+    let layout = Layout::new(geometry(config)).map_err(ShmError::InvalidConfig)?;
+    let (map, segment) =
+        Mapping::create(layout.total).map_err(crate::error::io("create segment"))?;
+    let mk = || {
+        sys::eventfd()
+            .map(Arc::new)
+            .map_err(crate::error::io("eventfd"))
+    };
+    let fds = Fds {
+        data: [mk()?, mk()?],
+        space: [mk()?, mk()?],
+    };
+    Ok((Region::init(map, layout), segment, fds))
+}
+
 /// The four wake-up descriptors of a link, by direction.
 pub(crate) struct Fds {
     pub data: [Arc<OwnedFd>; 2],
@@ -111,19 +129,7 @@ impl ShmLink {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ShmError::NoRuntime);
         }
-        let layout = Layout::new(geometry(config)).map_err(ShmError::InvalidConfig)?;
-        let (map, _fd) =
-            Mapping::create(layout.total).map_err(crate::error::io("create segment"))?;
-        let region = Region::init(map, layout);
-        let mk = || {
-            sys::eventfd()
-                .map(Arc::new)
-                .map_err(crate::error::io("eventfd"))
-        };
-        let fds = Fds {
-            data: [mk()?, mk()?],
-            space: [mk()?, mk()?],
-        };
+        let (region, _segment, fds) = create_segment(config)?;
         let a = Self::end(region.clone(), &fds, 0, config, None)?;
         let b = Self::end(region, &fds, 1, config, None)?;
         Ok((a, b))
