@@ -56,31 +56,14 @@ pub trait LinkFactory {
 #[macro_export]
 macro_rules! reliable_suite {
     (#[$attr:meta], $factory:expr) => {
+        // Everything a receiver that cannot push back keeps...
+        $crate::unbounded_receiver_suite!(#[$attr], $factory);
+        // ...and the checks that fill the link by not reading.
         $crate::__suite!(#[$attr], $factory;
-            caps_are_declared_and_consistent,
-            boundaries_are_preserved,
-            empty_messages_are_messages,
-            max_payload_messages_are_carried,
-            reliable_links_deliver_exactly_once_in_order,
-            split_halves_work_independently,
-            split_link_rebuilds_a_link,
             reserve_waits_when_full_and_resumes,
             permit_holds_capacity,
             dropped_permit_releases_capacity,
             cancelled_reserve_holds_nothing,
-            alloc_above_max_is_refused,
-            slot_has_exact_length,
-            commit_publishes_one_message,
-            dropped_slot_is_discarded,
-            flush_transmits_queued_messages,
-            close_delivers_everything_then_eof,
-            eof_is_sticky,
-            reserve_after_close_fails,
-            dropped_sender_is_an_abrupt_end,
-            dropped_receiver_fails_peer_reserve,
-            errors_are_sticky,
-            cancelled_recv_loses_nothing,
-            backing_outlives_later_recvs_and_the_link,
         );
     };
 }
