@@ -1,6 +1,5 @@
 //! The native WebSocket link: one binary WebSocket message per link message.
 
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -99,12 +98,7 @@ impl WsLink {
                 staging: BytesMut::new(),
                 closed: false,
             },
-            rx: WsRx {
-                conn,
-                ready: VecDeque::with_capacity(BATCH),
-                ready_bytes: 0,
-                end: None,
-            },
+            rx: WsRx { conn, end: None },
         }
     }
 
@@ -527,20 +521,9 @@ impl WriteSlot for WsSlot<'_> {
 /// The receiving half of a [`WsLink`].
 pub struct WsRx {
     conn: Arc<Conn>,
-    /// Messages read from the framing layer, not yet returned by `recv`.
-    ready: VecDeque<WsMessage>,
-    ready_bytes: usize,
-    /// How the connection ended, once read (after the messages in `ready`).
+    /// How the connection ended, once read.
     end: Option<Result<(), LinkError>>,
 }
-
-/// Bytes of messages one read batch may gather.
-const READ_BATCH_BYTES: usize = 256 << 10;
-/// Messages one read may gather. One: a received message's bytes are a
-/// view into the framing layer's read buffer, and holding views while it
-/// reads more makes it allocate and zero a fresh buffer instead of reusing
-/// its own (measured: batching reads cost more than the lock it saves).
-const READ_BATCH: usize = 1;
 
 impl std::fmt::Debug for WsRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -570,16 +553,15 @@ impl WsRx {
     // r[impl link.recv.cancel]
     // r[impl link.close.sticky]
     // r[impl link.error.sticky]
-    /// Messages already read come first; then one lock reads up to a batch
-    /// of what the framing layer has buffered; the end (close or error) is
-    /// reported after every message before it.
+    /// One message per lock: a received message's bytes are a view into
+    /// the framing layer's read buffer, and holding views while it reads
+    /// more (a batch) makes it allocate and zero a fresh buffer instead of
+    /// reusing its own; measured, that cost more than the lock it saves.
     #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<WsMessage>, LinkError>> {
-        if self.ready.is_empty() && self.end.is_none() {
-            self.read_batch(cx);
-        }
-        if let Some(m) = self.ready.pop_front() {
-            self.ready_bytes -= m.data.len();
+        if self.end.is_none()
+            && let Some(m) = self.read_one(cx)
+        {
             let c = &self.conn.counters;
             Counters::add(&c.rx_messages, 1);
             Counters::add(&c.rx_bytes, m.data.len() as u64);
@@ -591,32 +573,30 @@ impl WsRx {
         }
     }
 
+    /// The next message, if one is there; otherwise records the end when
+    /// the connection ended (and returns `None`).
     #[inline(never)]
-    fn read_batch(&mut self, cx: &mut Context<'_>) {
+    fn read_one(&mut self, cx: &mut Context<'_>) -> Option<WsMessage> {
         let conn = &self.conn;
         let c = &conn.counters;
         let mut io = conn.lock();
-        while self.ready.len() < READ_BATCH && self.ready_bytes < READ_BATCH_BYTES {
+        loop {
             let item = match Pin::new(&mut io.ws).poll_next(cx) {
-                Poll::Pending => return,
+                Poll::Pending => return None,
                 Poll::Ready(item) => item,
             };
             let end = match item {
                 Some(Ok(Message::Binary(b))) => {
-                    self.ready_bytes += b.len();
-                    self.ready.push_back(WsMessage {
+                    return Some(WsMessage {
                         data: Backing::from_bytes(b),
                         text: false,
                     });
-                    continue;
                 }
                 Some(Ok(Message::Text(t))) if conn.accept_text => {
-                    self.ready_bytes += t.len();
-                    self.ready.push_back(WsMessage {
+                    return Some(WsMessage {
                         data: Backing::from_bytes(t.into()),
                         text: true,
                     });
-                    continue;
                 }
                 Some(Ok(Message::Text(_))) => {
                     Counters::add(&c.rx_text_rejected, 1);
@@ -682,7 +662,7 @@ impl WsRx {
                 conn.ended.store(true, Ordering::Release);
             }
             self.end = Some(end);
-            return;
+            return None;
         }
     }
 }
