@@ -1,0 +1,711 @@
+//! The client: handshake, frames in, input out.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{Either, select};
+use futures::lock::Mutex as AsyncMutex;
+use futures_timer::Delay;
+use link_types::{Backing, Link, LinkCaps, LinkRx, LinkTx};
+use web_time::Instant;
+
+use crate::SessionError;
+use crate::config::ClientConfig;
+use crate::crypto::{Direction, Opener, Sealer, Secret, ct_eq, random};
+use crate::frame::{ClientEvent, Frame};
+use crate::handshake::{HELLO_LEN, Hello, Params, Welcome, read_reject};
+use crate::input::{InputEvent, InputSender};
+use crate::open::{Dropped, Guard};
+use crate::reassembly::{Output, Reassembler, Reject};
+use crate::stats::{ClientCounters, ClientStats, add, set};
+use crate::tx::TxState;
+use crate::wire::{
+    FRAME_HEADER_LEN, FrameHeader, Kind, OUTER_LEN, RANDOM_LEN, Reader, SHARD_HEADER_LEN,
+    ShardHeader, TAG_LEN, VERSION,
+};
+
+/// Bytes of a Feedback body.
+pub(crate) const FEEDBACK_LEN: usize = 8 + 8 + 4 + 4 + 8;
+
+struct Shared<T> {
+    tx: AsyncMutex<TxState<T>>,
+    input: Mutex<InputSender>,
+    stats: ClientCounters,
+    params: Params,
+    /// Input needs no retransmission (stream link).
+    stream: bool,
+}
+
+/// Wait for `fut` until `until`; `None` on timeout.
+pub(crate) async fn with_deadline<F: Future>(fut: F, until: Instant) -> Option<F::Output> {
+    let wait = until.saturating_duration_since(Instant::now());
+    match select(pin!(fut), Delay::new(wait)).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
+
+fn count_drop(stats: &ClientCounters, d: Dropped) {
+    match d {
+        Dropped::Malformed => add(&stats.malformed_dropped, 1),
+        Dropped::Auth => add(&stats.auth_failures, 1),
+        Dropped::Replay => add(&stats.replays_dropped, 1),
+    }
+}
+
+// r[impl session.handshake.client]
+fn check_welcome(w: &Welcome, config: &ClientConfig, caps: LinkCaps) -> Result<(), SessionError> {
+    let p = &w.params;
+    let no = |s: String| Err(SessionError::Incompatible(s));
+    if p.version != VERSION {
+        return no(format!("wire version {}", p.version));
+    }
+    if p.encryption != config.psk.is_some() {
+        return no(format!(
+            "host has encryption {}, client {}",
+            if p.encryption { "on" } else { "off" },
+            if config.psk.is_some() { "on" } else { "off" }
+        ));
+    }
+    if p.max_frame as usize > config.max_frame {
+        return no(format!(
+            "host frames up to {} bytes, client accepts {}",
+            p.max_frame, config.max_frame
+        ));
+    }
+    let tag = if p.encryption { TAG_LEN } else { 0 };
+    let max_message = p.max_message as usize;
+    if max_message > caps.max_payload {
+        return no(format!(
+            "messages of {max_message} bytes exceed the link's {}",
+            caps.max_payload
+        ));
+    }
+    if p.stream {
+        if !caps.is_stream() {
+            return no("host sends frames whole but this link is lossy".into());
+        }
+        if max_message <= OUTER_LEN + FRAME_HEADER_LEN + tag {
+            return no("messages too small for a frame part".into());
+        }
+    } else {
+        let s = p.shard_size as usize;
+        if s < 64 || !s.is_multiple_of(2) || OUTER_LEN + SHARD_HEADER_LEN + s + tag > max_message {
+            return no(format!("shard size {s}"));
+        }
+    }
+    if p.parity_pct > 100
+        || p.min_parity as usize > crate::fec::MAX_MIN_PARITY
+        || !(10..=40).contains(&p.rekey_shift)
+    {
+        return no("parity or rekey parameters out of range".into());
+    }
+    Ok(())
+}
+
+/// The client's receiving side: [`next_frame`](Client::next_frame).
+///
+/// Keep calling `next_frame`: besides frames it processes input
+/// acknowledgements, retransmits input and sends loss reports.
+pub struct Client<T: LinkTx, R: LinkRx> {
+    shared: Arc<Shared<T>>,
+    rx: R,
+    guard: Guard,
+    reasm: Option<Reassembler>,
+    part: Option<(FrameHeader, Vec<u8>)>,
+    next_stream_frame: u32,
+    events: VecDeque<ClientEvent>,
+    outputs: Vec<Output>,
+    config: ClientConfig,
+    feedback_at: Instant,
+    feedback_due: bool,
+    finish_due: bool,
+    last_lost: Option<u32>,
+    fb_base: (u64, u64),
+    timer: Option<(Instant, Delay)>,
+    since_housekeeping: u32,
+    ended: bool,
+}
+
+/// The client's sending side: input events to the host.
+pub struct ClientInput<T: LinkTx> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: LinkTx, R: LinkRx> Client<T, R> {
+    /// Run the handshake over `link` and return the frame receiver and the
+    /// input sender.
+    ///
+    /// Sends `Hello` (again every `retransmit`, doubling, on lossy links)
+    /// until the host answers or `handshake_timeout` passes.
+    pub async fn connect<L>(
+        link: L,
+        config: ClientConfig,
+    ) -> Result<(Client<T, R>, ClientInput<T>), SessionError>
+    where
+        L: Link<Tx = T, Rx = R>,
+    {
+        config.validate()?;
+        let caps = link.caps();
+        let (tx, mut rx) = link.split();
+        let mut txs = TxState::new(tx);
+        let stats = ClientCounters::default();
+        let mut guard = Guard::new();
+        let mut client_random = [0u8; RANDOM_LEN];
+        random(&mut client_random).map_err(SessionError::Random)?;
+        let hello = Hello {
+            min_version: VERSION,
+            max_version: VERSION,
+            random: client_random,
+            encryption: config.psk.is_some(),
+            max_frame: config.max_frame as u32,
+            max_message: caps.max_payload.min(u32::MAX as usize) as u32,
+        }
+        .to_bytes();
+        let start = Instant::now();
+        let deadline = start + config.handshake_timeout;
+        let mut interval = config.retransmit;
+        let welcome = 'hs: loop {
+            txs.send(
+                Kind::Hello,
+                HELLO_LEN,
+                |b| b.copy_from_slice(&hello),
+                &stats.messages_sent,
+            )
+            .await?;
+            txs.tx.flush().await?;
+            let until = if caps.reliable {
+                deadline
+            } else {
+                (Instant::now() + interval).min(deadline)
+            };
+            interval = (interval * 2).min(Duration::from_secs(1));
+            loop {
+                let Some(r) = with_deadline(rx.recv(), until).await else {
+                    if Instant::now() >= deadline {
+                        return Err(SessionError::HandshakeTimeout {
+                            waited: config.handshake_timeout,
+                            auth_failures: stats
+                                .auth_failures
+                                .load(std::sync::atomic::Ordering::Relaxed),
+                        });
+                    }
+                    continue 'hs;
+                };
+                let Some(msg) = r? else {
+                    return Err(SessionError::ClosedDuringHandshake);
+                };
+                let (kind, body) = match guard.open(msg.as_slice()) {
+                    Ok((k, _, b)) => (k, b.to_vec()),
+                    Err(d) => {
+                        count_drop(&stats, d);
+                        continue;
+                    }
+                };
+                match kind {
+                    Kind::Welcome => match Welcome::read(&body) {
+                        Ok(w) if w.client_random == client_random => break 'hs w,
+                        Ok(_) => add(&stats.unexpected_dropped, 1),
+                        Err(_) => add(&stats.malformed_dropped, 1),
+                    },
+                    Kind::Reject => match read_reject(&body) {
+                        Ok((reason, detail)) => {
+                            return Err(SessionError::Rejected { reason, detail });
+                        }
+                        Err(_) => add(&stats.malformed_dropped, 1),
+                    },
+                    _ => add(&stats.unexpected_dropped, 1),
+                }
+            }
+        };
+        check_welcome(&welcome, &config, caps)?;
+        let p = welcome.params;
+        if let Some(psk) = &config.psk {
+            let secret = Secret::derive(psk, &client_random, &welcome.host_random);
+            let expect = secret.confirm(b"host", &welcome.signed_part());
+            if !ct_eq(&expect, &welcome.confirm) {
+                return Err(SessionError::AuthFailed);
+            }
+            txs.sealer = Some(Sealer::new(
+                secret.clone(),
+                Direction::ClientToHost,
+                p.rekey_shift,
+            ));
+            guard.opener = Some(Opener::new(secret, Direction::HostToClient, p.rekey_shift));
+        }
+        txs.send(Kind::Finish, 0, |_| {}, &stats.messages_sent)
+            .await?;
+        txs.tx.flush().await?;
+        tracing::debug!(?p, "client session established");
+        let reasm = (!p.stream).then(|| {
+            Reassembler::new(
+                p.shard_size as usize,
+                p.max_frame as usize,
+                config.max_pending_bytes,
+                config.frame_timeout,
+                config.reorder_grace,
+            )
+        });
+        let shared = Arc::new(Shared {
+            tx: AsyncMutex::new(txs),
+            input: Mutex::new(InputSender::new(config.max_input_queue, config.min_rto)),
+            stats,
+            params: p,
+            stream: p.stream,
+        });
+        let now = Instant::now();
+        Ok((
+            Client {
+                shared: shared.clone(),
+                rx,
+                guard,
+                reasm,
+                part: None,
+                next_stream_frame: 0,
+                events: VecDeque::new(),
+                outputs: Vec::new(),
+                feedback_at: now + config.feedback_interval,
+                feedback_due: false,
+                finish_due: false,
+                last_lost: None,
+                fb_base: (0, 0),
+                config,
+                timer: None,
+                since_housekeeping: 0,
+                ended: false,
+            },
+            ClientInput { shared },
+        ))
+    }
+
+    /// The agreed parameters.
+    pub fn params(&self) -> Params {
+        self.shared.params
+    }
+
+    /// A snapshot of the client's counters.
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats.snapshot()
+    }
+
+    // r[impl session.client.next-frame]
+    /// The next whole frame, in index order, or a report of lost frames.
+    /// `Ok(None)` once the host closed the link (after every frame that
+    /// could be completed). Cancel-safe.
+    pub async fn next_frame(&mut self) -> Result<Option<ClientEvent>, SessionError> {
+        loop {
+            if let Some(ev) = self.events.pop_front() {
+                return Ok(Some(ev));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            // Messages already waiting come first: timeouts are judged only
+            // once the link has nothing ready (or every 64 messages, so that
+            // input and loss reports still flow under a flood).
+            if self.since_housekeeping < 64
+                && let Some(r) = self.rx.recv().now_or_never()
+            {
+                self.since_housekeeping += 1;
+                self.received(r)?;
+                continue;
+            }
+            self.since_housekeeping = 0;
+            let now = Instant::now();
+            self.housekeeping(now)?;
+            if !self.events.is_empty() {
+                continue;
+            }
+            let deadline = self.deadline(now);
+            let timer = match &mut self.timer {
+                Some((at, d)) if *at == deadline => d,
+                slot => {
+                    let d = Delay::new(deadline.saturating_duration_since(now));
+                    &mut slot.insert((deadline, d)).1
+                }
+            };
+            let got = match select(pin!(self.rx.recv()), timer).await {
+                Either::Left((r, _)) => Some(r),
+                Either::Right(_) => None,
+            };
+            match got {
+                Some(r) => self.received(r)?,
+                None => self.timer = None,
+            }
+        }
+    }
+
+    fn received(
+        &mut self,
+        r: Result<Option<Backing>, link_types::LinkError>,
+    ) -> Result<(), SessionError> {
+        match r {
+            Ok(Some(msg)) => self.handle(msg, Instant::now()),
+            Ok(None) => {
+                if let Some(r) = &mut self.reasm {
+                    r.finish(&self.shared.stats, &mut self.outputs);
+                }
+                self.drain_outputs();
+                self.ended = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    fn deadline(&self, now: Instant) -> Instant {
+        let mut d = now + Duration::from_secs(1);
+        if !self.shared.stream {
+            d = d.min(self.feedback_at);
+        }
+        if let Some(r) = &self.reasm
+            && let Some(t) = r.deadline()
+        {
+            d = d.min(t);
+        }
+        if !self.shared.stream
+            && let Some(t) = self.shared.input.lock().expect("input lock").deadline()
+        {
+            d = d.min(t);
+        }
+        d.max(now)
+    }
+
+    fn housekeeping(&mut self, now: Instant) -> Result<(), SessionError> {
+        if let Some(r) = &mut self.reasm {
+            r.poll(now, &self.shared.stats, &mut self.outputs);
+        }
+        self.drain_outputs();
+        if !self.shared.stream && now >= self.feedback_at {
+            self.feedback_due = true;
+        }
+        self.flush_control(now)
+    }
+
+    // r[impl session.feedback.report]
+    fn feedback_body(&mut self) -> [u8; FEEDBACK_LEN] {
+        let st = &self.shared.stats;
+        let ld = std::sync::atomic::Ordering::Relaxed;
+        let highest = self.guard.highest.map_or(0, |h| h + 1);
+        let (acc0, hi0) = self.fb_base;
+        let expected = highest.saturating_sub(hi0);
+        let got = self.guard.accepted.saturating_sub(acc0);
+        let ppm = (expected.saturating_sub(got) * 1_000_000)
+            .checked_div(expected)
+            .unwrap_or(0)
+            .min(1_000_000);
+        self.fb_base = (self.guard.accepted, highest);
+        set(&st.loss_ppm, ppm);
+        let mut b = [0u8; FEEDBACK_LEN];
+        let mut w = crate::wire::Writer::new(&mut b);
+        w.u64(st.frames_delivered.load(ld));
+        w.u64(st.frames_lost.load(ld));
+        w.u32(self.last_lost.map_or(0, |l| l.wrapping_add(1)));
+        w.u32(ppm as u32);
+        w.u64(st.frames_recovered.load(ld));
+        b
+    }
+
+    fn flush_control(&mut self, now: Instant) -> Result<(), SessionError> {
+        let want_input =
+            !self.shared.stream && self.shared.input.lock().expect("input lock").due(now);
+        if !(self.feedback_due || self.finish_due || want_input) {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let Some(mut tx) = shared.tx.try_lock() else {
+            return Ok(());
+        };
+        let st = &shared.stats;
+        if self.finish_due {
+            match tx.try_send(Kind::Finish, 0, |_| {}, &st.messages_sent) {
+                Some(Ok(())) => self.finish_due = false,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+        if self.feedback_due {
+            let body = self.feedback_body();
+            match tx.try_send(
+                Kind::Feedback,
+                FEEDBACK_LEN,
+                |b| b.copy_from_slice(&body),
+                &st.messages_sent,
+            ) {
+                Some(Ok(())) => {
+                    add(&st.feedback_sent, 1);
+                    self.feedback_due = false;
+                    self.feedback_at = now + self.config.feedback_interval;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+        if want_input {
+            let max_body = shared.params.max_message as usize - OUTER_LEN - TAG_LEN;
+            let mut input = shared.input.lock().expect("input lock");
+            let before = input.retransmits;
+            if let Some(body) = input.batch(now, max_body, false) {
+                add(&st.input_retransmits, input.retransmits - before);
+                drop(input);
+                if let Some(Err(e)) = tx.try_send(
+                    Kind::Input,
+                    body.len(),
+                    |b| b.copy_from_slice(&body),
+                    &st.messages_sent,
+                ) {
+                    // (When not sent, the events stay queued for the next batch.)
+                    return Err(e);
+                }
+            }
+        }
+        tx.try_flush()
+    }
+
+    fn drain_outputs(&mut self) {
+        for o in self.outputs.drain(..) {
+            match o {
+                Output::Frame {
+                    index,
+                    pts,
+                    flags,
+                    data,
+                    recovered,
+                } => self.events.push_back(ClientEvent::Frame(Frame::owned(
+                    index, pts, flags, data, recovered,
+                ))),
+                Output::Lost(i, n) => {
+                    let last = i + (n - 1);
+                    self.last_lost = Some(self.last_lost.map_or(last, |l| l.max(last)));
+                    self.feedback_due = true;
+                    match self.events.back_mut() {
+                        Some(ClientEvent::Lost { first, count }) if *first + *count == i => {
+                            *count += n;
+                        }
+                        _ => self.events.push_back(ClientEvent::Lost { first: i, count: n }),
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Backing, now: Instant) {
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        let encrypted = self.shared.params.encryption;
+        let (kind, body) = match self.guard.open(msg.as_slice()) {
+            Ok((k, _, b)) => (k, b),
+            Err(d) => {
+                count_drop(stats, d);
+                return;
+            }
+        };
+        match kind {
+            // r[impl session.reassembly.shards]
+            Kind::Shard if self.reasm.is_some() => {
+                let mut r = Reader::new(body);
+                let Ok(h) = ShardHeader::read(&mut r) else {
+                    add(&stats.malformed_dropped, 1);
+                    return;
+                };
+                let payload = r.rest();
+                let reasm = self.reasm.as_mut().expect("checked");
+                if let Err(e) = reasm.shard(&h, payload, now, stats, &mut self.outputs) {
+                    add(
+                        match e {
+                            Reject::Malformed => &stats.malformed_dropped,
+                            Reject::Late => &stats.late_shards,
+                            Reject::Redundant => &stats.redundant_shards,
+                            Reject::Duplicate => &stats.duplicate_shards,
+                        },
+                        1,
+                    );
+                }
+            }
+            Kind::Frame if self.reasm.is_none() => {
+                let mut r = Reader::new(body);
+                let Ok(h) = FrameHeader::read(&mut r) else {
+                    add(&stats.malformed_dropped, 1);
+                    return;
+                };
+                let payload_len = r.remaining();
+                let zero_copy = !encrypted;
+                let payload = r.rest().to_owned_if(!zero_copy);
+                self.stream_part(h, msg, payload, payload_len);
+            }
+            Kind::InputAck => {
+                let Ok(next) = Reader::new(body).u64() else {
+                    add(&stats.malformed_dropped, 1);
+                    return;
+                };
+                let mut input = self.shared.input.lock().expect("input lock");
+                let before = input.acked;
+                input.ack(next, now);
+                add(&stats.input_acked, input.acked - before);
+                if let Some(rtt) = input.srtt() {
+                    set(&stats.input_rtt_us, rtt.as_micros() as u64);
+                }
+            }
+            // The host did not hear our Finish: say it again.
+            Kind::Welcome => self.finish_due = true,
+            _ => add(&stats.unexpected_dropped, 1),
+        }
+        self.drain_outputs();
+    }
+
+    // r[impl session.wire.stream-frames]
+    fn stream_part(
+        &mut self,
+        h: FrameHeader,
+        msg: Backing,
+        copied: Option<Vec<u8>>,
+        payload_len: usize,
+    ) {
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        let p = shared.params;
+        let tag = if p.encryption { TAG_LEN } else { 0 };
+        let part_size = p.max_message as usize - OUTER_LEN - FRAME_HEADER_LEN - tag;
+        let len = h.frame_len as usize;
+        let parts = len.div_ceil(part_size).max(1);
+        let expect = len
+            .saturating_sub(h.part as usize * part_size)
+            .min(part_size);
+        if len > p.max_frame as usize
+            || h.parts as usize != parts
+            || h.part >= h.parts
+            || payload_len != expect
+            || h.frame < self.next_stream_frame
+        {
+            add(&stats.malformed_dropped, 1);
+            return;
+        }
+        // Frames skipped by the host (it failed mid-frame) are reported lost.
+        if h.frame > self.next_stream_frame && h.part == 0 {
+            let n = h.frame - self.next_stream_frame;
+            self.outputs.push(Output::Lost(self.next_stream_frame, n));
+            add(&stats.frames_lost, n as u64);
+            self.next_stream_frame = h.frame;
+            self.part = None;
+        }
+        let bytes = |copied: &Option<Vec<u8>>, msg: &Backing| -> Vec<u8> {
+            match copied {
+                Some(v) => v.clone(),
+                None => msg.as_slice()[OUTER_LEN + FRAME_HEADER_LEN..].to_vec(),
+            }
+        };
+        let done = |this: &mut Self, frame: Frame| {
+            add(&stats.frames_delivered, 1);
+            add(&stats.frame_bytes_delivered, frame.data().len() as u64);
+            this.next_stream_frame = h.frame + 1;
+            this.events.push_back(ClientEvent::Frame(frame));
+        };
+        if parts == 1 {
+            let frame = match copied {
+                Some(v) => Frame::owned(h.frame, h.pts, h.flags, v, false),
+                None => Frame::shared(
+                    h.frame,
+                    h.pts,
+                    h.flags,
+                    msg,
+                    OUTER_LEN + FRAME_HEADER_LEN,
+                    len,
+                ),
+            };
+            done(self, frame);
+            return;
+        }
+        match (&mut self.part, h.part) {
+            (_, 0) => {
+                let mut buf = Vec::with_capacity(len);
+                buf.extend_from_slice(&bytes(&copied, &msg));
+                self.part = Some((h, buf));
+            }
+            (Some((first, buf)), n)
+                if first.frame == h.frame
+                    && first.frame_len == h.frame_len
+                    && buf.len() == n as usize * part_size =>
+            {
+                buf.extend_from_slice(&bytes(&copied, &msg));
+                if n + 1 == h.parts {
+                    let (first, buf) = self.part.take().expect("present");
+                    done(
+                        self,
+                        Frame::owned(first.frame, first.pts, first.flags, buf, false),
+                    );
+                }
+            }
+            _ => {
+                add(&stats.malformed_dropped, 1);
+            }
+        }
+    }
+}
+
+trait ToOwnedIf {
+    fn to_owned_if(&self, yes: bool) -> Option<Vec<u8>>;
+}
+
+impl ToOwnedIf for [u8] {
+    fn to_owned_if(&self, yes: bool) -> Option<Vec<u8>> {
+        yes.then(|| self.to_vec())
+    }
+}
+
+impl<T: LinkTx> ClientInput<T> {
+    // r[impl session.input.send]
+    /// Send one input event to the host. It is delivered exactly once and
+    /// in order, also over lossy links (retransmitted by
+    /// [`Client::next_frame`], which must keep running). Fails with
+    /// [`SessionError::InputBacklog`] when `max_input_queue` events wait for
+    /// acknowledgement.
+    pub async fn send_input(&mut self, event: InputEvent) -> Result<(), SessionError> {
+        event.validate().map_err(SessionError::InvalidInput)?;
+        let shared = &self.shared;
+        {
+            let mut input = shared.input.lock().expect("input lock");
+            if !input.push(event) {
+                return Err(SessionError::InputBacklog {
+                    max: input.unacked(),
+                });
+            }
+        }
+        add(&shared.stats.input_sent, 1);
+        let mut tx = shared.tx.lock().await;
+        let max_body = shared.params.max_message as usize - OUTER_LEN - TAG_LEN;
+        let body = {
+            let mut input = shared.input.lock().expect("input lock");
+            let before = input.retransmits;
+            // On a stream link nothing is lost: send only what was never sent.
+            let b = input.batch(Instant::now(), max_body, shared.stream);
+            add(&shared.stats.input_retransmits, input.retransmits - before);
+            b
+        };
+        if let Some(body) = body {
+            tx.send(
+                Kind::Input,
+                body.len(),
+                |b| b.copy_from_slice(&body),
+                &shared.stats.messages_sent,
+            )
+            .await?;
+        }
+        tx.tx.flush().await?;
+        Ok(())
+    }
+
+    /// A snapshot of the client's counters.
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Close the link's sending half gracefully (the host sees the end).
+    pub async fn close(&mut self) -> Result<(), SessionError> {
+        self.shared.tx.lock().await.tx.close().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Counters for both ends (`session.stats`): serialisable snapshots
+//! (`facet::Facet`, JSON through `facet-json`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use facet::Facet;
+
+macro_rules! counters {
+    ($(#[$m:meta])* $snap:ident, $cnt:ident { $( $(#[$fm:meta])* $f:ident, )* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Facet)]
+        pub struct $snap {
+            $( $(#[$fm])* pub $f: u64, )*
+        }
+
+        #[derive(Debug, Default)]
+        pub(crate) struct $cnt {
+            $( pub(crate) $f: AtomicU64, )*
+        }
+
+        impl $cnt {
+            pub(crate) fn snapshot(&self) -> $snap {
+                $snap { $( $f: self.$f.load(Relaxed), )* }
+            }
+        }
+
+        impl $snap {
+            /// As JSON.
+            pub fn to_json(&self) -> String {
+                facet_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            }
+        }
+    };
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+pub(crate) fn set(c: &AtomicU64, v: u64) {
+    c.store(v, Relaxed);
+}
+
+pub(crate) fn max(c: &AtomicU64, v: u64) {
+    c.fetch_max(v, Relaxed);
+}
+
+counters! {
+    /// What the host sent and received.
+    HostStats, HostCounters {
+        /// Frames submitted and sent.
+        frames_sent,
+        /// Bytes of those frames.
+        frame_bytes_sent,
+        /// Link messages sent (all kinds).
+        messages_sent,
+        /// Data shards sent (lossy links).
+        data_shards_sent,
+        /// Parity shards sent (lossy links).
+        parity_shards_sent,
+        /// Parity percentage in use (changes with adaptive parity).
+        parity_pct,
+        /// Input events delivered to the application.
+        input_events,
+        /// Input events that arrived again and were ignored.
+        input_duplicates,
+        /// Input events dropped because an earlier one was missing (resent later).
+        input_gaps,
+        /// Keyframe requests seen (new frame losses reported).
+        keyframe_requests,
+        /// Loss reports received.
+        feedback_received,
+        /// Loss the client last reported, in parts per million.
+        reported_loss_ppm,
+        /// Frames the client last reported lost in total.
+        reported_frames_lost,
+        /// Messages that failed authentication (dropped).
+        auth_failures,
+        /// Messages dropped by the replay window (duplicates, too old, too far ahead).
+        replays_dropped,
+        /// Malformed messages dropped.
+        malformed_dropped,
+        /// Well-formed messages of a kind not expected here (dropped).
+        unexpected_dropped,
+        /// Key changes of the sending direction.
+        rekeys,
+    }
+}
+
+counters! {
+    /// What the client received and sent.
+    ClientStats, ClientCounters {
+        /// Whole frames delivered.
+        frames_delivered,
+        /// Bytes of those frames.
+        frame_bytes_delivered,
+        /// Frames reported lost (never delivered).
+        frames_lost,
+        /// Frames delivered thanks to parity.
+        frames_recovered,
+        /// Blocks rebuilt from parity.
+        blocks_recovered,
+        /// Data shards received.
+        data_shards_received,
+        /// Parity shards received.
+        parity_shards_received,
+        /// Shards of frames already delivered or reported lost (dropped).
+        late_shards,
+        /// Shards of blocks already complete or rebuilt (dropped).
+        redundant_shards,
+        /// Shards received twice (dropped).
+        duplicate_shards,
+        /// Incomplete frames given up to keep memory under the ceiling.
+        evicted_frames,
+        /// Bytes held by incomplete frames now.
+        pending_bytes,
+        /// Most bytes ever held by incomplete frames.
+        pending_bytes_peak,
+        /// Messages that failed authentication (dropped).
+        auth_failures,
+        /// Messages dropped by the replay window.
+        replays_dropped,
+        /// Malformed messages dropped.
+        malformed_dropped,
+        /// Well-formed messages of a kind not expected here (dropped).
+        unexpected_dropped,
+        /// Input events queued by the application.
+        input_sent,
+        /// Input events retransmitted.
+        input_retransmits,
+        /// Input events acknowledged by the host.
+        input_acked,
+        /// Smoothed input round trip in microseconds (0 until measured).
+        input_rtt_us,
+        /// Link messages sent (all kinds).
+        messages_sent,
+        /// Loss reports sent.
+        feedback_sent,
+        /// Loss over the last report interval, in parts per million.
+        loss_ppm,
+    }
+}

@@ -1,0 +1,118 @@
+//! The sending half shared by a session's two handles: every message goes
+//! through here, gets its packet number and, after the handshake, its seal.
+
+use futures::FutureExt;
+use link_types::{LinkTx, LinkTxPermit, WriteSlot};
+
+use crate::SessionError;
+use crate::crypto::{MAX_PN, Sealer};
+use crate::stats::add;
+use crate::wire::{Kind, OUTER_LEN, TAG_LEN, write_outer};
+
+pub(crate) struct TxState<T> {
+    pub(crate) tx: T,
+    pub(crate) sealer: Option<Sealer>,
+    pub(crate) pn: u64,
+}
+
+impl<T: LinkTx> TxState<T> {
+    pub(crate) fn new(tx: T) -> Self {
+        TxState {
+            tx,
+            sealer: None,
+            pn: 0,
+        }
+    }
+
+    /// Bytes a message with a body of `body` bytes takes on the link.
+    pub(crate) fn wire_len(&self, kind: Kind, body: usize) -> usize {
+        let tag = if self.sealer.is_some() && !kind.is_handshake() {
+            TAG_LEN
+        } else {
+            0
+        };
+        OUTER_LEN + body + tag
+    }
+
+    /// Reserve (waiting for capacity), write and commit one message whose
+    /// body `fill` writes.
+    pub(crate) async fn send(
+        &mut self,
+        kind: Kind,
+        body_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        sent: &std::sync::atomic::AtomicU64,
+    ) -> Result<(), SessionError> {
+        let len = self.wire_len(kind, body_len);
+        let permit = self.tx.reserve().await?;
+        let slot = permit.alloc(len)?;
+        finish(&mut self.sealer, &mut self.pn, slot, kind, body_len, fill)?;
+        add(sent, 1);
+        Ok(())
+    }
+
+    /// Like [`send`](Self::send) but only if capacity is free now; `None`
+    /// when the link is full (the caller keeps the message for later).
+    pub(crate) fn try_send(
+        &mut self,
+        kind: Kind,
+        body_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        sent: &std::sync::atomic::AtomicU64,
+    ) -> Option<Result<(), SessionError>> {
+        let len = self.wire_len(kind, body_len);
+        let permit = match self.tx.reserve().now_or_never()? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let r = permit
+            .alloc(len)
+            .map_err(SessionError::from)
+            .and_then(|slot| finish(&mut self.sealer, &mut self.pn, slot, kind, body_len, fill));
+        if r.is_ok() {
+            add(sent, 1);
+        }
+        Some(r)
+    }
+
+    /// Push out what a batching link queued, without waiting.
+    pub(crate) fn try_flush(&mut self) -> Result<(), SessionError> {
+        match self.tx.flush().now_or_never() {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+// r[impl session.wire.sealed]
+fn finish<S: WriteSlot>(
+    sealer: &mut Option<Sealer>,
+    pn: &mut u64,
+    mut slot: S,
+    kind: Kind,
+    body_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<(), SessionError> {
+    let handshake = kind.is_handshake();
+    let number = if handshake { 0 } else { *pn };
+    if !handshake && number >= MAX_PN {
+        return Err(SessionError::CounterExhausted);
+    }
+    let buf = slot.as_mut_slice();
+    write_outer(buf, kind, number);
+    let (head, rest) = buf.split_at_mut(OUTER_LEN);
+    let (body, tail) = rest.split_at_mut(body_len);
+    fill(body);
+    match sealer {
+        Some(s) if !handshake => {
+            let tag = s.seal(number, head, body);
+            tail[..TAG_LEN].copy_from_slice(&tag);
+        }
+        _ => {}
+    }
+    slot.commit()?;
+    if !handshake {
+        *pn += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! The wire format (spec/session.md, `session.wire.*`): every message is an
+//! outer header — version, kind, packet number — and a body, sealed with
+//! AES-GCM after the handshake when encryption is on.
+//!
+//! All multi-byte integers are little-endian. Decoding never trusts a field:
+//! every length and count is checked against the bytes present and against
+//! the negotiated limits before anything is allocated.
+
+use std::fmt;
+
+/// The wire-format version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// Bytes of the outer header: version (1), kind (1), packet number (8).
+pub const OUTER_LEN: usize = 10;
+
+/// Bytes of an AES-GCM tag appended to a sealed body.
+pub const TAG_LEN: usize = 16;
+
+/// Bytes of the header of a [`Kind::Shard`] body.
+pub const SHARD_HEADER_LEN: usize = 30;
+
+/// Bytes of the header of a [`Kind::Frame`] body.
+pub const FRAME_HEADER_LEN: usize = 22;
+
+/// Bytes of the random value each side contributes to the handshake.
+pub const RANDOM_LEN: usize = 32;
+
+/// The longest text an [`InputEvent::Text`](crate::InputEvent::Text) may carry, in bytes.
+pub const MAX_TEXT: usize = 255;
+
+// r[impl session.wire.kinds]
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Client → host: start of the handshake (never sealed).
+    Hello = 1,
+    /// Host → client: the agreed parameters (never sealed).
+    Welcome = 2,
+    /// Host → client: the handshake was refused (never sealed).
+    Reject = 3,
+    /// Client → host: handshake finished (sealed when encrypting).
+    Finish = 4,
+    /// Host → client: one shard of a frame on a lossy link.
+    Shard = 5,
+    /// Host → client: a frame, or one part of a large frame, on a stream link.
+    Frame = 6,
+    /// Client → host: a batch of input events.
+    Input = 7,
+    /// Host → client: cumulative acknowledgement of input events.
+    InputAck = 8,
+    /// Client → host: loss report.
+    Feedback = 9,
+}
+
+impl Kind {
+    /// Decode a kind byte.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Welcome,
+            3 => Kind::Reject,
+            4 => Kind::Finish,
+            5 => Kind::Shard,
+            6 => Kind::Frame,
+            7 => Kind::Input,
+            8 => Kind::InputAck,
+            9 => Kind::Feedback,
+            _ => return None,
+        })
+    }
+
+    /// Handshake messages travel in the clear and carry packet number 0.
+    pub fn is_handshake(self) -> bool {
+        matches!(self, Kind::Hello | Kind::Welcome | Kind::Reject)
+    }
+}
+
+/// Why a received message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub &'static str);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed message: {}", self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// The decoded outer header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outer {
+    /// Message kind.
+    pub kind: Kind,
+    /// Packet number (0 for handshake messages).
+    pub pn: u64,
+}
+
+// r[impl session.wire.outer]
+/// Decode the outer header of `msg`.
+pub fn read_outer(msg: &[u8]) -> Result<Outer, WireError> {
+    if msg.len() < OUTER_LEN {
+        return Err(WireError("shorter than the outer header"));
+    }
+    if msg[0] != VERSION {
+        return Err(WireError("unknown wire version"));
+    }
+    let kind = Kind::from_u8(msg[1]).ok_or(WireError("unknown message kind"))?;
+    let pn = u64::from_le_bytes(msg[2..10].try_into().expect("8 bytes"));
+    Ok(Outer { kind, pn })
+}
+
+/// Encode an outer header into the first [`OUTER_LEN`] bytes of `buf`.
+pub fn write_outer(buf: &mut [u8], kind: Kind, pn: u64) {
+    buf[0] = VERSION;
+    buf[1] = kind as u8;
+    buf[2..10].copy_from_slice(&pn.to_le_bytes());
+}
+
+/// A bounds-checked reader over a received body.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Read `buf` from its start.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, at: 0 }
+    }
+
+    /// `n` bytes, or an error if fewer remain.
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(WireError("truncated"))?;
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let s = &self.buf[self.at..];
+        self.at = self.buf.len();
+        s
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
+    /// One byte.
+    pub fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    /// A little-endian u16.
+    pub fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.bytes(2)?.try_into().expect("2")))
+    }
+
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+
+    /// A little-endian i32.
+    pub fn i32(&mut self) -> Result<i32, WireError> {
+        Ok(i32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+
+    /// A little-endian i16.
+    pub fn i16(&mut self) -> Result<i16, WireError> {
+        Ok(i16::from_le_bytes(self.bytes(2)?.try_into().expect("2")))
+    }
+
+    /// A little-endian u64.
+    pub fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().expect("8")))
+    }
+
+    /// A little-endian f32.
+    pub fn f32(&mut self) -> Result<f32, WireError> {
+        Ok(f32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+}
+
+/// A writer into a buffer that was sized for what it receives.
+pub struct Writer<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// Write into `buf` from its start.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Writer { buf, at: 0 }
+    }
+
+    /// How many bytes were written.
+    pub fn len(&self) -> usize {
+        self.at
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.at == 0
+    }
+
+    /// Append bytes (the caller sized the buffer; overflow is a bug).
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.buf[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    /// Append one byte.
+    pub fn u8(&mut self, v: u8) {
+        self.bytes(&[v]);
+    }
+
+    /// Append a little-endian u16.
+    pub fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// Append a little-endian u32.
+    pub fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// Append a little-endian i32.
+    pub fn i32(&mut self, v: i32) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// Append a little-endian i16.
+    pub fn i16(&mut self, v: i16) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// Append a little-endian u64.
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// Append a little-endian f32.
+    pub fn f32(&mut self, v: f32) {
+        self.bytes(&v.to_le_bytes());
+    }
+}
+
+/// Header of one shard of a frame on a lossy link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardHeader {
+    /// Frame index.
+    pub frame: u32,
+    /// Frame length in bytes.
+    pub frame_len: u32,
+    /// Presentation time in microseconds.
+    pub pts: u64,
+    /// Frame flags.
+    pub flags: u8,
+    /// Coder of this frame's blocks (1 = GF(2^8), 2 = GF(2^16)).
+    pub coder: u8,
+    /// Block of the frame this shard belongs to.
+    pub block: u16,
+    /// Blocks in the frame.
+    pub blocks: u16,
+    /// Index within the block: `0..k` data, `k..k+m` parity.
+    pub index: u16,
+    /// Data shards of this block.
+    pub k: u16,
+    /// Parity shards of this block.
+    pub m: u16,
+    /// Shard size of this frame.
+    pub shard_size: u16,
+}
+
+// r[impl session.wire.shard]
+impl ShardHeader {
+    /// Encode into `w`.
+    pub fn write(&self, w: &mut Writer<'_>) {
+        w.u32(self.frame);
+        w.u32(self.frame_len);
+        w.u64(self.pts);
+        w.u8(self.flags);
+        w.u8(self.coder);
+        w.u16(self.block);
+        w.u16(self.blocks);
+        w.u16(self.index);
+        w.u16(self.k);
+        w.u16(self.m);
+        w.u16(self.shard_size);
+    }
+
+    /// Decode from `r` (fields are checked by the reassembler).
+    pub fn read(r: &mut Reader<'_>) -> Result<ShardHeader, WireError> {
+        Ok(ShardHeader {
+            frame: r.u32()?,
+            frame_len: r.u32()?,
+            pts: r.u64()?,
+            flags: r.u8()?,
+            coder: r.u8()?,
+            block: r.u16()?,
+            blocks: r.u16()?,
+            index: r.u16()?,
+            k: r.u16()?,
+            m: r.u16()?,
+            shard_size: r.u16()?,
+        })
+    }
+}
+
+/// Header of a frame (or one part of it) on a stream link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Frame index.
+    pub frame: u32,
+    /// Frame length in bytes.
+    pub frame_len: u32,
+    /// Presentation time in microseconds.
+    pub pts: u64,
+    /// Frame flags.
+    pub flags: u8,
+    /// Part of the frame this message carries.
+    pub part: u16,
+    /// Parts the frame was cut into.
+    pub parts: u16,
+}
+
+// r[impl session.wire.frame]
+impl FrameHeader {
+    /// Encode into `w`.
+    pub fn write(&self, w: &mut Writer<'_>) {
+        w.u32(self.frame);
+        w.u32(self.frame_len);
+        w.u64(self.pts);
+        w.u8(self.flags);
+        w.u8(0);
+        w.u16(self.part);
+        w.u16(self.parts);
+    }
+
+    /// Decode from `r`.
+    pub fn read(r: &mut Reader<'_>) -> Result<FrameHeader, WireError> {
+        let frame = r.u32()?;
+        let frame_len = r.u32()?;
+        let pts = r.u64()?;
+        let flags = r.u8()?;
+        let _reserved = r.u8()?;
+        Ok(FrameHeader {
+            frame,
+            frame_len,
+            pts,
+            flags,
+            part: r.u16()?,
+            parts: r.u16()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_never_reads_past_the_end() {
+        let mut r = Reader::new(&[1, 2, 3]);
+        assert_eq!(r.u16().unwrap(), 0x0201);
+        assert!(r.u16().is_err());
+        assert_eq!(r.u8().unwrap(), 3);
+        assert!(r.bytes(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn shard_header_round_trips() {
+        let h = ShardHeader {
+            frame: 7,
+            frame_len: 123_456,
+            pts: 99,
+            flags: 1,
+            coder: 2,
+            block: 0,
+            blocks: 1,
+            index: 3,
+            k: 88,
+            m: 18,
+            shard_size: 1400,
+        };
+        let mut buf = [0u8; SHARD_HEADER_LEN];
+        let mut w = Writer::new(&mut buf);
+        h.write(&mut w);
+        assert_eq!(w.len(), SHARD_HEADER_LEN);
+        assert_eq!(ShardHeader::read(&mut Reader::new(&buf)).unwrap(), h);
+    }
+}

@@ -1,0 +1,132 @@
+//! Helpers shared by the session's integration tests.
+#![allow(dead_code)]
+
+use link_session::{Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, HostEvent};
+use link_types::Link;
+
+/// A frame whose bytes are a function of its index (so the receiver can
+/// check every byte), with a trailing FNV checksum.
+pub fn frame_bytes(index: u32, len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(index.wrapping_mul(97)) as u8
+        })
+        .collect();
+    if len >= 8 {
+        let sum = fnv(&v[..len - 8]);
+        v[len - 8..].copy_from_slice(&sum.to_le_bytes());
+    }
+    v
+}
+
+pub fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ *x as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Frame sizes of a small stream: a keyframe every 30 frames.
+pub fn size_of(i: u32, base: usize) -> usize {
+    if i % 30 == 0 {
+        base * 8
+    } else {
+        base + (i as usize * 37) % base
+    }
+}
+
+/// What a streaming run saw.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub delivered: u32,
+    pub lost: u32,
+    pub corrupt: u32,
+    pub zero_copy: u32,
+    pub recovered: u32,
+    pub keyframe_requests: u32,
+    pub client: Option<link_session::ClientStats>,
+    pub host: Option<link_session::HostStats>,
+}
+
+/// Stream `frames` frames host → client over a connected pair, check every
+/// byte, and return what happened.
+pub async fn stream<A, B>(
+    a: A,
+    b: B,
+    host_cfg: HostConfig,
+    client_cfg: ClientConfig,
+    frames: u32,
+    base: usize,
+) -> Outcome
+where
+    A: Link + 'static,
+    B: Link + 'static,
+    A::Tx: 'static,
+    A::Rx: 'static,
+    B::Tx: 'static,
+    B::Rx: 'static,
+{
+    let host = async move {
+        let (mut host, mut events) = Host::accept(a, host_cfg).await.expect("accept");
+        let ev = async move {
+            let mut kf = 0;
+            while let Ok(Some(e)) = events.next_event().await {
+                if let HostEvent::KeyframeRequest { .. } = e {
+                    kf += 1;
+                }
+            }
+            (kf, events.stats())
+        };
+        let send = async move {
+            for i in 0..frames {
+                let data = frame_bytes(i, size_of(i, base));
+                let flags = if i.is_multiple_of(30) {
+                    FrameFlags::KEYFRAME
+                } else {
+                    FrameFlags::NONE
+                };
+                host.send_frame(&data, i as u64 * 1000, flags)
+                    .await
+                    .expect("send");
+            }
+            host.close().await.expect("close");
+        };
+        // The host's counters once the client is gone (loss reports included).
+        let ((kf, stats), ()) = futures::join!(ev, send);
+        (kf, stats)
+    };
+    let client = async move {
+        let (mut c, mut input) = Client::connect(b, client_cfg).await.expect("connect");
+        let mut out = Outcome::default();
+        let mut next = 0u32;
+        while let Some(ev) = c.next_frame().await.expect("next_frame") {
+            match ev {
+                ClientEvent::Frame(f) => {
+                    assert!(f.index >= next, "frames in order");
+                    next = f.index + 1;
+                    let want = frame_bytes(f.index, size_of(f.index, base));
+                    if f.data() != &want[..] || f.pts != f.index as u64 * 1000 {
+                        out.corrupt += 1;
+                    }
+                    assert_eq!(f.flags.is_keyframe(), f.index.is_multiple_of(30));
+                    out.delivered += 1;
+                    out.zero_copy += f.is_zero_copy() as u32;
+                    out.recovered += f.recovered as u32;
+                }
+                ClientEvent::Lost { first, count } => {
+                    assert!(first >= next, "loss reported in order");
+                    next = first + count;
+                    out.lost += count;
+                }
+            }
+        }
+        let _ = input.close().await;
+        out.client = Some(c.stats());
+        out
+    };
+    let ((kf, hs), mut out) = futures::join!(host, client);
+    out.keyframe_requests = kf;
+    out.host = Some(hs);
+    out
+}

@@ -1,0 +1,683 @@
+//! The session over the in-memory link and the fault injector: frames,
+//! FEC, encryption, handshake, input, feedback, hostile input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use link_session::wire::{self, Kind, OUTER_LEN, SHARD_HEADER_LEN, ShardHeader, Writer};
+use link_session::{
+    Client, ClientConfig, ClientEvent, FecScheme, FrameFlags, Host, HostConfig, HostEvent,
+    InputEvent, RejectReason, SessionError, TouchPhase,
+};
+use link_types::fault::wrap;
+use link_types::{
+    FaultSpec, Link, LinkRx, LinkTx, LinkTxExt, MemoryConfig, fault_pair, memory_pair,
+};
+
+const PSK: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn enc_host() -> HostConfig {
+    HostConfig {
+        psk: Some(PSK.to_vec()),
+        ..Default::default()
+    }
+}
+
+fn enc_client() -> ClientConfig {
+    ClientConfig {
+        psk: Some(PSK.to_vec()),
+        ..Default::default()
+    }
+}
+
+fn datagram_memory() -> (link_types::MemoryLink, link_types::MemoryLink) {
+    memory_pair(MemoryConfig {
+        capacity: 1024,
+        max_payload: 1472,
+    })
+}
+
+// r[verify session.wire.stream-frames]
+// r[verify session.host.send]
+// r[verify session.client.next-frame]
+#[tokio::test]
+async fn frames_are_byte_exact_and_zero_copy_over_a_stream_link() {
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let o = stream(a, b, HostConfig::default(), ClientConfig::default(), 120, 20_000).await;
+    assert_eq!((o.delivered, o.lost, o.corrupt), (120, 0, 0));
+    // One message per frame, handed out without a copy.
+    assert_eq!(o.zero_copy, 120);
+    let h = o.host.unwrap();
+    assert_eq!(h.data_shards_sent + h.parity_shards_sent, 0, "no FEC on a stream");
+}
+
+#[tokio::test]
+async fn large_frames_travel_in_parts_and_encrypted() {
+    let (a, b) = memory_pair(MemoryConfig {
+        capacity: 64,
+        max_payload: 4096,
+    });
+    let o = stream(a, b, enc_host(), enc_client(), 60, 30_000).await;
+    assert_eq!((o.delivered, o.lost, o.corrupt), (60, 0, 0));
+    assert_eq!(o.zero_copy, 0, "decrypted frames are copies");
+    let h = o.host.unwrap();
+    assert!(h.messages_sent > 60 * 7, "frames were cut into parts");
+}
+
+// r[verify session.host.zero-copy]
+#[tokio::test]
+async fn producer_writes_straight_into_the_link_slot() {
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let host = async move {
+        let (mut host, _ev) = Host::accept(a, HostConfig::default()).await.unwrap();
+        for i in 0..10u32 {
+            let want = frame_bytes(i, 50_000);
+            host.send_frame_with(50_000, i as u64, FrameFlags::NONE, |buf| {
+                buf.copy_from_slice(&want)
+            })
+            .await
+            .unwrap();
+        }
+        host.close().await.unwrap();
+    };
+    let client = async move {
+        let (mut c, _input) = Client::connect(b, ClientConfig::default()).await.unwrap();
+        let mut n = 0;
+        while let Some(ClientEvent::Frame(f)) = c.next_frame().await.unwrap() {
+            assert!(f.is_zero_copy());
+            assert_eq!(f.data(), &frame_bytes(f.index, 50_000)[..]);
+            n += 1;
+        }
+        n
+    };
+    let ((), n) = futures::join!(host, client);
+    assert_eq!(n, 10);
+}
+
+// r[verify session.fec.parity]
+// r[verify session.reassembly.shards]
+#[tokio::test]
+async fn lossy_links_deliver_whole_frames_or_count_them_lost() {
+    for (loss, dup, reorder) in [
+        (0.0, 0.05, 0.05),
+        (0.01, 0.02, 0.02),
+        (0.05, 0.02, 0.02),
+        (0.10, 0.02, 0.02),
+        (0.20, 0.02, 0.02),
+    ] {
+        let spec = FaultSpec {
+            loss,
+            duplicate: dup,
+            reorder,
+            max_displacement: 8,
+            ..FaultSpec::none()
+        };
+        let (a, b) = datagram_memory();
+        let (a, b) = fault_pair(a, b, spec, spec, 42).unwrap();
+        let frames = 240;
+        let o = stream(a, b, enc_host(), enc_client(), frames, 40_000).await;
+        let c = o.client.as_ref().unwrap();
+        eprintln!("loss {loss}: {o:?}");
+        assert_eq!(o.corrupt, 0, "loss {loss}: a corrupt frame was delivered");
+        assert_eq!(o.delivered + o.lost, frames, "loss {loss}: every frame accounted");
+        assert_eq!(c.frames_lost as u32, o.lost);
+        if loss == 0.0 {
+            assert_eq!(o.delivered, frames, "duplication and reordering lose nothing");
+            assert!(c.duplicate_shards > 0 || c.redundant_shards > 0);
+        } else {
+            assert!(o.recovered > 0, "loss {loss}: parity rebuilt frames");
+        }
+        if loss <= 0.05 {
+            assert!(
+                o.delivered as f64 >= frames as f64 * 0.98,
+                "loss {loss}: only {} of {frames} delivered",
+                o.delivered
+            );
+        }
+        assert!(c.pending_bytes_peak <= ClientConfig::default().max_pending_bytes as u64);
+    }
+}
+
+// r[verify session.crypto.drop]
+#[tokio::test]
+async fn tampered_replayed_and_duplicated_messages_are_dropped_and_counted() {
+    // host <-> (h, r1) relay (r2, c) <-> client; the host's end is unordered
+    // (a reorder fault), so the session packetizes with FEC.
+    let (h, r1) = memory_pair(MemoryConfig {
+        capacity: 1024,
+        max_payload: 1472,
+    });
+    let (r2, c) = memory_pair(MemoryConfig {
+        capacity: 1024,
+        max_payload: 1472,
+    });
+    let spec = FaultSpec {
+        reorder: 0.05,
+        max_displacement: 2,
+        ..FaultSpec::none()
+    };
+    let h = wrap(h, spec, 1).unwrap();
+    let (mut r1_tx, mut r1_rx) = r1.split();
+    let (mut r2_tx, mut r2_rx) = r2.split();
+    let down = async move {
+        let (mut flipped, mut dups, mut replays) = (0u64, 0u64, 0u64);
+        let mut history: Vec<Vec<u8>> = Vec::new();
+        let mut n = 0u64;
+        while let Ok(Some(m)) = r1_rx.recv().await {
+            let mut m = m.into_vec();
+            let is_shard = m.len() > 1 && m[1] == Kind::Shard as u8;
+            if is_shard {
+                n += 1;
+                history.push(m.clone());
+            }
+            if is_shard && n.is_multiple_of(13) {
+                let i = m.len() / 2;
+                m[i] ^= 0x40;
+                flipped += 1;
+            }
+            if r2_tx.send(&m).await.is_err() {
+                break;
+            }
+            if is_shard && n.is_multiple_of(17) && !n.is_multiple_of(13) {
+                r2_tx.send(&m).await.unwrap();
+                dups += 1;
+            }
+            // Replay a copy of a message delivered earlier (not one whose
+            // original was tampered with: that one was never accepted).
+            if is_shard && n.is_multiple_of(19) && n > 60 && !(n - 59).is_multiple_of(13) {
+                let old = history[(n - 60) as usize].clone();
+                r2_tx.send(&old).await.unwrap();
+                replays += 1;
+            }
+        }
+        let _ = r2_tx.close().await;
+        (flipped, dups, replays)
+    };
+    let up = async move {
+        while let Ok(Some(m)) = r2_rx.recv().await {
+            if r1_tx.send(m.as_slice()).await.is_err() {
+                break;
+            }
+        }
+        let _ = r1_tx.close().await;
+    };
+    let session = stream(h, c, enc_host(), enc_client(), 120, 20_000);
+    let (o, (flipped, dups, replays), ()) = futures::join!(session, down, up);
+    let cs = o.client.unwrap();
+    assert!(flipped > 10 && dups > 5 && replays > 5);
+    assert_eq!(cs.auth_failures, flipped, "every tampered message failed authentication");
+    assert_eq!(cs.replays_dropped, dups + replays, "every copy dropped by the window");
+    assert_eq!(o.corrupt, 0);
+    assert_eq!(o.delivered + o.lost, 120);
+    assert!(o.delivered >= 110, "parity covered the dropped messages: {}", o.delivered);
+}
+
+async fn handshake(
+    a: impl Link + 'static,
+    b: impl Link + 'static,
+    host: HostConfig,
+    client: ClientConfig,
+) -> (Result<(), SessionError>, Result<(), SessionError>) {
+    let h = async move { Host::accept(a, host).await.map(|_| ()) };
+    let c = async move { Client::connect(b, client).await.map(|_| ()) };
+    futures::join!(h, c)
+}
+
+// r[verify session.handshake.host]
+// r[verify session.handshake.client]
+#[tokio::test]
+async fn mismatched_parameters_are_refused_with_a_reason() {
+    let quick = |mut c: ClientConfig| {
+        c.handshake_timeout = Duration::from_secs(2);
+        c
+    };
+    // Encryption on one side only.
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let (h, c) = handshake(a, b, enc_host(), quick(ClientConfig::default())).await;
+    assert!(matches!(h, Err(SessionError::Rejected { reason: RejectReason::Encryption, .. })), "{h:?}");
+    assert!(matches!(c, Err(SessionError::Rejected { reason: RejectReason::Encryption, .. })), "{c:?}");
+    // Host frames larger than the client accepts.
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let host = HostConfig {
+        max_frame: 8 << 20,
+        ..Default::default()
+    };
+    let client = ClientConfig {
+        max_frame: 1 << 20,
+        max_pending_bytes: 2 << 20,
+        ..quick(ClientConfig::default())
+    };
+    let (h, c) = handshake(a, b, host, client).await;
+    assert!(matches!(h, Err(SessionError::Rejected { reason: RejectReason::MaxFrame, .. })));
+    let msg = c.unwrap_err().to_string();
+    assert!(msg.contains("8388608") && msg.contains("1048576"), "{msg}");
+    // A link too small for a shard.
+    let (a, b) = memory_pair(MemoryConfig {
+        capacity: 8,
+        max_payload: 100,
+    });
+    let (a, b) = fault_pair(a, b, FaultSpec::loss(0.0001), FaultSpec::none(), 1).unwrap();
+    let (h, _c) = handshake(a, b, HostConfig::default(), quick(ClientConfig::default())).await;
+    assert!(matches!(h, Err(SessionError::Rejected { reason: RejectReason::ShardSize, .. })));
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_detected_by_both_sides() {
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let host = HostConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..enc_host()
+    };
+    let client = ClientConfig {
+        psk: Some(b"another key, 32 bytes long......".to_vec()),
+        ..Default::default()
+    };
+    let (h, c) = handshake(a, b, host, client).await;
+    assert!(matches!(c, Err(SessionError::AuthFailed)), "{c:?}");
+    // The client never sent an authentic Finish: the host fails too (the
+    // client's end is gone, or the wait times out), it never hangs.
+    assert!(
+        matches!(
+            h,
+            Err(SessionError::HandshakeTimeout { .. })
+                | Err(SessionError::ClosedDuringHandshake)
+                | Err(SessionError::Link(link_types::LinkError::PeerGone))
+        ),
+        "{h:?}"
+    );
+}
+
+#[tokio::test]
+async fn handshake_completes_over_a_lossy_link_and_times_out_without_a_host() {
+    for seed in 0..5 {
+        let (a, b) = datagram_memory();
+        let spec = FaultSpec::loss(0.3);
+        let (a, b) = fault_pair(a, b, spec, spec, seed).unwrap();
+        let (h, c) = handshake(a, b, enc_host(), enc_client()).await;
+        h.unwrap();
+        c.unwrap();
+    }
+    let (_a, b) = datagram_memory();
+    let (_a2, b) = fault_pair(_a, b, FaultSpec::loss(0.01), FaultSpec::loss(0.01), 1).unwrap();
+    let t = std::time::Instant::now();
+    let r = Client::connect(
+        b,
+        ClientConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(SessionError::HandshakeTimeout { .. })));
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+fn events(n: u32) -> Vec<InputEvent> {
+    (0..n)
+        .map(|i| match i % 8 {
+            0 => InputEvent::Key { code: i, down: i % 3 == 0, mods: 1 },
+            1 => InputEvent::MouseMove { dx: i as i32, dy: -(i as i32) },
+            2 => InputEvent::MouseAbs { x: i as i32, y: 7 },
+            3 => InputEvent::MouseButton { button: (i % 5) as u8, down: true },
+            4 => InputEvent::Wheel { dx: 0, dy: i as i32 },
+            5 => InputEvent::Gamepad { pad: 0, buttons: i, lx: 1, ly: 2, rx: 3, ry: 4, lt: 5, rt: 6 },
+            6 => InputEvent::Touch { id: i, phase: TouchPhase::Move, x: 0.5, y: 0.25 },
+            _ => InputEvent::Text(format!("t{i}")),
+        })
+        .collect()
+}
+
+// r[verify session.input.retransmit]
+// r[verify session.input.order]
+// r[verify session.input.send]
+#[tokio::test]
+async fn input_arrives_exactly_once_in_order_under_20_percent_loss() {
+    let spec = FaultSpec {
+        loss: 0.2,
+        duplicate: 0.05,
+        reorder: 0.05,
+        max_displacement: 4,
+        ..FaultSpec::none()
+    };
+    let (a, b) = datagram_memory();
+    let (a, b) = fault_pair(a, b, spec, spec, 9).unwrap();
+    let n = 1500;
+    let host = async move {
+        let (mut host, mut ev) = Host::accept(a, enc_host()).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < n as usize {
+            match ev.next_event().await.unwrap() {
+                Some(HostEvent::Input(e)) => got.push(e),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        // Let the last acknowledgements out, then end the stream.
+        host.send_frame(b"bye", 0, FrameFlags::NONE).await.unwrap();
+        host.close().await.unwrap();
+        (got, ev.stats())
+    };
+    let client = async move {
+        let (mut frames, mut input) = Client::connect(b, enc_client()).await.unwrap();
+        let pump = async move {
+            while let Ok(Some(_)) = frames.next_frame().await {}
+            frames.stats()
+        };
+        let send = async move {
+            for e in events(n) {
+                input.send_input(e).await.unwrap();
+                if fastrand_like() {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let (stats, ()) = futures::join!(pump, send);
+        stats
+    };
+    let ((got, hs), cs) = futures::join!(host, client);
+    assert_eq!(got, events(n), "every event once, in order");
+    assert!(cs.input_retransmits > 0, "loss forced retransmissions");
+    assert!(hs.input_duplicates > 0 || hs.input_gaps > 0);
+    assert!(cs.input_rtt_us > 0, "round trip measured");
+}
+
+fn fastrand_like() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static X: AtomicU64 = AtomicU64::new(1);
+    X.fetch_add(0x9E37_79B9, Ordering::Relaxed) % 7 == 0
+}
+
+// r[verify session.feedback.report]
+// r[verify session.feedback.keyframe]
+#[tokio::test]
+async fn lost_frames_reach_the_host_as_keyframe_requests() {
+    let (a, b) = datagram_memory();
+    let (a, b) = fault_pair(a, b, FaultSpec::loss(0.05), FaultSpec::none(), 3).unwrap();
+    let host = HostConfig {
+        parity_pct: 0,
+        min_parity: 0,
+        ..Default::default()
+    };
+    let o = stream(a, b, host, ClientConfig::default(), 200, 5_000).await;
+    assert!(o.lost > 0);
+    assert!(o.keyframe_requests > 0, "{o:?}");
+    let hs = o.host.unwrap();
+    assert!(hs.feedback_received > 0);
+    assert!(hs.reported_frames_lost > 0);
+    assert!(hs.reported_loss_ppm <= 1_000_000);
+}
+
+// r[verify session.feedback.adaptive]
+#[tokio::test]
+async fn adaptive_parity_follows_reported_loss() {
+    let (a, b) = datagram_memory();
+    let (a, b) = fault_pair(a, b, FaultSpec::loss(0.15), FaultSpec::none(), 5).unwrap();
+    let host = HostConfig {
+        adaptive_parity: true,
+        parity_pct: 10,
+        ..Default::default()
+    };
+    let (a_ready, b_ready) = (a, b);
+    let h = async move {
+        let (mut host, mut ev) = Host::accept(a_ready, host).await.unwrap();
+        let events = async move { while let Ok(Some(_)) = ev.next_event().await {} };
+        let send = async move {
+            for i in 0..300u32 {
+                host.send_frame(&frame_bytes(i, 8_000), 0, FrameFlags::NONE).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let s = host.stats();
+            host.close().await.unwrap();
+            s
+        };
+        futures::join!(events, send).1
+    };
+    let c = async move {
+        let (mut c, _i) = Client::connect(b_ready, ClientConfig::default()).await.unwrap();
+        while let Ok(Some(_)) = c.next_frame().await {}
+    };
+    let (hs, ()) = futures::join!(h, c);
+    assert!(hs.parity_pct > 10, "parity rose with 15% loss: {hs:?}");
+}
+
+#[tokio::test]
+async fn rekeying_keeps_the_stream_flowing() {
+    let (a, b) = datagram_memory();
+    let (a, b) = fault_pair(a, b, FaultSpec::loss(0.01), FaultSpec::none(), 8).unwrap();
+    let host = HostConfig {
+        rekey_shift: 10,
+        ..enc_host()
+    };
+    let o = stream(a, b, host, enc_client(), 150, 20_000).await;
+    let hs = o.host.unwrap();
+    assert!(hs.rekeys >= 2, "{hs:?}");
+    assert_eq!(o.corrupt, 0);
+    assert!(o.delivered >= 145);
+}
+
+#[tokio::test]
+async fn frames_above_the_agreed_maximum_are_refused() {
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let host = HostConfig {
+        max_frame: 1000,
+        ..Default::default()
+    };
+    let h = async move {
+        let (mut host, _e) = Host::accept(a, host).await.unwrap();
+        let r = host.send_frame(&[0; 1001], 0, FrameFlags::NONE).await;
+        assert!(matches!(r, Err(SessionError::FrameTooLarge { len: 1001, max: 1000 })));
+        host.send_frame(&[0; 1000], 0, FrameFlags::NONE).await.unwrap();
+        host.close().await.unwrap();
+    };
+    let c = async move {
+        let (mut c, _i) = Client::connect(b, ClientConfig::default()).await.unwrap();
+        let mut n = 0;
+        while let Some(ClientEvent::Frame(f)) = c.next_frame().await.unwrap() {
+            assert_eq!(f.index, 0, "the refused frame used no index");
+            n += 1;
+        }
+        n
+    };
+    let ((), n) = futures::join!(h, c);
+    assert_eq!(n, 1);
+}
+
+// r[verify session.stats]
+#[tokio::test]
+async fn stats_serialise_as_json() {
+    let (a, b) = datagram_memory();
+    let (a, b) = fault_pair(a, b, FaultSpec::loss(0.02), FaultSpec::none(), 2).unwrap();
+    let o = stream(a, b, HostConfig::default(), ClientConfig::default(), 40, 5_000).await;
+    let c = o.client.unwrap();
+    let json = c.to_json();
+    assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
+    assert!(json.contains(&format!("\"frames_delivered\":{}", c.frames_delivered)), "{json}");
+    let back: link_session::ClientStats = facet_json::from_str(&json).unwrap();
+    assert_eq!(back, c);
+    let h = o.host.unwrap().to_json();
+    assert!(h.contains("\"parity_shards_sent\":"), "{h}");
+}
+
+// ---- hostile input -------------------------------------------------------
+
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A fake host on the raw link: a valid handshake, then `count` hostile
+/// messages (shard headers with random, often inconsistent fields; random
+/// bytes; truncated messages; other kinds).
+async fn hostile_host(link: impl Link, seed: u64, count: usize) {
+    let (mut tx, mut rx) = link.split();
+    let hello = rx.recv().await.unwrap().unwrap();
+    let hello = link_session::handshake::Hello::read(&hello.as_slice()[OUTER_LEN..]).unwrap();
+    let params = link_session::Params {
+        version: wire::VERSION,
+        encryption: false,
+        stream: false,
+        fec: FecScheme::Auto,
+        auto_threshold: 64,
+        shard_size: 1024,
+        max_frame: 1 << 20,
+        max_message: 1472,
+        parity_pct: 20,
+        min_parity: 1,
+        rekey_shift: 23,
+    };
+    let welcome = link_session::handshake::Welcome {
+        client_random: hello.random,
+        host_random: [7; 32],
+        params,
+        confirm: [0; 16],
+    }
+    .to_bytes();
+    let mut msg = vec![0u8; OUTER_LEN];
+    wire::write_outer(&mut msg, Kind::Welcome, 0);
+    msg.extend_from_slice(&welcome);
+    tx.send(&msg).await.unwrap();
+    let _finish = rx.recv().await.unwrap().unwrap();
+    let mut r = SplitMix(seed);
+    for pn in 0..count as u64 {
+        let choice = r.below(10);
+        let mut m = vec![0u8; OUTER_LEN];
+        let kind = if choice < 7 { Kind::Shard } else { [Kind::Frame, Kind::InputAck, Kind::Welcome][r.below(3) as usize] };
+        // Mostly fresh packet numbers, some repeats and jumps.
+        let number = match r.below(20) {
+            0 => r.next(),
+            1 => pn.saturating_sub(r.below(50)),
+            _ => pn,
+        };
+        wire::write_outer(&mut m, kind, number);
+        if kind == Kind::Shard {
+            let frame_len = match r.below(4) {
+                0 => r.next() as u32,
+                _ => r.below(1 << 20) as u32,
+            };
+            let coder = [1u8, 2, 0, 9][r.below(4) as usize];
+            let n = (frame_len as usize).div_ceil(1024).max(1);
+            let max_k = if coder == 2 { 16384 } else { 64 };
+            let blocks = n.div_ceil(max_k).max(1);
+            let k = n.div_ceil(blocks);
+            let h = ShardHeader {
+                frame: match r.below(6) {
+                    0 => r.next() as u32,
+                    _ => (pn / 40) as u32 + r.below(8) as u32,
+                },
+                frame_len,
+                pts: r.next(),
+                flags: r.below(3) as u8,
+                coder,
+                block: r.below(blocks as u64 + 1) as u16,
+                blocks: if r.below(5) == 0 { r.next() as u16 } else { blocks as u16 },
+                index: r.below(k as u64 + 20) as u16,
+                k: if r.below(5) == 0 { r.next() as u16 } else { k as u16 },
+                m: r.below(40) as u16,
+                shard_size: if r.below(10) == 0 { r.next() as u16 } else { 1024 },
+            };
+            let mut head = [0u8; SHARD_HEADER_LEN];
+            h.write(&mut Writer::new(&mut head));
+            m.extend_from_slice(&head);
+            let len = if r.below(3) == 0 { r.below(1400) as usize } else { 1024 };
+            m.extend((0..len).map(|_| r.next() as u8));
+        } else {
+            let len = r.below(200) as usize;
+            m.extend((0..len).map(|_| r.next() as u8));
+        }
+        if r.below(15) == 0 {
+            m.truncate(r.below(m.len() as u64) as usize);
+        }
+        if r.below(30) == 0 {
+            m = (0..r.below(1472)).map(|_| r.next() as u8).collect();
+        }
+        if tx.send(&m).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.close().await;
+}
+
+// r[verify session.reassembly.bounds]
+// r[verify session.reassembly.ceiling]
+#[test]
+fn hostile_shards_never_panic_and_memory_stays_under_the_ceiling() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cfg = proptest::test_runner::Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Default::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(cfg);
+    runner
+        .run(&proptest::prelude::any::<u64>(), |seed| {
+            let ceiling = 3 << 20;
+            let (a, b) = datagram_memory();
+            let client = async move {
+                let cfg = ClientConfig {
+                    max_frame: 1 << 20,
+                    max_pending_bytes: ceiling,
+                    frame_timeout: Duration::from_millis(20),
+                    ..Default::default()
+                };
+                let (mut c, _i) = Client::connect(b, cfg).await.unwrap();
+                let mut frames = 0u64;
+                let mut bytes = 0u64;
+                loop {
+                    match c.next_frame().await {
+                        Ok(Some(ClientEvent::Frame(f))) => {
+                            frames += 1;
+                            bytes += f.data().len() as u64;
+                            assert!(f.data().len() <= 1 << 20);
+                        }
+                        Ok(Some(ClientEvent::Lost { .. })) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let _ = bytes;
+                (frames, c.stats())
+            };
+            let ((_, stats), ()) = rt.block_on(async { futures::join!(client, hostile_host(a, seed, 3000)) });
+            proptest::prop_assert!(stats.pending_bytes_peak <= ceiling as u64, "{stats:?}");
+            proptest::prop_assert!(stats.malformed_dropped > 0);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn input_text_over_255_bytes_is_refused_before_sending() {
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let h = async move { Host::accept(a, HostConfig::default()).await.map(|_| ()) };
+    let c = async move {
+        let (_f, mut input) = Client::connect(b, ClientConfig::default()).await.unwrap();
+        input.send_input(InputEvent::Text("x".repeat(300))).await
+    };
+    let (h, c) = futures::join!(h, c);
+    h.unwrap();
+    assert!(matches!(c, Err(SessionError::InvalidInput(_))));
+}
+
+#[allow(dead_code)]
+fn assert_send<T: Send>(_: &T) {}
+
+#[allow(dead_code)]
+fn futures_are_send<T: LinkTx + 'static, R: LinkRx + 'static>(
+    h: &mut Host<T>,
+    e: &mut link_session::HostEvents<T, R>,
+    c: &mut Client<T, R>,
+) {
+    assert_send(&h.send_frame(&[], 0, FrameFlags::NONE));
+    assert_send(&e.next_event());
+    assert_send(&c.next_frame());
+}
