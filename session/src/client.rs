@@ -85,6 +85,9 @@ fn check_welcome(w: &Welcome, config: &ClientConfig, caps: LinkCaps) -> Result<(
             caps.max_payload
         ));
     }
+    if max_message < crate::wire::MIN_MESSAGE {
+        return no(format!("messages of {max_message} bytes are too small"));
+    }
     if p.stream {
         if !caps.is_stream() {
             return no("host sends frames whole but this link is lossy".into());
@@ -351,6 +354,11 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 }
                 self.drain_outputs();
                 self.ended = true;
+                // A last loss report, so that the host's view ends complete.
+                if !self.shared.stream {
+                    self.feedback_due = true;
+                    let _ = self.flush_control(Instant::now());
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -486,7 +494,9 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                         Some(ClientEvent::Lost { first, count }) if *first + *count == i => {
                             *count += n;
                         }
-                        _ => self.events.push_back(ClientEvent::Lost { first: i, count: n }),
+                        _ => self
+                            .events
+                            .push_back(ClientEvent::Lost { first: i, count: n }),
                     }
                 }
             }
@@ -580,6 +590,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             || h.part >= h.parts
             || payload_len != expect
             || h.frame < self.next_stream_frame
+            || h.frame > crate::wire::MAX_FRAME_INDEX
         {
             add(&stats.malformed_dropped, 1);
             return;

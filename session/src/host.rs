@@ -156,6 +156,15 @@ fn agree(
         .min(u32::MAX as usize);
     let tag = if config.psk.is_some() { TAG_LEN } else { 0 };
     let stream = caps.is_stream();
+    if max_message < crate::wire::MIN_MESSAGE {
+        return Err((
+            RejectReason::ShardSize,
+            format!(
+                "messages of {max_message} bytes; a session needs {}",
+                crate::wire::MIN_MESSAGE
+            ),
+        ));
+    }
     let mut shard_size = 0;
     if stream {
         if max_message <= OUTER_LEN + FRAME_HEADER_LEN + tag {
@@ -433,6 +442,9 @@ impl<T: LinkTx> Host<T> {
     }
 
     fn check_len(&self, len: usize) -> Result<(), SessionError> {
+        if self.frame > crate::wire::MAX_FRAME_INDEX {
+            return Err(SessionError::CounterExhausted);
+        }
         let max = self.shared.params.max_frame as usize;
         if len > max {
             return Err(SessionError::FrameTooLarge { len, max });
@@ -441,7 +453,7 @@ impl<T: LinkTx> Host<T> {
     }
 
     async fn finish_frame(&mut self, tx: &mut TxState<T>, len: usize) -> Result<(), SessionError> {
-        self.frame = self.frame.wrapping_add(1);
+        self.frame += 1;
         let st = &self.shared.stats;
         add(&st.frames_sent, 1);
         add(&st.frame_bytes_sent, len as u64);

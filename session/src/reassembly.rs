@@ -119,6 +119,7 @@ impl Reassembler {
     ) -> Result<(Layout, usize, usize, usize), Reject> {
         let len = h.frame_len as usize;
         if len > self.max_frame
+            || h.frame > crate::wire::MAX_FRAME_INDEX
             || h.shard_size as usize != self.s
             || !(h.coder == CODER_RS8 || h.coder == CODER_RS16)
         {
@@ -398,5 +399,209 @@ impl Reassembler {
             }
             self.give_up_head(stats, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fec::{FecEncoder, parity_for};
+
+    const S: usize = 100;
+
+    /// Every shard (header, payload) of one frame.
+    fn shards(frame: u32, data: &[u8], coder: u8, pct: u8) -> Vec<(ShardHeader, Vec<u8>)> {
+        let layout = Layout::new(data.len(), S, max_data(coder));
+        let mut enc = FecEncoder::new();
+        let mut out = Vec::new();
+        for b in 0..layout.blocks {
+            let (start, k) = layout.block(b);
+            let m = parity_for(coder, k, pct, 1);
+            let block = &data[(start * S).min(data.len())..((start + k) * S).min(data.len())];
+            let parity = enc.encode(coder, block, k, m, S).unwrap().to_vec();
+            for i in 0..k + m {
+                let payload = if i < k {
+                    block[(i * S).min(block.len())..((i + 1) * S).min(block.len())].to_vec()
+                } else {
+                    parity[i - k].clone()
+                };
+                let h = ShardHeader {
+                    frame,
+                    frame_len: data.len() as u32,
+                    pts: 5,
+                    flags: 0,
+                    coder,
+                    block: b as u16,
+                    blocks: layout.blocks as u16,
+                    index: i as u16,
+                    k: k as u16,
+                    m: m as u16,
+                    shard_size: S as u16,
+                };
+                out.push((h, payload));
+            }
+        }
+        out
+    }
+
+    fn reasm() -> Reassembler {
+        Reassembler::new(
+            S,
+            1 << 20,
+            4 << 20,
+            Duration::from_millis(50),
+            Duration::from_millis(5),
+        )
+    }
+
+    // r[verify session.fec.recover]
+    // r[verify session.fec.blocks]
+    #[test]
+    fn loss_within_the_parity_budget_is_recovered_beyond_it_is_reported() {
+        for coder in [CODER_RS8, CODER_RS16] {
+            // 150 shards: 3 blocks of 50 with GF(2^8), one block with GF(2^16).
+            let data: Vec<u8> = (0..15_000u32).map(|i| (i * 7 + i / 256) as u8).collect();
+            let all = shards(0, &data, coder, 20);
+            let blocks = all[0].0.blocks;
+            // Drop exactly m shards of every block (data ones: the worst case).
+            let mut r = reasm();
+            let st = ClientCounters::default();
+            let mut out = Vec::new();
+            let now = Instant::now();
+            for (h, p) in &all {
+                if h.index < h.m {
+                    continue;
+                }
+                let _ = r.shard(h, p, now, &st, &mut out);
+            }
+            assert_eq!(out.len(), 1, "coder {coder}");
+            match &out[0] {
+                Output::Frame {
+                    data: d, recovered, ..
+                } => {
+                    assert_eq!(d, &data);
+                    assert!(recovered);
+                }
+                o => panic!("{o:?}"),
+            }
+            assert_eq!(
+                st.blocks_recovered
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                blocks as u64
+            );
+            // One more shard missing in one block: the frame is lost, never
+            // delivered in part.
+            let mut r = reasm();
+            let st = ClientCounters::default();
+            let mut out = Vec::new();
+            for (h, p) in &all {
+                if h.index < h.m || (h.block == 0 && h.index == h.m) {
+                    continue;
+                }
+                let _ = r.shard(h, p, now, &st, &mut out);
+            }
+            assert!(out.is_empty());
+            r.poll(now + Duration::from_millis(51), &st, &mut out);
+            assert!(matches!(out[..], [Output::Lost(0, 1)]), "{out:?}");
+            assert_eq!(r.mem, 0, "the lost frame's memory was released");
+        }
+    }
+
+    // r[verify session.reassembly.timeout]
+    #[test]
+    fn a_stalled_head_frame_is_given_up_after_grace_or_timeout() {
+        let now = Instant::now();
+        let f0 = shards(0, &[1u8; 1000], CODER_RS8, 20);
+        let f1 = shards(1, &[2u8; 1000], CODER_RS8, 20);
+        let st = ClientCounters::default();
+        let mut out = Vec::new();
+        // Frame 0 gets one shard; frame 1 completes.
+        let mut r = reasm();
+        r.shard(&f0[0].0, &f0[0].1, now, &st, &mut out).unwrap();
+        for (h, p) in &f1 {
+            let _ = r.shard(h, p, now, &st, &mut out);
+        }
+        assert!(out.is_empty(), "frame 1 waits for frame 0");
+        r.poll(now + Duration::from_millis(4), &st, &mut out);
+        assert!(out.is_empty(), "still within the grace period");
+        r.poll(now + Duration::from_millis(6), &st, &mut out);
+        assert!(matches!(out[0], Output::Lost(0, 1)));
+        assert!(matches!(out[1], Output::Frame { index: 1, .. }));
+        // A late shard of frame 0 is counted, not used.
+        assert_eq!(
+            r.shard(&f0[1].0, &f0[1].1, now, &st, &mut out),
+            Err(Reject::Late)
+        );
+        // Alone, an incomplete frame waits frame_timeout after its last shard.
+        let mut r = reasm();
+        let mut out = Vec::new();
+        r.shard(&f0[0].0, &f0[0].1, now, &st, &mut out).unwrap();
+        r.shard(
+            &f0[1].0,
+            &f0[1].1,
+            now + Duration::from_millis(40),
+            &st,
+            &mut out,
+        )
+        .unwrap();
+        r.poll(now + Duration::from_millis(60), &st, &mut out);
+        assert!(out.is_empty(), "a shard 40 ms in restarted the wait");
+        r.poll(now + Duration::from_millis(91), &st, &mut out);
+        assert!(matches!(out[..], [Output::Lost(0, 1)]));
+    }
+
+    #[test]
+    fn inconsistent_headers_are_refused_before_allocating() {
+        let now = Instant::now();
+        let st = ClientCounters::default();
+        let mut out = Vec::new();
+        let mut r = reasm();
+        let (h, p) = shards(0, &[1u8; 1000], CODER_RS8, 20).remove(0);
+        for bad in [
+            ShardHeader {
+                frame_len: (1 << 20) + 1,
+                ..h
+            },
+            ShardHeader { coder: 3, ..h },
+            ShardHeader { k: h.k + 1, ..h },
+            ShardHeader { blocks: 2, ..h },
+            ShardHeader { block: 1, ..h },
+            ShardHeader {
+                index: h.k + h.m,
+                ..h
+            },
+            ShardHeader { m: 200, ..h },
+            ShardHeader {
+                shard_size: 50,
+                ..h
+            },
+        ] {
+            assert_eq!(
+                r.shard(&bad, &p, now, &st, &mut out),
+                Err(Reject::Malformed),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            r.shard(&h, &p[..99], now, &st, &mut out),
+            Err(Reject::Malformed)
+        );
+        assert_eq!(r.mem, 0);
+        assert!(r.frames.is_empty());
+    }
+
+    #[test]
+    fn a_frame_far_ahead_gives_up_the_gap_in_one_step() {
+        let now = Instant::now();
+        let st = ClientCounters::default();
+        let mut out = Vec::new();
+        let mut r = reasm();
+        let (h, p) = shards(crate::wire::MAX_FRAME_INDEX, &[1u8; 10], CODER_RS8, 20).remove(0);
+        r.shard(&h, &p, now, &st, &mut out).unwrap();
+        assert!(
+            matches!(out[..], [Output::Lost(0, n)] if n == crate::wire::MAX_FRAME_INDEX - FRAME_WINDOW + 1)
+        );
+        let (h, p) = shards(crate::wire::MAX_FRAME_INDEX + 1, &[1u8; 10], CODER_RS8, 20).remove(0);
+        assert_eq!(r.shard(&h, &p, now, &st, &mut out), Err(Reject::Malformed));
     }
 }

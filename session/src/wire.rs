@@ -26,6 +26,14 @@ pub const FRAME_HEADER_LEN: usize = 22;
 /// Bytes of the random value each side contributes to the handshake.
 pub const RANDOM_LEN: usize = 32;
 
+/// The smallest link message a session runs over: an input batch with the
+/// longest event must fit.
+pub const MIN_MESSAGE: usize = OUTER_LEN + TAG_LEN + 10 + 2 + MAX_TEXT;
+
+/// The highest frame index a session uses: indices never wrap (at 240
+/// frames/s this is 200 days); the host refuses to send past it.
+pub const MAX_FRAME_INDEX: u32 = u32::MAX - 1024;
+
 /// The longest text an [`InputEvent::Text`](crate::InputEvent::Text) may carry, in bytes.
 pub const MAX_TEXT: usize = 255;
 

@@ -45,12 +45,24 @@ fn datagram_memory() -> (link_types::MemoryLink, link_types::MemoryLink) {
 #[tokio::test]
 async fn frames_are_byte_exact_and_zero_copy_over_a_stream_link() {
     let (a, b) = memory_pair(MemoryConfig::default());
-    let o = stream(a, b, HostConfig::default(), ClientConfig::default(), 120, 20_000).await;
+    let o = stream(
+        a,
+        b,
+        HostConfig::default(),
+        ClientConfig::default(),
+        120,
+        20_000,
+    )
+    .await;
     assert_eq!((o.delivered, o.lost, o.corrupt), (120, 0, 0));
     // One message per frame, handed out without a copy.
     assert_eq!(o.zero_copy, 120);
     let h = o.host.unwrap();
-    assert_eq!(h.data_shards_sent + h.parity_shards_sent, 0, "no FEC on a stream");
+    assert_eq!(
+        h.data_shards_sent + h.parity_shards_sent,
+        0,
+        "no FEC on a stream"
+    );
 }
 
 #[tokio::test]
@@ -121,10 +133,17 @@ async fn lossy_links_deliver_whole_frames_or_count_them_lost() {
         let c = o.client.as_ref().unwrap();
         eprintln!("loss {loss}: {o:?}");
         assert_eq!(o.corrupt, 0, "loss {loss}: a corrupt frame was delivered");
-        assert_eq!(o.delivered + o.lost, frames, "loss {loss}: every frame accounted");
+        assert_eq!(
+            o.delivered + o.lost,
+            frames,
+            "loss {loss}: every frame accounted"
+        );
         assert_eq!(c.frames_lost as u32, o.lost);
         if loss == 0.0 {
-            assert_eq!(o.delivered, frames, "duplication and reordering lose nothing");
+            assert_eq!(
+                o.delivered, frames,
+                "duplication and reordering lose nothing"
+            );
             assert!(c.duplicate_shards > 0 || c.redundant_shards > 0);
         } else {
             assert!(o.recovered > 0, "loss {loss}: parity rebuilt frames");
@@ -207,11 +226,22 @@ async fn tampered_replayed_and_duplicated_messages_are_dropped_and_counted() {
     let (o, (flipped, dups, replays), ()) = futures::join!(session, down, up);
     let cs = o.client.unwrap();
     assert!(flipped > 10 && dups > 5 && replays > 5);
-    assert_eq!(cs.auth_failures, flipped, "every tampered message failed authentication");
-    assert_eq!(cs.replays_dropped, dups + replays, "every copy dropped by the window");
+    assert_eq!(
+        cs.auth_failures, flipped,
+        "every tampered message failed authentication"
+    );
+    assert_eq!(
+        cs.replays_dropped,
+        dups + replays,
+        "every copy dropped by the window"
+    );
     assert_eq!(o.corrupt, 0);
     assert_eq!(o.delivered + o.lost, 120);
-    assert!(o.delivered >= 110, "parity covered the dropped messages: {}", o.delivered);
+    assert!(
+        o.delivered >= 110,
+        "parity covered the dropped messages: {}",
+        o.delivered
+    );
 }
 
 async fn handshake(
@@ -236,8 +266,26 @@ async fn mismatched_parameters_are_refused_with_a_reason() {
     // Encryption on one side only.
     let (a, b) = memory_pair(MemoryConfig::default());
     let (h, c) = handshake(a, b, enc_host(), quick(ClientConfig::default())).await;
-    assert!(matches!(h, Err(SessionError::Rejected { reason: RejectReason::Encryption, .. })), "{h:?}");
-    assert!(matches!(c, Err(SessionError::Rejected { reason: RejectReason::Encryption, .. })), "{c:?}");
+    assert!(
+        matches!(
+            h,
+            Err(SessionError::Rejected {
+                reason: RejectReason::Encryption,
+                ..
+            })
+        ),
+        "{h:?}"
+    );
+    assert!(
+        matches!(
+            c,
+            Err(SessionError::Rejected {
+                reason: RejectReason::Encryption,
+                ..
+            })
+        ),
+        "{c:?}"
+    );
     // Host frames larger than the client accepts.
     let (a, b) = memory_pair(MemoryConfig::default());
     let host = HostConfig {
@@ -250,17 +298,29 @@ async fn mismatched_parameters_are_refused_with_a_reason() {
         ..quick(ClientConfig::default())
     };
     let (h, c) = handshake(a, b, host, client).await;
-    assert!(matches!(h, Err(SessionError::Rejected { reason: RejectReason::MaxFrame, .. })));
+    assert!(matches!(
+        h,
+        Err(SessionError::Rejected {
+            reason: RejectReason::MaxFrame,
+            ..
+        })
+    ));
     let msg = c.unwrap_err().to_string();
     assert!(msg.contains("8388608") && msg.contains("1048576"), "{msg}");
     // A link too small for a shard.
     let (a, b) = memory_pair(MemoryConfig {
         capacity: 8,
-        max_payload: 100,
+        max_payload: 120,
     });
     let (a, b) = fault_pair(a, b, FaultSpec::loss(0.0001), FaultSpec::none(), 1).unwrap();
     let (h, _c) = handshake(a, b, HostConfig::default(), quick(ClientConfig::default())).await;
-    assert!(matches!(h, Err(SessionError::Rejected { reason: RejectReason::ShardSize, .. })));
+    assert!(matches!(
+        h,
+        Err(SessionError::Rejected {
+            reason: RejectReason::ShardSize,
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -317,13 +377,40 @@ async fn handshake_completes_over_a_lossy_link_and_times_out_without_a_host() {
 fn events(n: u32) -> Vec<InputEvent> {
     (0..n)
         .map(|i| match i % 8 {
-            0 => InputEvent::Key { code: i, down: i % 3 == 0, mods: 1 },
-            1 => InputEvent::MouseMove { dx: i as i32, dy: -(i as i32) },
+            0 => InputEvent::Key {
+                code: i,
+                down: i % 3 == 0,
+                mods: 1,
+            },
+            1 => InputEvent::MouseMove {
+                dx: i as i32,
+                dy: -(i as i32),
+            },
             2 => InputEvent::MouseAbs { x: i as i32, y: 7 },
-            3 => InputEvent::MouseButton { button: (i % 5) as u8, down: true },
-            4 => InputEvent::Wheel { dx: 0, dy: i as i32 },
-            5 => InputEvent::Gamepad { pad: 0, buttons: i, lx: 1, ly: 2, rx: 3, ry: 4, lt: 5, rt: 6 },
-            6 => InputEvent::Touch { id: i, phase: TouchPhase::Move, x: 0.5, y: 0.25 },
+            3 => InputEvent::MouseButton {
+                button: (i % 5) as u8,
+                down: true,
+            },
+            4 => InputEvent::Wheel {
+                dx: 0,
+                dy: i as i32,
+            },
+            5 => InputEvent::Gamepad {
+                pad: 0,
+                buttons: i,
+                lx: 1,
+                ly: 2,
+                rx: 3,
+                ry: 4,
+                lt: 5,
+                rt: 6,
+            },
+            6 => InputEvent::Touch {
+                id: i,
+                phase: TouchPhase::Move,
+                x: 0.5,
+                y: 0.25,
+            },
             _ => InputEvent::Text(format!("t{i}")),
         })
         .collect()
@@ -386,7 +473,8 @@ async fn input_arrives_exactly_once_in_order_under_20_percent_loss() {
 fn fastrand_like() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static X: AtomicU64 = AtomicU64::new(1);
-    X.fetch_add(0x9E37_79B9, Ordering::Relaxed) % 7 == 0
+    X.fetch_add(0x9E37_79B9, Ordering::Relaxed)
+        .is_multiple_of(7)
 }
 
 // r[verify session.feedback.report]
@@ -425,7 +513,9 @@ async fn adaptive_parity_follows_reported_loss() {
         let events = async move { while let Ok(Some(_)) = ev.next_event().await {} };
         let send = async move {
             for i in 0..300u32 {
-                host.send_frame(&frame_bytes(i, 8_000), 0, FrameFlags::NONE).await.unwrap();
+                host.send_frame(&frame_bytes(i, 8_000), 0, FrameFlags::NONE)
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let s = host.stats();
@@ -435,7 +525,9 @@ async fn adaptive_parity_follows_reported_loss() {
         futures::join!(events, send).1
     };
     let c = async move {
-        let (mut c, _i) = Client::connect(b_ready, ClientConfig::default()).await.unwrap();
+        let (mut c, _i) = Client::connect(b_ready, ClientConfig::default())
+            .await
+            .unwrap();
         while let Ok(Some(_)) = c.next_frame().await {}
     };
     let (hs, ()) = futures::join!(h, c);
@@ -467,8 +559,16 @@ async fn frames_above_the_agreed_maximum_are_refused() {
     let h = async move {
         let (mut host, _e) = Host::accept(a, host).await.unwrap();
         let r = host.send_frame(&[0; 1001], 0, FrameFlags::NONE).await;
-        assert!(matches!(r, Err(SessionError::FrameTooLarge { len: 1001, max: 1000 })));
-        host.send_frame(&[0; 1000], 0, FrameFlags::NONE).await.unwrap();
+        assert!(matches!(
+            r,
+            Err(SessionError::FrameTooLarge {
+                len: 1001,
+                max: 1000
+            })
+        ));
+        host.send_frame(&[0; 1000], 0, FrameFlags::NONE)
+            .await
+            .unwrap();
         host.close().await.unwrap();
     };
     let c = async move {
@@ -489,11 +589,22 @@ async fn frames_above_the_agreed_maximum_are_refused() {
 async fn stats_serialise_as_json() {
     let (a, b) = datagram_memory();
     let (a, b) = fault_pair(a, b, FaultSpec::loss(0.02), FaultSpec::none(), 2).unwrap();
-    let o = stream(a, b, HostConfig::default(), ClientConfig::default(), 40, 5_000).await;
+    let o = stream(
+        a,
+        b,
+        HostConfig::default(),
+        ClientConfig::default(),
+        40,
+        5_000,
+    )
+    .await;
     let c = o.client.unwrap();
     let json = c.to_json();
     assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
-    assert!(json.contains(&format!("\"frames_delivered\":{}", c.frames_delivered)), "{json}");
+    assert!(
+        json.contains(&format!("\"frames_delivered\":{}", c.frames_delivered)),
+        "{json}"
+    );
     let back: link_session::ClientStats = facet_json::from_str(&json).unwrap();
     assert_eq!(back, c);
     let h = o.host.unwrap().to_json();
@@ -552,7 +663,11 @@ async fn hostile_host(link: impl Link, seed: u64, count: usize) {
     for pn in 0..count as u64 {
         let choice = r.below(10);
         let mut m = vec![0u8; OUTER_LEN];
-        let kind = if choice < 7 { Kind::Shard } else { [Kind::Frame, Kind::InputAck, Kind::Welcome][r.below(3) as usize] };
+        let kind = if choice < 7 {
+            Kind::Shard
+        } else {
+            [Kind::Frame, Kind::InputAck, Kind::Welcome][r.below(3) as usize]
+        };
         // Mostly fresh packet numbers, some repeats and jumps.
         let number = match r.below(20) {
             0 => r.next(),
@@ -580,16 +695,32 @@ async fn hostile_host(link: impl Link, seed: u64, count: usize) {
                 flags: r.below(3) as u8,
                 coder,
                 block: r.below(blocks as u64 + 1) as u16,
-                blocks: if r.below(5) == 0 { r.next() as u16 } else { blocks as u16 },
+                blocks: if r.below(5) == 0 {
+                    r.next() as u16
+                } else {
+                    blocks as u16
+                },
                 index: r.below(k as u64 + 20) as u16,
-                k: if r.below(5) == 0 { r.next() as u16 } else { k as u16 },
+                k: if r.below(5) == 0 {
+                    r.next() as u16
+                } else {
+                    k as u16
+                },
                 m: r.below(40) as u16,
-                shard_size: if r.below(10) == 0 { r.next() as u16 } else { 1024 },
+                shard_size: if r.below(10) == 0 {
+                    r.next() as u16
+                } else {
+                    1024
+                },
             };
             let mut head = [0u8; SHARD_HEADER_LEN];
             h.write(&mut Writer::new(&mut head));
             m.extend_from_slice(&head);
-            let len = if r.below(3) == 0 { r.below(1400) as usize } else { 1024 };
+            let len = if r.below(3) == 0 {
+                r.below(1400) as usize
+            } else {
+                1024
+            };
             m.extend((0..len).map(|_| r.next() as u8));
         } else {
             let len = r.below(200) as usize;
@@ -612,7 +743,10 @@ async fn hostile_host(link: impl Link, seed: u64, count: usize) {
 // r[verify session.reassembly.ceiling]
 #[test]
 fn hostile_shards_never_panic_and_memory_stays_under_the_ceiling() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cfg = proptest::test_runner::Config {
         cases: 24,
         failure_persistence: None,
@@ -647,7 +781,8 @@ fn hostile_shards_never_panic_and_memory_stays_under_the_ceiling() {
                 let _ = bytes;
                 (frames, c.stats())
             };
-            let ((_, stats), ()) = rt.block_on(async { futures::join!(client, hostile_host(a, seed, 3000)) });
+            let ((_, stats), ()) =
+                rt.block_on(async { futures::join!(client, hostile_host(a, seed, 3000)) });
             proptest::prop_assert!(stats.pending_bytes_peak <= ceiling as u64, "{stats:?}");
             proptest::prop_assert!(stats.malformed_dropped > 0);
             Ok(())

@@ -29,7 +29,7 @@ pub fn fnv(b: &[u8]) -> u64 {
 
 /// Frame sizes of a small stream: a keyframe every 30 frames.
 pub fn size_of(i: u32, base: usize) -> usize {
-    if i % 30 == 0 {
+    if i.is_multiple_of(30) {
         base * 8
     } else {
         base + (i as usize * 37) % base
