@@ -44,7 +44,7 @@ pub async fn scribble_from_parent(seed: u64) -> Result<(), String> {
     // Even seeds scribble sparsely (one word a millisecond), so that
     // messages keep flowing between hits and deeper paths get corrupted
     // state; odd seeds flood the segment.
-    let burst = if seed % 2 == 0 { 1 } else { 4096 };
+    let burst = if seed.is_multiple_of(2) { 1 } else { 4096 };
     loop {
         if burst == 1 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -66,7 +66,7 @@ pub async fn scribble_from_parent(seed: u64) -> Result<(), String> {
             sys::eventfd_signal(fd);
         }
         rounds += 1;
-        if rounds % 64 == 0 {
+        if rounds.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
         let _ = stream.as_raw_fd();

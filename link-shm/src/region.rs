@@ -84,7 +84,10 @@ impl Layout {
         if g.small_count > 1 << 16 || g.large_count > 1 << 16 {
             return Err("slot counts must be at most 65536".into());
         }
-        if g.small_size == 0 || g.small_size % LINE != 0 || g.large_size % LINE != 0 {
+        if g.small_size == 0
+            || !g.small_size.is_multiple_of(LINE)
+            || !g.large_size.is_multiple_of(LINE)
+        {
             return Err("slot sizes must be non-zero multiples of 64 bytes".into());
         }
         if g.large_size < g.small_size {
@@ -200,7 +203,7 @@ impl Region {
 
     /// The 32-bit shared word at byte offset `off` of the segment.
     fn word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.layout.total);
+        assert!(off.is_multiple_of(4) && off + 4 <= self.layout.total);
         // SAFETY: checked just above: aligned and inside the mapping.
         unsafe { word_at(&self.map, off) }
     }

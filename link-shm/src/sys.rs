@@ -85,7 +85,7 @@ impl Mapping {
 
     /// The 32-bit word at byte offset `off` (4-aligned, inside the mapping).
     pub(crate) fn word(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.len);
+        assert!(off.is_multiple_of(4) && off + 4 <= self.len);
         // SAFETY: aligned and inside the mapping (checked above), which lives
         // as long as the borrow of `self`; shared words are only accessed
         // atomically.

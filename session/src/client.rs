@@ -131,6 +131,9 @@ pub struct Client<T: LinkTx, R: LinkRx> {
     fb_base: (u64, u64),
     timer: Option<(Instant, Delay)>,
     since_housekeeping: u32,
+    /// The host's `Bye`: its frame count and when to stop waiting.
+    bye: Option<(u32, Instant)>,
+    last_rx: Instant,
     ended: bool,
 }
 
@@ -279,6 +282,8 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 config,
                 timer: None,
                 since_housekeeping: 0,
+                bye: None,
+                last_rx: now,
                 ended: false,
             },
             ClientInput { shared },
@@ -347,22 +352,30 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         r: Result<Option<Backing>, link_types::LinkError>,
     ) -> Result<(), SessionError> {
         match r {
-            Ok(Some(msg)) => self.handle(msg, Instant::now()),
-            Ok(None) => {
-                if let Some(r) = &mut self.reasm {
-                    r.finish(&self.shared.stats, &mut self.outputs);
-                }
-                self.drain_outputs();
-                self.ended = true;
-                // A last loss report, so that the host's view ends complete.
-                if !self.shared.stream {
-                    self.feedback_due = true;
-                    let _ = self.flush_control(Instant::now());
-                }
+            Ok(Some(msg)) => {
+                let now = Instant::now();
+                self.last_rx = now;
+                self.handle(msg, now)
             }
+            Ok(None) => self.end(),
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    // r[impl session.close]
+    /// The stream ended: deliver what is whole, report the rest lost.
+    fn end(&mut self) {
+        if let Some(r) = &mut self.reasm {
+            r.finish(&self.shared.stats, &mut self.outputs);
+        }
+        self.drain_outputs();
+        self.ended = true;
+        // A last loss report, so that the host's view ends complete.
+        if !self.shared.stream {
+            self.feedback_due = true;
+            let _ = self.flush_control(Instant::now());
+        }
     }
 
     fn deadline(&self, now: Instant) -> Instant {
@@ -374,6 +387,12 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             && let Some(t) = r.deadline()
         {
             d = d.min(t);
+        }
+        if let Some((_, t)) = self.bye {
+            d = d.min(t);
+        }
+        if !self.shared.stream {
+            d = d.min(self.last_rx + self.config.idle_timeout);
         }
         if !self.shared.stream
             && let Some(t) = self.shared.input.lock().expect("input lock").deadline()
@@ -388,6 +407,16 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             r.poll(now, &self.shared.stats, &mut self.outputs);
         }
         self.drain_outputs();
+        if let Some((end, deadline)) = self.bye {
+            let done = self.reasm.as_ref().is_none_or(|r| r.next() >= end);
+            if done || now >= deadline {
+                self.end();
+                return Ok(());
+            }
+        }
+        if !self.shared.stream && now >= self.last_rx + self.config.idle_timeout {
+            return Err(SessionError::IdleTimeout(self.config.idle_timeout));
+        }
         if !self.shared.stream && now >= self.feedback_at {
             self.feedback_due = true;
         }
@@ -562,6 +591,14 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             }
             // The host did not hear our Finish: say it again.
             Kind::Welcome => self.finish_due = true,
+            Kind::Bye => match Reader::new(body).u32() {
+                Ok(end) => {
+                    if self.bye.is_none() {
+                        self.bye = Some((end, now + self.config.frame_timeout));
+                    }
+                }
+                Err(_) => add(&stats.malformed_dropped, 1),
+            },
             _ => add(&stats.unexpected_dropped, 1),
         }
         self.drain_outputs();
@@ -714,9 +751,14 @@ impl<T: LinkTx> ClientInput<T> {
         self.shared.stats.snapshot()
     }
 
-    /// Close the link's sending half gracefully (the host sees the end).
+    /// End the session from the client's side: a `Bye` (three copies on a
+    /// lossy link), then the link's graceful close. The host's
+    /// `next_event` returns `Ok(None)` after the input sent before it.
     pub async fn close(&mut self) -> Result<(), SessionError> {
-        self.shared.tx.lock().await.tx.close().await?;
+        let shared = &self.shared;
+        let mut tx = shared.tx.lock().await;
+        crate::tx::send_bye(&mut tx, 0, shared.stream, &shared.stats.messages_sent).await?;
+        tx.tx.close().await?;
         Ok(())
     }
 }

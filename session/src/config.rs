@@ -40,6 +40,10 @@ pub struct HostConfig {
     pub retransmit: Duration,
     /// Keys change every `2^rekey_shift` packets (10–40).
     pub rekey_shift: u8,
+    /// On lossy links, `next_event` fails when nothing arrived from the
+    /// client for this long (the client sends loss reports every
+    /// `feedback_interval`, so a live client is never idle).
+    pub idle_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -55,6 +59,7 @@ impl Default for HostConfig {
             handshake_timeout: Duration::from_secs(10),
             retransmit: Duration::from_millis(50),
             rekey_shift: DEFAULT_REKEY_SHIFT,
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct ClientConfig {
     pub max_input_queue: usize,
     /// Smallest input retransmission timeout.
     pub min_rto: Duration,
+    /// On lossy links, `next_frame` fails when nothing arrived from the
+    /// host for this long (all copies of its `Bye` lost, or the host gone).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -125,6 +133,7 @@ impl Default for ClientConfig {
             retransmit: Duration::from_millis(50),
             max_input_queue: 4096,
             min_rto: Duration::from_millis(10),
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }

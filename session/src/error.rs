@@ -93,6 +93,8 @@ pub enum SessionError {
     CounterExhausted,
     /// The peer closed the link during the handshake.
     ClosedDuringHandshake,
+    /// Nothing arrived from the peer for this long (lossy links).
+    IdleTimeout(Duration),
 }
 
 impl fmt::Display for SessionError {
@@ -133,6 +135,7 @@ impl fmt::Display for SessionError {
             SessionError::InvalidInput(s) => write!(f, "invalid input event: {s}"),
             SessionError::CounterExhausted => f.write_str("packet counter exhausted"),
             SessionError::ClosedDuringHandshake => f.write_str("link closed during the handshake"),
+            SessionError::IdleTimeout(d) => write!(f, "nothing received from the peer for {d:?}"),
         }
     }
 }

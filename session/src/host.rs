@@ -114,6 +114,8 @@ pub struct HostEvents<T: LinkTx, R: LinkRx> {
     last_lost: u32,
     base_parity: u8,
     adaptive: bool,
+    idle_timeout: Duration,
+    ended: bool,
 }
 
 // r[impl session.handshake.host]
@@ -347,6 +349,8 @@ impl<T: LinkTx> Host<T> {
                 last_lost: 0,
                 base_parity: config.parity_pct,
                 adaptive: config.adaptive_parity,
+                idle_timeout: config.idle_timeout,
+                ended: false,
             },
         ))
     }
@@ -561,10 +565,21 @@ impl<T: LinkTx> Host<T> {
         Ok(())
     }
 
-    /// Close the link's sending half gracefully: the client receives every
-    /// frame sent so far, then the end.
+    // r[impl session.close]
+    /// End the stream: a `Bye` carrying the number of frames sent (three
+    /// copies on a lossy link), then the link's graceful close. The client
+    /// hands out or reports every earlier frame, then `Ok(None)`.
     pub async fn close(&mut self) -> Result<(), SessionError> {
-        self.shared.tx.lock().await.tx.close().await?;
+        let shared = &self.shared;
+        let mut tx = shared.tx.lock().await;
+        crate::tx::send_bye(
+            &mut tx,
+            self.frame,
+            shared.params.stream,
+            &shared.stats.messages_sent,
+        )
+        .await?;
+        tx.tx.close().await?;
         Ok(())
     }
 }
@@ -582,11 +597,23 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
             if let Some(ev) = self.events.pop_front() {
                 return Ok(Some(ev));
             }
+            if self.ended {
+                return Ok(None);
+            }
             if let Some(mut tx) = self.shared.tx.try_lock() {
                 self.shared.flush_ack(&mut tx)?;
             }
-            match self.rx.recv().await? {
-                None => return Ok(None),
+            let got = if self.shared.params.stream {
+                self.rx.recv().await
+            } else {
+                let until = Instant::now() + self.idle_timeout;
+                match with_deadline(self.rx.recv(), until).await {
+                    Some(r) => r,
+                    None => return Err(SessionError::IdleTimeout(self.idle_timeout)),
+                }
+            };
+            match got? {
+                None => self.ended = true,
                 Some(msg) => self.handle(msg.as_slice()),
             }
         }
@@ -666,6 +693,7 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
             }
             // A repeated Finish (the client heard a resent Welcome).
             Kind::Finish => {}
+            Kind::Bye => self.ended = true,
             _ => add(&st.unexpected_dropped, 1),
         }
     }

@@ -106,6 +106,11 @@ impl Reassembler {
         }
     }
 
+    /// The next frame index to deliver or give up.
+    pub(crate) fn next(&self) -> u32 {
+        self.next
+    }
+
     fn account(&self, stats: &ClientCounters) {
         set(&stats.pending_bytes, self.mem as u64);
         max(&stats.pending_bytes_peak, self.mem as u64);

@@ -84,6 +84,27 @@ impl<T: LinkTx> TxState<T> {
     }
 }
 
+/// Send the `Bye` that ends a session: once on a stream link, three times
+/// on a lossy one.
+pub(crate) async fn send_bye<T: LinkTx>(
+    tx: &mut TxState<T>,
+    value: u32,
+    stream: bool,
+    sent: &std::sync::atomic::AtomicU64,
+) -> Result<(), SessionError> {
+    for _ in 0..if stream { 1 } else { 3 } {
+        tx.send(
+            Kind::Bye,
+            4,
+            |b| b.copy_from_slice(&value.to_le_bytes()),
+            sent,
+        )
+        .await?;
+    }
+    tx.tx.flush().await?;
+    Ok(())
+}
+
 // r[impl session.wire.sealed]
 fn finish<S: WriteSlot>(
     sealer: &mut Option<Sealer>,

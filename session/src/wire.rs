@@ -60,6 +60,9 @@ pub enum Kind {
     InputAck = 8,
     /// Client → host: loss report.
     Feedback = 9,
+    /// Either way: the sender ends the session (body: the host's next frame
+    /// index, or 0 from the client). Sent three times on lossy links.
+    Bye = 10,
 }
 
 impl Kind {
@@ -75,6 +78,7 @@ impl Kind {
             7 => Kind::Input,
             8 => Kind::InputAck,
             9 => Kind::Feedback,
+            10 => Kind::Bye,
             _ => return None,
         })
     }
