@@ -367,7 +367,11 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
     /// The stream ended: deliver what is whole, report the rest lost.
     fn end(&mut self) {
         if let Some(r) = &mut self.reasm {
-            r.finish(&self.shared.stats, &mut self.outputs);
+            r.finish(
+                self.bye.map(|(end, _)| end),
+                &self.shared.stats,
+                &mut self.outputs,
+            );
         }
         self.drain_outputs();
         self.ended = true;

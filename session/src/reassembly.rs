@@ -392,8 +392,22 @@ impl Reassembler {
         d
     }
 
-    /// The link ended: deliver what is whole, report the rest lost.
-    pub(crate) fn finish(&mut self, stats: &ClientCounters, out: &mut Vec<Output>) {
+    /// The link ended: deliver what is whole, report the rest lost — up to
+    /// `end` (the host's frame count from its `Bye`) when known, so that
+    /// frames of which nothing arrived are reported too.
+    pub(crate) fn finish(
+        &mut self,
+        end: Option<u32>,
+        stats: &ClientCounters,
+        out: &mut Vec<Output>,
+    ) {
+        self.finish_pending(stats, out);
+        if let Some(end) = end {
+            self.skip_to(end, stats, out);
+        }
+    }
+
+    fn finish_pending(&mut self, stats: &ClientCounters, out: &mut Vec<Output>) {
         while let Some((&last, _)) = self.frames.iter().next_back() {
             if self.next > last {
                 break;

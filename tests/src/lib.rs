@@ -22,6 +22,7 @@ use std::time::Duration;
 use link_types::Link;
 
 pub mod checks;
+pub mod session;
 pub mod util;
 
 /// Makes connected link pairs for the suite.

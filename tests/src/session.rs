@@ -1,5 +1,7 @@
-//! Helpers shared by the session's integration tests.
-#![allow(dead_code)]
+//! Streaming checks for the session (`link-session`) over any link: a
+//! host streams frames whose every byte the client can check, and the
+//! outcome (delivered, lost, corrupt, zero-copy, stats) comes back for the
+//! test to judge.
 
 use link_session::{Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, HostEvent};
 use link_types::Link;
@@ -21,6 +23,7 @@ pub fn frame_bytes(index: u32, len: usize) -> Vec<u8> {
     v
 }
 
+/// FNV-1a over `b`.
 pub fn fnv(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
         (h ^ *x as u64).wrapping_mul(0x100_0000_01b3)
@@ -39,13 +42,21 @@ pub fn size_of(i: u32, base: usize) -> usize {
 /// What a streaming run saw.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Frames delivered whole.
     pub delivered: u32,
+    /// Frames reported lost.
     pub lost: u32,
+    /// Delivered frames whose bytes were wrong.
     pub corrupt: u32,
+    /// Delivered frames still in the link's buffer.
     pub zero_copy: u32,
+    /// Delivered frames that parity rebuilt.
     pub recovered: u32,
+    /// Keyframe requests the host saw.
     pub keyframe_requests: u32,
+    /// The client's counters at the end.
     pub client: Option<link_session::ClientStats>,
+    /// The host's counters at the end.
     pub host: Option<link_session::HostStats>,
 }
 
@@ -58,6 +69,38 @@ pub async fn stream<A, B>(
     client_cfg: ClientConfig,
     frames: u32,
     base: usize,
+) -> Outcome
+where
+    A: Link + 'static,
+    B: Link + 'static,
+    A::Tx: 'static,
+    A::Rx: 'static,
+    B::Tx: 'static,
+    B::Rx: 'static,
+{
+    stream_paced(
+        a,
+        b,
+        host_cfg,
+        client_cfg,
+        frames,
+        base,
+        std::time::Duration::ZERO,
+    )
+    .await
+}
+
+/// [`stream`] with a pause of `pace` after each frame (a real stream's
+/// frame interval; a datagram link flooded faster than the receiver reads
+/// loses datagrams in the kernel).
+pub async fn stream_paced<A, B>(
+    a: A,
+    b: B,
+    host_cfg: HostConfig,
+    client_cfg: ClientConfig,
+    frames: u32,
+    base: usize,
+    pace: std::time::Duration,
 ) -> Outcome
 where
     A: Link + 'static,
@@ -89,6 +132,9 @@ where
                 host.send_frame(&data, i as u64 * 1000, flags)
                     .await
                     .expect("send");
+                if !pace.is_zero() {
+                    futures_timer::Delay::new(pace).await;
+                }
             }
             host.close().await.expect("close");
         };
