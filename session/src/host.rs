@@ -209,6 +209,7 @@ impl<T: LinkTx> Host<T> {
     /// smaller frames than `max_frame`, or on a link too small for a shard.
     /// Resends the `Welcome` on lossy links until the client's `Finish`
     /// arrives; gives up after `handshake_timeout`.
+    // r[impl session.links]
     pub async fn accept<L, R>(
         link: L,
         config: HostConfig,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use facet::Facet;
 
+// r[impl session.stats]
 macro_rules! counters {
     ($(#[$m:meta])* $snap:ident, $cnt:ident { $( $(#[$fm:meta])* $f:ident, )* }) => {
         $(#[$m])*

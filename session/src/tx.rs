@@ -137,3 +137,52 @@ fn finish<S: WriteSlot>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Direction, Opener, Secret};
+    use link_types::{Link, LinkRx, MemoryConfig, memory_pair};
+    use std::sync::atomic::AtomicU64;
+
+    // r[verify session.wire.sealed]
+    #[test]
+    fn sealed_messages_encrypt_the_body_and_number_each_message() {
+        futures::executor::block_on(async {
+            let (a, b) = memory_pair(MemoryConfig::default());
+            let (tx, _) = a.split();
+            let (_, mut rx) = b.split();
+            let secret = Secret::derive(b"key", &[1; 32], &[2; 32]);
+            let mut t = TxState::new(tx);
+            t.sealer = Some(Sealer::new(secret.clone(), Direction::HostToClient, 23));
+            let n = AtomicU64::new(0);
+            let body = *b"plain text body!";
+            t.send(Kind::Hello, 4, |b| b.copy_from_slice(b"helo"), &n)
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                t.send(Kind::Input, 16, |b| b.copy_from_slice(&body), &n)
+                    .await
+                    .unwrap();
+            }
+            // The handshake message: clear, packet number 0, no tag.
+            let hello = rx.recv().await.unwrap().unwrap();
+            assert_eq!(
+                hello.as_slice(),
+                &[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, b'h', b'e', b'l', b'o']
+            );
+            let mut open = Opener::new(secret, Direction::HostToClient, 23);
+            for pn in 0..2u64 {
+                let m = rx.recv().await.unwrap().unwrap();
+                let m = m.as_slice();
+                assert_eq!(m.len(), OUTER_LEN + 16 + TAG_LEN);
+                assert_eq!(m[2..10], pn.to_le_bytes(), "numbered from 0");
+                let mut ct = m[OUTER_LEN..OUTER_LEN + 16].to_vec();
+                assert_ne!(ct, body, "the body is encrypted");
+                assert!(open.open(pn, &m[..OUTER_LEN], &mut ct, &m[OUTER_LEN + 16..]));
+                assert_eq!(ct, body);
+            }
+            assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 3);
+        });
+    }
+}

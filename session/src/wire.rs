@@ -390,6 +390,55 @@ mod tests {
         assert!(r.bytes(usize::MAX).is_err());
     }
 
+    // r[verify session.wire.outer]
+    // r[verify session.wire.kinds]
+    #[test]
+    fn outer_header_is_checked() {
+        let mut m = [0u8; OUTER_LEN];
+        write_outer(&mut m, Kind::Bye, 0x0102_0304_0506_0708);
+        assert_eq!(m[..2], [1, 10]);
+        assert_eq!(m[2..], 0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(
+            read_outer(&m).unwrap(),
+            Outer {
+                kind: Kind::Bye,
+                pn: 0x0102_0304_0506_0708
+            }
+        );
+        assert!(read_outer(&m[..9]).is_err(), "short");
+        let mut v2 = m;
+        v2[0] = 2;
+        assert!(read_outer(&v2).is_err(), "other version");
+        for k in 0..=255u8 {
+            let mut x = m;
+            x[1] = k;
+            assert_eq!(read_outer(&x).is_ok(), (1..=10).contains(&k), "kind {k}");
+        }
+        assert!(Kind::Hello.is_handshake() && Kind::Reject.is_handshake());
+        assert!(!Kind::Finish.is_handshake() && !Kind::Shard.is_handshake());
+    }
+
+    // r[verify session.wire.frame]
+    #[test]
+    fn frame_header_round_trips() {
+        let h = FrameHeader {
+            frame: 9,
+            frame_len: 70_000,
+            pts: 123,
+            flags: 1,
+            part: 2,
+            parts: 3,
+        };
+        let mut buf = [0u8; FRAME_HEADER_LEN];
+        let mut w = Writer::new(&mut buf);
+        h.write(&mut w);
+        assert_eq!(w.len(), FRAME_HEADER_LEN);
+        assert_eq!(buf[..4], 9u32.to_le_bytes());
+        assert_eq!(FrameHeader::read(&mut Reader::new(&buf)).unwrap(), h);
+        assert!(FrameHeader::read(&mut Reader::new(&buf[..21])).is_err());
+    }
+
+    // r[verify session.wire.shard]
     #[test]
     fn shard_header_round_trips() {
         let h = ShardHeader {

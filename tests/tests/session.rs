@@ -814,3 +814,86 @@ fn futures_are_send<T: LinkTx + 'static, R: LinkRx + 'static>(
     assert_send(&e.next_event());
     assert_send(&c.next_frame());
 }
+
+// r[verify session.wire.data-first]
+#[tokio::test]
+async fn a_real_host_sends_data_shards_before_parity_block_by_block() {
+    // The host's end is unordered (a reorder fault on what it receives), so
+    // it packetizes; a raw client on the other end reads what it sends.
+    let (h, c) = datagram_memory();
+    let spec = FaultSpec {
+        reorder: 0.01,
+        max_displacement: 1,
+        ..FaultSpec::none()
+    };
+    let h = wrap(h, spec, 3).unwrap();
+    let host = async move {
+        let cfg = HostConfig {
+            fec: FecScheme::Rs8,
+            ..Default::default()
+        };
+        let (mut host, _e) = Host::accept(h, cfg).await.unwrap();
+        host.send_frame(&frame_bytes(0, 200_000), 0, FrameFlags::KEYFRAME)
+            .await
+            .unwrap();
+        host.close().await.unwrap();
+    };
+    let raw = async move {
+        let (mut tx, mut rx) = c.split();
+        let hello = link_session::handshake::Hello {
+            min_version: 1,
+            max_version: 1,
+            random: [5; 32],
+            encryption: false,
+            max_frame: 4 << 20,
+            max_message: 1472,
+        }
+        .to_bytes();
+        let mut m = vec![0u8; OUTER_LEN];
+        wire::write_outer(&mut m, Kind::Hello, 0);
+        m.extend_from_slice(&hello);
+        tx.send(&m).await.unwrap();
+        let welcome = rx.recv().await.unwrap().unwrap();
+        assert_eq!(welcome.as_slice()[1], Kind::Welcome as u8);
+        let mut fin = vec![0u8; OUTER_LEN];
+        wire::write_outer(&mut fin, Kind::Finish, 0);
+        tx.send(&fin).await.unwrap();
+        let mut seen = Vec::new();
+        let mut data = Vec::new();
+        while let Ok(Some(m)) = rx.recv().await {
+            let m = m.as_slice();
+            if m[1] != Kind::Shard as u8 {
+                continue;
+            }
+            let h = ShardHeader::read(&mut wire::Reader::new(&m[OUTER_LEN..])).unwrap();
+            if h.index < h.k {
+                data.extend_from_slice(&m[OUTER_LEN + SHARD_HEADER_LEN..]);
+            }
+            seen.push((h.block, h.index, h.k, h.m));
+        }
+        (seen, data)
+    };
+    let ((), (seen, data)) = futures::join!(host, raw);
+    // 200 000 bytes in 1400-byte shards: 143 data shards in 3 blocks (48, 48, 47).
+    let blocks: Vec<u16> = seen.iter().map(|s| s.0).collect();
+    assert!(blocks.windows(2).all(|w| w[0] <= w[1]), "blocks in order");
+    assert_eq!(*blocks.last().unwrap(), 2);
+    for b in 0..3 {
+        let idx: Vec<u16> = seen.iter().filter(|s| s.0 == b).map(|s| s.1).collect();
+        let (k, m) = (
+            seen.iter().find(|s| s.0 == b).unwrap().2,
+            seen.iter().find(|s| s.0 == b).unwrap().3,
+        );
+        assert_eq!(
+            idx,
+            (0..k + m).collect::<Vec<_>>(),
+            "block {b}: data 0..k then parity"
+        );
+        assert_eq!(m as usize, (k as usize * 20).div_ceil(100));
+    }
+    assert_eq!(
+        data,
+        frame_bytes(0, 200_000),
+        "data shards carry the frame's bytes in order"
+    );
+}

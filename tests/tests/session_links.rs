@@ -39,6 +39,7 @@ fn enc() -> (HostConfig, ClientConfig) {
 }
 
 // r[verify session.links]
+// r[verify session.close]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_loopback_with_loss_and_encryption() {
     for loss in [0.0, 0.05] {
