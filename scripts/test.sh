@@ -29,8 +29,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (workspace)"
 cargo test --workspace
 
-step "wasm32: link-types and the browser WebSocket link build; clippy on the wasm code"
+step "wasm32: link-types, the session and the browser WebSocket link build; clippy on the wasm code"
 cargo check -p link-types --target wasm32-unknown-unknown
+cargo check -p link-session --target wasm32-unknown-unknown
+cargo clippy -p link-session --target wasm32-unknown-unknown -- -D warnings
 cargo build -p link-ws --target wasm32-unknown-unknown
 LINK_WS_PEER=127.0.0.1:1 cargo clippy -p link-ws --target wasm32-unknown-unknown --lib --tests -- -D warnings
 
@@ -55,10 +57,14 @@ echo "$report"
 grep -q ' 0 bad checksums' <<<"$report"
 grep -q '^encoder: 120 frames' <<<"$report"
 
+step "linkstream demo (the README's run command): UDP with loss and AES-GCM, shared memory across two processes, WebSocket"
+cargo run --release -q -p linkstream -- demo --seconds 3
+
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- udp --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- ws --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- shm --quick --json --rounds 1 >/dev/null
+cargo run --release -q -p link-bench -- session --quick --json --rounds 1 >/dev/null
 
 printf '\nall checks passed\n'

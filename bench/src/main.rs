@@ -7,6 +7,7 @@
 
 mod harness;
 mod memory;
+mod session;
 mod shm;
 mod udp;
 mod ws;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use harness::Runner;
 
-const SUITES: &[&str] = &["memory", "udp", "ws", "shm"];
+const SUITES: &[&str] = &["memory", "udp", "ws", "shm", "session"];
 
 fn usage() -> String {
     format!(
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
         "udp" => udp::run(&mut runner, quick),
         "ws" => ws::run(&mut runner, quick),
         "shm" => shm::run(&mut runner, quick),
+        "session" => session::run(&mut runner, quick),
         other => {
             eprintln!("unknown suite `{other}`\n{}", usage());
             return ExitCode::from(2);

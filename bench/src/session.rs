@@ -1,0 +1,270 @@
+//! `session`: the streaming session end to end, and its FEC coders.
+//!
+//! - `udp_goodput`: frames of 256 KiB from a host thread (CPU 0) to a client
+//!   thread (CPU 1) over UDP loopback with 20% parity and AES-128-GCM,
+//!   goodput in Gbit/s of frames delivered whole. Baseline (the floor): one
+//!   thread doing only the Reed-Solomon encoding and the AES-GCM sealing of
+//!   the same frames into the same shards. UDP has no flow control and the
+//!   session adds none (a real host paces at its bitrate), so the bench
+//!   keeps at most 8 frames in flight through a counter the two threads
+//!   share, so that the kernel's receive buffer never overflows.
+//! - `host_cpu`: host-thread CPU seconds per Gbit of frames delivered,
+//!   against the floor's CPU seconds per Gbit (lower is better).
+//! - `fec_encode_*`, `fec_decode_*`: the GF(2^16) coder
+//!   (`reed-solomon-simd`, one block per frame) against the GF(2^8) coder
+//!   (`reed-solomon-erasure`, blocks of at most 64 data shards), MB/s of
+//!   frame bytes, 1400-byte shards, 20% parity; decoding rebuilds the first
+//!   m data shards of every block (the worst case).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use link_session::crypto::{Direction, Sealer, Secret};
+use link_session::fec::{
+    CODER_RS8, CODER_RS16, FecDecoder, FecEncoder, FecScheme, Layout, max_data, parity_for,
+};
+use link_session::wire::{OUTER_LEN, SHARD_HEADER_LEN, TAG_LEN};
+use link_session::{Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig};
+use link_udp::{UdpConfig, UdpLink};
+
+use crate::harness::{Better, Case, Runner, pin};
+
+const FRAME: usize = 256 << 10;
+const SHARD: usize = 1400;
+const PARITY: u8 = 20;
+const IN_FLIGHT: u64 = 8;
+const PSK: &[u8] = b"link-bench session pre-shared k!";
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn frame(i: u32) -> Vec<u8> {
+    (0..FRAME)
+        .map(|j| (j as u32).wrapping_mul(2_654_435_761).wrapping_add(i) as u8)
+        .collect()
+}
+
+struct Run {
+    gbit_s: f64,
+    host_cpu_s_per_gbit: f64,
+}
+
+/// One session over UDP loopback: `frames` frames, host on CPU 0, client on
+/// CPU 1, each with its own single-threaded runtime.
+fn session_run(frames: u32) -> Run {
+    let lo: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let a = std::net::UdpSocket::bind(lo).expect("bind");
+    let b = std::net::UdpSocket::bind(lo).expect("bind");
+    let (pa, pb) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let data: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(frame).collect());
+    let d2 = delivered.clone();
+    let client = std::thread::spawn(move || {
+        pin(1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let link = UdpLink::from_std(b, pa, &UdpConfig::default()).expect("udp");
+            let cfg = ClientConfig {
+                psk: Some(PSK.to_vec()),
+                ..Default::default()
+            };
+            let (mut c, _input) = Client::connect(link, cfg).await.expect("connect");
+            let (mut bytes, mut first, mut last) = (0u64, None, Instant::now());
+            while let Ok(Some(ev)) = c.next_frame().await {
+                if let ClientEvent::Frame(f) = ev {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = now;
+                    bytes += f.data().len() as u64;
+                }
+                d2.fetch_add(1, Ordering::Release);
+            }
+            (bytes, last - first.unwrap_or(last))
+        })
+    });
+    let host = std::thread::spawn(move || {
+        pin(0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let link = UdpLink::from_std(a, pb, &UdpConfig::default()).expect("udp");
+            let cfg = HostConfig {
+                psk: Some(PSK.to_vec()),
+                parity_pct: PARITY,
+                ..Default::default()
+            };
+            let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
+            let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
+            let send = async move {
+                let cpu0 = thread_cpu();
+                for i in 0..frames {
+                    // At most IN_FLIGHT frames not yet handed out (or lost).
+                    while (i as u64).saturating_sub(delivered.load(Ordering::Acquire)) >= IN_FLIGHT
+                    {
+                        tokio::time::sleep(Duration::from_micros(50)).await;
+                    }
+                    host.send_frame(&data[i as usize % data.len()], 0, FrameFlags::NONE)
+                        .await
+                        .expect("send");
+                }
+                let cpu = thread_cpu() - cpu0;
+                host.close().await.expect("close");
+                cpu
+            };
+            let (cpu, ()) = futures::join!(send, drain);
+            cpu
+        })
+    });
+    let host_cpu = host.join().expect("host thread");
+    let (bytes, span) = client.join().expect("client thread");
+    let gbit = bytes as f64 * 8.0 / 1e9;
+    Run {
+        gbit_s: gbit / span.as_secs_f64().max(1e-9),
+        host_cpu_s_per_gbit: host_cpu.as_secs_f64() / gbit.max(1e-9),
+    }
+}
+
+/// The floor: RS encoding and AES-GCM sealing of the same frames into the
+/// same shards, in one thread. Returns Gbit/s of frame bytes.
+fn floor(frames: u32) -> f64 {
+    pin(0);
+    let data: Vec<Vec<u8>> = (0..4).map(frame).collect();
+    let secret = Secret::derive(PSK, &[1; 32], &[2; 32]);
+    let mut sealer = Sealer::new(secret, Direction::HostToClient, 23);
+    let mut enc = FecEncoder::new();
+    let mut buf = vec![0u8; OUTER_LEN + SHARD_HEADER_LEN + SHARD + TAG_LEN];
+    let mut pn = 0u64;
+    let t = Instant::now();
+    for i in 0..frames {
+        let f = &data[i as usize % data.len()];
+        let n = Layout::new(f.len(), SHARD, usize::MAX).n;
+        let coder = FecScheme::Auto.coder_for(n, link_session::AUTO_RS16_ABOVE);
+        let layout = Layout::new(f.len(), SHARD, max_data(coder));
+        for b in 0..layout.blocks {
+            let (start, k) = layout.block(b);
+            let m = parity_for(coder, k, PARITY, 1);
+            let block = &f[(start * SHARD).min(f.len())..((start + k) * SHARD).min(f.len())];
+            let parity = enc.encode(coder, block, k, m, SHARD).expect("encode");
+            for s in 0..k + m {
+                let payload = if s < k {
+                    &block[(s * SHARD).min(block.len())..((s + 1) * SHARD).min(block.len())]
+                } else {
+                    &parity[s - k][..]
+                };
+                let body = SHARD_HEADER_LEN + payload.len();
+                buf[OUTER_LEN + SHARD_HEADER_LEN..OUTER_LEN + body].copy_from_slice(payload);
+                let (head, rest) = buf.split_at_mut(OUTER_LEN);
+                let tag = sealer.seal(pn, head, &mut rest[..body]);
+                rest[body..body + TAG_LEN].copy_from_slice(&tag);
+                pn += 1;
+            }
+        }
+        std::hint::black_box(&buf);
+    }
+    (frames as f64 * FRAME as f64 * 8.0 / 1e9) / t.elapsed().as_secs_f64()
+}
+
+/// One block: first data shard, data shard count, parity shards.
+type Block = (usize, usize, Vec<Option<Vec<u8>>>);
+
+fn fec_rate(coder: u8, size: usize, decode: bool, reps: usize) -> f64 {
+    let data: Vec<u8> = (0..size).map(|i| (i * 31) as u8).collect();
+    let layout = Layout::new(size, SHARD, max_data(coder));
+    let mut enc = FecEncoder::new();
+    let mut dec = FecDecoder::new();
+    // Parity for every block, computed once for the decode runs.
+    let blocks: Vec<Block> = (0..layout.blocks)
+        .map(|b| {
+            let (start, k) = layout.block(b);
+            let m = parity_for(coder, k, PARITY, 1);
+            let block = &data[(start * SHARD).min(size)..((start + k) * SHARD).min(size)];
+            let p = enc
+                .encode(coder, block, k, m, SHARD)
+                .expect("encode")
+                .to_vec();
+            (start, k, p.into_iter().map(Some).collect())
+        })
+        .collect();
+    let mut work = vec![0u8; layout.n * SHARD];
+    let t = Instant::now();
+    for _ in 0..reps {
+        for (start, k, parity) in &blocks {
+            let lo = (start * SHARD).min(size);
+            let hi = ((start + k) * SHARD).min(size);
+            if decode {
+                let region = &mut work[start * SHARD..(start + k) * SHARD];
+                region[..hi - lo].copy_from_slice(&data[lo..hi]);
+                let m = parity.len().min(*k);
+                let have: Vec<bool> = (0..*k).map(|i| i >= m).collect();
+                dec.recover(coder, SHARD, region, &have, parity)
+                    .expect("recover");
+            } else {
+                std::hint::black_box(
+                    enc.encode(coder, &data[lo..hi], *k, parity.len(), SHARD)
+                        .expect("encode"),
+                );
+            }
+        }
+    }
+    (size * reps) as f64 / 1e6 / t.elapsed().as_secs_f64()
+}
+
+pub fn run(runner: &mut Runner, quick: bool) {
+    let frames = if quick { 400 } else { 4000 };
+    runner.run(Case {
+        case: "udp_goodput_20pct_aesgcm".into(),
+        metric: "goodput",
+        unit: "Gbit/s",
+        better: Better::Higher,
+        baseline_name: "floor: RS encode + AES-GCM seal, 1 thread",
+        ours: Box::new(|| session_run(frames).gbit_s),
+        baseline: Box::new(|| floor(frames)),
+    });
+    // Host CPU per Gbit: measured in its own rounds (the harness takes one
+    // number per run).
+    runner.run(Case {
+        case: "host_cpu_per_gbit".into(),
+        metric: "cpu_per_gbit",
+        unit: "cpu-s/Gbit",
+        better: Better::Lower,
+        baseline_name: "floor: RS encode + AES-GCM seal, 1 thread",
+        ours: Box::new(|| session_run(frames).host_cpu_s_per_gbit),
+        baseline: Box::new(|| 1.0 / floor(frames)),
+    });
+    let sizes: &[(usize, &str)] = &[
+        (8 << 10, "8KiB"),
+        (32 << 10, "32KiB"),
+        (88 << 10, "88KiB"),
+        (256 << 10, "256KiB"),
+        (1 << 20, "1MiB"),
+        (4 << 20, "4MiB"),
+    ];
+    for &(size, name) in sizes {
+        let reps = ((if quick { 8 } else { 64 } << 20) / size).max(2);
+        for decode in [false, true] {
+            runner.run(Case {
+                case: format!("fec_{}_{name}", if decode { "decode" } else { "encode" }),
+                metric: "throughput",
+                unit: "MB/s",
+                better: Better::Higher,
+                baseline_name: "GF(2^8) reed-solomon-erasure",
+                ours: Box::new(move || fec_rate(CODER_RS16, size, decode, reps)),
+                baseline: Box::new(move || fec_rate(CODER_RS8, size, decode, reps)),
+            });
+        }
+    }
+}
