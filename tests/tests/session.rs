@@ -897,3 +897,96 @@ async fn a_real_host_sends_data_shards_before_parity_block_by_block() {
         "data shards carry the frame's bytes in order"
     );
 }
+
+/// A fake client on the raw link: a valid handshake, then `count` hostile
+/// messages to the host (random input batches, loss reports, kinds the host
+/// does not expect, truncated and random bytes).
+async fn hostile_client(link: impl Link, seed: u64, count: usize) {
+    let (mut tx, mut rx) = link.split();
+    let hello = link_session::handshake::Hello {
+        min_version: 1,
+        max_version: 1,
+        random: [9; 32],
+        encryption: false,
+        max_frame: 16 << 20,
+        max_message: 1472,
+    }
+    .to_bytes();
+    let mut m = vec![0u8; OUTER_LEN];
+    wire::write_outer(&mut m, Kind::Hello, 0);
+    m.extend_from_slice(&hello);
+    tx.send(&m).await.unwrap();
+    let _welcome = rx.recv().await.unwrap().unwrap();
+    let mut r = SplitMix(seed);
+    for pn in 0..count as u64 {
+        let kind = [
+            Kind::Finish,
+            Kind::Input,
+            Kind::Input,
+            Kind::Feedback,
+            Kind::Shard,
+            Kind::Hello,
+        ][r.below(6) as usize];
+        let mut m = vec![0u8; OUTER_LEN];
+        wire::write_outer(&mut m, kind, if r.below(10) == 0 { r.next() } else { pn });
+        match kind {
+            Kind::Input => {
+                m.extend_from_slice(&r.below(3000).to_le_bytes());
+                let n = r.below(300) as u16;
+                m.extend_from_slice(&n.to_le_bytes());
+                for _ in 0..n.min(60) {
+                    let t = r.below(10) as u8;
+                    m.push(t);
+                    m.extend((0..r.below(16)).map(|_| r.next() as u8));
+                }
+            }
+            Kind::Feedback => m.extend((0..32).map(|_| r.next() as u8)),
+            _ => m.extend((0..r.below(100)).map(|_| r.next() as u8)),
+        }
+        if r.below(10) == 0 {
+            m.truncate(r.below(m.len() as u64) as usize);
+        }
+        if tx.send(&m).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.close().await;
+}
+
+#[test]
+fn hostile_input_and_reports_never_panic_the_host() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = proptest::test_runner::Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Default::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(cfg);
+    runner
+        .run(&proptest::prelude::any::<u64>(), |seed| {
+            let (a, b) = memory_pair(MemoryConfig::default());
+            let host = async move {
+                let (_host, mut ev) = Host::accept(a, HostConfig::default()).await.unwrap();
+                let mut n = 0u64;
+                while let Ok(Some(e)) = ev.next_event().await {
+                    if let HostEvent::LossReport(r) = e {
+                        assert!(r.loss_ppm <= 1_000_000);
+                    }
+                    n += 1;
+                    assert!(n < 1_000_000);
+                }
+                ev.stats()
+            };
+            let (stats, ()) =
+                rt.block_on(async { futures::join!(host, hostile_client(b, seed, 2000)) });
+            proptest::prop_assert!(
+                stats.malformed_dropped + stats.unexpected_dropped > 0,
+                "{stats:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
+}
