@@ -265,54 +265,41 @@ where
     let (mut frames, mut input) = Client::connect(link, cfg)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let (tx, mut rx) = futures::channel::mpsc::unbounded::<()>();
-    let inputs = async move {
-        let mut sent = 0u64;
-        while futures::StreamExt::next(&mut rx).await.is_some() {
-            let ev = InputEvent::MouseMove {
-                dx: sent as i32,
-                dy: 1,
-            };
-            if input.send_input(ev).await.is_err() {
-                break;
-            }
-            sent += 1;
-        }
-        let _ = input.close().await;
-        sent
-    };
-    let recv = async move {
-        let mut r = ClientReport::default();
-        loop {
-            match frames.next_frame().await {
-                Ok(Some(ClientEvent::Frame(f))) => {
-                    let now = now_us();
-                    if r.first_us == 0 {
-                        r.first_us = now;
-                    }
-                    r.last_us = now;
-                    r.latencies_us.push(now.saturating_sub(f.pts));
-                    r.delivered += 1;
-                    r.bytes += f.data().len() as u64;
-                    r.recovered += f.recovered as u64;
-                    r.zero_copy += f.is_zero_copy() as u64;
-                    if !frame_ok(f.data(), f.index) {
-                        r.corrupt += 1;
-                    }
-                    let _ = tx.unbounded_send(());
+    let mut r = ClientReport::default();
+    loop {
+        match frames.next_frame().await {
+            Ok(Some(ClientEvent::Frame(f))) => {
+                let now = now_us();
+                if r.first_us == 0 {
+                    r.first_us = now;
                 }
-                Ok(Some(ClientEvent::Lost { count, .. })) => r.lost += count as u64,
-                Ok(None) => break,
-                Err(e) => return Err(format!("next_frame: {e}")),
+                r.last_us = now;
+                r.latencies_us.push(now.saturating_sub(f.pts));
+                r.delivered += 1;
+                r.bytes += f.data().len() as u64;
+                r.recovered += f.recovered as u64;
+                r.zero_copy += f.is_zero_copy() as u64;
+                if !frame_ok(f.data(), f.index) {
+                    r.corrupt += 1;
+                }
+                // One input event per frame; `next_frame` keeps running, so
+                // lost ones are retransmitted (and it ends only once the
+                // host acknowledged them all).
+                let ev = InputEvent::MouseMove {
+                    dx: r.input_sent as i32,
+                    dy: 1,
+                };
+                if input.send_input(ev).await.is_ok() {
+                    r.input_sent += 1;
+                }
             }
+            Ok(Some(ClientEvent::Lost { count, .. })) => r.lost += count as u64,
+            Ok(None) => break,
+            Err(e) => return Err(format!("next_frame: {e}")),
         }
-        r.input_rtt_us = frames.stats().input_rtt_us;
-        drop(tx);
-        Ok(r)
-    };
-    let (r, sent) = futures::join!(recv, inputs);
-    let mut r = r?;
-    r.input_sent = sent;
+    }
+    r.input_rtt_us = frames.stats().input_rtt_us;
+    let _ = input.close().await;
     Ok(r)
 }
 

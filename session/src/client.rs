@@ -133,6 +133,8 @@ pub struct Client<T: LinkTx, R: LinkRx> {
     since_housekeeping: u32,
     /// The host's `Bye`: its frame count and when to stop waiting.
     bye: Option<(u32, Instant)>,
+    /// When every frame was handed out or reported after the `Bye`.
+    frames_done_at: Option<Instant>,
     last_rx: Instant,
     ended: bool,
 }
@@ -283,6 +285,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 timer: None,
                 since_housekeeping: 0,
                 bye: None,
+                frames_done_at: None,
                 last_rx: now,
                 ended: false,
             },
@@ -358,6 +361,8 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 self.handle(msg, now)
             }
             Ok(None) => self.end(),
+            // After the host's Bye its link may go away: that is the end.
+            Err(_) if self.bye.is_some() => self.end(),
             Err(e) => return Err(e.into()),
         }
         Ok(())
@@ -366,6 +371,23 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
     // r[impl session.close]
     /// The stream ended: deliver what is whole, report the rest lost.
     fn end(&mut self) {
+        self.finish_frames(Instant::now());
+        self.ended = true;
+        // Input the host never acknowledged is lost with the link: count it.
+        let unacked = self.shared.input.lock().expect("input lock").unacked();
+        if !self.shared.stream {
+            add(&self.shared.stats.input_abandoned, unacked as u64);
+            // A last loss report, so that the host's view ends complete.
+            self.feedback_due = true;
+            let _ = self.flush_control(Instant::now());
+        }
+    }
+
+    /// Hand out or report every frame up to the host's count (once).
+    fn finish_frames(&mut self, now: Instant) {
+        if self.frames_done_at.is_some() {
+            return;
+        }
         if let Some(r) = &mut self.reasm {
             r.finish(
                 self.bye.map(|(end, _)| end),
@@ -374,12 +396,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             );
         }
         self.drain_outputs();
-        self.ended = true;
-        // A last loss report, so that the host's view ends complete.
-        if !self.shared.stream {
-            self.feedback_due = true;
-            let _ = self.flush_control(Instant::now());
-        }
+        self.frames_done_at = Some(now);
     }
 
     fn deadline(&self, now: Instant) -> Instant {
@@ -394,6 +411,9 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         }
         if let Some((_, t)) = self.bye {
             d = d.min(t);
+        }
+        if let Some(t) = self.frames_done_at {
+            d = d.min(t + self.config.idle_timeout);
         }
         if !self.shared.stream {
             d = d.min(self.last_rx + self.config.idle_timeout);
@@ -414,8 +434,17 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         if let Some((end, deadline)) = self.bye {
             let done = self.reasm.as_ref().is_none_or(|r| r.next() >= end);
             if done || now >= deadline {
-                self.end();
-                return Ok(());
+                self.finish_frames(now);
+                // On a lossy link, input still waiting for acknowledgement
+                // keeps the session open (retransmitting) until the host
+                // acknowledged it, or for at most `idle_timeout`.
+                let waiting = !self.shared.stream
+                    && self.shared.input.lock().expect("input lock").unacked() > 0;
+                let since = self.frames_done_at.unwrap_or(now);
+                if !waiting || now >= since + self.config.idle_timeout {
+                    self.end();
+                    return Ok(());
+                }
             }
         }
         if !self.shared.stream && now >= self.last_rx + self.config.idle_timeout {

@@ -73,6 +73,7 @@ pub struct Host<T: LinkTx> {
     encoder: FecEncoder,
     frame: u32,
     scratch: Vec<u8>,
+    closed: bool,
 }
 
 /// What the host's [`next_event`](HostEvents::next_event) yields.
@@ -340,6 +341,7 @@ impl<T: LinkTx> Host<T> {
                 encoder: FecEncoder::new(),
                 frame: 0,
                 scratch: Vec::new(),
+                closed: false,
             },
             HostEvents {
                 shared,
@@ -447,6 +449,9 @@ impl<T: LinkTx> Host<T> {
     }
 
     fn check_len(&self, len: usize) -> Result<(), SessionError> {
+        if self.closed {
+            return Err(SessionError::Link(link_types::LinkError::Closed));
+        }
         if self.frame > crate::wire::MAX_FRAME_INDEX {
             return Err(SessionError::CounterExhausted);
         }
@@ -568,11 +573,17 @@ impl<T: LinkTx> Host<T> {
 
     // r[impl session.close]
     /// End the stream: a `Bye` carrying the number of frames sent (three
-    /// copies on a lossy link), then the link's graceful close. The client
-    /// hands out or reports every earlier frame, then `Ok(None)`.
+    /// copies on a lossy link). The client hands out or reports every
+    /// earlier frame, then `Ok(None)`. The link stays open so that
+    /// [`HostEvents`] still receives (and acknowledges) the client's last
+    /// input until the client's own `Bye`; it closes when both halves are
+    /// dropped. Sending after `close` fails with `LinkError::Closed`.
     pub async fn close(&mut self) -> Result<(), SessionError> {
         let shared = &self.shared;
         let mut tx = shared.tx.lock().await;
+        if self.closed {
+            return Ok(());
+        }
         crate::tx::send_bye(
             &mut tx,
             self.frame,
@@ -580,7 +591,7 @@ impl<T: LinkTx> Host<T> {
             &shared.stats.messages_sent,
         )
         .await?;
-        tx.tx.close().await?;
+        self.closed = true;
         Ok(())
     }
 }

@@ -131,6 +131,8 @@ counters! {
         input_retransmits,
         /// Input events acknowledged by the host.
         input_acked,
+        /// Input events never acknowledged when the session ended.
+        input_abandoned,
         /// Smoothed input round trip in microseconds (0 until measured).
         input_rtt_us,
         /// Link messages sent (all kinds).
