@@ -17,7 +17,7 @@ use crate::SessionError;
 use crate::config::ClientConfig;
 use crate::crypto::{Direction, Opener, Sealer, Secret, ct_eq, random};
 use crate::frame::{ClientEvent, Frame};
-use crate::handshake::{HELLO_LEN, Hello, Params, Welcome, read_reject};
+use crate::handshake::{Backoff, HELLO_LEN, Hello, Params, Welcome, read_reject};
 use crate::input::{InputEvent, InputSender};
 use crate::open::{Dropped, Guard};
 use crate::reassembly::{Output, Reassembler, Reject};
@@ -176,7 +176,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         .to_bytes();
         let start = Instant::now();
         let deadline = start + config.handshake_timeout;
-        let mut interval = config.retransmit;
+        let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
         let welcome = 'hs: loop {
             txs.send(
                 Kind::Hello,
@@ -186,12 +186,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             )
             .await?;
             txs.tx.flush().await?;
-            let until = if caps.reliable {
-                deadline
-            } else {
-                (Instant::now() + interval).min(deadline)
-            };
-            interval = (interval * 2).min(Duration::from_secs(1));
+            let until = backoff.next_wait();
             loop {
                 let Some(r) = with_deadline(rx.recv(), until).await else {
                     if Instant::now() >= deadline {
@@ -516,7 +511,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             }
         }
         if want_input {
-            let max_body = shared.params.max_message as usize - OUTER_LEN - TAG_LEN;
+            let max_body = shared.params.max_body();
             let mut input = shared.input.lock().expect("input lock");
             let before = input.retransmits;
             if let Some(body) = input.batch(now, max_body, false) {
@@ -648,8 +643,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         let shared = self.shared.clone();
         let stats = &shared.stats;
         let p = shared.params;
-        let tag = if p.encryption { TAG_LEN } else { 0 };
-        let part_size = p.max_message as usize - OUTER_LEN - FRAME_HEADER_LEN - tag;
+        let part_size = p.part_size();
         let len = h.frame_len as usize;
         let parts = len.div_ceil(part_size).max(1);
         let expect = len
@@ -757,7 +751,7 @@ impl<T: LinkTx> ClientInput<T> {
         }
         add(&shared.stats.input_sent, 1);
         let mut tx = shared.tx.lock().await;
-        let max_body = shared.params.max_message as usize - OUTER_LEN - TAG_LEN;
+        let max_body = shared.params.max_body();
         let body = {
             let mut input = shared.input.lock().expect("input lock");
             let before = input.retransmits;

@@ -10,7 +10,9 @@
 
 use crate::error::RejectReason;
 use crate::fec::FecScheme;
-use crate::wire::{RANDOM_LEN, Reader, VERSION, WireError, Writer};
+use crate::wire::{
+    FRAME_HEADER_LEN, OUTER_LEN, RANDOM_LEN, Reader, TAG_LEN, VERSION, WireError, Writer,
+};
 
 /// Bytes of a Hello body.
 pub const HELLO_LEN: usize = 2 + RANDOM_LEN + 1 + 4 + 4;
@@ -96,6 +98,57 @@ pub struct Params {
     pub min_parity: u8,
     /// Keys change every `2^rekey_shift` packets.
     pub rekey_shift: u8,
+}
+
+impl Params {
+    fn tag_len(&self) -> usize {
+        if self.encryption { TAG_LEN } else { 0 }
+    }
+
+    /// Bytes of a frame each Frame message carries on a stream link (all
+    /// parts but the last are this long).
+    pub fn part_size(&self) -> usize {
+        self.max_message as usize - OUTER_LEN - FRAME_HEADER_LEN - self.tag_len()
+    }
+
+    /// The largest body a message may have (the Input batch limit).
+    pub fn max_body(&self) -> usize {
+        self.max_message as usize - OUTER_LEN - TAG_LEN
+    }
+}
+
+/// Retransmission schedule of a handshake message: the first wait is
+/// `first`, doubling to 1 s; on a reliable link one send waits the whole
+/// time.
+pub(crate) struct Backoff {
+    interval: std::time::Duration,
+    deadline: web_time::Instant,
+    reliable: bool,
+}
+
+impl Backoff {
+    pub(crate) fn new(
+        first: std::time::Duration,
+        deadline: web_time::Instant,
+        reliable: bool,
+    ) -> Self {
+        Backoff {
+            interval: first,
+            deadline,
+            reliable,
+        }
+    }
+
+    /// Until when to wait for an answer after sending now.
+    pub(crate) fn next_wait(&mut self) -> web_time::Instant {
+        let until = if self.reliable {
+            self.deadline
+        } else {
+            (web_time::Instant::now() + self.interval).min(self.deadline)
+        };
+        self.interval = (self.interval * 2).min(std::time::Duration::from_secs(1));
+        until
+    }
 }
 
 /// The host's answer.

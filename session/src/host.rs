@@ -16,7 +16,7 @@ use crate::crypto::{Direction, Opener, Sealer, Secret, random};
 use crate::error::RejectReason;
 use crate::fec::{FecEncoder, Layout, max_data, parity_for};
 use crate::frame::FrameFlags;
-use crate::handshake::{Hello, Params, WELCOME_LEN, Welcome, reject_body};
+use crate::handshake::{Backoff, Hello, Params, WELCOME_LEN, Welcome, reject_body};
 use crate::input::{InputEvent, InputReceiver};
 use crate::open::{Dropped, Guard};
 use crate::stats::{HostCounters, HostStats, add, set};
@@ -286,7 +286,7 @@ impl<T: LinkTx> Host<T> {
             ));
         }
         let welcome = welcome.to_bytes();
-        let mut interval = config.retransmit;
+        let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
         'hs: loop {
             txs.send(
                 Kind::Welcome,
@@ -296,12 +296,7 @@ impl<T: LinkTx> Host<T> {
             )
             .await?;
             txs.tx.flush().await?;
-            let until = if caps.reliable {
-                deadline
-            } else {
-                (Instant::now() + interval).min(deadline)
-            };
-            interval = (interval * 2).min(Duration::from_secs(1));
+            let until = backoff.next_wait();
             loop {
                 let Some(r) = with_deadline(rx.recv(), until).await else {
                     if Instant::now() >= deadline {
@@ -373,12 +368,6 @@ impl<T: LinkTx> Host<T> {
         self.frame
     }
 
-    fn part_size(&self) -> usize {
-        let p = &self.shared.params;
-        let tag = if p.encryption { TAG_LEN } else { 0 };
-        p.max_message as usize - OUTER_LEN - FRAME_HEADER_LEN - tag
-    }
-
     // r[impl session.host.send]
     /// Send one encoded access unit. Waits only for link capacity.
     pub async fn send_frame(
@@ -413,7 +402,7 @@ impl<T: LinkTx> Host<T> {
         self.check_len(len)?;
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
-        if shared.params.stream && len <= self.part_size() {
+        if shared.params.stream && len <= shared.params.part_size() {
             let h = FrameHeader {
                 frame: self.frame,
                 frame_len: len as u32,
@@ -482,7 +471,7 @@ impl<T: LinkTx> Host<T> {
         pts: u64,
         flags: FrameFlags,
     ) -> Result<(), SessionError> {
-        let ps = self.part_size();
+        let ps = self.shared.params.part_size();
         let parts = data.len().div_ceil(ps).max(1);
         for part in 0..parts {
             let chunk = &data[(part * ps).min(data.len())..((part + 1) * ps).min(data.len())];
