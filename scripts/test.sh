@@ -42,6 +42,9 @@ cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented
 step "AddressSanitizer (nightly): link-udp and link-shm, both processes"
 bash scripts/sanitize.sh
 
+step "Miri (nightly): the shared-memory ring protocol on heap memory"
+bash scripts/miri.sh
+
 step "UDP under real packet loss (network namespaces, nftables)"
 LOSS=10 bash scripts/netns-loss.sh
 

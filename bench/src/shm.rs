@@ -1,8 +1,11 @@
 //! `shm`: the shared-memory link between two processes, against the floors
 //! and the alternatives, side by side:
 //! - one-way latency (half a 64 B round trip): our link spinning vs a raw
-//!   atomic ping-pong over a shared mapping (the floor); our link sleeping
-//!   vs a raw eventfd ping-pong; and vs a Unix domain socket pair;
+//!   atomic ping-pong over a shared mapping (the floor) and vs a bare
+//!   64 B message ring (the same message layout with no link around it;
+//!   the bare ring against the atomic floor is reported too, as a
+//!   reference); our link sleeping vs a raw eventfd ping-pong; and vs a
+//!   Unix domain socket pair;
 //! - 8 MiB frames where the writer fills each slot and the reader reads
 //!   every byte: vs the same fill and read in one process's memory (the
 //!   floor) and vs a Unix domain socket.
@@ -116,6 +119,14 @@ impl Words {
         };
         assert_ne!(p, libc::MAP_FAILED);
         Words(p.cast())
+    }
+
+    /// 64-bit word `w` of the page (`w < 512`).
+    fn word(&self, w: usize) -> &AtomicU64 {
+        assert!(w < 512);
+        // SAFETY: inside the mapped page, aligned; never unmapped while
+        // `self` lives (the bench process exits after use).
+        unsafe { &*self.0.add(w) }
     }
 
     fn get(&self, i: usize) -> &AtomicU64 {
@@ -303,6 +314,31 @@ pub fn child(mode: &str) {
                 std::hint::spin_loop();
             }
         }
+        "ring-echo" => {
+            let w = Words::map(&inherited("BENCH_MEMFD"));
+            let mut expect = 1u64;
+            loop {
+                let mut msg = [0u64; 8];
+                loop {
+                    let v = w.word(RING_IN).load(Ordering::Acquire);
+                    if v == u64::MAX {
+                        return;
+                    }
+                    if v == expect {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                for (k, m) in msg.iter_mut().enumerate() {
+                    *m = w.word(RING_IN + 2 + k).load(Ordering::Relaxed);
+                }
+                for (k, m) in msg.iter().enumerate() {
+                    w.word(RING_OUT + 2 + k).store(*m, Ordering::Relaxed);
+                }
+                w.word(RING_OUT).store(expect, Ordering::Release);
+                expect += 1;
+            }
+        }
         "eventfd-echo" => {
             let (a, b) = (inherited("BENCH_EFD_A"), inherited("BENCH_EFD_B"));
             loop {
@@ -420,6 +456,47 @@ fn atomic_latency(count: usize) -> f64 {
     }
     let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
     ping.store(u64::MAX, Ordering::Release);
+    finish(child);
+    us
+}
+
+/// Where the bare ring's two entries start (64-bit word index): 128-byte
+/// entries like the link's, a sequence word, then 64 payload bytes at byte
+/// 16, so a message spans two cache lines, as it must with any header.
+const RING_IN: usize = 0;
+const RING_OUT: usize = 32;
+
+/// A bare 64 B message ring with no link around it: one entry each way,
+/// a sequence word published after the 64 payload bytes, spun on. What a
+/// 64 B message costs in this layout before any software.
+fn raw_ring_latency(count: usize) -> f64 {
+    pin(0);
+    let fd = memfd(4096);
+    let mut cmd = child_command("ring-echo");
+    pass_fd(&mut cmd, "BENCH_MEMFD", &fd);
+    let child = cmd.spawn().expect("spawn");
+    let w = Words::map(&fd);
+    let rt = |i: u64| {
+        for k in 0..8 {
+            w.word(RING_IN + 2 + k)
+                .store(i.wrapping_add(k as u64), Ordering::Relaxed);
+        }
+        w.word(RING_IN).store(i, Ordering::Release);
+        while w.word(RING_OUT).load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        assert_eq!(w.word(RING_OUT + 9).load(Ordering::Relaxed), i + 7);
+    };
+    for i in 1..=(count / 10) as u64 {
+        rt(i);
+    }
+    let base = (count / 10) as u64;
+    let start = Instant::now();
+    for i in 1..=count as u64 {
+        rt(base + i);
+    }
+    let us = start.elapsed().as_secs_f64() / count as f64 / 2.0 * 1e6;
+    w.word(RING_IN).store(u64::MAX, Ordering::Release);
     finish(child);
     us
 }
@@ -661,6 +738,24 @@ pub fn run(runner: &mut Runner, quick: bool) {
         better: Better::Lower,
         baseline_name: "raw atomic ping-pong over shared memory (floor)",
         ours: Box::new(|| link_latency(true, n)),
+        baseline: Box::new(|| atomic_latency(n)),
+    });
+    runner.run(Case {
+        case: "latency_64B_spin_vs_bare_ring".into(),
+        metric: "one_way_latency",
+        unit: "us",
+        better: Better::Lower,
+        baseline_name: "bare 64 B message ring, no link (two cache lines)",
+        ours: Box::new(|| link_latency(true, n)),
+        baseline: Box::new(|| raw_ring_latency(n)),
+    });
+    runner.run(Case {
+        case: "bare_ring_64B_vs_atomic".into(),
+        metric: "one_way_latency",
+        unit: "us",
+        better: Better::Lower,
+        baseline_name: "raw atomic ping-pong (reference: the bare ring is not our link)",
+        ours: Box::new(|| raw_ring_latency(n)),
         baseline: Box::new(|| atomic_latency(n)),
     });
     runner.run(Case {

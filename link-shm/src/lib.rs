@@ -21,6 +21,7 @@ mod error;
 pub mod hostile;
 mod link;
 mod region;
+mod ring;
 mod stats;
 mod sys;
 

@@ -15,18 +15,11 @@ use link_types::{
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 
-use crate::region::{
-    Class, Geometry, INLINE, INLINE_MAX, Layout, READER_SLEEPING, READER_STATE, Region, TAIL,
-    WRITER_SLEEPING, WRITER_STATE,
-};
+use crate::region::{Class, Geometry, INLINE_MAX, Layout, Memory, Region, WRITER_SLEEPING};
+use crate::ring::{self, CLOSED, Fault, GONE, Msg, OPEN, Place, RingRx, RingTx};
 use crate::stats::{Counters, ShmStatsHandle};
 use crate::sys::{self, Mapping};
 use crate::{ShmConfig, ShmError};
-
-/// Writer states (direction's `WRITER_STATE`).
-const OPEN: u32 = 0;
-const CLOSED: u32 = 1;
-const GONE: u32 = 2;
 
 /// What one end shares between its halves and its leases.
 struct Shared {
@@ -63,7 +56,7 @@ pub(crate) fn create_segment(config: &ShmConfig) -> Result<(Arc<Region>, OwnedFd
         data: [mk()?, mk()?],
         space: [mk()?, mk()?],
     };
-    Ok((Region::init(map, layout), segment, fds))
+    Ok((Region::init(Memory::Mapped(map), layout), segment, fds))
 }
 
 /// The four wake-up descriptors of a link, by direction.
@@ -171,19 +164,16 @@ impl ShmLink {
         });
         Ok(ShmLink {
             tx: ShmTx {
+                ring: RingTx::new(shared.region.clone(), tx_dir),
                 shared: shared.clone(),
-                dir: tx_dir,
-                head: 0,
-                tail_seen: 0,
                 space_wait,
                 data_signal: fds.data[tx_dir].clone(),
                 closed: false,
                 error: None,
             },
             rx: ShmRx {
+                ring: RingRx::new(shared.region.clone(), rx_dir),
                 shared,
-                dir: rx_dir,
-                tail: 0,
                 data_wait,
                 leases,
                 end: None,
@@ -210,7 +200,8 @@ impl Link for ShmLink {
     }
 }
 
-/// The spin before sleeping: looks at the clock only every 64 turns.
+/// The spin before sleeping. The clock is read only every 64 turns, and
+/// not at all when what is waited for arrives within the first 64.
 struct Spin {
     until: Option<Instant>,
     budget: Duration,
@@ -233,7 +224,7 @@ impl Spin {
             return false;
         }
         self.turns = self.turns.wrapping_add(1);
-        if self.turns % 64 == 1 {
+        if self.turns.is_multiple_of(64) {
             let now = Instant::now();
             match self.until {
                 None => self.until = Some(now + self.budget),
@@ -246,7 +237,7 @@ impl Spin {
     }
 }
 
-fn corrupt(c: &Counters, what: String) -> LinkError {
+fn corrupt(c: &Counters, Fault(what): Fault) -> LinkError {
     Counters::add(&c.validation_failures, 1);
     tracing::warn!("shared memory: {what}");
     LinkError::protocol(format!("shared memory corrupted by the peer: {what}"))
@@ -255,11 +246,7 @@ fn corrupt(c: &Counters, what: String) -> LinkError {
 /// The sending half of a [`ShmLink`].
 pub struct ShmTx {
     shared: Arc<Shared>,
-    dir: usize,
-    /// Messages published so far (the shared head is written only here).
-    head: u32,
-    /// The reader's tail as last read.
-    tail_seen: u32,
+    ring: RingTx,
     space_wait: AsyncFd<Arc<OwnedFd>>,
     data_signal: Arc<OwnedFd>,
     closed: bool,
@@ -269,38 +256,14 @@ pub struct ShmTx {
 impl std::fmt::Debug for ShmTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmTx")
-            .field("dir", &self.dir)
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
 }
 
 impl ShmTx {
-    /// Take the lowest free slot of `class`, marking it in use. Reusing the
-    /// lowest one first keeps a steady stream cycling through as few slots
-    /// (and as little cache) as it can: measured on 8 MiB frames, a
-    /// rotating search that touched every slot in turn was slower.
-    fn take_slot(&mut self, class: Class) -> Option<usize> {
-        let r = &self.shared.region;
-        (0..r.class_count(class)).find(|&i| {
-            let st = r.slot_state(self.dir, class, i);
-            if st.load(Ordering::Acquire) == 0 {
-                st.store(1, Ordering::Relaxed);
-                true
-            } else {
-                false
-            }
-        })
-    }
-
-    fn free_slot(&self, class: Class, index: usize) {
-        self.shared
-            .region
-            .slot_state(self.dir, class, index)
-            .store(0, Ordering::Release);
-    }
-
     // r[impl shm.backpressure]
+    // r[impl shm.validate]
     /// Ready with a large slot when the ring has room and a large slot is
     /// free: the permit then holds space for a message of the maximum size.
     fn try_reserve(&mut self) -> Result<Option<usize>, LinkError> {
@@ -310,37 +273,25 @@ impl ShmTx {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let r = &self.shared.region;
-        if self.shared.peer_dead.load(Ordering::SeqCst) {
+        if self.shared.peer_dead.load(Ordering::Relaxed) {
             return Err(self.fail(LinkError::PeerGone));
         }
-        match r.control(self.dir, READER_STATE).load(Ordering::Acquire) {
-            OPEN => {}
-            GONE => return Err(self.fail(LinkError::PeerGone)),
-            v => {
-                let e = corrupt(&self.shared.counters, format!("reader state {v}"));
+        match self.ring.reader_state() {
+            Ok(OPEN) => {}
+            Ok(_) => return Err(self.fail(LinkError::PeerGone)),
+            Err(f) => {
+                let e = corrupt(&self.shared.counters, f);
                 return Err(self.fail(e));
             }
         }
-        // r[impl shm.validate]
-        // The reader's tail is read again only when the ring looks full, so
-        // a busy link does not pull its cache line across on every message.
-        if self.head.wrapping_sub(self.tail_seen) as usize >= r.layout.ring_len {
-            let tail = r.control(self.dir, TAIL).load(Ordering::Acquire);
-            let used = self.head.wrapping_sub(tail) as usize;
-            if used > r.layout.ring_len {
-                let e = corrupt(
-                    &self.shared.counters,
-                    format!("ring tail {tail} behind head {}", self.head),
-                );
-                return Err(self.fail(e));
-            }
-            self.tail_seen = tail;
-            if used == r.layout.ring_len {
-                return Ok(None);
+        match self.ring.has_room() {
+            Ok(true) => Ok(self.ring.take_slot(Class::Large)),
+            Ok(false) => Ok(None),
+            Err(f) => {
+                let e = corrupt(&self.shared.counters, f);
+                Err(self.fail(e))
             }
         }
-        Ok(self.take_slot(Class::Large))
     }
 
     fn fail(&mut self, e: LinkError) -> LinkError {
@@ -366,8 +317,8 @@ impl ShmTx {
             if spin.again() {
                 continue;
             }
-            let region = self.shared.region.clone();
-            let sleeping = region.control(self.dir, WRITER_SLEEPING);
+            let region = self.ring.region().clone();
+            let sleeping = region.control(self.ring.dir(), WRITER_SLEEPING);
             sleeping.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if let Some(i) = self
@@ -390,52 +341,31 @@ impl ShmTx {
     }
 
     fn publish(&mut self, place: Place, len: usize) {
-        let r = &self.shared.region;
-        let pos = self.head as usize % r.layout.ring_len;
-        let e = r.ring_entry(self.dir, pos);
         let c = &self.shared.counters;
-        let word = match place {
-            Place::Inline => {
-                Counters::bump(&c.tx_inline, 1);
-                INLINE
-            }
-            Place::Slot(class, index) => {
-                Counters::bump(
-                    if class == Class::Small {
-                        &c.tx_small
-                    } else {
-                        &c.tx_large
-                    },
-                    1,
-                );
-                (class as u32) << 31 | index as u32
-            }
-        };
-        e.class.store(word, Ordering::Relaxed);
-        e.len.store(len as u32, Ordering::Relaxed);
-        self.head = self.head.wrapping_add(1);
-        // The sequence number publishes the entry (and the payload before it).
-        e.seq.store(self.head, Ordering::Release);
+        Counters::bump(
+            match place {
+                Place::Inline => &c.tx_inline,
+                Place::Slot(Class::Small, _) => &c.tx_small,
+                Place::Slot(Class::Large, _) => &c.tx_large,
+            },
+            1,
+        );
         Counters::bump(&c.tx_messages, 1);
         Counters::bump(&c.tx_bytes, len as u64);
-        self.wake_reader(false);
-    }
-
-    fn wake_reader(&self, always: bool) {
-        let r = &self.shared.region;
-        fence(Ordering::SeqCst);
-        if always || r.control(self.dir, READER_SLEEPING).load(Ordering::Relaxed) != 0 {
-            sys::eventfd_signal(&self.data_signal);
-            Counters::add(&self.shared.counters.wakeups_sent, 1);
+        if self.ring.publish(place, len) {
+            self.signal_reader();
         }
     }
 
+    fn signal_reader(&self) {
+        sys::eventfd_signal(&self.data_signal);
+        Counters::add(&self.shared.counters.wakeups_sent, 1);
+    }
+
     fn set_state(&self, state: u32) {
-        self.shared
-            .region
-            .control(self.dir, WRITER_STATE)
-            .store(state, Ordering::Release);
-        self.wake_reader(true);
+        self.ring.set_state(state);
+        fence(Ordering::SeqCst);
+        self.signal_reader();
     }
 
     /// The link's counters.
@@ -502,7 +432,7 @@ impl Drop for ShmPermit<'_> {
     // r[impl link.reserve.drop-releases]
     fn drop(&mut self) {
         if let Some((tx, i)) = self.held.take() {
-            tx.free_slot(Class::Large, i);
+            tx.ring.free_slot(Class::Large, i);
         }
     }
 }
@@ -523,16 +453,16 @@ impl<'a> LinkTxPermit for ShmPermit<'a> {
             .expect("a permit holds a large slot until alloc");
         let max = tx.shared.caps.max_payload;
         if len > max {
-            tx.free_slot(Class::Large, large);
+            tx.ring.free_slot(Class::Large, large);
             return Err(LinkError::TooLarge { len, max });
         }
         let place = if len <= INLINE_MAX {
-            tx.free_slot(Class::Large, large);
+            tx.ring.free_slot(Class::Large, large);
             Place::Inline
-        } else if len <= tx.shared.region.class_size(Class::Small)
-            && let Some(i) = tx.take_slot(Class::Small)
+        } else if len <= tx.ring.region().class_size(Class::Small)
+            && let Some(i) = tx.ring.take_slot(Class::Small)
         {
-            tx.free_slot(Class::Large, large);
+            tx.ring.free_slot(Class::Large, large);
             Place::Slot(Class::Small, i)
         } else {
             Place::Slot(Class::Large, large)
@@ -546,15 +476,6 @@ impl<'a> LinkTxPermit for ShmPermit<'a> {
     }
 }
 
-/// Where a message's payload lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// In its ring entry.
-    Inline,
-    /// In a slot of a class.
-    Slot(Class, usize),
-}
-
 /// A message being written straight into shared memory.
 pub struct ShmSlot<'a> {
     tx: &'a mut ShmTx,
@@ -566,20 +487,13 @@ pub struct ShmSlot<'a> {
 impl WriteSlot for ShmSlot<'_> {
     // r[impl shm.zero-copy]
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        let r = &self.tx.shared.region;
-        let p = match self.place {
-            Place::Inline => {
-                let pos = self.tx.head as usize % r.layout.ring_len;
-                r.ring_entry(self.tx.dir, pos).inline
-            }
-            Place::Slot(class, index) => r.payload(self.tx.dir, class, index, self.len),
-        };
-        // SAFETY: `payload` and `ring_entry` checked that the bytes lie inside
-        // the mapping (`len <= INLINE_MAX` for an entry). They are ours: a
-        // slot marked in use by this writer and not yet published, or the
-        // next ring entry, which `reserve` saw the reader had passed. The
-        // borrow of `self` keeps them exclusive here. A hostile peer writing
-        // the same bytes can change what we send, not where we write.
+        let p = self.tx.ring.payload(self.place, self.len);
+        // SAFETY: `payload` checked that the bytes lie inside the mapping
+        // (`len <= INLINE_MAX` for an entry). They are ours: a slot marked
+        // in use by this writer and not yet published, or the next ring
+        // entry, which `reserve` saw the reader had passed. The borrow of
+        // `self` keeps them exclusive here. A hostile peer writing the same
+        // bytes can change what we send, not where we write.
         unsafe { std::slice::from_raw_parts_mut(p, self.len) }
     }
 
@@ -597,7 +511,7 @@ impl Drop for ShmSlot<'_> {
         if !self.committed
             && let Place::Slot(class, index) = self.place
         {
-            self.tx.free_slot(class, index);
+            self.tx.ring.free_slot(class, index);
         }
     }
 }
@@ -607,6 +521,13 @@ struct Leases {
     shared: Arc<Shared>,
     dir: usize,
     space_signal: Arc<OwnedFd>,
+}
+
+impl Leases {
+    fn signal_writer(&self) {
+        sys::eventfd_signal(&self.space_signal);
+        Counters::add(&self.shared.counters.wakeups_sent, 1);
+    }
 }
 
 fn token_parts(t: LeaseToken) -> (Class, usize, usize) {
@@ -621,24 +542,18 @@ fn token_parts(t: LeaseToken) -> (Class, usize, usize) {
 impl LeaseOwner for Leases {
     fn bytes(&self, token: LeaseToken) -> &[u8] {
         let (class, index, len) = token_parts(token);
-        let p = self.shared.region.payload(self.dir, class, index, len);
-        // SAFETY: the token was made from a validated descriptor (index and
-        // length within the class), `payload` re-checks the bounds, and the
-        // mapping lives as long as `self`. The writer does not reuse the slot
-        // until `release` marks it free.
-        unsafe { std::slice::from_raw_parts(p, len) }
+        // SAFETY: the token was made from a `Msg::Slot` of this direction
+        // (index and length checked against the class), it is released
+        // only when its `Backing` is dropped, and the region lives as long
+        // as `self`.
+        unsafe { ring::slot_bytes(&self.shared.region, self.dir, class, index, len) }
     }
 
     // r[impl link.backing.lifetime]
     fn release(&self, token: LeaseToken) {
         let (class, index, _) = token_parts(token);
-        let r = &self.shared.region;
-        r.slot_state(self.dir, class, index)
-            .store(0, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if r.control(self.dir, WRITER_SLEEPING).load(Ordering::Relaxed) != 0 {
-            sys::eventfd_signal(&self.space_signal);
-            Counters::add(&self.shared.counters.wakeups_sent, 1);
+        if ring::release(&self.shared.region, self.dir, class, index) {
+            self.signal_writer();
         }
     }
 }
@@ -646,9 +561,7 @@ impl LeaseOwner for Leases {
 /// The receiving half of a [`ShmLink`].
 pub struct ShmRx {
     shared: Arc<Shared>,
-    dir: usize,
-    /// Messages taken so far (the shared tail is written only here).
-    tail: u32,
+    ring: RingRx,
     data_wait: AsyncFd<Arc<OwnedFd>>,
     leases: Arc<Leases>,
     end: Option<Result<(), LinkError>>,
@@ -657,7 +570,6 @@ pub struct ShmRx {
 impl std::fmt::Debug for ShmRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmRx")
-            .field("dir", &self.dir)
             .field("end", &self.end)
             .finish_non_exhaustive()
     }
@@ -670,65 +582,34 @@ impl ShmRx {
     }
 
     // r[impl shm.validate]
-    /// The next message if one is published; every word read from shared
-    /// memory is checked first.
+    /// The next message if one is published, as a `Backing`: a copy of an
+    /// inline entry, or a lease on its slot.
     fn try_take(&mut self) -> Result<Option<Backing>, LinkError> {
-        let r = &self.shared.region;
         let c = &self.shared.counters;
-        let pos = self.tail as usize % r.layout.ring_len;
-        let e = r.ring_entry(self.dir, pos);
-        // Published exactly when its sequence number is the next one; any
-        // other value (older, or garbage) means nothing new is there.
-        if e.seq.load(Ordering::Acquire) != self.tail.wrapping_add(1) {
-            return Ok(None);
-        }
-        let (ci, len) = (
-            e.class.load(Ordering::Relaxed),
-            e.len.load(Ordering::Relaxed) as usize,
-        );
-        let backing = if ci == INLINE {
-            if len > INLINE_MAX {
-                return Err(corrupt(c, format!("inline entry of {len} bytes")));
-            }
-            let mut v = vec![0u8; len];
-            // SAFETY: `inline` points at INLINE_MAX bytes inside the mapping
-            // and `len <= INLINE_MAX`; `v` is a distinct heap buffer. The
-            // copy happens before the tail moves past the entry, so the
-            // writer does not reuse it meanwhile (a hostile writer can only
-            // change what we copy).
-            unsafe { std::ptr::copy_nonoverlapping(e.inline, v.as_mut_ptr(), len) };
-            Counters::bump(&c.rx_inline, 1);
-            Backing::boxed(v)
-        } else {
-            let class = if ci >> 31 == 0 {
-                Class::Small
-            } else {
-                Class::Large
-            };
-            let index = (ci & 0x7fff_ffff) as usize;
-            if index >= r.class_count(class) || len > r.class_size(class) {
-                return Err(corrupt(
-                    c,
-                    format!("descriptor {ci:#x} of {len} bytes out of range"),
-                ));
-            }
-            let token = LeaseToken {
-                a: (class as u64) << 32 | index as u64,
-                b: len as u64,
-            };
-            Counters::bump(&c.rx_zero_copy, 1);
-            Backing::lease(self.leases.clone(), token)
+        let (msg, wake) = match self.ring.try_take() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(f) => return Err(corrupt(c, f)),
         };
-        self.tail = self.tail.wrapping_add(1);
-        r.control(self.dir, TAIL)
-            .store(self.tail, Ordering::Release);
+        let len = msg.len();
+        let backing = match msg {
+            Msg::Inline(bytes) => {
+                Counters::bump(&c.rx_inline, 1);
+                Backing::boxed(bytes)
+            }
+            Msg::Slot { class, index, len } => {
+                Counters::bump(&c.rx_zero_copy, 1);
+                let token = LeaseToken {
+                    a: (class as u64) << 32 | index as u64,
+                    b: len as u64,
+                };
+                Backing::lease(self.leases.clone(), token)
+            }
+        };
         Counters::bump(&c.rx_messages, 1);
         Counters::bump(&c.rx_bytes, len as u64);
-        // The ring entry is free again: a writer waiting for ring room may go.
-        fence(Ordering::SeqCst);
-        if r.control(self.dir, WRITER_SLEEPING).load(Ordering::Relaxed) != 0 {
-            sys::eventfd_signal(&self.leases.space_signal);
-            Counters::add(&c.wakeups_sent, 1);
+        if wake {
+            self.leases.signal_writer();
         }
         Ok(Some(backing))
     }
@@ -736,19 +617,14 @@ impl ShmRx {
     /// How the writer's state ends the stream, if it does (checked only
     /// once the ring is empty).
     fn writer_end(&self) -> Option<Result<(), LinkError>> {
-        match self
-            .shared
-            .region
-            .control(self.dir, WRITER_STATE)
-            .load(Ordering::Acquire)
-        {
-            OPEN if self.shared.peer_dead.load(Ordering::SeqCst) => Some(Err(LinkError::PeerGone)),
+        match self.ring.writer_state() {
+            OPEN if self.shared.peer_dead.load(Ordering::Relaxed) => Some(Err(LinkError::PeerGone)),
             OPEN => None,
             CLOSED => Some(Ok(())),
             GONE => Some(Err(LinkError::PeerGone)),
             v => Some(Err(corrupt(
                 &self.shared.counters,
-                format!("writer state {v}"),
+                Fault(format!("writer state {v}")),
             ))),
         }
     }
@@ -762,9 +638,6 @@ impl ShmRx {
             return Poll::Ready(end.clone().map(|()| None));
         }
         let mut spin = Spin::new(self.shared.spin);
-        let region = self.shared.region.clone();
-        let dir = self.dir;
-        let sleeping = || region.control(dir, READER_SLEEPING);
         loop {
             // The state is read before the ring: a close published after the
             // last message is only seen once that message is visible too.
@@ -781,16 +654,19 @@ impl ShmRx {
                 self.end = Some(end.clone());
                 return Poll::Ready(end.map(|()| None));
             }
+            // The ring is empty: tell the writer how far this side read
+            // (published lazily while busy), then wait.
+            if self.ring.publish_tail() {
+                self.leases.signal_writer();
+            }
             if spin.again() {
                 continue;
             }
-            sleeping().store(1, Ordering::SeqCst);
+            let sleeping = self.ring.sleep_flag();
+            sleeping.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            let pos = self.tail as usize % region.layout.ring_len;
-            let ready = region.ring_entry(self.dir, pos).seq.load(Ordering::Acquire)
-                == self.tail.wrapping_add(1);
-            if ready || self.writer_end().is_some() {
-                sleeping().store(0, Ordering::Relaxed);
+            if self.ring.ready() || self.writer_end().is_some() {
+                self.ring.sleep_flag().store(0, Ordering::Relaxed);
                 continue;
             }
             match self.data_wait.poll_read_ready(cx) {
@@ -798,7 +674,7 @@ impl ShmRx {
                 Poll::Ready(Ok(mut guard)) => {
                     let _ = sys::eventfd_drain(guard.get_inner());
                     guard.clear_ready();
-                    sleeping().store(0, Ordering::Relaxed);
+                    self.ring.sleep_flag().store(0, Ordering::Relaxed);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(LinkError::Io(Arc::new(e)))),
             }
@@ -819,10 +695,7 @@ impl LinkRx for ShmRx {
 // r[impl link.rx.drop]
 impl Drop for ShmRx {
     fn drop(&mut self) {
-        let r = &self.shared.region;
-        r.control(self.dir, READER_STATE)
-            .store(GONE, Ordering::Release);
-        fence(Ordering::SeqCst);
+        self.ring.set_gone();
         sys::eventfd_signal(&self.leases.space_signal);
     }
 }

@@ -15,6 +15,7 @@
 //! Every word the peer can write is read here as a plain value and checked
 //! by the caller before it is used as an index, offset or length.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
@@ -134,17 +135,78 @@ impl Layout {
     }
 }
 
-/// A mapped segment with its layout.
+/// The memory a segment lives in: a shared mapping between processes, or
+/// (for running the ring logic under Miri, which cannot map files) plain
+/// zeroed heap memory with the same alignment.
+pub(crate) enum Memory {
+    /// A shared mapping of a memory file.
+    Mapped(Mapping),
+    /// Heap memory owned by this process.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Heap(Heap),
+}
+
+impl Memory {
+    fn ptr(&self) -> NonNull<u8> {
+        match self {
+            Memory::Mapped(m) => m.ptr(),
+            Memory::Heap(h) => h.ptr,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Memory::Mapped(m) => m.len(),
+            Memory::Heap(h) => h.layout.size(),
+        }
+    }
+}
+
+/// Zeroed, page-aligned heap memory.
+pub(crate) struct Heap {
+    ptr: NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: plain memory owned by this value; all access to it goes through
+// `Region`, which uses atomics for shared words and bounds-checked raw
+// copies for payload bytes, as for a mapping.
+unsafe impl Send for Heap {}
+// SAFETY: as above.
+unsafe impl Sync for Heap {}
+
+impl Heap {
+    /// `len` zeroed bytes aligned to a page.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn zeroed(len: usize) -> Heap {
+        let layout = std::alloc::Layout::from_size_align(len.max(PAGE), PAGE)
+            .expect("segment size fits a layout");
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Heap { ptr, layout }
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this very layout; nothing
+        // refers to it any more (every user holds the `Region` that owns it).
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// A segment's memory with its layout.
 pub(crate) struct Region {
-    map: Mapping,
+    mem: Memory,
     pub layout: Layout,
 }
 
 impl Region {
     /// A freshly created (zeroed) segment: write the header.
-    pub(crate) fn init(map: Mapping, layout: Layout) -> Arc<Region> {
-        assert!(map.len() >= layout.total);
-        let r = Region { map, layout };
+    pub(crate) fn init(mem: Memory, layout: Layout) -> Arc<Region> {
+        assert!(mem.len() >= layout.total);
+        let r = Region { mem, layout };
         let g = layout.geo;
         let words: [(usize, u32); 6] = [
             (8, VERSION),
@@ -172,7 +234,7 @@ impl Region {
         }
         let r = |off: usize| {
             // SAFETY: `off + 4 <= HEADER <= map.len()` and `off` is 4-aligned.
-            unsafe { word_at(&map, off) }.load(std::sync::atomic::Ordering::Acquire)
+            unsafe { word_at(map.ptr(), off) }.load(std::sync::atomic::Ordering::Acquire)
         };
         let magic = r(0) as u64 | (r(4) as u64) << 32;
         if magic != MAGIC {
@@ -198,14 +260,24 @@ impl Region {
                 layout.total
             ));
         }
-        Ok(Arc::new(Region { map, layout }))
+        Ok(Arc::new(Region {
+            mem: Memory::Mapped(map),
+            layout,
+        }))
+    }
+
+    /// A zeroed heap-backed segment laid out for `geo` (tests, Miri).
+    #[cfg(test)]
+    pub(crate) fn heap(geo: Geometry) -> Arc<Region> {
+        let layout = Layout::new(geo).expect("test geometry");
+        Region::init(Memory::Heap(Heap::zeroed(layout.total)), layout)
     }
 
     /// The 32-bit shared word at byte offset `off` of the segment.
-    fn word(&self, off: usize) -> &AtomicU32 {
+    pub(crate) fn word(&self, off: usize) -> &AtomicU32 {
         assert!(off.is_multiple_of(4) && off + 4 <= self.layout.total);
         // SAFETY: checked just above: aligned and inside the mapping.
-        unsafe { word_at(&self.map, off) }
+        unsafe { word_at(self.mem.ptr(), off) }
     }
 
     /// A control word of direction `d`.
@@ -223,18 +295,24 @@ impl Region {
         self.word(self.layout.dir(d) + self.layout.states + i * 4)
     }
 
-    /// Ring entry `pos` of direction `d`: its sequence, class and length
-    /// words, and a pointer to its `INLINE_MAX` inline payload bytes.
-    pub(crate) fn ring_entry(&self, d: usize, pos: usize) -> Entry<'_> {
-        assert!(pos < self.layout.ring_len);
-        let off = self.layout.dir(d) + self.layout.ring + pos * ENTRY;
-        assert!(off + ENTRY <= self.layout.total);
-        Entry {
-            seq: self.word(off),
-            class: self.word(off + 4),
-            len: self.word(off + 8),
-            // SAFETY: `off + ENTRY` is inside the mapping (checked above).
-            inline: unsafe { self.map.ptr().as_ptr().add(off + 16) },
+    /// The start of direction `d`'s ring entries and of its slot state
+    /// words, after checking that all `ring_len` of each lie inside the
+    /// region. (The ring's hot path indexes from these instead of
+    /// recomputing and re-checking offsets for every word.)
+    pub(crate) fn ring_bases(&self, d: usize) -> (NonNull<u8>, NonNull<AtomicU32>) {
+        let l = &self.layout;
+        let ring = l.dir(d) + l.ring;
+        let states = l.dir(d) + l.states;
+        assert!(ring + l.ring_len * ENTRY <= l.total && ring.is_multiple_of(LINE));
+        assert!(states + l.ring_len * 4 <= l.total && states.is_multiple_of(4));
+        let base = self.mem.ptr().as_ptr();
+        // SAFETY: both offsets are inside the region (checked above), so the
+        // pointers are in bounds and not null.
+        unsafe {
+            (
+                NonNull::new_unchecked(base.add(ring)),
+                NonNull::new_unchecked(base.add(states).cast()),
+            )
         }
     }
 
@@ -264,7 +342,7 @@ impl Region {
         let off = self.layout.dir(d) + base + index * self.class_size(class);
         assert!(off + len <= self.layout.total);
         // SAFETY: `off + len` is inside the mapping (checked above).
-        unsafe { self.map.ptr().as_ptr().add(off) }
+        unsafe { self.mem.ptr().as_ptr().add(off) }
     }
 }
 
@@ -278,10 +356,11 @@ pub(crate) struct Entry<'a> {
 }
 
 /// # Safety
-/// `off` must be 4-aligned and `off + 4 <= map.len()`.
-unsafe fn word_at(map: &Mapping, off: usize) -> &AtomicU32 {
-    // SAFETY: the caller guarantees alignment and bounds; `AtomicU32` has
-    // the layout of `u32`; the word lives as long as the mapping borrowed
-    // here; every access to shared words is atomic.
-    unsafe { &*map.ptr().as_ptr().add(off).cast::<AtomicU32>() }
+/// `base` must be the start of memory that outlives the returned reference,
+/// `off` must be 4-aligned and `off + 4` at most that memory's length.
+unsafe fn word_at<'a>(base: NonNull<u8>, off: usize) -> &'a AtomicU32 {
+    // SAFETY: the caller guarantees alignment, bounds and lifetime;
+    // `AtomicU32` has the layout of `u32`; every access to shared words is
+    // atomic.
+    unsafe { &*base.as_ptr().add(off).cast::<AtomicU32>() }
 }
