@@ -31,6 +31,13 @@ use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 use crate::harness::{Better, Case, Runner, pin};
 
 const FRAME: usize = 8 << 20;
+/// Frame buffers in flight, for our link (large slots), iceoryx2
+/// (subscriber buffer) and the bare pipeline alike. Two measured best on
+/// this machine for every one of them: each more 8 MiB buffer in the cycle
+/// pushes the working set further out of the shared cache (a bare
+/// two-process pipeline ran at 1.05x the in-process floor with 2 buffers,
+/// 0.85x with 3, 0.65x with 4, 0.53x with 6).
+const FRAME_SLOTS: usize = 2;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -42,7 +49,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn link_config(spin: Duration) -> ShmConfig {
     ShmConfig {
         large_size: FRAME,
-        large_count: 6,
+        large_count: FRAME_SLOTS,
         spin,
         ..ShmConfig::default()
     }
@@ -101,24 +108,31 @@ fn memfd(len: usize) -> OwnedFd {
     fd
 }
 
-/// Two 64-bit words on separate cache lines of a shared page.
+/// Map `len` bytes of a memfd at least that long, shared; never unmapped
+/// (the bench process exits after use).
+fn map_shared(fd: &OwnedFd, len: usize) -> *mut u8 {
+    // SAFETY: a shared mapping of a memfd at least `len` bytes long; the
+    // kernel picks the address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}
+
+/// 64-bit words of a shared page.
 struct Words(*mut AtomicU64);
 
 impl Words {
     fn map(fd: &OwnedFd) -> Words {
-        // SAFETY: a shared mapping of one page of a memfd at least that long.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Words(p.cast())
+        Words(map_shared(fd, 4096).cast())
     }
 
     /// 64-bit word `w` of the page (`w < 512`).
@@ -183,7 +197,7 @@ fn iox_service(
     let name: iceoryx2::service::service_name::ServiceName = name.try_into().expect("service name");
     node.service_builder(&name)
         .publish_subscribe::<[u8]>()
-        .subscriber_max_buffer_size(4)
+        .subscriber_max_buffer_size(FRAME_SLOTS)
         .enable_safe_overflow(false)
         .open_or_create()
         .expect("iceoryx2 service")
@@ -312,6 +326,32 @@ pub fn child(mode: &str) {
                     pong.store(v, Ordering::Release);
                 }
                 std::hint::spin_loop();
+            }
+        }
+        "pipe-sink" => {
+            let fd = inherited("BENCH_MEMFD");
+            let w = Words::map(&fd);
+            let frames = map_shared(&fd, PIPE_LEN);
+            let mut sum = 0u64;
+            for i in 0u64.. {
+                loop {
+                    let h = w.word(PIPE_HEAD).load(Ordering::Acquire);
+                    if h == u64::MAX {
+                        w.word(PIPE_SUM).store(sum, Ordering::Relaxed);
+                        w.word(PIPE_TAIL).store(u64::MAX, Ordering::Release);
+                        return;
+                    }
+                    if h > i {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                let at = 4096 + (i as usize % FRAME_SLOTS) * FRAME;
+                // SAFETY: inside the mapping of PIPE_LEN bytes; the writer
+                // does not touch this buffer until the tail passes it.
+                let b = unsafe { std::slice::from_raw_parts(frames.add(at), FRAME) };
+                sum = sum.wrapping_add(read_all(b));
+                w.word(PIPE_TAIL).store(i + 1, Ordering::Release);
             }
         }
         "ring-echo" => {
@@ -687,6 +727,50 @@ fn link_frames(frames: usize) -> f64 {
     })
 }
 
+/// The bare pipeline's control words (64-bit word index in its first page,
+/// on separate cache lines) and its length: that page, then FRAME_SLOTS
+/// frame buffers.
+const PIPE_HEAD: usize = 0;
+const PIPE_TAIL: usize = 16;
+const PIPE_SUM: usize = 32;
+const PIPE_LEN: usize = 4096 + FRAME_SLOTS * FRAME;
+
+/// The best any shared-memory transport can do here: two processes, the
+/// writer fills FRAME_SLOTS buffers in turn and publishes a counter, the
+/// reader reads each in full and publishes its own; no link, no
+/// descriptors, no wake-ups.
+fn bare_pipeline_frames(frames: usize) -> f64 {
+    pin(0);
+    let fd = memfd(PIPE_LEN);
+    let mut cmd = child_command("pipe-sink");
+    pass_fd(&mut cmd, "BENCH_MEMFD", &fd);
+    let child = cmd.spawn().expect("spawn");
+    let w = Words::map(&fd);
+    let mem = map_shared(&fd, PIPE_LEN);
+    let start = Instant::now();
+    for i in 0..frames as u64 {
+        while i - w.word(PIPE_TAIL).load(Ordering::Acquire) >= FRAME_SLOTS as u64 {
+            std::hint::spin_loop();
+        }
+        let at = 4096 + (i as usize % FRAME_SLOTS) * FRAME;
+        // SAFETY: inside the mapping; the reader is done with this buffer
+        // (the tail passed it) and does not read it until the head does.
+        unsafe { std::slice::from_raw_parts_mut(mem.add(at), FRAME) }.fill(i as u8);
+        w.word(PIPE_HEAD).store(i + 1, Ordering::Release);
+    }
+    while w.word(PIPE_TAIL).load(Ordering::Acquire) != frames as u64 {
+        std::hint::spin_loop();
+    }
+    let gbs = (frames * FRAME) as f64 / start.elapsed().as_secs_f64() / 1e9;
+    w.word(PIPE_HEAD).store(u64::MAX, Ordering::Release);
+    while w.word(PIPE_TAIL).load(Ordering::Acquire) != u64::MAX {
+        std::hint::spin_loop();
+    }
+    std::hint::black_box(w.word(PIPE_SUM).load(Ordering::Relaxed));
+    finish(child);
+    gbs
+}
+
 /// The floor: fill and read the same bytes in one process's memory.
 fn local_frames(frames: usize) -> f64 {
     pin(0);
@@ -801,6 +885,24 @@ pub fn run(runner: &mut Runner, quick: bool) {
         better: Better::Higher,
         baseline_name: "Unix domain socket pair",
         ours: Box::new(|| link_frames(frames)),
+        baseline: Box::new(|| uds_frames(frames)),
+    });
+    runner.run(Case {
+        case: "frames_8MiB_vs_bare_pipeline".into(),
+        metric: "bytes_per_s",
+        unit: "GB/s",
+        better: Better::Higher,
+        baseline_name: "bare two-process pipeline, no link",
+        ours: Box::new(|| link_frames(frames)),
+        baseline: Box::new(|| bare_pipeline_frames(frames)),
+    });
+    runner.run(Case {
+        case: "bare_pipeline_8MiB_vs_uds".into(),
+        metric: "bytes_per_s",
+        unit: "GB/s",
+        better: Better::Higher,
+        baseline_name: "Unix domain socket pair (reference: the bare pipeline is not our link)",
+        ours: Box::new(|| bare_pipeline_frames(frames)),
         baseline: Box::new(|| uds_frames(frames)),
     });
     runner.run(Case {

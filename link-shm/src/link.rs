@@ -385,8 +385,15 @@ impl LinkTx for ShmTx {
     // r[impl link.reserve.cancel]
     fn reserve(&mut self) -> impl MaybeSendFuture<Output = Result<ShmPermit<'_>, LinkError>> {
         async move {
-            let mut waited = false;
-            let large = poll_fn(|cx| self.poll_reserve(cx, &mut waited)).await?;
+            // The first attempt without the spinning machinery: a permit is
+            // usually there at once.
+            let large = match self.try_reserve()? {
+                Some(i) => i,
+                None => {
+                    let mut waited = false;
+                    poll_fn(|cx| self.poll_reserve(cx, &mut waited)).await?
+                }
+            };
             Ok(ShmPermit {
                 held: Some((self, large)),
             })
@@ -636,6 +643,16 @@ impl ShmRx {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Backing>, LinkError>> {
         if let Some(end) = &self.end {
             return Poll::Ready(end.clone().map(|()| None));
+        }
+        // A message waiting is taken at once: the writer's state matters
+        // only once the ring is empty.
+        match self.try_take() {
+            Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),
+            Ok(None) => {}
+            Err(e) => {
+                self.end = Some(Err(e.clone()));
+                return Poll::Ready(Err(e));
+            }
         }
         let mut spin = Spin::new(self.shared.spin);
         loop {
