@@ -285,7 +285,7 @@ impl ShmTx {
             }
         }
         match self.ring.has_room() {
-            Ok(true) => Ok(self.ring.take_slot(Class::Large)),
+            Ok(true) => Ok(self.ring.find_free(Class::Large)),
             Ok(false) => Ok(None),
             Err(f) => {
                 let e = corrupt(&self.shared.counters, f);
@@ -350,7 +350,6 @@ impl ShmTx {
             },
             1,
         );
-        Counters::bump(&c.tx_messages, 1);
         Counters::bump(&c.tx_bytes, len as u64);
         if self.ring.publish(place, len) {
             self.signal_reader();
@@ -430,18 +429,14 @@ impl Drop for ShmTx {
     }
 }
 
-/// Permission to send one message; holds a large slot until `alloc`.
+// r[impl link.reserve.drop-releases]
+/// Permission to send one message: a free large slot and room in the ring.
+/// The slot is marked in use only by `alloc`, and only if the message needs
+/// it: the permit borrows the sending half, so no other permit can take the
+/// slot meanwhile (only this writer marks slots; the reader only frees
+/// them), and a dropped permit holds nothing.
 pub struct ShmPermit<'a> {
     held: Option<(&'a mut ShmTx, usize)>,
-}
-
-impl Drop for ShmPermit<'_> {
-    // r[impl link.reserve.drop-releases]
-    fn drop(&mut self) {
-        if let Some((tx, i)) = self.held.take() {
-            tx.ring.free_slot(Class::Large, i);
-        }
-    }
 }
 
 impl<'a> LinkTxPermit for ShmPermit<'a> {
@@ -450,9 +445,8 @@ impl<'a> LinkTxPermit for ShmPermit<'a> {
     // r[impl link.alloc.limit]
     // r[impl shm.classes]
     /// A message of up to 112 bytes is written into its ring entry itself;
-    /// one that fits a small slot goes to one when one is free; either way
-    /// the permit's large slot is given back at once. Otherwise it uses the
-    /// large slot the permit holds. Never waits.
+    /// one that fits a small slot goes to one when one is free; otherwise it
+    /// takes the large slot the permit found. Never waits.
     fn alloc(mut self, len: usize) -> Result<ShmSlot<'a>, LinkError> {
         let (tx, large) = self
             .held
@@ -460,18 +454,16 @@ impl<'a> LinkTxPermit for ShmPermit<'a> {
             .expect("a permit holds a large slot until alloc");
         let max = tx.shared.caps.max_payload;
         if len > max {
-            tx.ring.free_slot(Class::Large, large);
             return Err(LinkError::TooLarge { len, max });
         }
         let place = if len <= INLINE_MAX {
-            tx.ring.free_slot(Class::Large, large);
             Place::Inline
         } else if len <= tx.ring.region().class_size(Class::Small)
             && let Some(i) = tx.ring.take_slot(Class::Small)
         {
-            tx.ring.free_slot(Class::Large, large);
             Place::Slot(Class::Small, i)
         } else {
+            tx.ring.mark_used(Class::Large, large);
             Place::Slot(Class::Large, large)
         };
         Ok(ShmSlot {
@@ -613,7 +605,6 @@ impl ShmRx {
                 Backing::lease(self.leases.clone(), token)
             }
         };
-        Counters::bump(&c.rx_messages, 1);
         Counters::bump(&c.rx_bytes, len as u64);
         if wake {
             self.leases.signal_writer();

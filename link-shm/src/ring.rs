@@ -183,15 +183,22 @@ impl RingTx {
     /// (and as little cache) as it can: measured on 8 MiB frames, a
     /// rotating search that touched every slot in turn was slower.
     pub(crate) fn take_slot(&self, class: Class) -> Option<usize> {
-        (0..self.ring.region.class_count(class)).find(|&i| {
-            let st = self.ring.state(class, i);
-            if st.load(Ordering::Acquire) == 0 {
-                st.store(1, Ordering::Relaxed);
-                true
-            } else {
-                false
-            }
-        })
+        let i = self.find_free(class)?;
+        self.mark_used(class, i);
+        Some(i)
+    }
+
+    /// The lowest free slot of `class`, not marked. Only this writer marks
+    /// slots in use (the reader only frees them), so a slot found free stays
+    /// free until this writer marks it.
+    pub(crate) fn find_free(&self, class: Class) -> Option<usize> {
+        (0..self.ring.region.class_count(class))
+            .find(|&i| self.ring.state(class, i).load(Ordering::Acquire) == 0)
+    }
+
+    /// Mark a slot found free as in use.
+    pub(crate) fn mark_used(&self, class: Class, index: usize) {
+        self.ring.state(class, index).store(1, Ordering::Relaxed);
     }
 
     /// Give back a slot this side took and did not publish.

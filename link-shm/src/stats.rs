@@ -5,12 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub tx_messages: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub tx_small: AtomicU64,
     pub tx_large: AtomicU64,
     pub tx_inline: AtomicU64,
-    pub rx_messages: AtomicU64,
     pub rx_inline: AtomicU64,
     pub rx_zero_copy: AtomicU64,
     pub rx_bytes: AtomicU64,
@@ -74,15 +72,23 @@ impl ShmStatsHandle {
     /// Read every counter.
     pub fn snapshot(&self) -> ShmStats {
         let c = &self.0;
+        // Message totals are the sums of their kinds (one counter fewer to
+        // bump per message).
+        let (tx_small, tx_large, tx_inline) = (
+            c.tx_small.load(Relaxed),
+            c.tx_large.load(Relaxed),
+            c.tx_inline.load(Relaxed),
+        );
+        let (rx_inline, rx_zero_copy) = (c.rx_inline.load(Relaxed), c.rx_zero_copy.load(Relaxed));
         ShmStats {
-            tx_messages: c.tx_messages.load(Relaxed),
+            tx_messages: tx_small + tx_large + tx_inline,
             tx_bytes: c.tx_bytes.load(Relaxed),
-            tx_small: c.tx_small.load(Relaxed),
-            tx_large: c.tx_large.load(Relaxed),
-            tx_inline: c.tx_inline.load(Relaxed),
-            rx_messages: c.rx_messages.load(Relaxed),
-            rx_inline: c.rx_inline.load(Relaxed),
-            rx_zero_copy: c.rx_zero_copy.load(Relaxed),
+            tx_small,
+            tx_large,
+            tx_inline,
+            rx_messages: rx_inline + rx_zero_copy,
+            rx_inline,
+            rx_zero_copy,
             rx_bytes: c.rx_bytes.load(Relaxed),
             reserve_waits: c.reserve_waits.load(Relaxed),
             wakeups_sent: c.wakeups_sent.load(Relaxed),

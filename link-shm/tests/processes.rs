@@ -103,7 +103,7 @@ async fn killed_peer_is_detected() {
     let r = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match tx.reserve().await {
-                Ok(p) => drop(p),
+                Ok(_permit) => {}
                 Err(e) => return e,
             }
         }
