@@ -143,11 +143,9 @@ impl Words {
         unsafe { &*self.0.add(w) }
     }
 
+    /// The 64-bit word starting cache line `i` of the page.
     fn get(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: words 0 and 8 (bytes 0 and 64) lie in the mapped page,
-        // aligned; the mapping is never unmapped while `self` lives (the
-        // bench process exits after use).
-        unsafe { &*self.0.add(i * 8) }
+        self.word(i * 8)
     }
 }
 

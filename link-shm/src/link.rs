@@ -612,6 +612,12 @@ impl ShmRx {
         Ok(Some(backing))
     }
 
+    /// `try_take`, with an error made the stream's sticky end.
+    fn take(&mut self) -> Result<Option<Backing>, LinkError> {
+        self.try_take()
+            .inspect_err(|e| self.end = Some(Err(e.clone())))
+    }
+
     /// How the writer's state ends the stream, if it does (checked only
     /// once the ring is empty).
     fn writer_end(&self) -> Option<Result<(), LinkError>> {
@@ -637,26 +643,16 @@ impl ShmRx {
         }
         // A message waiting is taken at once: the writer's state matters
         // only once the ring is empty.
-        match self.try_take() {
-            Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),
-            Ok(None) => {}
-            Err(e) => {
-                self.end = Some(Err(e.clone()));
-                return Poll::Ready(Err(e));
-            }
+        if let Some(m) = self.take()? {
+            return Poll::Ready(Ok(Some(m)));
         }
         let mut spin = Spin::new(self.shared.spin);
         loop {
             // The state is read before the ring: a close published after the
             // last message is only seen once that message is visible too.
             let end = self.writer_end();
-            match self.try_take() {
-                Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),
-                Ok(None) => {}
-                Err(e) => {
-                    self.end = Some(Err(e.clone()));
-                    return Poll::Ready(Err(e));
-                }
+            if let Some(m) = self.take()? {
+                return Poll::Ready(Ok(Some(m)));
             }
             if let Some(end) = end {
                 self.end = Some(end.clone());

@@ -148,8 +148,8 @@ impl Layout {
 pub(crate) enum Memory {
     /// A shared mapping of a memory file.
     Mapped(Mapping),
-    /// Heap memory owned by this process.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Heap memory owned by this process (tests only).
+    #[cfg(test)]
     Heap(Heap),
 }
 
@@ -157,6 +157,7 @@ impl Memory {
     fn ptr(&self) -> NonNull<u8> {
         match self {
             Memory::Mapped(m) => m.ptr(),
+            #[cfg(test)]
             Memory::Heap(h) => h.ptr,
         }
     }
@@ -164,27 +165,31 @@ impl Memory {
     fn len(&self) -> usize {
         match self {
             Memory::Mapped(m) => m.len(),
+            #[cfg(test)]
             Memory::Heap(h) => h.layout.size(),
         }
     }
 }
 
 /// Zeroed, page-aligned heap memory.
+#[cfg(test)]
 pub(crate) struct Heap {
     ptr: NonNull<u8>,
     layout: std::alloc::Layout,
 }
 
+#[cfg(test)]
 // SAFETY: plain memory owned by this value; all access to it goes through
 // `Region`, which uses atomics for shared words and bounds-checked raw
 // copies for payload bytes, as for a mapping.
 unsafe impl Send for Heap {}
+#[cfg(test)]
 // SAFETY: as above.
 unsafe impl Sync for Heap {}
 
+#[cfg(test)]
 impl Heap {
     /// `len` zeroed bytes aligned to a page.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn zeroed(len: usize) -> Heap {
         let layout = std::alloc::Layout::from_size_align(len.max(PAGE), PAGE)
             .expect("segment size fits a layout");
@@ -195,6 +200,7 @@ impl Heap {
     }
 }
 
+#[cfg(test)]
 impl Drop for Heap {
     fn drop(&mut self) {
         // SAFETY: allocated in `zeroed` with this very layout; nothing
