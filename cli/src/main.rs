@@ -5,6 +5,9 @@
 //! encryption, shared memory across two processes, WebSocket on loopback —
 //! and prints a table (or JSON with `--json`).
 
+#[allow(dead_code, unused_imports)] // used by the capture, host and client subcommands (cli branch)
+mod video;
+
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
