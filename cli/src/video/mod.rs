@@ -271,6 +271,16 @@ impl std::error::Error for VideoError {
 mod tests {
     use super::*;
 
+    #[test]
+    fn sources_and_codecs_can_move_to_other_threads() {
+        fn send<T: Send>() {}
+        send::<TestSrc>();
+        send::<Y4mSource>();
+        send::<Encoder>();
+        send::<Decoder>();
+        send::<VideoError>();
+    }
+
     // r[verify video.source.spec]
     #[test]
     fn source_spec_parses_testsrc_and_y4m() {
