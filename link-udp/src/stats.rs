@@ -72,9 +72,19 @@ counters! {
 
 /// A live view of a link's or endpoint's counters.
 #[derive(Clone, Default)]
-pub struct UdpStatsHandle(pub(crate) Arc<Counters>);
+pub struct UdpStatsHandle(Arc<Counters>);
 
 impl UdpStatsHandle {
+    /// A view of `counters`.
+    pub(crate) fn of(counters: Arc<Counters>) -> Self {
+        UdpStatsHandle(counters)
+    }
+
+    /// The live counters, for a half of the link to count into.
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        self.0.clone()
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> UdpStats {
         self.0.snapshot()

@@ -10,6 +10,7 @@ use socket2::SockAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use crate::error::{UdpError, io};
 use crate::stats::{Counters, add};
 use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
@@ -44,16 +45,36 @@ pub struct UdpTx {
     _guard: Guard,
 }
 
+/// How a [`UdpTx`] is set up.
+pub(crate) struct TxSetup {
+    /// The socket to send from (shared by an endpoint's links).
+    pub(crate) socket: Arc<UdpSocket>,
+    /// The peer, for an unconnected (endpoint) socket; `None` when the
+    /// socket is connected.
+    pub(crate) dest: Option<SockAddr>,
+    /// Datagrams the send ring holds.
+    pub(crate) ring: usize,
+    /// Whether to try UDP GSO.
+    pub(crate) gso: bool,
+    /// The link's capabilities (its maximum payload sizes the ring).
+    pub(crate) caps: LinkCaps,
+    /// Where sends are counted.
+    pub(crate) stats: Arc<Counters>,
+    /// Keeps an endpoint's task alive while this half exists.
+    pub(crate) guard: Guard,
+}
+
 impl UdpTx {
-    pub(crate) fn new(
-        socket: Arc<UdpSocket>,
-        dest: Option<SockAddr>,
-        ring: usize,
-        gso: bool,
-        caps: LinkCaps,
-        stats: Arc<Counters>,
-        guard: Guard,
-    ) -> Self {
+    pub(crate) fn new(setup: TxSetup) -> Self {
+        let TxSetup {
+            socket,
+            dest,
+            ring,
+            gso,
+            caps,
+            stats,
+            guard,
+        } = setup;
         UdpTx {
             socket,
             dest,
@@ -77,11 +98,9 @@ impl UdpTx {
         self.socket.as_fd()
     }
 
-    /// The local address this half sends from.
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.socket
-            .local_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    /// The local address this half sends from, as the kernel reports it now.
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr, UdpError> {
+        self.socket.local_addr().map_err(io("local address"))
     }
 
     /// Whether GSO is (still) in use: false once the kernel refused it.
