@@ -22,7 +22,7 @@ use crate::link::UdpLink;
 use crate::peer::{Offered, PeerQueue, lock};
 use crate::rx::{Receiver, ReceiverSetup, RxSource, Sources, UdpRx};
 use crate::socket::{SocketInfo, open};
-use crate::stats::{Counters, UdpStatsHandle, add};
+use crate::stats::{Counters, UdpStatsHandle};
 use crate::tx::{TxSetup, UdpTx};
 
 /// Links of peers that appeared, waiting for `accept`.
@@ -212,7 +212,7 @@ fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: 
                     || peers.len() >= shared.config.max_peers
                     || accepted.links.len() >= shared.config.accept_queue;
                 if refuse {
-                    add(&stats.rx_peer_refused, 1);
+                    stats.rx_peer_refused.add(1);
                     return;
                 }
                 let q = PeerQueue::new(shared.config.peer_queue);
@@ -228,8 +228,8 @@ fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: 
     };
     match q.offer(msg) {
         Offered::Queued => {}
-        Offered::ReceiverGone => add(&stats.rx_peer_gone, 1),
-        Offered::QueueFull => add(&stats.rx_peer_queue_full, 1),
+        Offered::ReceiverGone => stats.rx_peer_gone.add(1),
+        Offered::QueueFull => stats.rx_peer_queue_full.add(1),
     }
 }
 
@@ -241,7 +241,7 @@ fn sweep(shared: &Shared, idle: Duration) {
     peers.retain(|_, q| {
         let expired = q.idle_for(idle, now);
         if expired {
-            add(&shared.stats.peers_expired, 1);
+            shared.stats.peers_expired.add(1);
             q.end(LinkError::PeerGone);
         }
         !expired
@@ -270,7 +270,7 @@ async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver
                 Ok((_, None)) => {
                     // A source address the kernel gave in a form we cannot
                     // read: no peer to give it to. Counted, never silent.
-                    add(&shared.stats.rx_peer_refused, 1);
+                    shared.stats.rx_peer_refused.add(1);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "UDP endpoint receive failed; ending all peer links");

@@ -17,6 +17,7 @@
 //!
 //! The rules are in `spec/udp.md`. Linux only.
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("link-udp uses sendmmsg, recvmmsg, UDP GSO and GRO: it supports Linux only");

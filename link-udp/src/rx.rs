@@ -15,7 +15,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::peer::PeerQueue;
-use crate::stats::{Counters, add, set_max};
+use crate::stats::Counters;
 use crate::sys::{self, MAX_BATCH, RecvMeta};
 use crate::tx::Guard;
 
@@ -212,7 +212,7 @@ impl Receiver {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     // An ICMP port-unreachable for an earlier send.
-                    add(&self.stats.rx_transient_errors, 1);
+                    self.stats.rx_transient_errors.add(1);
                 }
                 Err(e) => return Err(LinkError::from(e)),
             }
@@ -226,7 +226,7 @@ impl Receiver {
     /// queue (a cumulative counter, so the latest reading is the total).
     fn refresh_kernel_drops(&self) {
         if let Ok(drops) = sys::socket_drops(self.socket.as_raw_fd()) {
-            set_max(&self.stats.rx_kernel_drops, u64::from(drops));
+            self.stats.rx_kernel_drops.max(u64::from(drops));
         }
     }
 
@@ -242,7 +242,7 @@ impl Receiver {
         {
             Some(i) => i,
             None => {
-                add(&self.stats.rx_buffer_growth, 1);
+                self.stats.rx_buffer_growth.add(1);
                 self.slabs.push(Self::slab(self.slot * self.batch));
                 self.slabs.len() - 1
             }
@@ -262,21 +262,21 @@ impl Receiver {
         let got = self.socket.try_io(Interest::READABLE, || {
             sys::recv_batch(fd, &mut slices[..k], meta, want_source)
         })?;
-        add(&self.stats.rx_syscalls, 1);
+        self.stats.rx_syscalls.add(1);
         let queued_before = self.ready.len();
         let mut bytes = 0u64;
         for (j, m) in self.meta[..got].iter().enumerate() {
             let before = self.ready.len();
             if m.truncated {
-                add(&self.stats.rx_truncated, 1);
+                self.stats.rx_truncated.add(1);
                 continue;
             }
             let base = j * self.slot;
             match m.gro_segment {
                 Some(seg) if seg < m.len => {
-                    add(&self.stats.rx_gro_buffers, 1);
+                    self.stats.rx_gro_buffers.add(1);
                     if seg > self.max_payload {
-                        add(&self.stats.rx_oversized, m.len.div_ceil(seg) as u64);
+                        self.stats.rx_oversized.add(m.len.div_ceil(seg) as u64);
                         continue;
                     }
                     let mut off = 0;
@@ -291,7 +291,7 @@ impl Receiver {
                         off += len;
                     }
                 }
-                _ if m.len > self.max_payload => add(&self.stats.rx_oversized, 1),
+                _ if m.len > self.max_payload => self.stats.rx_oversized.add(1),
                 _ => self.ready.push_back(Datagram {
                     slab: free as u32,
                     start: base as u32,
@@ -304,11 +304,10 @@ impl Receiver {
             }
         }
         // Counted per batch rather than per datagram: one atomic add each.
-        add(
-            &self.stats.rx_datagrams,
-            (self.ready.len() - queued_before) as u64,
-        );
-        add(&self.stats.rx_bytes, bytes);
+        self.stats
+            .rx_datagrams
+            .add((self.ready.len() - queued_before) as u64);
+        self.stats.rx_bytes.add(bytes);
         if got == k {
             // A full batch: the queue may be overflowing. Read the kernel's
             // drop counter (also read whenever the queue runs dry).

@@ -11,7 +11,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::error::{UdpError, io};
-use crate::stats::{Counters, add};
+use crate::stats::Counters;
 use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
@@ -181,14 +181,14 @@ impl UdpTx {
                         .map(|k| self.lens[k] as usize)
                         .sum();
                     let gso_sends = msgs[..sent].iter().filter(|m| m.segment > 0).count();
-                    add(&self.stats.tx_datagrams, datagrams as u64);
-                    add(&self.stats.tx_bytes, bytes as u64);
-                    add(&self.stats.tx_syscalls, 1);
-                    add(&self.stats.tx_gso_sends, gso_sends as u64);
+                    self.stats.tx_datagrams.add(datagrams as u64);
+                    self.stats.tx_bytes.add(bytes as u64);
+                    self.stats.tx_syscalls.add(1);
+                    self.stats.tx_gso_sends.add(gso_sends as u64);
                     self.head += datagrams;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    add(&self.stats.tx_waits, 1);
+                    self.stats.tx_waits.add(1);
                     if let Err(e) = self.socket.writable().await {
                         return Err(self.fail(e));
                     }
@@ -205,12 +205,12 @@ impl UdpTx {
                     );
                     if msgs[0].segment > 0 && gso_refused {
                         tracing::warn!(error = %e, "kernel refused UDP GSO; falling back to plain sendmmsg");
-                        add(&self.stats.tx_gso_fallbacks, 1);
+                        self.stats.tx_gso_fallbacks.add(1);
                         self.gso = false;
                     } else if errno == libc::ECONNREFUSED && refused_in_a_row < 3 {
                         // A stale ICMP port-unreachable surfaced here; the
                         // datagrams were not sent. Try again.
-                        add(&self.stats.tx_transient_errors, 1);
+                        self.stats.tx_transient_errors.add(1);
                         refused_in_a_row += 1;
                     } else if matches!(
                         errno,
@@ -219,9 +219,9 @@ impl UdpTx {
                         // The kernel would not take this datagram: drop it,
                         // counted, and carry on with the rest.
                         if errno == libc::ENOBUFS || errno == libc::ECONNREFUSED {
-                            add(&self.stats.tx_transient_errors, 1);
+                            self.stats.tx_transient_errors.add(1);
                         }
-                        add(&self.stats.tx_dropped, 1);
+                        self.stats.tx_dropped.add(1);
                         self.head += 1;
                         refused_in_a_row = 0;
                     } else {
