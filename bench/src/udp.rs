@@ -419,7 +419,12 @@ pub fn run(runner: &mut Runner, quick: bool) {
             continue;
         }
         eprintln!("[udp] {name} ...");
-        let all = [Pair::RawRaw, Pair::OursOurs, Pair::OursToRaw, Pair::RawToOurs];
+        let all = [
+            Pair::RawRaw,
+            Pair::OursOurs,
+            Pair::OursToRaw,
+            Pair::RawToOurs,
+        ];
         // Warm-up, then rounds with the order rotated each round.
         for p in all {
             sample(p, mode, dur / 4);

@@ -94,49 +94,49 @@ pub fn child(name: &str) {
 
 fn link_echo(spin: bool) {
     runtime().block_on(async {
-    let spin = if spin {
-        Duration::from_secs(1)
-    } else {
-        Duration::ZERO
-    };
-    let link = ShmLink::from_parent(&link_config(spin))
-        .await
-        .expect("join");
-    let (mut tx, mut rx) = link.split();
-    while let Ok(Some(m)) = rx.recv().await {
-        let mut s = tx
-            .reserve()
+        let spin = if spin {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        let link = ShmLink::from_parent(&link_config(spin))
             .await
-            .expect("reserve")
-            .alloc(m.len())
-            .expect("alloc");
-        s.as_mut_slice().copy_from_slice(&m);
-        s.commit().expect("commit");
-    }
-})
-}
-
-fn link_sink() {
-    runtime().block_on(async {
-    let link = ShmLink::from_parent(&link_config(Duration::from_micros(50)))
-        .await
-        .expect("join");
-    let (mut tx, mut rx) = link.split();
-    let mut sum = 0u64;
-    while let Ok(Some(m)) = rx.recv().await {
-        if m.len() == 8 {
-            // End marker: report what was read.
+            .expect("join");
+        let (mut tx, mut rx) = link.split();
+        while let Ok(Some(m)) = rx.recv().await {
             let mut s = tx
                 .reserve()
                 .await
                 .expect("reserve")
-                .alloc(8)
+                .alloc(m.len())
                 .expect("alloc");
-            s.as_mut_slice().copy_from_slice(&sum.to_le_bytes());
+            s.as_mut_slice().copy_from_slice(&m);
             s.commit().expect("commit");
-        } else {
-            sum = sum.wrapping_add(read_all(&m));
         }
-    }
-})
+    })
+}
+
+fn link_sink() {
+    runtime().block_on(async {
+        let link = ShmLink::from_parent(&link_config(Duration::from_micros(50)))
+            .await
+            .expect("join");
+        let (mut tx, mut rx) = link.split();
+        let mut sum = 0u64;
+        while let Ok(Some(m)) = rx.recv().await {
+            if m.len() == 8 {
+                // End marker: report what was read.
+                let mut s = tx
+                    .reserve()
+                    .await
+                    .expect("reserve")
+                    .alloc(8)
+                    .expect("alloc");
+                s.as_mut_slice().copy_from_slice(&sum.to_le_bytes());
+                s.commit().expect("commit");
+            } else {
+                sum = sum.wrapping_add(read_all(&m));
+            }
+        }
+    })
 }

@@ -148,7 +148,7 @@ pub(super) fn latency(count: usize, setup: Setup) -> f64 {
             (0..count / 10).for_each(&mut rt);
             let start = Instant::now();
             (0..count).for_each(&mut rt);
-            drop(rt);
+            // Give the last loaned sample back before the stop message.
             drop(next);
             start.elapsed()
         }
@@ -223,7 +223,9 @@ pub(super) fn peer(sink: bool) {
     let publ = outbound
         .publisher_builder()
         .initial_max_slice_len(64)
-        .backpressure_strategy(iceoryx2::port::backpressure_strategy::BackpressureStrategy::RetryUntilDelivered)
+        .backpressure_strategy(
+            iceoryx2::port::backpressure_strategy::BackpressureStrategy::RetryUntilDelivered,
+        )
         .create()
         .expect("publisher");
     let mut sum = 0u64;

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use link_shm::{ShmConfig, ShmLink};
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 
-pub use child::child;
 use child::Role;
+pub use child::child;
 use iox::Setup;
 
 use crate::harness::{Better, Case, Runner, pin};

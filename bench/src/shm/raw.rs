@@ -357,4 +357,3 @@ pub(super) fn uds_sink() {
         }
     }
 }
-
