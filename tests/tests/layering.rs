@@ -20,39 +20,23 @@ fn layer(name: &str) -> Option<u8> {
         // The transports and the session, side by side: none knows another.
         "link-udp" | "link-shm" | "link-ws" | "link-session" => 2,
         // On top: may use everything.
-        "link-bench" | "linkstream" => 3,
+        "link-bench" | "linkstream" | "link-integration" => 3,
         _ => return None,
     })
 }
 
 /// Upward edges that exist today, each with why and where it goes
-/// (issue 15, "Layers"): the session's integration tests and helpers still
-/// live in `link-tests`, and the browser session test in `link-ws`.
+/// (issue 15, "Layers"): the browser session test still lives in `link-ws`.
 const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "link-tests",
-        "link-session",
-        "tests/src/session.rs: session test helpers; move to a crate above everything",
-    ),
-    (
-        "link-tests",
-        "link-udp",
-        "tests/tests/session_links.rs: the session over real links; move with the helpers",
-    ),
-    (
-        "link-tests",
-        "link-shm",
-        "tests/tests/session_links.rs: the session over real links; move with the helpers",
-    ),
-    (
-        "link-tests",
-        "link-ws",
-        "tests/tests/session_links.rs: the session over real links; move with the helpers",
-    ),
     (
         "link-ws",
         "link-session",
         "link-ws/tests/browser.rs and examples/test_peer.rs /session: move above everything",
+    ),
+    (
+        "link-ws",
+        "link-integration",
+        "the same browser session test and route use its frame helpers; they move with them",
     ),
 ];
 
