@@ -72,7 +72,10 @@ async fn session_host(link: WsLink, frames: u32, encrypt: bool) {
     };
     let send = async move {
         for i in 0..frames {
-            let data = link_tests::session::frame_bytes(i, link_tests::session::size_of(i, 20_000));
+            let data = link_integration::session::frame_bytes(
+                i,
+                link_integration::session::size_of(i, 20_000),
+            );
             let flags = if i.is_multiple_of(30) {
                 FrameFlags::KEYFRAME
             } else {

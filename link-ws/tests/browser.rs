@@ -257,9 +257,9 @@ async fn streaming_session_runs_in_the_browser() {
         match ev {
             ClientEvent::Frame(f) => {
                 assert_eq!(f.index, next, "frames in order, none lost");
-                let want = link_tests::session::frame_bytes(
+                let want = link_integration::session::frame_bytes(
                     f.index,
-                    link_tests::session::size_of(f.index, 20_000),
+                    link_integration::session::size_of(f.index, 20_000),
                 );
                 assert_eq!(f.data(), &want[..], "frame {} byte for byte", f.index);
                 assert_eq!(f.flags.is_keyframe(), f.index % 30 == 0);

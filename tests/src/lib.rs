@@ -22,7 +22,6 @@ use std::time::Duration;
 use link_types::Link;
 
 pub mod checks;
-pub mod session;
 pub mod util;
 
 /// Makes connected link pairs for the suite.
@@ -146,8 +145,3 @@ macro_rules! __suite {
         )*
     };
 }
-
-/// The README's examples, compiled as doctests so that they cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeExamples;

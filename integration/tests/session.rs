@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use link_integration::session::*;
 use link_session::wire::{self, Kind, OUTER_LEN, SHARD_HEADER_LEN, ShardHeader, Writer};
 use link_session::{
     Client, ClientConfig, ClientEvent, FecScheme, FrameFlags, Host, HostConfig, HostEvent,
     InputEvent, RejectReason, SessionError, TouchPhase,
 };
-use link_tests::session::*;
 use link_types::fault::wrap;
 use link_types::{
     FaultSpec, Link, LinkRx, LinkTx, LinkTxExt, MemoryConfig, fault_pair, memory_pair,
