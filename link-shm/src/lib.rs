@@ -18,6 +18,8 @@ compile_error!("link-shm needs Linux (memfd, eventfd)");
 mod connect;
 mod error;
 #[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
 pub mod hostile;
 mod link;
 mod region;
