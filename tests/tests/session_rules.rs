@@ -223,9 +223,7 @@ async fn adaptive_parity_follows_each_report() {
             .expect("send");
         let s = shards_waiting(&mut rx);
         let loss_pct = ppm as f64 / 10_000.0;
-        let pct = ((3.0 * loss_pct - 1e-9).ceil() as usize + 1)
-            .max(20)
-            .min(100);
+        let pct = ((3.0 * loss_pct - 1e-9).ceil() as usize + 1).clamp(20, 100);
         let want = parity(50, pct, 1, true);
         assert_eq!(
             (s.blocks[0].1 as usize, s.blocks[0].3),
