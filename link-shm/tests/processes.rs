@@ -115,7 +115,17 @@ async fn killed_peer_is_detected() {
         "peer death seen by recv after {recv_latency:?}, by reserve after {:?}",
         t1.elapsed()
     );
-    assert!(recv_latency < Duration::from_secs(2));
+    // The bound is generous on purpose (a loaded machine must not fail
+    // it): measured about 0.3 ms here, a margin of some 6000x.
+    let bound = Duration::from_secs(2);
+    eprintln!(
+        "margin: {:.0}x below the {bound:?} bound",
+        bound.as_secs_f64() / recv_latency.as_secs_f64().max(1e-9)
+    );
+    assert!(
+        recv_latency < bound,
+        "peer death took {recv_latency:?} to reach recv"
+    );
     let _ = child.wait();
 }
 
