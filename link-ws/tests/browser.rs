@@ -323,7 +323,8 @@ async fn browser_receive_throughput() {
 
 /// The streaming session runs unchanged in the browser: an encrypted
 /// session from a native host over the browser WebSocket link, every frame
-/// checked byte for byte, input sent back.
+/// checked byte for byte, one input event sent back per frame, and the
+/// host's count of the events it received (its last frame) checked.
 // r[verify session.links]
 #[wasm_bindgen_test]
 async fn streaming_session_runs_in_the_browser() {
@@ -339,8 +340,13 @@ async fn streaming_session_runs_in_the_browser() {
     let (mut c, mut input) = Client::connect(link, cfg).await.expect("session handshake");
     assert!(c.params().encryption);
     let mut next = 0u32;
+    let mut report = None;
     while let Some(ev) = c.next_frame().await.expect("next_frame") {
         match ev {
+            // The host's last frame: how many input events it received.
+            ClientEvent::Frame(f) if f.index == frames => {
+                report = Some(u32::from_le_bytes(f.data().try_into().expect("4 bytes")));
+            }
             ClientEvent::Frame(f) => {
                 assert_eq!(f.index, next, "frames in order, none lost");
                 let want = link_tests::session::frame_bytes(
@@ -363,8 +369,14 @@ async fn streaming_session_runs_in_the_browser() {
         }
     }
     assert_eq!(next, frames);
+    assert_eq!(
+        report,
+        Some(frames),
+        "the host received another number of input events than were sent"
+    );
     let stats = c.stats();
-    assert_eq!(stats.frames_delivered, frames as u64);
+    assert_eq!(stats.input_sent, frames as u64);
+    assert_eq!(stats.frames_delivered, frames as u64 + 1);
     assert_eq!(stats.auth_failures + stats.malformed_dropped, 0);
     input.close().await.expect("close");
 }
