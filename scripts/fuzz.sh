@@ -21,7 +21,7 @@ seconds="${FUZZ_SECONDS:-20}"
 if [[ "${1:-}" == "--long" ]]; then
     seconds="${FUZZ_SECONDS:-600}"
 fi
-targets="${FUZZ_TARGETS:-wire handshake client host shm_offer shm_ring}"
+targets="${FUZZ_TARGETS:-wire handshake client host shm_offer shm_ring udp_endpoint}"
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal

@@ -455,3 +455,168 @@ pub fn shm_offer(data: &[u8]) {
 pub fn shm_ring(data: &[u8]) {
     link_shm::fuzzing::garbled_ring(data);
 }
+
+/// Sources of the `udp_endpoint` harness.
+const UDP_SOURCES: usize = 6;
+
+/// The `UdpEndpoint` demultiplexer, driven through real loopback sockets
+/// (it has no other input: its receive loop reads the socket). Six source
+/// sockets send datagrams that name their source and number; the fuzzer
+/// chooses the endpoint's limits (`max_peers`, `peer_queue`,
+/// `accept_queue`) and a sequence of sends, accepts, receives, dropped
+/// links and `connect`s. After every step the harness waits until the
+/// endpoint has read everything sent, and checks:
+/// - a link only ever receives its own peer's datagrams, in order;
+/// - never more peers than `max_peers`;
+/// - every datagram is delivered or counted (refused, queue full, peer
+///   gone, kernel drop): nothing vanishes.
+pub fn udp_endpoint(data: &[u8]) {
+    use link_udp::{EndpointConfig, UdpEndpoint, UdpLink, UdpRx, UdpTx};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    });
+    if data.len() < 2 {
+        return;
+    }
+    let config = EndpointConfig {
+        max_peers: 1 + data[0] as usize % 6,
+        peer_queue: 1 + data[1] as usize % 8,
+        accept_queue: 1 + (data[1] >> 4) as usize % 4,
+        idle_timeout: None,
+        ..EndpointConfig::default()
+    };
+    let max_peers = config.max_peers;
+    rt.block_on(async {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let ep = UdpEndpoint::bind(any, config).expect("bind the endpoint");
+        let to = ep.local_addr();
+        let sources: Vec<UdpSocket> = (0..UDP_SOURCES)
+            .map(|_| UdpSocket::bind(any).expect("bind a source"))
+            .collect();
+        let addrs: Vec<SocketAddr> = sources.iter().map(|s| s.local_addr().unwrap()).collect();
+        let stats = ep.stats();
+        // Links (both halves) with the index of their peer and the next
+        // number expected from it.
+        let mut links: Vec<(UdpTx, UdpRx, usize, u32)> = Vec::new();
+        let index_of = |l: &UdpLink| {
+            addrs
+                .iter()
+                .position(|a| *a == l.peer_addr())
+                .expect("a link's peer is one of the sources")
+        };
+        let mut dropped_links = 0usize;
+        let mut sent = 0u64;
+        let mut delivered = 0u64;
+        let mut seq = [0u32; UDP_SOURCES];
+        let settle = |sent: u64| {
+            let stats = stats.clone();
+            async move {
+                let until = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let s = stats.snapshot();
+                    if s.rx_datagrams + s.rx_kernel_drops + s.rx_oversized + s.rx_truncated
+                        >= sent
+                    {
+                        return;
+                    }
+                    assert!(
+                        Instant::now() < until,
+                        "the endpoint did not read {sent} datagrams within 5 s: {s:?}"
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        fn drain(link: &mut (UdpTx, UdpRx, usize, u32)) -> u64 {
+            let (_, rx, idx, next) = link;
+            let mut n = 0;
+            while let Some(r) = rx.recv().now_or_never() {
+                let m = r.expect("a link of a live endpoint").expect("no end");
+                assert!(m.len() >= 5, "a datagram shorter than sent");
+                assert_eq!(m[0] as usize, *idx, "a link got another peer's datagram");
+                let s = u32::from_le_bytes(m[1..5].try_into().unwrap());
+                assert!(s >= *next, "datagram {s} of source {idx} after {next}: reordered");
+                *next = s + 1;
+                n += 1;
+            }
+            n
+        }
+        for &b in &data[2..] {
+            let (op, arg) = (b >> 5, (b & 31) as usize);
+            match op {
+                0..=3 => {
+                    let i = arg % UDP_SOURCES;
+                    let mut d = vec![i as u8; 5 + (arg * 37 + op as usize * 101) % 600];
+                    d[1..5].copy_from_slice(&seq[i].to_le_bytes());
+                    seq[i] += 1;
+                    sources[i].send_to(&d, to).expect("send on loopback");
+                    sent += 1;
+                    settle(sent).await;
+                }
+                4 => {
+                    if let Some(l) = ep.accept().now_or_never() {
+                        let idx = index_of(&l);
+                        assert!(
+                            !links.iter().any(|(_, _, j, _)| *j == idx),
+                            "a second link for source {idx}"
+                        );
+                        let (tx, rx) = l.split();
+                        links.push((tx, rx, idx, 0));
+                    }
+                }
+                5 => {
+                    for l in links.iter_mut() {
+                        delivered += drain(l);
+                    }
+                }
+                6 => {
+                    if !links.is_empty() {
+                        let k = arg % links.len();
+                        let mut l = links.remove(k);
+                        delivered += drain(&mut l);
+                        dropped_links += 1;
+                    }
+                }
+                _ => {
+                    let i = arg % UDP_SOURCES;
+                    if let Ok(l) = ep.connect(addrs[i]) {
+                        assert_eq!(index_of(&l), i);
+                        assert!(
+                            !links.iter().any(|(_, _, j, _)| *j == i),
+                            "connect made a second link for source {i}"
+                        );
+                        let (tx, rx) = l.split();
+                        links.push((tx, rx, i, 0));
+                    }
+                }
+            }
+            assert!(ep.peer_count() <= max_peers, "more peers than max_peers");
+        }
+        // Take every waiting peer and everything queued, then account.
+        while let Some(l) = ep.accept().now_or_never() {
+            let idx = index_of(&l);
+            let (tx, rx) = l.split();
+            links.push((tx, rx, idx, 0));
+        }
+        for l in links.iter_mut() {
+            delivered += drain(l);
+        }
+        let s = stats.snapshot();
+        assert_eq!(
+            delivered + s.rx_peer_refused + s.rx_peer_queue_full + s.rx_peer_gone,
+            s.rx_datagrams,
+            "datagrams read but neither delivered nor counted ({dropped_links} links dropped): {s:?}"
+        );
+        assert_eq!(
+            s.rx_datagrams + s.rx_kernel_drops + s.rx_oversized + s.rx_truncated,
+            sent,
+            "datagrams sent but neither read nor counted: {s:?}"
+        );
+    });
+}
