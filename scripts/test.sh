@@ -45,6 +45,11 @@ bash scripts/sanitize.sh
 step "Miri (nightly): the shared-memory ring protocol on heap memory"
 bash scripts/miri.sh
 
+step "fuzzing (nightly, cargo-fuzz): session client, host, handshake, wire headers, shm offer and ring; a crash fails"
+(cd fuzz && cargo fmt --check &&
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/../target}" cargo clippy -q --all-targets -- -D warnings)
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
+
 step "UDP under real packet loss (network namespaces, nftables)"
 LOSS=10 bash scripts/netns-loss.sh
 

@@ -106,7 +106,6 @@ async fn producer_writes_straight_into_the_link_slot() {
     assert_eq!(n, 10);
 }
 
-// r[verify session.fec.parity]
 // r[verify session.reassembly.shards]
 #[tokio::test]
 async fn lossy_links_deliver_whole_frames_or_count_them_lost() {

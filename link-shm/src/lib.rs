@@ -19,6 +19,8 @@ compile_error!("link-shm needs Linux (memfd, eventfd)");
 mod connect;
 mod error;
 #[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
 pub mod hostile;
 mod link;
 mod region;
