@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bwe;
 mod client;
 mod config;
 pub mod crypto;
@@ -49,6 +50,7 @@ pub mod handshake;
 mod host;
 mod input;
 mod open;
+pub mod pacer;
 mod reassembly;
 mod stats;
 mod tx;
