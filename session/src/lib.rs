@@ -56,6 +56,7 @@ mod stats;
 mod tx;
 pub mod wire;
 
+pub use bwe::BweConfig;
 pub use client::{Client, ClientInput};
 pub use config::{AUTO_RS16_ABOVE, ClientConfig, HostConfig, MAX_FRAME_LIMIT};
 pub use error::{RejectReason, SessionError};
@@ -64,4 +65,5 @@ pub use frame::{ClientEvent, Frame, FrameFlags};
 pub use handshake::Params;
 pub use host::{Host, HostEvent, HostEvents, LossReport};
 pub use input::{InputEvent, TouchPhase};
+pub use pacer::PacingConfig;
 pub use stats::{ClientStats, HostStats};

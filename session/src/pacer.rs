@@ -94,10 +94,6 @@ impl<T> Pacer<T> {
         self.rate_bps = rate_bps.max(8_000);
     }
 
-    pub(crate) fn rate_bps(&self) -> u64 {
-        self.rate_bps
-    }
-
     fn current_rate(&self) -> u64 {
         match &self.probe {
             Some(p) => p.cluster.bps.max(self.rate_bps),
@@ -201,22 +197,10 @@ impl<T> Pacer<T> {
         self.queue.is_empty()
     }
 
-    /// Bytes waiting.
-    pub(crate) fn queued_bytes(&self) -> u64 {
-        self.queued_bytes
-    }
-
     // r[impl session.pacing.budget]
     /// How long the queue takes to drain at the pacing rate, µs.
     pub(crate) fn queue_delay_us(&self) -> u64 {
         self.queued_bytes * 8_000_000 / self.rate_bps.max(1)
-    }
-
-    /// How long the oldest queued datagram has waited.
-    pub(crate) fn oldest_wait_us(&self, now: u64) -> u64 {
-        self.queue
-            .front()
-            .map_or(0, |&(_, _, t)| now.saturating_sub(t))
     }
 
     /// The budget, µs.
@@ -265,7 +249,10 @@ mod tests {
         let last = out.last().unwrap().0;
         assert!((900_000..=1_010_000).contains(&last), "last at {last}");
         for w in (0..1_000_000).step_by(100_000) {
-            let n = out.iter().filter(|(t, _)| (w..w + 100_000).contains(t)).count();
+            let n = out
+                .iter()
+                .filter(|(t, _)| (w..w + 100_000).contains(t))
+                .count();
             assert!(n <= 100 + 8, "{n} datagrams in 100 ms window at {w}");
         }
     }

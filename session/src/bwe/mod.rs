@@ -29,8 +29,8 @@ mod sim;
 
 use std::collections::VecDeque;
 
-pub use trendline::Usage;
 use trendline::Trendline;
+pub use trendline::Usage;
 
 /// Settings of the bandwidth estimator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -557,7 +557,9 @@ impl Bwe {
             if (p.recv_packets as u64) * 5 < (p.sent_packets as u64) * 4 || p.recv_packets < 3 {
                 continue;
             }
-            let send_us = p.last_send.saturating_sub(p.first_send.unwrap_or(p.last_send));
+            let send_us = p
+                .last_send
+                .saturating_sub(p.first_send.unwrap_or(p.last_send));
             let recv_us = p
                 .last_arrival
                 .saturating_sub(p.first_arrival.unwrap_or(p.last_arrival));

@@ -417,6 +417,10 @@ mod tests {
         let unpaced = run(&n, App::Fixed(20 * M), BweConfig::default(), false, 10);
         let keys_lost = |o: &Outcome| o.frames.iter().filter(|f| f.2 && f.1.is_none()).count();
         assert_eq!(paced.frames_lost(0, 10 * S), 0, "{}", show(&paced));
-        assert!(keys_lost(&unpaced) >= 5, "unpaced lost {} keyframes", keys_lost(&unpaced));
+        assert!(
+            keys_lost(&unpaced) >= 5,
+            "unpaced lost {} keyframes",
+            keys_lost(&unpaced)
+        );
     }
 }

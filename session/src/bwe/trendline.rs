@@ -164,8 +164,7 @@ impl Trendline {
                 self.time_over += send_delta_ms;
             }
             self.over_count += 1;
-            if self.time_over > OVERUSE_MS && self.over_count > 1 && self.trend >= self.prev_trend
-            {
+            if self.time_over > OVERUSE_MS && self.over_count > 1 && self.trend >= self.prev_trend {
                 self.time_over = 0.0;
                 self.over_count = 0;
                 self.usage = Usage::Over;
