@@ -740,6 +740,7 @@ impl<T: LinkTx> Host<T> {
                     buf[SHARD_HEADER_LEN..].copy_from_slice(payload);
                 };
                 let body_len = SHARD_HEADER_LEN + payload.len();
+                // r[impl session.pacing.keyframes]
                 if paced {
                     let mut body = tx.pool.pop().unwrap_or_default();
                     body.clear();
