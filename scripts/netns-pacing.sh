@@ -165,7 +165,7 @@ for case in $CASES; do
         ;;
     b)
         bottleneck 200 5
-        run b 10 fixed:50000000
+        run b 10 fixed:50000000 start:50000000
         check b 200 $((50000000 / 8 * 60 / 67 / 60 * 8)) || status=1
         ;;
     c)

@@ -152,6 +152,8 @@ pub struct Bwe {
     /// Received bytes by arrival time, for the acknowledged rate.
     acked: VecDeque<(u64, u32)>,
     acked_bps: Option<f64>,
+    /// Received rates over the last 50 ms, over the last second.
+    peaks: VecDeque<(u64, f64)>,
     /// Sent bytes by send time, for the sending rate.
     sent_window: VecDeque<(u64, u32)>,
     loss_window: (u32, u32),
@@ -167,6 +169,12 @@ pub struct Bwe {
 
 /// Acknowledged-rate window.
 const ACKED_WINDOW_US: u64 = 250_000;
+/// The busiest-period window of the acknowledged rate.
+const PEAK_WINDOW_US: u64 = 50_000;
+/// How long a busy period's rate counts.
+const PEAK_KEEP_US: u64 = 1_000_000;
+/// Packets a loss window needs (fewer make 2% random loss look like 10%).
+const LOSS_WINDOW_PACKETS: u32 = 100;
 /// Sent-rate window.
 const SENT_WINDOW_US: u64 = 500_000;
 /// Packets kept for feedback matching.
@@ -198,6 +206,7 @@ impl Bwe {
             capacity: None,
             acked: VecDeque::new(),
             acked_bps: None,
+            peaks: VecDeque::new(),
             sent_window: VecDeque::new(),
             loss_window: (0, 0),
             loss_window_start: None,
@@ -393,7 +402,7 @@ impl Bwe {
         self.loss_window.1 += got + lost;
         let start = *self.loss_window_start.get_or_insert(now);
         self.delay_update(now);
-        if self.loss_window.1 >= 20 && now.saturating_sub(start) >= 100_000 {
+        if self.loss_window.1 >= LOSS_WINDOW_PACKETS && now.saturating_sub(start) >= 100_000 {
             let (l, n) = self.loss_window;
             self.loss_update(l as f64 / n as f64, now);
             self.loss_window = (0, 0);
@@ -429,7 +438,31 @@ impl Bwe {
         let span = newest - oldest;
         if span >= 50_000 {
             let bytes: u64 = self.acked.iter().map(|&(_, s)| s as u64).sum();
-            self.acked_bps = Some(bytes as f64 * 8.0 * 1e6 / span as f64);
+            let mut rate = bytes as f64 * 8.0 * 1e6 / span as f64;
+            // A sender that is often idle (the application sends less than
+            // the path carries) shows the path's rate only while it sends:
+            // take the busiest recent 50 ms when it is higher.
+            let recent = self
+                .acked
+                .iter()
+                .filter(|&&(t, _)| newest - t <= PEAK_WINDOW_US);
+            let (n, b, first) = recent.fold((0u32, 0u64, newest), |(n, b, f), &(t, s)| {
+                (n + 1, b + s as u64, f.min(t))
+            });
+            if n >= 10 && newest > first {
+                let peak = (b as f64) * 8.0 * 1e6 / (newest - first).max(PEAK_WINDOW_US / 2) as f64;
+                self.peaks.push_back((newest, peak));
+            }
+            while self
+                .peaks
+                .front()
+                .is_some_and(|&(t, _)| newest.saturating_sub(t) > PEAK_KEEP_US)
+            {
+                self.peaks.pop_front();
+            }
+            let peak = self.peaks.iter().map(|p| p.1).fold(0.0, f64::max);
+            rate = rate.max(peak);
+            self.acked_bps = Some(rate);
         }
     }
 
