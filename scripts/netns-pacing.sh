@@ -41,6 +41,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     ip netns del "$H" 2>/dev/null || true
     ip netns del "$C" 2>/dev/null || true
+    [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$OUT"/* "$KEEP"/ 2>/dev/null
     rm -rf "$OUT"
 }
 trap cleanup EXIT

@@ -152,6 +152,8 @@ pub struct Bwe {
     /// Received bytes by arrival time, for the acknowledged rate.
     acked: VecDeque<(u64, u32)>,
     acked_bps: Option<f64>,
+    /// The plain average over the window (no busiest-period correction).
+    acked_avg_bps: Option<f64>,
     /// Received rates over the last 50 ms, over the last second.
     peaks: VecDeque<(u64, f64)>,
     /// Sent bytes by send time, for the sending rate.
@@ -206,6 +208,7 @@ impl Bwe {
             capacity: None,
             acked: VecDeque::new(),
             acked_bps: None,
+            acked_avg_bps: None,
             peaks: VecDeque::new(),
             sent_window: VecDeque::new(),
             loss_window: (0, 0),
@@ -460,6 +463,7 @@ impl Bwe {
             {
                 self.peaks.pop_front();
             }
+            self.acked_avg_bps = Some(rate);
             let peak = self.peaks.iter().map(|p| p.1).fold(0.0, f64::max);
             rate = rate.max(peak);
             self.acked_bps = Some(rate);
@@ -524,7 +528,7 @@ impl Bwe {
                     };
                     // No large increase without evidence the path carries it.
                     let cap = self
-                        .acked_bps
+                        .acked_avg_bps
                         .map_or(f64::MAX, |a| 1.5 * a + 10_000.0)
                         .max(self.delay_bps);
                     self.delay_bps = new.min(cap);
@@ -541,7 +545,7 @@ impl Bwe {
         self.stats.loss_ppm = (loss * 1e6) as u64;
         let can_decrease = self
             .last_loss_decrease
-            .is_none_or(|t| now.saturating_sub(t) >= 300_000);
+            .is_none_or(|t| now.saturating_sub(t) >= 200_000);
         if loss > 0.10 && can_decrease {
             self.last_loss_decrease = Some(now);
             let base = self.loss_bps.min(self.delay_bps);
