@@ -26,7 +26,7 @@ pub use backing::{Backing, LeaseOwner, LeaseToken, Recycle};
 pub use caps::LinkCaps;
 pub use counters::Counter;
 pub use error::{FromIoFailure, LinkError, io_failed};
-pub use fault::{FaultLink, FaultSpec, FaultStats, fault_pair};
+pub use fault::{Bottleneck, FaultLink, FaultSpec, FaultStats, fault_pair};
 pub use maybe::{MaybeSend, MaybeSendFuture, MaybeSync};
 pub use memory::{MemoryConfig, MemoryLink, memory_pair};
 pub use traits::{Link, LinkRx, LinkTx, LinkTxExt, LinkTxPermit, SplitLink, WriteSlot};

@@ -96,7 +96,7 @@ pub(crate) async fn send_bye<T: LinkTx>(
         tx.send(
             Kind::Bye,
             4,
-            |b| b.copy_from_slice(&value.to_le_bytes()),
+            |b| b.copy_from_slice(&crate::wire::u32_body(value)),
             sent,
         )
         .await?;
