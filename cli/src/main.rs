@@ -15,6 +15,9 @@ mod report;
 mod util;
 mod workload;
 
+#[allow(dead_code, unused_imports)] // used by the capture, host and client subcommands (cli branch)
+mod video;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
