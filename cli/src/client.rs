@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use facet::Facet;
-use link_session::{Client, ClientConfig, ClientEvent, InputEvent};
+use link_session::{Client, ClientConfig, ClientEvent, InputEvent, SessionError};
 use link_types::Link;
 
 use crate::progress::Progress;
@@ -359,9 +359,23 @@ where
     L::Tx: Send + Sync + 'static,
     L::Rx: Send + 'static,
 {
-    let (mut frames, mut input) = Client::connect(link, cfg)
-        .await
-        .map_err(|e| format!("{}: {e}", args.url))?;
+    let encrypted_hint = if encrypted {
+        "with the same pre-shared key"
+    } else {
+        "without a pre-shared key (give --psk-file if the host has one)"
+    };
+    let (mut frames, mut input) = Client::connect(link, cfg).await.map_err(|e| match e {
+        SessionError::HandshakeTimeout { waited, .. } => format!(
+            "{}: no session within {:.1} s: is a linkstream host running there, {encrypted_hint}?",
+            args.url,
+            waited.as_secs_f64()
+        ),
+        SessionError::AuthFailed => format!(
+            "{}: the host holds a different pre-shared key",
+            args.url
+        ),
+        e => format!("{}: {e}", args.url),
+    })?;
     let started = Instant::now();
     let live = Arc::new(Live::default());
     let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(64);

@@ -392,7 +392,8 @@ async fn start_capture(
     if args.capture == "spawn" {
         let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.args(["capture", "--source", &args.source]);
+        cmd.args(["capture", "--source", &args.source])
+            .stderr(std::process::Stdio::piped());
         let (link, child) = ShmLink::spawn(&mut cmd, &cfg)
             .await
             .map_err(|e| format!("starting the capture process: {e}"))?;
@@ -565,26 +566,12 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         eprintln!("linkstream host: viewers still busy after 5 s; stopping anyway");
         tasks.abort_all();
     }
-    if let Some(mut child) = child {
-        // The capture process sees the link close and ends; make sure.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() && outcome.is_ok() && report.frames_captured == 0 {
-                        return Err(format!("the capture process failed ({status})"));
-                    }
-                    break;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
+    if let Some(child) = child {
+        let failed = tokio::task::spawn_blocking(move || finish_capture(child))
+            .await
+            .map_err(|e| format!("capture process: {e}"))?;
+        if let Some(err) = failed {
+            return Err(err);
         }
     }
     outcome?;
@@ -602,6 +589,51 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         print_summary(&report);
     }
     Ok(())
+}
+
+/// Wait for the capture process (it ends when the link closes; killed
+/// after 2 s), pass on what it wrote to stderr, and turn a failure into an
+/// error naming the capture's own message.
+fn finish_capture(mut child: std::process::Child) -> Option<String> {
+    use std::io::Read;
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(s) = &mut stderr {
+            let _ = s.read_to_string(&mut text);
+        }
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    match status {
+        Some(s) if !s.success() => {
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            Some(format!(
+                "capture process failed ({s}): {}",
+                last.trim_start_matches("linkstream: ")
+            ))
+        }
+        _ => {
+            eprint!("{text}");
+            None
+        }
+    }
 }
 
 fn println_join(url: &str, key_hint: &str) {
