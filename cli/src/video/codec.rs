@@ -85,6 +85,30 @@ fn config(s: &EncoderSettings, bps: u64) -> EncoderConfig {
         .num_threads(1)
 }
 
+/// An OpenH264 encoder for our settings, with OpenH264's own console log
+/// (warnings on stderr) switched off: errors reach the caller as values.
+fn new_inner(s: &EncoderSettings, bps: u64) -> Result<H264Encoder, VideoError> {
+    let mut inner = H264Encoder::with_api_config(OpenH264API::from_source(), config(s, bps))
+        .map_err(VideoError::Encode)?;
+    let mut level: std::ffi::c_int = openh264_sys2::WELS_LOG_QUIET as std::ffi::c_int;
+    // SAFETY: FFI into OpenH264: the trace level is the one option it takes
+    // before initialisation (the crate sets it only after, too late for the
+    // warnings initialisation prints). The option reads one int through the
+    // pointer during the call; `level` outlives the call.
+    let rc = unsafe {
+        inner.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+            (&raw mut level).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(VideoError::Encode(openh264::Error::msg(&format!(
+            "setting the trace level failed (OpenH264 code {rc})"
+        ))));
+    }
+    Ok(inner)
+}
+
 /// A low-latency H.264 encoder for one picture geometry.
 pub struct Encoder {
     settings: EncoderSettings,
@@ -141,11 +165,7 @@ impl Encoder {
             });
         }
         check_bitrate(settings.bitrate_bps)?;
-        let inner = H264Encoder::with_api_config(
-            OpenH264API::from_source(),
-            config(&settings, settings.bitrate_bps),
-        )
-        .map_err(VideoError::Encode)?;
+        let inner = new_inner(&settings, settings.bitrate_bps)?;
         Ok(Encoder {
             settings,
             inner,
@@ -185,11 +205,7 @@ impl Encoder {
         if self.frames == 0 {
             // OpenH264 initialises on the first frame; before it, a fresh
             // encoder with the new configuration is the same thing.
-            self.inner = H264Encoder::with_api_config(
-                OpenH264API::from_source(),
-                config(&self.settings, bps),
-            )
-            .map_err(VideoError::Encode)?;
+            self.inner = new_inner(&self.settings, bps)?;
             self.bitrate_bps = bps;
             return Ok(());
         }
