@@ -27,7 +27,7 @@ use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
 use tokio::sync::{Notify, mpsc};
 
-use crate::capture::{self, FrameHeader, Source};
+use crate::capture::{self, FrameHeader};
 use crate::report::Quantiles;
 use crate::util::{now_us, read_psk};
 use crate::video::{self, Codec, VideoHeader};
@@ -318,6 +318,11 @@ async fn serve_viewer<L>(
     let send = async {
         let mut end = String::from("host stopped");
         while let Some(f) = queue.recv().await {
+            if hub.stopping.load(Relaxed) {
+                // Stopping: the frames still queued are not sent; the Bye
+                // goes out at once.
+                break;
+            }
             let flags = if f.header.keyframe {
                 FrameFlags::KEYFRAME
             } else {
@@ -457,8 +462,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         }
     };
     // Open the source here too: a bad file is refused before anything starts.
-    let source = Source::open(&args.source)?;
-    let (width, height, fps) = source.geometry();
+    let source = capture::open_source(&args.source)?;
+    let (width, height, fps) = (source.width(), source.height(), source.fps() as f64);
     let frame_len = source.frame_len();
     drop(source);
 
@@ -473,7 +478,17 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     };
     let ws = match args.ws {
         Some(addr) => Some(
-            link_ws::WsServer::bind(addr, link_ws::WsConfig::default())
+            // Few frames may wait in a viewer's WebSocket write queue: a
+            // viewer that drains slower than the stream then backs up into
+            // its own bounded queue, where it skips to the next keyframe,
+            // instead of buffering seconds of video.
+            link_ws::WsServer::bind(
+                addr,
+                link_ws::WsConfig {
+                    queue: 4,
+                    ..Default::default()
+                },
+            )
                 .await
                 .map_err(|e| format!("WebSocket {addr}: {e}"))?,
         ),
