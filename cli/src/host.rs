@@ -489,8 +489,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                     ..Default::default()
                 },
             )
-                .await
-                .map_err(|e| format!("WebSocket {addr}: {e}"))?,
+            .await
+            .map_err(|e| format!("WebSocket {addr}: {e}"))?,
         ),
         None => None,
     };
