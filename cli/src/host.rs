@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use facet::Facet;
-use link_session::{FrameFlags, Host, HostConfig, HostEvent};
+use link_session::{BweConfig, FrameFlags, Host, HostConfig, HostEvent};
 use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
 use tokio::sync::{Notify, mpsc};
@@ -48,11 +48,13 @@ pub struct HostArgs {
     /// Where frames come from: testsrc[:WxH@FPS] or y4m:FILE.
     #[arg(long, value_name = "SPEC", default_value = "testsrc")]
     pub source: String,
-    /// Encoder bitrate in bit/s (until the session reports a target).
+    /// Encoder bitrate in bit/s: the start, and the most the encoder uses
+    /// whatever the viewers' targets.
     #[arg(long, value_name = "BPS", default_value_t = 4_000_000,
           value_parser = clap::value_parser!(u64).range(10_000..=1_000_000_000))]
     pub bitrate: u64,
-    /// The encoder's bitrate never goes below this, whatever the viewers' targets.
+    /// The encoder's bitrate never goes below this, whatever the viewers'
+    /// targets: a viewer whose path carries less skips to keyframes.
     #[arg(long, value_name = "BPS", default_value_t = 300_000,
           value_parser = clap::value_parser!(u64).range(10_000..=1_000_000_000))]
     pub min_bitrate: u64,
@@ -219,13 +221,15 @@ impl Hub {
     }
 
     // r[impl cli.host.bitrate]
-    /// The encoder's bitrate: the lowest viewer target, at least `floor`.
+    /// The encoder's bitrate: the lowest viewer target, at most
+    /// `--bitrate`, at least `floor`.
     fn target(&self, floor: u64) -> u64 {
         let v = lock(&self.viewers);
         v.iter()
             .map(|v| v.info.target_bps.load(Relaxed))
             .min()
             .unwrap_or(self.bitrate)
+            .min(self.bitrate)
             .max(floor)
     }
 
@@ -310,6 +314,7 @@ async fn serve_viewer<L>(
         return;
     }
     let (info, mut queue) = hub.register();
+    info.target_bps.store(host.target_bitrate(), Relaxed);
     eprintln!(
         "linkstream host: viewer {} joined over {transport} from {peer}",
         info.id
@@ -360,6 +365,8 @@ async fn serve_viewer<L>(
                     }
                 }
                 Ok(Some(HostEvent::KeyframeRequest { .. })) => request_key(&info),
+                // The session's estimate of what this viewer's path carries.
+                Ok(Some(HostEvent::TargetBitrate { bps })) => info.target_bps.store(bps, Relaxed),
                 Ok(Some(_)) => {}
                 Ok(None) => break "viewer closed".to_string(),
                 Err(e) => break format!("viewer gone: {e}"),
@@ -505,6 +512,11 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         parity_pct: args.parity,
         adaptive_parity: true,
         max_frame: 4 << 20,
+        bwe: BweConfig {
+            start_bps: args.bitrate,
+            min_bps: args.min_bitrate.min(500_000),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let key_hint = if psk.is_some() {
@@ -936,6 +948,9 @@ mod tests {
         a.target_bps.store(3_000_000, Relaxed);
         b.target_bps.store(2_000_000, Relaxed);
         assert_eq!(hub.target(300_000), 2_000_000);
+        a.target_bps.store(9_000_000, Relaxed);
+        b.target_bps.store(8_000_000, Relaxed);
+        assert_eq!(hub.target(300_000), 4_000_000, "never above --bitrate");
         b.target_bps.store(100_000, Relaxed);
         assert_eq!(hub.target(300_000), 300_000, "never below the floor");
     }
