@@ -100,6 +100,7 @@ run() {
             # seconds behind when the host stops); the others may not.
             if [[ "${!n}" == 4 ]]; then
                 echo "  viewer 4 (throttled) ended with: $(tail -n 1 "$WORK/$name-c4.err")"
+                tail -n 3 "$WORK/$name-c4.err" | head -n 2 | sed 's/^/    its last live stats: /'
             else
                 failed=1
             fi
