@@ -214,9 +214,17 @@ async fn adaptive_parity_follows_each_report() {
         body.extend_from_slice(&ppm.to_le_bytes());
         body.extend_from_slice(&0u64.to_le_bytes());
         send(&mut tx, Kind::Feedback, pn, &body).await;
-        match events.next_event().await.expect("event") {
-            Some(HostEvent::LossReport(r)) => assert_eq!(r.loss_ppm, ppm),
-            other => panic!("expected the loss report, got {other:?}"),
+        // The loss-based estimator may announce a new target first; the
+        // loss report itself must follow.
+        loop {
+            match events.next_event().await.expect("event") {
+                Some(HostEvent::LossReport(r)) => {
+                    assert_eq!(r.loss_ppm, ppm);
+                    break;
+                }
+                Some(HostEvent::TargetBitrate { .. }) => continue,
+                other => panic!("expected the loss report, got {other:?}"),
+            }
         }
         host.send_frame(&vec![3; 50_000], 0, FrameFlags::NONE)
             .await
