@@ -50,7 +50,7 @@ LOSS=10 bash scripts/netns-loss.sh
 
 step "pacing on a real path: link-session over UDP through a tbf bottleneck (network namespaces)"
 command -v python3 >/dev/null || { echo "python3 is missing (needed by scripts/netns-pacing.sh)" >&2; exit 1; }
-bash scripts/netns-pacing.sh quick a b
+bash scripts/netns-pacing.sh quick a b d
 
 step "WebSocket link in headless Chromium (conformance suite and browser tests)"
 bash scripts/browser-test.sh
