@@ -39,6 +39,9 @@ pub(crate) struct HostTx<T> {
     pacer: Pacer<Queued>,
     pool: Vec<Vec<u8>>,
     sent: Vec<(u64, usize, Option<u32>)>,
+    /// Rate that drains the queue within the latency budget, set when a
+    /// frame overran it, until the queue is empty.
+    floor_bps: u64,
 }
 
 impl<T> std::ops::Deref for HostTx<T> {
@@ -434,6 +437,7 @@ impl<T: LinkTx> Host<T> {
                 pacer,
                 pool: Vec::new(),
                 sent: Vec::new(),
+                floor_bps: 0,
             }),
             ack: Mutex::new(None),
             stats,
@@ -600,6 +604,7 @@ impl<T: LinkTx> Host<T> {
             // r[impl session.pacing.budget]
             if delay > tx.pacer.budget_us() {
                 add(&shared.stats.pacing_overruns, 1);
+                tx.floor_bps = tx.pacer.queued_bytes() * 8_000_000 / tx.pacer.budget_us().max(1);
                 shared
                     .pending
                     .lock()
@@ -948,7 +953,10 @@ async fn pump<T: LinkTx>(
         let mut now = shared.now_us();
         {
             let mut bwe = shared.bwe.lock().expect("bwe lock");
-            tx.pacer.set_rate(now, bwe.pacing_bps());
+            if tx.pacer.is_empty() {
+                tx.floor_bps = 0;
+            }
+            tx.pacer.set_rate(now, bwe.pacing_bps().max(tx.floor_bps));
             if tx.pacer.is_empty()
                 && tx.pacer.probing().is_none()
                 && let Some(c) = bwe.poll_probe(now)

@@ -203,6 +203,11 @@ impl<T> Pacer<T> {
         self.queued_bytes * 8_000_000 / self.rate_bps.max(1)
     }
 
+    /// Bytes waiting.
+    pub(crate) fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
     /// The budget, µs.
     pub(crate) fn budget_us(&self) -> u64 {
         self.config.latency_budget.as_micros() as u64
