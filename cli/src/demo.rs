@@ -1,0 +1,415 @@
+//! `linkstream demo`: synthetic frames from a host to a client over each
+//! link in turn — UDP on loopback with injected loss and encryption, shared
+//! memory across two processes, WebSocket on loopback — as a table or JSON.
+
+use std::time::Duration;
+
+use facet::Facet;
+use link_session::{
+    Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, HostEvent, InputEvent,
+};
+use link_types::{FaultSpec, Link, fault_pair};
+
+use crate::progress::Progress;
+use crate::report::{LinkResult, print_table};
+use crate::util::now_us;
+use crate::workload::{fill_frame, frame_ok, frame_size};
+
+/// Options of `linkstream demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Stream length per link, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 5.0, value_parser = non_negative)]
+    pub seconds: f64,
+    /// Frames per second (1..=1000).
+    #[arg(long, value_name = "N", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub fps: u32,
+    /// Average video bitrate in Mbit/s.
+    #[arg(long = "bitrate", value_name = "MBPS", default_value_t = 20.0, value_parser = positive)]
+    pub bitrate_mbps: f64,
+    /// A keyframe (8x a P-frame) every N frames.
+    #[arg(long, value_name = "N", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub gop: u32,
+    /// Random loss injected each way on UDP, in percent.
+    #[arg(long = "loss", value_name = "PCT", default_value_t = 5.0, value_parser = percent)]
+    pub loss_pct: f64,
+    /// FEC parity on UDP, in percent.
+    #[arg(long = "parity", value_name = "PCT", default_value_t = 20,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub parity_pct: u8,
+    /// Comma-separated links: udp,shm,ws.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "udp,shm,ws",
+          value_parser = link_name)]
+    pub links: Vec<String>,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn number(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| format!("not a number: {v}"))
+}
+
+/// A finite number >= 0.
+pub fn non_negative(v: &str) -> Result<f64, String> {
+    number(v).and_then(|x| {
+        if x >= 0.0 {
+            Ok(x)
+        } else {
+            Err(format!("{v} is below 0"))
+        }
+    })
+}
+
+fn positive(v: &str) -> Result<f64, String> {
+    number(v).and_then(|x| {
+        if x > 0.0 {
+            Ok(x)
+        } else {
+            Err("must be above 0".into())
+        }
+    })
+}
+
+fn percent(v: &str) -> Result<f64, String> {
+    non_negative(v).and_then(|x| {
+        if x <= 100.0 {
+            Ok(x)
+        } else {
+            Err("must be 0..=100".into())
+        }
+    })
+}
+
+fn link_name(v: &str) -> Result<String, String> {
+    let l = v.trim();
+    if ["udp", "shm", "ws"].contains(&l) {
+        Ok(l.to_string())
+    } else {
+        Err(format!("unknown link {l:?} (udp, shm, ws)"))
+    }
+}
+
+impl DemoArgs {
+    fn frame_size(&self, i: u32) -> usize {
+        frame_size(self.bitrate_mbps, self.fps, self.gop, i)
+    }
+
+    /// The largest synthetic frame (a keyframe), with room to spare.
+    fn max_frame(&self) -> usize {
+        (self.frame_size(0) * 2).next_power_of_two().max(1 << 20)
+    }
+}
+
+/// What the client side reports (also the shared-memory child's output).
+#[derive(Debug, Clone, Default, Facet)]
+struct ClientReport {
+    delivered: u64,
+    lost: u64,
+    recovered: u64,
+    corrupt: u64,
+    zero_copy: u64,
+    bytes: u64,
+    latencies_us: Vec<u64>,
+    first_us: u64,
+    last_us: u64,
+    input_sent: u64,
+    input_rtt_us: u64,
+}
+
+/// The host: send the synthetic stream at the frame rate, count input.
+async fn run_host<L: Link>(
+    link: L,
+    cfg: HostConfig,
+    s: &DemoArgs,
+    name: &str,
+) -> Result<(u64, u64, bool), String>
+where
+    L::Tx: 'static,
+    L::Rx: 'static,
+{
+    let (mut host, mut events) = Host::accept(link, cfg)
+        .await
+        .map_err(|e| format!("{name}: accept: {e}"))?;
+    let frames = (s.seconds * s.fps as f64).round() as u32;
+    let period = Duration::from_secs_f64(1.0 / s.fps as f64);
+    let input = async move {
+        let (mut n, mut in_order) = (0u64, true);
+        while let Ok(Some(ev)) = events.next_event().await {
+            if let HostEvent::Input(InputEvent::MouseMove { dx, .. }) = ev {
+                in_order &= dx as u64 == n;
+                n += 1;
+            }
+        }
+        (n, in_order)
+    };
+    let send = async move {
+        let mut progress = Progress::new(name, Some(frames as u64));
+        let start = tokio::time::Instant::now();
+        for i in 0..frames {
+            tokio::time::sleep_until(start + period * i).await;
+            let len = s.frame_size(i);
+            let flags = if i.is_multiple_of(s.gop) {
+                FrameFlags::KEYFRAME
+            } else {
+                FrameFlags::NONE
+            };
+            host.send_frame_with(len, now_us(), flags, |b| fill_frame(b, i))
+                .await
+                .map_err(|e| format!("{name}: send: {e}"))?;
+            progress.update(i as u64 + 1, || {
+                format!("  {name}: {}/{frames} frames sent", i + 1)
+            });
+        }
+        progress.finish();
+        host.close()
+            .await
+            .map_err(|e| format!("{name}: close: {e}"))?;
+        Ok::<_, String>(frames as u64)
+    };
+    let (sent, (received, in_order)) = futures::join!(send, input);
+    Ok((sent?, received, in_order))
+}
+
+/// The client: receive and check every frame, send an input event per frame.
+async fn run_client<L: Link>(link: L, cfg: ClientConfig) -> Result<ClientReport, String>
+where
+    L::Tx: 'static,
+    L::Rx: 'static,
+{
+    let (mut frames, mut input) = Client::connect(link, cfg)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut r = ClientReport::default();
+    loop {
+        match frames.next_frame().await {
+            Ok(Some(ClientEvent::Frame(f))) => {
+                let now = now_us();
+                if r.first_us == 0 {
+                    r.first_us = now;
+                }
+                r.last_us = now;
+                r.latencies_us.push(now.saturating_sub(f.pts));
+                r.delivered += 1;
+                r.bytes += f.data().len() as u64;
+                r.recovered += f.recovered as u64;
+                r.zero_copy += f.is_zero_copy() as u64;
+                if !frame_ok(f.data(), f.index) {
+                    r.corrupt += 1;
+                }
+                // One input event per frame; `next_frame` keeps running, so
+                // lost ones are retransmitted (and it ends only once the
+                // host acknowledged them all).
+                let ev = InputEvent::MouseMove {
+                    dx: r.input_sent as i32,
+                    dy: 1,
+                };
+                if input.send_input(ev).await.is_ok() {
+                    r.input_sent += 1;
+                }
+            }
+            Ok(Some(ClientEvent::Lost { count, .. })) => r.lost += count as u64,
+            Ok(None) => break,
+            Err(e) => return Err(format!("next_frame: {e}")),
+        }
+    }
+    r.input_rtt_us = frames.stats().input_rtt_us;
+    let _ = input.close().await;
+    Ok(r)
+}
+
+fn result(
+    name: &str,
+    sent: u64,
+    received: u64,
+    in_order: bool,
+    mut c: ClientReport,
+    loss: f64,
+    enc: bool,
+) -> LinkResult {
+    c.latencies_us.sort_unstable();
+    let secs = (c.last_us.saturating_sub(c.first_us)) as f64 / 1e6;
+    let pct = |p| crate::report::percentile_ms(&c.latencies_us, p);
+    LinkResult {
+        link: name.into(),
+        frames_sent: sent,
+        frames_delivered: c.delivered,
+        frames_lost: c.lost,
+        fec_recovered: c.recovered,
+        corrupt: c.corrupt,
+        zero_copy: c.zero_copy,
+        goodput_mbps: if secs > 0.0 {
+            c.bytes as f64 * 8.0 / secs / 1e6
+        } else {
+            0.0
+        },
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+        latency_max_ms: c.latencies_us.last().map_or(0.0, |v| *v as f64 / 1000.0),
+        input_sent: c.input_sent,
+        input_received: received,
+        input_in_order: in_order,
+        input_rtt_ms: c.input_rtt_us as f64 / 1000.0,
+        injected_loss_pct: loss,
+        encrypted: enc,
+    }
+}
+
+const PSK: &[u8] = b"linkstream demo pre-shared key!!";
+
+async fn demo_udp(s: &DemoArgs) -> Result<LinkResult, String> {
+    use link_udp::{UdpConfig, UdpLink};
+    let cfg = UdpConfig::default();
+    let lo: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let a = std::net::UdpSocket::bind(lo).map_err(|e| format!("udp bind: {e}"))?;
+    let b = std::net::UdpSocket::bind(lo).map_err(|e| format!("udp bind: {e}"))?;
+    let (pa, pb) = (
+        a.local_addr().map_err(|e| format!("udp: {e}"))?,
+        b.local_addr().map_err(|e| format!("udp: {e}"))?,
+    );
+    let a = UdpLink::from_std(a, pb, &cfg).map_err(|e| format!("udp: {e}"))?;
+    let b = UdpLink::from_std(b, pa, &cfg).map_err(|e| format!("udp: {e}"))?;
+    let spec = FaultSpec::loss(s.loss_pct / 100.0);
+    let (a, b) = fault_pair(a, b, spec, spec, 0x11CE).map_err(|e| format!("fault: {e}"))?;
+    let mf = s.max_frame();
+    let host_cfg = HostConfig {
+        psk: Some(PSK.to_vec()),
+        parity_pct: s.parity_pct,
+        max_frame: mf,
+        ..Default::default()
+    };
+    let client_cfg = ClientConfig {
+        psk: Some(PSK.to_vec()),
+        max_frame: mf,
+        max_pending_bytes: (mf * 4).max(64 << 20),
+        ..Default::default()
+    };
+    let (h, c) = futures::join!(run_host(a, host_cfg, s, "udp"), run_client(b, client_cfg));
+    let (sent, received, in_order) = h?;
+    Ok(result(
+        "udp", sent, received, in_order, c?, s.loss_pct, true,
+    ))
+}
+
+fn shm_config(max_frame: usize) -> link_shm::ShmConfig {
+    link_shm::ShmConfig {
+        large_size: max_frame + 64,
+        large_count: 4,
+        ..Default::default()
+    }
+}
+
+async fn demo_shm(s: &DemoArgs) -> Result<LinkResult, String> {
+    use link_shm::ShmLink;
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__shm-client")
+        .arg(s.max_frame().to_string())
+        .stdout(std::process::Stdio::piped());
+    let (link, child) = ShmLink::spawn(&mut cmd, &shm_config(s.max_frame()))
+        .await
+        .map_err(|e| format!("shm spawn: {e}"))?;
+    let host_cfg = HostConfig {
+        max_frame: s.max_frame(),
+        ..Default::default()
+    };
+    let child_out = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let (sent, received, in_order) = run_host(link, host_cfg, s, "shm").await?;
+    let out = child_out
+        .await
+        .map_err(|e| format!("shm child: {e}"))?
+        .map_err(|e| format!("shm child: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("shm child exited with {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: ClientReport =
+        facet_json::from_str(text.trim()).map_err(|e| format!("shm child report: {e}"))?;
+    Ok(result("shm", sent, received, in_order, report, 0.0, false))
+}
+
+/// The shared-memory child of the demo: a client that prints its report as
+/// JSON.
+pub async fn shm_child(max_frame: usize) -> Result<(), String> {
+    let link = link_shm::ShmLink::from_parent(&shm_config(max_frame))
+        .await
+        .map_err(|e| format!("shm join: {e}"))?;
+    let client_cfg = ClientConfig {
+        max_frame,
+        max_pending_bytes: (max_frame * 4).max(64 << 20),
+        ..Default::default()
+    };
+    let report = run_client(link, client_cfg).await?;
+    println!(
+        "{}",
+        facet_json::to_string(&report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+async fn demo_ws(s: &DemoArgs) -> Result<LinkResult, String> {
+    use link_ws::{WsConfig, WsLink, WsServer};
+    let mut server = WsServer::bind("127.0.0.1:0".parse().expect("address"), WsConfig::default())
+        .await
+        .map_err(|e| format!("ws bind: {e}"))?;
+    let url = format!("ws://{}/demo", server.local_addr());
+    let mf = s.max_frame();
+    let host = async {
+        let accepted = server
+            .accept()
+            .await
+            .map_err(|e| format!("ws accept: {e}"))?;
+        let cfg = HostConfig {
+            max_frame: mf,
+            ..Default::default()
+        };
+        run_host(accepted.link, cfg, s, "ws").await
+    };
+    let client = async {
+        let link = WsLink::connect(&url, &WsConfig::default())
+            .await
+            .map_err(|e| format!("ws connect: {e}"))?;
+        run_client(
+            link,
+            ClientConfig {
+                max_frame: mf,
+                ..Default::default()
+            },
+        )
+        .await
+    };
+    let (h, c) = futures::join!(host, client);
+    let (sent, received, in_order) = h?;
+    Ok(result("ws", sent, received, in_order, c?, 0.0, false))
+}
+
+/// Run the demo over every chosen link and print the table or JSON.
+pub async fn run(s: DemoArgs) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for link in &s.links {
+        eprintln!(
+            "{link}: streaming {:.0} s at {} fps, {} Mbit/s ...",
+            s.seconds, s.fps, s.bitrate_mbps
+        );
+        let r = match link.as_str() {
+            "udp" => demo_udp(&s).await?,
+            "shm" => demo_shm(&s).await?,
+            _ => demo_ws(&s).await?,
+        };
+        rows.push(r);
+    }
+    if s.json {
+        println!(
+            "{}",
+            facet_json::to_string(&rows).map_err(|e| e.to_string())?
+        );
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The demo's report: one row per link, as a table for people or JSON.
+
+use facet::Facet;
+
+/// What one link's run measured.
+#[derive(Debug, Clone, Default, Facet)]
+pub struct LinkResult {
+    pub link: String,
+    pub frames_sent: u64,
+    pub frames_delivered: u64,
+    pub frames_lost: u64,
+    pub fec_recovered: u64,
+    pub corrupt: u64,
+    pub zero_copy: u64,
+    pub goodput_mbps: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    pub input_sent: u64,
+    pub input_received: u64,
+    pub input_in_order: bool,
+    pub input_rtt_ms: f64,
+    pub injected_loss_pct: f64,
+    pub encrypted: bool,
+}
+
+/// The `p` quantile (0..=1) of sorted microseconds, in milliseconds.
+pub fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// p50 and p99 of a latency series (microseconds, unsorted), in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Facet)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+impl Quantiles {
+    #[allow(dead_code)] // used by host and client (next slice)
+    /// The quantiles of `us` (sorted in place).
+    pub fn of(us: &mut [u64]) -> Quantiles {
+        us.sort_unstable();
+        Quantiles {
+            p50: percentile_ms(us, 0.5),
+            p99: percentile_ms(us, 0.99),
+        }
+    }
+}
+
+/// Print the demo's rows as a table.
+pub fn print_table(rows: &[LinkResult]) {
+    println!(
+        "{:<5} {:>6} {:>9} {:>5} {:>9} {:>7} {:>9} {:>21} {:>13} {:>9}",
+        "link",
+        "sent",
+        "delivered",
+        "lost",
+        "recovered",
+        "corrupt",
+        "Mbit/s",
+        "latency p50/p99/max ms",
+        "input sent/rcv",
+        "input RTT"
+    );
+    for r in rows {
+        println!(
+            "{:<5} {:>6} {:>9} {:>5} {:>9} {:>7} {:>9.1} {:>21} {:>13} {:>7.2}ms",
+            r.link,
+            r.frames_sent,
+            r.frames_delivered,
+            r.frames_lost,
+            r.fec_recovered,
+            r.corrupt,
+            r.goodput_mbps,
+            format!(
+                "{:.2}/{:.2}/{:.2}",
+                r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms
+            ),
+            format!(
+                "{}/{}{}",
+                r.input_sent,
+                r.input_received,
+                if r.input_in_order { "" } else { "!" }
+            ),
+            r.input_rtt_ms,
+        );
+    }
+    for r in rows {
+        let mut notes = Vec::new();
+        if r.injected_loss_pct > 0.0 {
+            notes.push(format!("{}% loss injected each way", r.injected_loss_pct));
+        }
+        if r.encrypted {
+            notes.push("AES-128-GCM".into());
+        }
+        if r.zero_copy > 0 {
+            notes.push(format!("{} frames zero-copy", r.zero_copy));
+        }
+        if !notes.is_empty() {
+            println!("  {}: {}", r.link, notes.join(", "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).rev().map(|x| x * 1000).collect();
+        let q = Quantiles::of(&mut v);
+        assert_eq!(q.p50, 51.0);
+        assert_eq!(q.p99, 99.0);
+        assert_eq!(Quantiles::of(&mut []).p99, 0.0);
+    }
+}

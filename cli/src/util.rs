@@ -1,0 +1,64 @@
+//! Small helpers shared by the subcommands.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the UNIX epoch (this machine's clock).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[allow(dead_code)] // used by host and client (next slice)
+/// Read a pre-shared key file: the key is the file's text, trimmed; a key
+/// written as hex (an even number of hex digits) is decoded to bytes. The
+/// session needs at least 16 bytes.
+pub fn read_psk(path: &Path) -> Result<Vec<u8>, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("PSK file {}: {e}", path.display()))?;
+    let text = raw.trim_ascii();
+    let key = match parse_hex(text) {
+        Some(k) => k,
+        None => text.to_vec(),
+    };
+    if key.len() < 16 {
+        return Err(format!(
+            "PSK file {}: the key has {} bytes, at least 16 are needed",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+#[allow(dead_code)] // used by host and client (next slice)
+fn parse_hex(t: &[u8]) -> Option<Vec<u8>> {
+    if t.is_empty() || !t.len().is_multiple_of(2) || !t.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    t.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys_are_decoded_and_other_text_taken_as_is() {
+        assert_eq!(parse_hex(b"00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(parse_hex(b"0f1"), None);
+        assert_eq!(parse_hex(b"zz"), None);
+        let dir = std::env::temp_dir().join(format!("ls-psk-{}", std::process::id()));
+        std::fs::write(&dir, "  0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(read_psk(&dir).unwrap().len(), 16);
+        std::fs::write(&dir, "a passphrase of some length\n").unwrap();
+        assert_eq!(read_psk(&dir).unwrap(), b"a passphrase of some length");
+        std::fs::write(&dir, "short").unwrap();
+        assert!(read_psk(&dir).unwrap_err().contains("at least 16"));
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,242 @@
+//! Video for the linkstream command line: everything that knows about
+//! pictures and codecs (the session and the links do not).
+//!
+//! - [`envelope`]: the 48-byte header in front of each access unit
+//!   (VIDEO-CONTRACT.md section 1).
+//! - [`testsrc`]: the moving I420 test pattern with the frame index burned in
+//!   as a row of blocks, and the reader for that code (section 2).
+//! - [`y4m`]: raw I420 frames from a Y4M file.
+//! - [`codec`]: H.264 through OpenH264 (low-latency encoder, decoder).
+//! - [`quality`]: PSNR between two I420 pictures.
+//!
+//! [`SourceSpec`] parses the `--source` argument (`testsrc[:WxH@FPS]` or
+//! `y4m:FILE`). All fallible operations return [`VideoError`].
+//!
+//! Frames are I420 throughout: the Y plane (`width * height` bytes), then U
+//! and V (`width/2 * height/2` bytes each), rows packed without padding;
+//! width and height are even.
+
+pub mod envelope;
+pub mod quality;
+pub mod testsrc;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use envelope::{Codec, HEADER_LEN, VideoHeader};
+pub use quality::{psnr_y, psnr_yuv};
+pub use testsrc::TestSrc;
+
+/// Largest width or height accepted anywhere in this module (pictures must
+/// fit the envelope's u16 fields; OpenH264 stops at 3840x2160 anyway).
+pub const MAX_DIMENSION: usize = 4096;
+
+/// Length in bytes of one I420 frame of `width` x `height` (both even).
+pub fn i420_len(width: usize, height: usize) -> usize {
+    width * height + 2 * ((width / 2) * (height / 2))
+}
+
+/// Checks that `width` x `height` is a usable I420 geometry: both even,
+/// non-zero, at most [`MAX_DIMENSION`].
+pub(crate) fn check_geometry(width: usize, height: usize) -> Result<(), VideoError> {
+    let reason = if width == 0 || height == 0 {
+        "width and height must be non-zero"
+    } else if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
+        "width and height must be even (I420)"
+    } else if width > MAX_DIMENSION || height > MAX_DIMENSION {
+        "width and height must be at most 4096"
+    } else {
+        return Ok(());
+    };
+    Err(VideoError::BadGeometry {
+        width,
+        height,
+        reason,
+    })
+}
+
+/// Checks that a frame buffer has exactly the I420 length of the geometry.
+pub(crate) fn check_frame_len(width: usize, height: usize, got: usize) -> Result<(), VideoError> {
+    let expected = i420_len(width, height);
+    if got != expected {
+        return Err(VideoError::FrameSize { expected, got });
+    }
+    Ok(())
+}
+
+/// Where raw frames come from: the `--source` argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// The test pattern: `testsrc` or `testsrc:WxH@FPS`.
+    TestSrc {
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+        /// Frames per second.
+        fps: u32,
+    },
+    /// A Y4M file: `y4m:FILE`.
+    Y4m(PathBuf),
+}
+
+impl SourceSpec {
+    /// Parses `testsrc`, `testsrc:WxH@FPS` (default 1280x720@30) or
+    /// `y4m:FILE`. A test-pattern geometry is checked here (see
+    /// [`TestSrc::new`]); a Y4M file is only checked when opened.
+    ///
+    /// # Errors
+    /// [`VideoError::BadSource`] naming what is wrong, or the geometry error.
+    // r[impl video.source.spec]
+    pub fn parse(spec: &str) -> Result<Self, VideoError> {
+        if let Some(path) = spec.strip_prefix("y4m:") {
+            if path.is_empty() {
+                return Err(VideoError::BadSource {
+                    spec: spec.into(),
+                    reason: "y4m: needs a file name (y4m:FILE)".into(),
+                });
+            }
+            return Ok(SourceSpec::Y4m(PathBuf::from(path)));
+        }
+        let t = TestSrc::parse(spec)?;
+        Ok(SourceSpec::TestSrc {
+            width: t.width(),
+            height: t.height(),
+            fps: t.fps(),
+        })
+    }
+}
+
+/// Every error of the video module.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum VideoError {
+    /// An envelope shorter than its 48-byte header.
+    ShortEnvelope {
+        /// Bytes received.
+        len: usize,
+    },
+    /// An envelope that does not start with `LSV1`.
+    BadMagic([u8; 4]),
+    /// An envelope with an unknown codec byte.
+    BadCodec(u8),
+    /// An output buffer too small for what must be written into it.
+    ShortBuffer {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        got: usize,
+    },
+    /// A frame buffer whose length is not the I420 length of the geometry.
+    FrameSize {
+        /// I420 length of the geometry.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// A picture geometry this module cannot use.
+    BadGeometry {
+        /// Width asked for.
+        width: usize,
+        /// Height asked for.
+        height: usize,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A `--source` argument that does not parse.
+    BadSource {
+        /// The argument.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for VideoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VideoError::ShortEnvelope { len } => write!(
+                f,
+                "video envelope of {len} bytes is shorter than its {HEADER_LEN}-byte header"
+            ),
+            VideoError::BadMagic(m) => {
+                write!(f, "video envelope has magic {m:02x?}, expected \"LSV1\"")
+            }
+            VideoError::BadCodec(c) => write!(f, "video envelope has unknown codec {c}"),
+            VideoError::ShortBuffer { needed, got } => {
+                write!(f, "buffer of {got} bytes is too small, {needed} needed")
+            }
+            VideoError::FrameSize { expected, got } => write!(
+                f,
+                "frame buffer of {got} bytes, an I420 frame of this size is {expected} bytes"
+            ),
+            VideoError::BadGeometry {
+                width,
+                height,
+                reason,
+            } => write!(f, "picture size {width}x{height} refused: {reason}"),
+            VideoError::BadSource { spec, reason } => {
+                write!(f, "video source {spec:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VideoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // r[verify video.source.spec]
+    #[test]
+    fn source_spec_parses_testsrc_and_y4m() {
+        assert_eq!(
+            SourceSpec::parse("testsrc").unwrap(),
+            SourceSpec::TestSrc {
+                width: 1280,
+                height: 720,
+                fps: 30
+            }
+        );
+        assert_eq!(
+            SourceSpec::parse("testsrc:1920x1080@60").unwrap(),
+            SourceSpec::TestSrc {
+                width: 1920,
+                height: 1080,
+                fps: 60
+            }
+        );
+        assert_eq!(
+            SourceSpec::parse("y4m:/tmp/a b.y4m").unwrap(),
+            SourceSpec::Y4m(PathBuf::from("/tmp/a b.y4m"))
+        );
+        for bad in [
+            "y4m:",
+            "camera",
+            "testsrc:",
+            "testsrc:1280x720@",
+            "testsrc:1280@30",
+            "testsrc:x720@30",
+            "testsrc:1281x720@30",
+            "testsrc:320x240@30",
+            "testsrc:1280x720@0",
+            "testsrc:99999999999999999999x720@30",
+            "testsrc:1280x720@30x",
+        ] {
+            let e = SourceSpec::parse(bad).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    VideoError::BadSource { .. } | VideoError::BadGeometry { .. }
+                ),
+                "{bad}: {e}"
+            );
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+}
