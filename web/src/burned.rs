@@ -58,7 +58,11 @@ mod tests {
         let [b0, b1, b2, b3] = index.to_le_bytes();
         let bits = index as u64 | ((!(b0 ^ b1 ^ b2 ^ b3) as u64) << 32);
         for i in 0..48 {
-            let on = if i < 40 { bits >> i & 1 == 1 } else { i % 2 == 0 };
+            let on = if i < 40 {
+                bits >> i & 1 == 1
+            } else {
+                i % 2 == 0
+            };
             let y = if on { 235 } else { 16 };
             for row in 0..b {
                 for x in i * b..(i + 1) * b {

@@ -72,7 +72,10 @@ mod tests {
         let types: Vec<u8> = nal_units(&au).map(nal_type).collect();
         assert_eq!(types, [9, 7, 8, 5]);
         // Zero bytes before a start code are not part of the unit before.
-        assert_eq!(nal_units(&au).nth(1).unwrap(), &[0x67, 0x42, 0xe0, 0x1f, 0xac]);
+        assert_eq!(
+            nal_units(&au).nth(1).unwrap(),
+            &[0x67, 0x42, 0xe0, 0x1f, 0xac]
+        );
     }
 
     #[test]

@@ -319,7 +319,10 @@ async fn connection_loop(v: Shared, psk: Option<Vec<u8>>) {
             vb.input = None;
         }
         let ms = backoff.as_millis();
-        set_state(&v, &format!("disconnected ({why}); reconnecting in {ms} ms"));
+        set_state(
+            &v,
+            &format!("disconnected ({why}); reconnecting in {ms} ms"),
+        );
         tracing_log(&format!("linkstream: disconnected: {why}"));
         Delay::new(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(3));
@@ -365,8 +368,7 @@ async fn session(v: &Shared, url: &str, psk: Option<Vec<u8>>) -> Result<bool, (b
         {
             let mut vb = v.borrow_mut();
             let now = now_ms();
-            if vb.want_keyframe && now - vb.last_keyframe_request_ms >= KEYFRAME_REQUEST_EVERY_MS
-            {
+            if vb.want_keyframe && now - vb.last_keyframe_request_ms >= KEYFRAME_REQUEST_EVERY_MS {
                 vb.want_keyframe = false;
                 vb.last_keyframe_request_ms = now;
                 vb.c.keyframe_requests += 1;
@@ -425,8 +427,8 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
             .decoder
             .as_ref()
             .is_some_and(|d| d.state() == "configured");
-        let changed = codec.as_ref().is_some_and(|c| *c != v.codec)
-            || (env.width, env.height) != v.size;
+        let changed =
+            codec.as_ref().is_some_and(|c| *c != v.codec) || (env.width, env.height) != v.size;
         if !usable || changed {
             let Some(codec) = codec else {
                 // A keyframe without an SPS cannot configure a decoder.
@@ -458,7 +460,11 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
         return;
     }
     let init = js_sys::Object::new();
-    set(&init, "type", &(if keyframe { "key" } else { "delta" }).into());
+    set(
+        &init,
+        "type",
+        &(if keyframe { "key" } else { "delta" }).into(),
+    );
     set(&init, "timestamp", &(env.capture_index as f64).into());
     set(
         &init,
@@ -572,7 +578,8 @@ fn on_output(v: &mut Viewer, frame: VideoFrame) {
 
 /// Draw the newest decoded frame at every animation frame.
 fn start_animation(v: Shared) {
-    let cb: Rc<RefCell<Option<Closure<dyn FnMut(f64)>>>> = Rc::new(RefCell::new(None));
+    type Tick = Closure<dyn FnMut(f64)>;
+    let cb: Rc<RefCell<Option<Tick>>> = Rc::new(RefCell::new(None));
     let again = cb.clone();
     *cb.borrow_mut() = Some(Closure::new(move |_t: f64| {
         draw(&v);
@@ -593,7 +600,9 @@ fn draw(v: &Shared) {
         v.canvas.set_width(w);
         v.canvas.set_height(h);
     }
-    v.ctx.unchecked_ref::<Ctx2d>().draw_frame(&d.frame, 0.0, 0.0);
+    v.ctx
+        .unchecked_ref::<Ctx2d>()
+        .draw_frame(&d.frame, 0.0, 0.0);
     d.frame.close();
     v.c.frames_displayed += 1;
     // Capture to displayed, on the host's clock: meaningful where the
