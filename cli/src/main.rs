@@ -9,7 +9,10 @@
 //! - `linkstream client URL`: a native viewer that decodes, checks the
 //!   pictures and reports quality and latency by stage.
 
+mod capture;
+mod client;
 mod demo;
+mod host;
 mod progress;
 mod report;
 mod util;
@@ -37,6 +40,15 @@ enum Command {
     /// Stream synthetic frames host -> client over UDP (with loss, FEC and
     /// AES-GCM), shared memory (two processes) and WebSocket, and print a table.
     Demo(demo::DemoArgs),
+    /// Encode captured frames (H.264) and serve them to viewers over UDP
+    /// and WebSocket, one session each.
+    Host(host::HostArgs),
+    /// Watch a host's stream: decode, check the pictures, report quality
+    /// and latency by stage.
+    Client(client::ClientArgs),
+    /// Capture raw I420 frames into shared memory for a host (spawned by
+    /// `linkstream host`; or connect to one with --connect).
+    Capture(capture::CaptureArgs),
     /// (internal) the demo's shared-memory client process.
     #[command(name = "__shm-client", hide = true)]
     ShmClient {
@@ -79,6 +91,9 @@ fn main() -> ExitCode {
     };
     let r = match cli.command {
         Command::Demo(args) => rt.block_on(demo::run(args)),
+        Command::Host(args) => rt.block_on(host::run(args)),
+        Command::Client(args) => rt.block_on(client::run(args)),
+        Command::Capture(args) => rt.block_on(capture::run(args)),
         Command::ShmClient { max_frame } => rt.block_on(demo::shm_child(max_frame)),
     };
     match r {

@@ -65,15 +65,6 @@ impl Progress {
         }
     }
 
-    #[allow(dead_code)] // used by host and client (next slice)
-    /// A line that is always shown (above the bar on a terminal).
-    pub fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
     /// Remove the bar.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

@@ -41,7 +41,6 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    #[allow(dead_code)] // used by host and client (next slice)
     /// The quantiles of `us` (sorted in place).
     pub fn of(us: &mut [u64]) -> Quantiles {
         us.sort_unstable();

@@ -11,7 +11,6 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-#[allow(dead_code)] // used by host and client (next slice)
 /// Read a pre-shared key file: the key is the file's text, trimmed; a key
 /// written as hex (an even number of hex digits) is decoded to bytes. The
 /// session needs at least 16 bytes.
@@ -32,7 +31,6 @@ pub fn read_psk(path: &Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-#[allow(dead_code)] // used by host and client (next slice)
 fn parse_hex(t: &[u8]) -> Option<Vec<u8>> {
     if t.is_empty() || !t.len().is_multiple_of(2) || !t.iter().all(u8::is_ascii_hexdigit) {
         return None;

@@ -16,16 +16,20 @@
 //! and V (`width/2 * height/2` bytes each), rows packed without padding;
 //! width and height are even.
 
+pub mod codec;
 pub mod envelope;
 pub mod quality;
 pub mod testsrc;
+pub mod y4m;
 
 use std::fmt;
 use std::path::PathBuf;
 
+pub use codec::{DecodedFrame, Decoder, Encoder};
 pub use envelope::{Codec, HEADER_LEN, VideoHeader};
 pub use quality::{psnr_y, psnr_yuv};
 pub use testsrc::TestSrc;
+pub use y4m::Y4mSource;
 
 /// Largest width or height accepted anywhere in this module (pictures must
 /// fit the envelope's u16 fields; OpenH264 stops at 3840x2160 anyway).
@@ -150,6 +154,48 @@ pub enum VideoError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file could not be opened or read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file that is not a Y4M file we can read.
+    NotY4m {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Y4M file in another colour space than 8-bit 4:2:0.
+    Y4mColorspace {
+        /// The file.
+        path: PathBuf,
+        /// The colour space it declares.
+        colorspace: String,
+    },
+    /// A Y4M file that ends in the middle of a frame.
+    Y4mTruncated {
+        /// The file.
+        path: PathBuf,
+        /// Index of the incomplete frame (0-based).
+        frame: u64,
+    },
+    /// A Y4M file without a single frame.
+    Y4mEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A bitrate the encoder cannot use.
+    BadBitrate {
+        /// The bitrate asked for, bits per second.
+        bps: u64,
+    },
+    /// OpenH264 refused to encode.
+    Encode(openh264::Error),
+    /// OpenH264 could not decode the access unit.
+    Decode(openh264::Error),
 }
 
 impl fmt::Display for VideoError {
@@ -178,13 +224,46 @@ impl fmt::Display for VideoError {
             VideoError::BadSource { spec, reason } => {
                 write!(f, "video source {spec:?}: {reason}")
             }
+            VideoError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            VideoError::NotY4m { path, reason } => {
+                write!(
+                    f,
+                    "{}: not a Y4M file we can read: {reason}",
+                    path.display()
+                )
+            }
+            VideoError::Y4mColorspace { path, colorspace } => write!(
+                f,
+                "{}: Y4M colour space {colorspace} is not supported (only 8-bit 4:2:0)",
+                path.display()
+            ),
+            VideoError::Y4mTruncated { path, frame } => write!(
+                f,
+                "{}: Y4M file is truncated (frame {frame} is incomplete)",
+                path.display()
+            ),
+            VideoError::Y4mEmpty { path } => {
+                write!(f, "{}: Y4M file has no frames", path.display())
+            }
+            VideoError::BadBitrate { bps } => write!(
+                f,
+                "encoder bitrate {bps} bit/s refused (must be between {} and {})",
+                codec::MIN_BITRATE_BPS,
+                codec::MAX_BITRATE_BPS
+            ),
+            VideoError::Encode(e) => write!(f, "H.264 encoder error: {e}"),
+            VideoError::Decode(e) => write!(f, "H.264 decoder error: {e}"),
         }
     }
 }
 
 impl std::error::Error for VideoError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        None
+        match self {
+            VideoError::Io { source, .. } => Some(source),
+            VideoError::Encode(e) | VideoError::Decode(e) => Some(e),
+            _ => None,
+        }
     }
 }
 

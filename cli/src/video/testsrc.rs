@@ -131,10 +131,25 @@ pub struct TestSrc {
     box_side: usize,
     /// The box's luma texture, `box_side` rows of `box_side`.
     box_luma: Vec<u8>,
+    /// Signed noise (as `i8`) the box's rows take windows of, per frame.
+    noise: Vec<i8>,
 }
 
 /// U and V of the bouncing box.
 const BOX_U: u8 = 90;
+/// Length of the noise table.
+const NOISE_LEN: usize = 1 << 16;
+/// Noise on the box: +-this many luma steps, new every frame, so the
+/// encoder cannot predict it from the previous frame and spends bits on it.
+const NOISE_AMPLITUDE: i8 = 12;
+
+/// splitmix64: a well-mixed hash of a counter.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 const BOX_V: u8 = 200;
 
 impl TestSrc {
@@ -188,6 +203,9 @@ impl TestSrc {
             chroma,
             box_side,
             box_luma,
+            noise: (0..NOISE_LEN as u64)
+                .map(|i| (mix(i) % (2 * NOISE_AMPLITUDE as u64 + 1)) as i8 - NOISE_AMPLITUDE)
+                .collect(),
         })
     }
 
@@ -309,7 +327,12 @@ impl TestSrc {
             let by = b + bounce(index.wrapping_mul(5), h - b - s);
             for (y, tex) in self.box_luma.chunks_exact(s).enumerate() {
                 let start = (by + y) * w + bx;
-                y_plane[start..start + s].copy_from_slice(tex);
+                let n = (mix(index.wrapping_mul(4096).wrapping_add(y as u64)) as usize)
+                    % (NOISE_LEN - s);
+                let noise = &self.noise[n..n + s];
+                for ((px, &t), &d) in y_plane[start..start + s].iter_mut().zip(tex).zip(noise) {
+                    *px = t.saturating_add_signed(d);
+                }
             }
             for y in by / 2..(by + s) / 2 {
                 u_plane[y * cw + bx / 2..y * cw + (bx + s) / 2].fill(BOX_U);

@@ -1,0 +1,618 @@
+//! `linkstream client URL`: a native viewer. It connects over UDP or
+//! WebSocket, decodes every access unit (H.264), checks each decoded
+//! test-pattern picture (the burned-in index against the envelope's capture
+//! index, PSNR against the pattern regenerated for that index), sends
+//! synthetic input at a steady rate, shows live stats and ends with a
+//! summary (one JSON object with `--json`).
+//!
+//! Latency by stage, per frame: capture -> encoded -> sent (host clock,
+//! from the envelope), sent -> reassembled (host clock to client clock),
+//! reassembled -> decoded (client clock). Host and client clocks are
+//! compared directly (`--clock shared`: same machine, or synchronised
+//! clocks); the summary also gives an estimate of the offset between them
+//! from the session's input round trip (smallest sent -> reassembled minus
+//! half the round trip), and `--clock estimate` corrects the cross-clock
+//! stages by it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use facet::Facet;
+use link_session::{Client, ClientConfig, ClientEvent, InputEvent, SessionError};
+use link_types::Link;
+
+use crate::progress::Progress;
+use crate::report::Quantiles;
+use crate::util::{now_us, read_psk};
+use crate::video::{self, TestSrc, VideoHeader};
+
+/// Options of `linkstream client`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The host: udp://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT (path
+    /// /stream unless given).
+    pub url: String,
+    /// Pre-shared key file (the host's key).
+    #[arg(long, value_name = "FILE")]
+    pub psk_file: Option<PathBuf>,
+    /// Stop after N seconds (default: until the host ends the stream).
+    #[arg(long, value_name = "N", value_parser = crate::demo::non_negative)]
+    pub seconds: Option<f64>,
+    /// Write the stream to FILE.h264 (the access units) or FILE.y4m (the
+    /// decoded pictures).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Synthetic input events per second (0: none).
+    #[arg(long, value_name = "N", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub input_rate: u32,
+    /// Give up connecting after N seconds.
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::demo::non_negative)]
+    pub timeout: f64,
+    /// Compute PSNR on every Nth decoded picture (the index is checked on all).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub psnr_every: u64,
+    /// How host timestamps are compared with this machine's clock:
+    /// `shared` (same machine or synchronised clocks) or `estimate`
+    /// (corrected by the offset estimated from the session's round trip).
+    #[arg(long, value_name = "shared|estimate", default_value = "shared",
+          value_parser = ["shared", "estimate"])]
+    pub clock: String,
+    /// For wss://: trust this CA certificate (PEM) instead of the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Latency of one stage, p50 and p99 in milliseconds.
+#[derive(Debug, Clone, Default, Facet)]
+pub struct Stages {
+    pub capture_to_encoded: Quantiles,
+    pub encoded_to_sent: Quantiles,
+    pub sent_to_reassembled: Quantiles,
+    pub reassembled_to_decoded: Quantiles,
+}
+
+/// The client's summary.
+#[derive(Debug, Clone, Default, Facet)]
+pub struct ClientReport {
+    pub url: String,
+    pub encrypted: bool,
+    pub width: u64,
+    pub height: u64,
+    pub seconds: f64,
+    pub frames_received: u64,
+    pub frames_lost: u64,
+    pub fec_recovered: u64,
+    pub frames_decoded: u64,
+    pub decode_errors: u64,
+    pub envelope_errors: u64,
+    pub frames_skipped: u64,
+    pub index_checked: u64,
+    pub index_mismatches: u64,
+    pub index_unreadable: u64,
+    pub psnr_frames: u64,
+    pub psnr_db_mean: f64,
+    pub psnr_db_min: f64,
+    pub latency_ms: Quantiles,
+    pub stages_ms: Stages,
+    pub clock: String,
+    pub clock_offset_estimate_ms: f64,
+    pub bitrate_mbps: f64,
+    pub target_mbps: f64,
+    pub input_sent: u64,
+    pub input_acked: u64,
+    pub input_rtt_ms: f64,
+}
+
+/// One received frame for the decoder thread.
+struct Job {
+    data: Vec<u8>,
+    reassembled_us: u64,
+}
+
+/// Counters the decoder thread updates and the live display reads.
+#[derive(Default)]
+struct Live {
+    decoded: AtomicU64,
+    last_latency_us: AtomicU64,
+}
+
+/// What the decoder thread measured.
+#[derive(Default)]
+struct DecodeStats {
+    width: u64,
+    height: u64,
+    decoded: u64,
+    decode_errors: u64,
+    envelope_errors: u64,
+    skipped: u64,
+    index_checked: u64,
+    index_mismatches: u64,
+    index_unreadable: u64,
+    psnr: Vec<f64>,
+    capture_to_encoded: Vec<u64>,
+    encoded_to_sent: Vec<u64>,
+    sent_to_reassembled: Vec<i64>,
+    reassembled_to_decoded: Vec<u64>,
+    capture_to_decoded: Vec<i64>,
+    out_error: Option<String>,
+}
+
+enum Out {
+    H264(std::io::BufWriter<std::fs::File>),
+    Y4m(std::io::BufWriter<std::fs::File>, bool),
+}
+
+fn open_out(path: &std::path::Path) -> Result<Out, String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let open = || {
+        std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .map_err(|e| format!("--out {}: {e}", path.display()))
+    };
+    match ext {
+        "h264" | "264" => Ok(Out::H264(open()?)),
+        "y4m" => Ok(Out::Y4m(open()?, false)),
+        _ => Err(format!(
+            "--out {}: the name must end in .h264 or .y4m",
+            path.display()
+        )),
+    }
+}
+
+/// The decoder thread: decode, check, measure, write.
+fn decode_thread(
+    jobs: std::sync::mpsc::Receiver<Job>,
+    mut out: Option<Out>,
+    psnr_every: u64,
+    live: Arc<Live>,
+) -> DecodeStats {
+    let mut s = DecodeStats::default();
+    let mut decoder = match video::Decoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            s.out_error = Some(format!("decoder: {e}"));
+            return s;
+        }
+    };
+    let mut reference: Option<(TestSrc, Vec<u8>)> = None;
+    let mut waiting_key = true;
+    while let Ok(job) = jobs.recv() {
+        let (h, au) = match VideoHeader::parse(&job.data) {
+            Ok(x) => x,
+            Err(e) => {
+                s.envelope_errors += 1;
+                tracing::warn!("envelope: {e}");
+                continue;
+            }
+        };
+        // Start (and restart after a gap) at a keyframe.
+        if job.reassembled_us == 0 {
+            waiting_key = true;
+            continue;
+        }
+        if waiting_key && !h.keyframe {
+            s.skipped += 1;
+            continue;
+        }
+        waiting_key = false;
+        if let Some(Out::H264(w)) = &mut out
+            && let Err(e) = w.write_all(au)
+        {
+            s.out_error
+                .get_or_insert(format!("writing the stream: {e}"));
+        }
+        let picture = match decoder.decode(au) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                s.decode_errors += 1;
+                tracing::warn!("decode: {e}");
+                waiting_key = true;
+                continue;
+            }
+        };
+        let decoded_us = now_us();
+        s.decoded += 1;
+        let (w, hgt) = (picture.width, picture.height);
+        s.width = w as u64;
+        s.height = hgt as u64;
+        let yuv = &picture.data[..];
+        // Stages.
+        s.capture_to_encoded
+            .push(h.encoded_us.saturating_sub(h.capture_us));
+        s.encoded_to_sent
+            .push(h.sent_us.saturating_sub(h.encoded_us));
+        s.sent_to_reassembled
+            .push(job.reassembled_us as i64 - h.sent_us as i64);
+        s.reassembled_to_decoded
+            .push(decoded_us.saturating_sub(job.reassembled_us));
+        s.capture_to_decoded
+            .push(decoded_us as i64 - h.capture_us as i64);
+        live.decoded.fetch_add(1, Relaxed);
+        live.last_latency_us
+            .store(decoded_us.saturating_sub(h.capture_us), Relaxed);
+        // The burned-in index.
+        match video::testsrc::read_index(&yuv[..w * hgt], w, hgt) {
+            Some(low) => {
+                s.index_checked += 1;
+                let index = video::testsrc::unwrap_index(low, h.capture_index);
+                if index != h.capture_index {
+                    s.index_mismatches += 1;
+                } else if s.decoded % psnr_every == 0 || s.psnr.is_empty() {
+                    let fresh =
+                        !matches!(&reference, Some((t, _)) if t.width() == w && t.height() == hgt);
+                    if fresh {
+                        reference = TestSrc::new(w, hgt, 30).ok().map(|t| {
+                            let n = t.frame_len();
+                            (t, vec![0u8; n])
+                        });
+                    }
+                    if let Some((t, buf)) = &mut reference
+                        && t.render(index, buf).is_ok()
+                        && let Ok(db) = video::psnr_yuv(yuv, buf, w, hgt)
+                    {
+                        s.psnr.push(db);
+                    }
+                }
+            }
+            None => s.index_unreadable += 1,
+        }
+        if let Some(Out::Y4m(wr, started)) = &mut out {
+            let r = (|| {
+                if !*started {
+                    writeln!(wr, "YUV4MPEG2 W{w} H{hgt} F30:1 Ip A1:1 C420jpeg")?;
+                    *started = true;
+                }
+                wr.write_all(b"FRAME\n")?;
+                wr.write_all(yuv)
+            })();
+            if let Err(e) = r {
+                s.out_error
+                    .get_or_insert(format!("writing the pictures: {e}"));
+            }
+        }
+    }
+    if let Some(Out::H264(mut w) | Out::Y4m(mut w, _)) = out
+        && let Err(e) = w.flush()
+    {
+        s.out_error.get_or_insert(format!("writing: {e}"));
+    }
+    s
+}
+
+/// Resolve `host:port`.
+async fn resolve(hostport: &str) -> Result<std::net::SocketAddr, String> {
+    tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| format!("{hostport}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport}: no address"))
+}
+
+/// `linkstream client`.
+pub async fn run(args: ClientArgs) -> Result<(), String> {
+    let psk = args.psk_file.as_deref().map(read_psk).transpose()?;
+    let out = args.out.as_deref().map(open_out).transpose()?;
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    let cfg = ClientConfig {
+        psk: psk.clone(),
+        handshake_timeout: timeout,
+        ..Default::default()
+    };
+    let url = args.url.trim().to_string();
+    if let Some(rest) = url.strip_prefix("udp://") {
+        let hostport = rest.trim_end_matches('/');
+        let peer = resolve(hostport).await?;
+        let local: std::net::SocketAddr = if peer.is_ipv4() {
+            "0.0.0.0:0".parse().expect("address")
+        } else {
+            "[::]:0".parse().expect("address")
+        };
+        let link = link_udp::UdpLink::connect(local, peer, &link_udp::UdpConfig::default())
+            .map_err(|e| format!("UDP {peer}: {e}"))?;
+        view(link, cfg, &args, out, psk.is_some()).await
+    } else if url.starts_with("ws://") || url.starts_with("wss://") {
+        let scheme_end = url.find("://").map_or(0, |i| i + 3);
+        let full = if url[scheme_end..].contains('/') {
+            url.clone()
+        } else {
+            format!("{url}/stream")
+        };
+        let ws_cfg = link_ws::WsConfig {
+            handshake_timeout: timeout,
+            ..Default::default()
+        };
+        let link = match &args.ca_file {
+            Some(ca) => {
+                let tls = link_ws::ClientTls::from_ca_file(ca)
+                    .map_err(|e| format!("--ca-file {}: {e}", ca.display()))?;
+                link_ws::WsLink::connect_with_tls(&full, &ws_cfg, &tls).await
+            }
+            None => link_ws::WsLink::connect(&full, &ws_cfg).await,
+        }
+        .map_err(|e| format!("{full}: {e}"))?;
+        view(link, cfg, &args, out, psk.is_some()).await
+    } else {
+        Err(format!(
+            "{url}: expected udp://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT"
+        ))
+    }
+}
+
+async fn view<L>(
+    link: L,
+    cfg: ClientConfig,
+    args: &ClientArgs,
+    out: Option<Out>,
+    encrypted: bool,
+) -> Result<(), String>
+where
+    L: Link + 'static,
+    L::Tx: Send + Sync + 'static,
+    L::Rx: Send + 'static,
+{
+    let encrypted_hint = if encrypted {
+        "with the same pre-shared key"
+    } else {
+        "without a pre-shared key (give --psk-file if the host has one)"
+    };
+    let (mut frames, mut input) = Client::connect(link, cfg).await.map_err(|e| match e {
+        SessionError::HandshakeTimeout { waited, .. } => format!(
+            "{}: no session within {:.1} s: is a linkstream host running there, {encrypted_hint}?",
+            args.url,
+            waited.as_secs_f64()
+        ),
+        SessionError::AuthFailed => format!(
+            "{}: the host holds a different pre-shared key",
+            args.url
+        ),
+        e => format!("{}: {e}", args.url),
+    })?;
+    let started = Instant::now();
+    let live = Arc::new(Live::default());
+    let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(64);
+    let decoder = {
+        let live = live.clone();
+        let every = args.psnr_every;
+        std::thread::Builder::new()
+            .name("decoder".into())
+            .spawn(move || decode_thread(rx, out, every, live))
+            .map_err(|e| format!("decoder thread: {e}"))?
+    };
+    let deadline = args
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let period =
+        (args.input_rate > 0).then(|| Duration::from_secs_f64(1.0 / args.input_rate as f64));
+    let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut progress = Progress::new("client", None);
+    let (mut bytes, mut first_us, mut last_us) = (0u64, 0u64, 0u64);
+    let (mut lost, mut target_kbps, mut input_sent, mut decoder_behind) = (0u64, 0u32, 0u64, 0u64);
+    let (mut win_frames, mut win_bytes, mut win_start) = (0u64, 0u64, Instant::now());
+    loop {
+        tokio::select! {
+            ev = frames.next_frame() => match ev {
+                Ok(Some(ClientEvent::Frame(f))) => {
+                    let now = now_us();
+                    if first_us == 0 {
+                        first_us = now;
+                    }
+                    last_us = now;
+                    let data = f.into_vec();
+                    bytes += data.len() as u64;
+                    win_bytes += data.len() as u64;
+                    win_frames += 1;
+                    if let Ok((h, _)) = VideoHeader::parse(&data) {
+                        target_kbps = h.target_kbps;
+                    }
+                    if jobs.try_send(Job { data, reassembled_us: now }).is_err() {
+                        // The decoder is behind: this frame is dropped and
+                        // the decoder restarts at the next keyframe.
+                        decoder_behind += 1;
+                        let _ = jobs.try_send(Job { data: Vec::new(), reassembled_us: 0 });
+                    }
+                }
+                Ok(Some(ClientEvent::Lost { count, .. })) => {
+                    lost += count as u64;
+                    // The decoder restarts at the next keyframe (the host
+                    // was asked for one).
+                    let _ = jobs.send(Job { data: Vec::new(), reassembled_us: 0 });
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("{}: {e}", args.url)),
+            },
+            _ = ticker.tick(), if period.is_some() => {
+                let ev = InputEvent::MouseMove { dx: (input_sent % 7) as i32 - 3, dy: 1 };
+                match input.send_input(ev).await {
+                    Ok(()) => input_sent += 1,
+                    Err(e) => tracing::warn!("input: {e}"),
+                }
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        if win_start.elapsed() >= Duration::from_secs(1) {
+            let secs = win_start.elapsed().as_secs_f64();
+            let st = frames.stats();
+            let line = format!(
+                "{:.0} fps, {:.2} Mbit/s (target {:.2}), lost {}, FEC-recovered {}, latency {:.1} ms, decoded {}",
+                win_frames as f64 / secs,
+                win_bytes as f64 * 8.0 / secs / 1e6,
+                target_kbps as f64 / 1000.0,
+                st.frames_lost,
+                st.frames_recovered,
+                live.last_latency_us.load(Relaxed) as f64 / 1000.0,
+                live.decoded.load(Relaxed),
+            );
+            progress.update(live.decoded.load(Relaxed), || line);
+            (win_frames, win_bytes, win_start) = (0, 0, Instant::now());
+        }
+    }
+    progress.finish();
+    // Our end (or our answer to the host's): a Bye, then the link closes.
+    let _ = tokio::time::timeout(Duration::from_secs(2), input.close()).await;
+    drop(jobs);
+    let stats = frames.stats();
+    let d = tokio::task::spawn_blocking(move || decoder.join())
+        .await
+        .map_err(|e| format!("decoder thread: {e}"))?
+        .map_err(|_| "the decoder thread panicked".to_string())?;
+    if let Some(e) = &d.out_error {
+        return Err(e.clone());
+    }
+    let mut r = summarize(d, args, encrypted);
+    r.seconds = started.elapsed().as_secs_f64();
+    r.frames_received = stats.frames_delivered;
+    r.frames_lost = lost.max(stats.frames_lost);
+    r.frames_skipped += decoder_behind;
+    r.fec_recovered = stats.frames_recovered;
+    r.input_sent = stats.input_sent;
+    r.input_acked = stats.input_acked;
+    r.input_rtt_ms = stats.input_rtt_us as f64 / 1000.0;
+    r.target_mbps = target_kbps as f64 / 1000.0;
+    let span = last_us.saturating_sub(first_us) as f64 / 1e6;
+    if span > 0.0 {
+        r.bitrate_mbps = bytes as f64 * 8.0 / span / 1e6;
+    }
+    r.clock_offset_estimate_ms -= r.input_rtt_ms / 2.0;
+    if args.clock == "estimate" {
+        let off = r.clock_offset_estimate_ms;
+        let fix = |q: Quantiles| Quantiles {
+            p50: q.p50 - off,
+            p99: q.p99 - off,
+        };
+        r.stages_ms.sent_to_reassembled = fix(r.stages_ms.sent_to_reassembled);
+        r.latency_ms = fix(r.latency_ms);
+        r.clock = format!(
+            "estimate: host timestamps corrected by the estimated offset ({:.2} ms, from the input round trip)",
+            off
+        );
+    }
+    if args.json {
+        println!("{}", facet_json::to_string(&r).map_err(|e| e.to_string())?);
+    } else {
+        print_summary(&r);
+    }
+    Ok(())
+}
+
+fn quantiles_signed(v: &mut [i64]) -> Quantiles {
+    v.sort_unstable();
+    let q = |p: f64| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        }
+    };
+    Quantiles {
+        p50: q(0.5),
+        p99: q(0.99),
+    }
+}
+
+fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientReport {
+    let psnr_frames = d.psnr.len() as u64;
+    let mean = if d.psnr.is_empty() {
+        0.0
+    } else {
+        d.psnr.iter().sum::<f64>() / d.psnr.len() as f64
+    };
+    let min = d.psnr.iter().copied().fold(f64::INFINITY, f64::min);
+    let offset_min_us = d.sent_to_reassembled.iter().copied().min().unwrap_or(0);
+    ClientReport {
+        url: args.url.clone(),
+        encrypted,
+        width: d.width,
+        height: d.height,
+        frames_decoded: d.decoded,
+        decode_errors: d.decode_errors,
+        envelope_errors: d.envelope_errors,
+        frames_skipped: d.skipped,
+        index_checked: d.index_checked,
+        index_mismatches: d.index_mismatches,
+        index_unreadable: d.index_unreadable,
+        psnr_frames,
+        psnr_db_mean: mean,
+        psnr_db_min: if min.is_finite() { min } else { 0.0 },
+        latency_ms: quantiles_signed(&mut d.capture_to_decoded),
+        stages_ms: Stages {
+            capture_to_encoded: Quantiles::of(&mut d.capture_to_encoded),
+            encoded_to_sent: Quantiles::of(&mut d.encoded_to_sent),
+            sent_to_reassembled: quantiles_signed(&mut d.sent_to_reassembled),
+            reassembled_to_decoded: Quantiles::of(&mut d.reassembled_to_decoded),
+        },
+        clock: "shared: host timestamps compared with this machine's clock as they are (same machine, or synchronised clocks); see clock_offset_estimate_ms".into(),
+        clock_offset_estimate_ms: offset_min_us as f64 / 1000.0,
+        ..Default::default()
+    }
+}
+
+fn print_summary(r: &ClientReport) {
+    println!(
+        "{} {}x{} {:.1} s, {}",
+        r.url,
+        r.width,
+        r.height,
+        r.seconds,
+        if r.encrypted {
+            "AES-128-GCM"
+        } else {
+            "not encrypted"
+        }
+    );
+    println!(
+        "frames: received {}, lost {}, FEC-recovered {}, decoded {}, decode errors {}, skipped {}",
+        r.frames_received,
+        r.frames_lost,
+        r.fec_recovered,
+        r.frames_decoded,
+        r.decode_errors,
+        r.frames_skipped
+    );
+    println!(
+        "check: index {} checked, {} mismatches, {} unreadable; PSNR mean {:.2} dB, min {:.2} dB ({} pictures)",
+        r.index_checked,
+        r.index_mismatches,
+        r.index_unreadable,
+        r.psnr_db_mean,
+        r.psnr_db_min,
+        r.psnr_frames
+    );
+    let s = &r.stages_ms;
+    println!(
+        "latency capture->decoded p50 {:.2} ms, p99 {:.2} ms; by stage p50/p99 ms: capture->encoded {:.2}/{:.2}, encoded->sent {:.2}/{:.2}, sent->reassembled {:.2}/{:.2}, reassembled->decoded {:.2}/{:.2}",
+        r.latency_ms.p50,
+        r.latency_ms.p99,
+        s.capture_to_encoded.p50,
+        s.capture_to_encoded.p99,
+        s.encoded_to_sent.p50,
+        s.encoded_to_sent.p99,
+        s.sent_to_reassembled.p50,
+        s.sent_to_reassembled.p99,
+        s.reassembled_to_decoded.p50,
+        s.reassembled_to_decoded.p99
+    );
+    println!(
+        "clock: {} (estimated offset {:.2} ms)",
+        r.clock, r.clock_offset_estimate_ms
+    );
+    println!(
+        "{:.2} Mbit/s (target {:.2}), input sent {} acked {} (RTT {:.2} ms)",
+        r.bitrate_mbps, r.target_mbps, r.input_sent, r.input_acked, r.input_rtt_ms
+    );
+}

@@ -1,0 +1,643 @@
+//! H.264 through OpenH264 (the `openh264` crate, built from its vendored
+//! C++ sources): a low-latency [`Encoder`] and a [`Decoder`].
+//!
+//! Encoder settings (see [`EncoderSettings`]): constrained baseline profile
+//! (no B-frames: every access unit is one picture, decodable as soon as it
+//! arrives), one slice per picture, rate control on the bitrate with frame
+//! skipping off (every input frame gives a picture), scene-change detection
+//! off (keyframes come only on request or at the IDR interval, default 10 s),
+//! SPS and PPS in front of every IDR, one encoder thread. The bitrate
+//! changes at run time without a keyframe ([`Encoder::set_bitrate`]).
+
+use openh264::OpenH264API;
+use openh264::decoder::Decoder as H264Decoder;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder as H264Encoder, EncoderConfig, FrameRate, FrameType,
+    IntraFramePeriod, Profile, RateControlMode, SpsPpsStrategy, UsageType,
+};
+use openh264::formats::{YUVSlices, YUVSource};
+
+use super::{VideoError, check_frame_len, check_geometry};
+
+/// Lowest encoder bitrate accepted, bits per second.
+pub const MIN_BITRATE_BPS: u64 = 50_000;
+/// Highest encoder bitrate accepted, bits per second.
+pub const MAX_BITRATE_BPS: u64 = 200_000_000;
+
+/// How the encoder is set up. [`EncoderSettings::new`] gives the defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderSettings {
+    /// Picture width (even).
+    pub width: usize,
+    /// Picture height (even).
+    pub height: usize,
+    /// Frames per second the pictures arrive at (the rate control's clock).
+    pub fps: u32,
+    /// Initial bitrate, bits per second.
+    pub bitrate_bps: u64,
+    /// An IDR every this many frames (0: only on request). Default: 10 s.
+    pub idr_interval_frames: u32,
+    /// Encoder speed/quality trade-off: `true` for OpenH264's low
+    /// complexity mode (faster, a little less quality). Default `false`.
+    pub low_complexity: bool,
+}
+
+impl EncoderSettings {
+    /// The defaults for a geometry, frame rate and bitrate: an IDR every 10
+    /// seconds, medium complexity.
+    pub fn new(width: usize, height: usize, fps: u32, bitrate_bps: u64) -> Self {
+        EncoderSettings {
+            width,
+            height,
+            fps,
+            bitrate_bps,
+            idr_interval_frames: fps.saturating_mul(10),
+            low_complexity: false,
+        }
+    }
+}
+
+fn check_bitrate(bps: u64) -> Result<i32, VideoError> {
+    if !(MIN_BITRATE_BPS..=MAX_BITRATE_BPS).contains(&bps) {
+        return Err(VideoError::BadBitrate { bps });
+    }
+    Ok(bps as i32)
+}
+
+/// The OpenH264 configuration for our settings.
+// r[impl video.codec.settings]
+fn config(s: &EncoderSettings, bps: u64) -> EncoderConfig {
+    EncoderConfig::new()
+        .usage_type(UsageType::CameraVideoRealTime)
+        .profile(Profile::Baseline)
+        .rate_control_mode(RateControlMode::Bitrate)
+        .bitrate(BitRate::from_bps(bps as u32))
+        .max_frame_rate(FrameRate::from_hz(s.fps as f32))
+        .skip_frames(false)
+        .scene_change_detect(false)
+        .intra_frame_period(IntraFramePeriod::from_num_frames(s.idr_interval_frames))
+        .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+        .complexity(if s.low_complexity {
+            Complexity::Low
+        } else {
+            Complexity::Medium
+        })
+        .num_threads(1)
+}
+
+/// An OpenH264 encoder for our settings, with OpenH264's own console log
+/// (warnings on stderr) switched off: errors reach the caller as values.
+fn new_inner(s: &EncoderSettings, bps: u64) -> Result<H264Encoder, VideoError> {
+    let mut inner = H264Encoder::with_api_config(OpenH264API::from_source(), config(s, bps))
+        .map_err(VideoError::Encode)?;
+    let mut level: std::ffi::c_int = openh264_sys2::WELS_LOG_QUIET as std::ffi::c_int;
+    // SAFETY: FFI into OpenH264: the trace level is the one option it takes
+    // before initialisation (the crate sets it only after, too late for the
+    // warnings initialisation prints). The option reads one int through the
+    // pointer during the call; `level` outlives the call.
+    let rc = unsafe {
+        inner.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+            (&raw mut level).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(VideoError::Encode(openh264::Error::msg(&format!(
+            "setting the trace level failed (OpenH264 code {rc})"
+        ))));
+    }
+    Ok(inner)
+}
+
+/// A low-latency H.264 encoder for one picture geometry.
+pub struct Encoder {
+    settings: EncoderSettings,
+    inner: H264Encoder,
+    bitrate_bps: u64,
+    frames: u64,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("settings", &self.settings)
+            .field("bitrate_bps", &self.bitrate_bps)
+            .field("frames", &self.frames)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// An encoder with the default settings ([`EncoderSettings::new`]).
+    ///
+    /// # Errors
+    /// As [`Encoder::with_settings`].
+    pub fn new(
+        width: usize,
+        height: usize,
+        fps: u32,
+        bitrate_bps: u64,
+    ) -> Result<Self, VideoError> {
+        Encoder::with_settings(EncoderSettings::new(width, height, fps, bitrate_bps))
+    }
+
+    /// An encoder with the given settings.
+    ///
+    /// # Errors
+    /// [`VideoError::BadGeometry`] for odd, zero or too large sizes (OpenH264
+    /// stops at 3840x2160), [`VideoError::BadSource`] for fps 0 or above 240,
+    /// [`VideoError::BadBitrate`], or [`VideoError::Encode`] if OpenH264
+    /// refuses to start.
+    pub fn with_settings(settings: EncoderSettings) -> Result<Self, VideoError> {
+        let (w, h) = (settings.width, settings.height);
+        check_geometry(w, h)?;
+        if w.max(h) > 3840 || w.min(h) > 2160 {
+            return Err(VideoError::BadGeometry {
+                width: w,
+                height: h,
+                reason: "OpenH264 encodes at most 3840x2160",
+            });
+        }
+        if settings.fps == 0 || settings.fps > 240 {
+            return Err(VideoError::BadSource {
+                spec: format!("{} frames/s", settings.fps),
+                reason: "frame rate must be 1..=240".into(),
+            });
+        }
+        check_bitrate(settings.bitrate_bps)?;
+        let inner = new_inner(&settings, settings.bitrate_bps)?;
+        Ok(Encoder {
+            settings,
+            inner,
+            bitrate_bps: settings.bitrate_bps,
+            frames: 0,
+        })
+    }
+
+    /// The settings the encoder was made with.
+    pub fn settings(&self) -> &EncoderSettings {
+        &self.settings
+    }
+
+    /// Bytes of one input frame (I420).
+    pub fn frame_len(&self) -> usize {
+        super::i420_len(self.settings.width, self.settings.height)
+    }
+
+    /// The current target bitrate, bits per second.
+    pub fn bitrate(&self) -> u64 {
+        self.bitrate_bps
+    }
+
+    /// Changes the target bitrate from the next frame on, without a
+    /// keyframe.
+    ///
+    /// # Errors
+    /// [`VideoError::BadBitrate`] outside
+    /// [`MIN_BITRATE_BPS`]..=[`MAX_BITRATE_BPS`] (the bitrate is unchanged);
+    /// [`VideoError::Encode`] if OpenH264 refuses it.
+    // r[impl video.codec.bitrate]
+    pub fn set_bitrate(&mut self, bps: u64) -> Result<(), VideoError> {
+        let rate = check_bitrate(bps)?;
+        if bps == self.bitrate_bps {
+            return Ok(());
+        }
+        if self.frames == 0 {
+            // OpenH264 initialises on the first frame; before it, a fresh
+            // encoder with the new configuration is the same thing.
+            self.inner = new_inner(&self.settings, bps)?;
+            self.bitrate_bps = bps;
+            return Ok(());
+        }
+        // The maximum must never be below the target (OpenH264 refuses
+        // that), so raise the maximum first when going up and lower it last
+        // when going down.
+        let up = bps > self.bitrate_bps;
+        let order = if up {
+            [
+                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+            ]
+        } else {
+            [
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+            ]
+        };
+        for option in order {
+            let mut info = openh264_sys2::SBitrateInfo {
+                iLayer: openh264_sys2::SPATIAL_LAYER_0,
+                iBitrate: rate,
+            };
+            // SAFETY: FFI into OpenH264 (the crate has no safe setter for the
+            // bitrate of a running encoder). The encoder is initialised (a
+            // frame was encoded), both options take a pointer to an
+            // SBitrateInfo, which lives on this stack frame for the whole
+            // call and is not retained by the encoder.
+            let rc = unsafe {
+                self.inner
+                    .raw_api()
+                    .set_option(option, (&raw mut info).cast())
+            };
+            if rc != 0 {
+                return Err(VideoError::Encode(openh264::Error::msg(&format!(
+                    "setting the bitrate to {bps} bit/s failed (OpenH264 code {rc})"
+                ))));
+            }
+        }
+        self.bitrate_bps = bps;
+        Ok(())
+    }
+
+    /// Makes the next encoded frame an IDR (a keyframe with SPS and PPS).
+    // r[impl video.codec.keyframe]
+    pub fn force_keyframe(&mut self) {
+        // Before the first frame the request is moot: the first frame is an
+        // IDR anyway (and OpenH264 ignores it while uninitialised).
+        self.inner.force_intra_frame();
+    }
+
+    /// Encodes one I420 frame and appends its access unit (Annex B, start
+    /// codes included) to `out`, so a caller can write the envelope header
+    /// first. Returns whether the access unit is a keyframe (IDR).
+    ///
+    /// # Errors
+    /// [`VideoError::FrameSize`] if `i420` is not one frame of this
+    /// geometry; [`VideoError::Encode`] if OpenH264 fails or produced no
+    /// picture (`out` is then unchanged).
+    pub fn encode(&mut self, i420: &[u8], out: &mut Vec<u8>) -> Result<bool, VideoError> {
+        let (w, h) = (self.settings.width, self.settings.height);
+        check_frame_len(w, h, i420.len())?;
+        let (y, uv) = i420.split_at(w * h);
+        let (u, v) = uv.split_at((w / 2) * (h / 2));
+        let src = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
+        let bits = self.inner.encode(&src).map_err(VideoError::Encode)?;
+        let kind = bits.frame_type();
+        if matches!(kind, FrameType::Skip | FrameType::Invalid) {
+            return Err(VideoError::Encode(openh264::Error::msg(&format!(
+                "the encoder produced no picture ({kind:?})"
+            ))));
+        }
+        bits.write_vec(out);
+        self.frames += 1;
+        Ok(kind == FrameType::IDR)
+    }
+}
+
+/// One decoded picture as packed I420: `width * height` luma bytes, then
+/// the U and V planes of `ceil(width/2) * ceil(height/2)` bytes each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodedFrame {
+    /// Picture width in pixels.
+    pub width: usize,
+    /// Picture height in pixels.
+    pub height: usize,
+    /// The I420 bytes.
+    pub data: Vec<u8>,
+}
+
+impl DecodedFrame {
+    fn chroma(&self) -> (usize, usize) {
+        (self.width.div_ceil(2), self.height.div_ceil(2))
+    }
+
+    /// The luma plane (stride = width).
+    pub fn y(&self) -> &[u8] {
+        &self.data[..self.width * self.height]
+    }
+
+    /// The U plane (stride = ceil(width / 2)).
+    pub fn u(&self) -> &[u8] {
+        let (cw, ch) = self.chroma();
+        let y = self.width * self.height;
+        &self.data[y..y + cw * ch]
+    }
+
+    /// The V plane (stride = ceil(width / 2)).
+    pub fn v(&self) -> &[u8] {
+        let (cw, ch) = self.chroma();
+        &self.data[self.width * self.height + cw * ch..]
+    }
+}
+
+/// An H.264 decoder (Annex B access units in, I420 pictures out).
+pub struct Decoder {
+    inner: H264Decoder,
+    frame: DecodedFrame,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").finish_non_exhaustive()
+    }
+}
+
+/// Copies `rows` rows of `width` bytes from a strided plane into `out`.
+fn copy_plane(
+    src: &[u8],
+    stride: usize,
+    width: usize,
+    rows: usize,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if stride < width {
+        return None;
+    }
+    for r in 0..rows {
+        out.extend_from_slice(src.get(r * stride..r * stride + width)?);
+    }
+    Some(())
+}
+
+impl Decoder {
+    /// A decoder.
+    ///
+    /// # Errors
+    /// [`VideoError::Decode`] if OpenH264 refuses to start.
+    pub fn new() -> Result<Self, VideoError> {
+        Ok(Decoder {
+            inner: H264Decoder::new().map_err(VideoError::Decode)?,
+            frame: DecodedFrame::default(),
+        })
+    }
+
+    /// Decodes one access unit (Annex B). Returns the picture it completes,
+    /// or `None` if it completes none (parameter sets alone, or a picture
+    /// that cannot be shown yet). The picture borrows a buffer the decoder
+    /// reuses for the next call.
+    ///
+    /// # Errors
+    /// [`VideoError::Decode`] for input without any NAL unit start code or
+    /// that OpenH264 cannot decode (a corrupt or missing reference); the
+    /// decoder stays usable and recovers at the next keyframe.
+    // r[impl video.codec.decode]
+    pub fn decode(&mut self, annexb: &[u8]) -> Result<Option<&DecodedFrame>, VideoError> {
+        if !annexb.windows(3).any(|w| w == [0, 0, 1]) {
+            return Err(VideoError::Decode(openh264::Error::msg(
+                "no H.264 NAL unit (Annex B start code) in the access unit",
+            )));
+        }
+        let Some(pic) = self.inner.decode(annexb).map_err(VideoError::Decode)? else {
+            return Ok(None);
+        };
+        let (w, h) = pic.dimensions();
+        let (sy, su, sv) = pic.strides();
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let f = &mut self.frame;
+        f.width = w;
+        f.height = h;
+        f.data.clear();
+        f.data.reserve(w * h + 2 * cw * ch);
+        let copied = copy_plane(pic.y(), sy, w, h, &mut f.data)
+            .and_then(|()| copy_plane(pic.u(), su, cw, ch, &mut f.data))
+            .and_then(|()| copy_plane(pic.v(), sv, cw, ch, &mut f.data));
+        if copied.is_none() {
+            return Err(VideoError::Decode(openh264::Error::msg(&format!(
+                "decoded picture {w}x{h} has inconsistent planes"
+            ))));
+        }
+        Ok(Some(&self.frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::quality::psnr_y;
+    use crate::video::testsrc::{TestSrc, read_index, unwrap_index};
+
+    /// Encodes `n` testsrc frames, returning the access units and keyframe flags.
+    fn encode_run(
+        enc: &mut Encoder,
+        src: &TestSrc,
+        range: std::ops::Range<u64>,
+        mut each: impl FnMut(&mut Encoder, u64),
+    ) -> Vec<(Vec<u8>, bool)> {
+        let mut frame = vec![0u8; src.frame_len()];
+        range
+            .map(|i| {
+                each(enc, i);
+                src.render(i, &mut frame).unwrap();
+                let mut au = Vec::new();
+                let key = enc.encode(&frame, &mut au).unwrap();
+                (au, key)
+            })
+            .collect()
+    }
+
+    // r[verify video.codec.settings]
+    // r[verify video.codec.decode]
+    #[test]
+    fn testsrc_720p_at_4_mbit_decodes_with_every_index_and_35_db() {
+        let src = TestSrc::new(1280, 720, 30).unwrap();
+        let mut enc = Encoder::new(1280, 720, 30, 4_000_000).unwrap();
+        let aus = encode_run(&mut enc, &src, 0..60, |_, _| {});
+        assert!(aus[0].1, "the first frame is an IDR");
+        assert!(
+            aus[1..].iter().all(|(_, key)| !key),
+            "no other keyframes within the 10 s IDR interval"
+        );
+        let total: usize = aus.iter().map(|(au, _)| au.len()).sum();
+        let kbps = total as f64 * 8.0 / 2.0 / 1000.0; // 60 frames = 2 s
+        let mut dec = Decoder::new().unwrap();
+        let mut reference = vec![0u8; src.frame_len()];
+        let mut psnrs = Vec::new();
+        for (i, (au, _)) in aus.iter().enumerate() {
+            assert!(au.starts_with(&[0, 0, 0, 1]) || au.starts_with(&[0, 0, 1]));
+            // Every access unit gives its picture at once (no B-frames, no
+            // reordering delay).
+            let pic = dec
+                .decode(au)
+                .unwrap()
+                .expect("one picture per access unit");
+            assert_eq!((pic.width, pic.height), (1280, 720));
+            let low = read_index(pic.y(), pic.width, pic.height).expect("index readable");
+            assert_eq!(unwrap_index(low, i as u64), i as u64);
+            src.render(i as u64, &mut reference).unwrap();
+            psnrs.push(psnr_y(&pic.data, &reference, 1280, 720).unwrap());
+        }
+        let mean = psnrs.iter().sum::<f64>() / psnrs.len() as f64;
+        let min = psnrs.iter().cloned().fold(f64::INFINITY, f64::min);
+        println!(
+            "720p30 testsrc at 4 Mbit/s: {kbps:.0} kbit/s out, PSNR mean {mean:.2} dB, min {min:.2} dB"
+        );
+        assert!(mean >= 35.0, "mean PSNR {mean:.2} dB");
+        // Rate control holds the bitrate within a factor (the first IDR
+        // weighs heavily in two seconds).
+        assert!(kbps < 4000.0 * 1.5, "{kbps} kbit/s");
+    }
+
+    // r[verify video.codec.keyframe]
+    #[test]
+    fn a_forced_keyframe_is_an_idr_with_parameter_sets() {
+        let src = TestSrc::new(640, 360, 30).unwrap();
+        let mut enc = Encoder::new(640, 360, 30, 1_000_000).unwrap();
+        let aus = encode_run(&mut enc, &src, 0..20, |e, i| {
+            if i == 12 {
+                e.force_keyframe();
+            }
+        });
+        let keys: Vec<usize> = aus
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.1)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(keys, [0, 12]);
+        // NAL types in frame 12: SPS (7), PPS (8), IDR slice (5).
+        let types: Vec<u8> = openh264::nal_units(&aus[12].0)
+            .map(|n| n[n.iter().position(|&b| b == 1).unwrap() + 1] & 0x1f)
+            .collect();
+        assert!(
+            types.contains(&7) && types.contains(&8) && types.contains(&5),
+            "{types:?}"
+        );
+        let p_types: Vec<u8> = openh264::nal_units(&aus[11].0)
+            .map(|n| n[n.iter().position(|&b| b == 1).unwrap() + 1] & 0x1f)
+            .collect();
+        assert!(!p_types.contains(&5), "frame 11 is not an IDR: {p_types:?}");
+        // A decoder that starts at the forced keyframe decodes from there.
+        let mut dec = Decoder::new().unwrap();
+        for (i, (au, _)) in aus.iter().enumerate().skip(12) {
+            let pic = dec.decode(au).unwrap().expect("picture");
+            assert_eq!(read_index(pic.y(), 640, 360), Some(i as u64));
+        }
+    }
+
+    // r[verify video.codec.bitrate]
+    #[test]
+    fn set_bitrate_changes_the_output_size_at_run_time() {
+        let src = TestSrc::new(1280, 720, 30).unwrap();
+        let mut enc = Encoder::new(1280, 720, 30, 4_000_000).unwrap();
+        // Frames 0..60 at 4 Mbit/s, then 60..120 at 1 Mbit/s, then 120..180
+        // at 4 Mbit/s again; compare the steady parts (skip the IDR).
+        let aus = encode_run(&mut enc, &src, 0..180, |e, i| match i {
+            60 => e.set_bitrate(1_000_000).unwrap(),
+            120 => e.set_bitrate(4_000_000).unwrap(),
+            _ => {}
+        });
+        assert_eq!(enc.bitrate(), 4_000_000);
+        let bytes =
+            |r: std::ops::Range<usize>| -> usize { aus[r].iter().map(|(a, _)| a.len()).sum() };
+        let (high, low, high2) = (bytes(30..60), bytes(90..120), bytes(150..180));
+        println!("bytes per second: 4 Mbit/s {high}, 1 Mbit/s {low}, 4 Mbit/s again {high2}");
+        assert!(
+            aus[1..].iter().all(|(_, k)| !k),
+            "no keyframe from a bitrate change"
+        );
+        assert!(
+            low * 2 < high,
+            "1 Mbit/s ({low} B) is well below 4 Mbit/s ({high} B)"
+        );
+        assert!(
+            high2 > low * 2,
+            "raising the bitrate again raises the size ({high2} B vs {low} B)"
+        );
+        // The 1 Mbit/s second is near its target: 125 000 bytes.
+        assert!(
+            (60_000..190_000).contains(&low),
+            "{low} B in one second at 1 Mbit/s"
+        );
+        // Out-of-range bitrates are refused and change nothing.
+        assert!(matches!(
+            enc.set_bitrate(10),
+            Err(VideoError::BadBitrate { bps: 10 })
+        ));
+        assert!(enc.set_bitrate(u64::MAX).is_err());
+        assert_eq!(enc.bitrate(), 4_000_000);
+        // Before the first frame the bitrate change takes effect too.
+        let mut fresh = Encoder::new(1280, 720, 30, 4_000_000).unwrap();
+        fresh.set_bitrate(500_000).unwrap();
+        assert_eq!(fresh.bitrate(), 500_000);
+        let small = encode_run(&mut fresh, &src, 0..60, |_, _| {});
+        let small_bytes: usize = small[30..60].iter().map(|(a, _)| a.len()).sum();
+        assert!(
+            small_bytes * 3 < high,
+            "{small_bytes} B at 0.5 Mbit/s vs {high} B at 4"
+        );
+    }
+
+    // r[verify video.codec.decode]
+    #[test]
+    fn garbage_is_an_error_not_a_panic_and_the_decoder_recovers() {
+        let src = TestSrc::new(640, 360, 30).unwrap();
+        let mut enc = Encoder::new(640, 360, 30, 1_000_000).unwrap();
+        let aus = encode_run(&mut enc, &src, 0..5, |_, _| {});
+        let mut dec = Decoder::new().unwrap();
+        assert!(matches!(dec.decode(&[]), Err(VideoError::Decode(_))));
+        assert!(matches!(
+            dec.decode(b"not h264 at all"),
+            Err(VideoError::Decode(_))
+        ));
+        // Seeded random bytes behind start codes, and damaged real access
+        // units: errors or no picture, never a panic.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut errors = 0;
+        for round in 0..300 {
+            let mut buf = if round % 2 == 0 {
+                let len = (rnd() % 3000) as usize;
+                let mut b: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+                b.splice(0..0, [0, 0, 0, 1, (rnd() as u8 & 0x1f) | 0x60]);
+                b
+            } else {
+                let mut b = aus[(rnd() % 5) as usize].0.clone();
+                for _ in 0..8 {
+                    let at = (rnd() as usize) % b.len();
+                    b[at] = rnd() as u8;
+                }
+                b
+            };
+            if round % 7 == 0 {
+                buf.truncate(buf.len() / 2);
+            }
+            if dec.decode(&buf).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > 0, "garbage produced some decode errors");
+        // Still usable: a fresh IDR decodes.
+        enc.force_keyframe();
+        let mut frame = vec![0u8; src.frame_len()];
+        src.render(5, &mut frame).unwrap();
+        let mut au = Vec::new();
+        assert!(enc.encode(&frame, &mut au).unwrap());
+        let pic = dec
+            .decode(&au)
+            .unwrap()
+            .expect("picture after the keyframe");
+        assert_eq!(read_index(pic.y(), 640, 360), Some(5));
+    }
+
+    #[test]
+    fn encoder_rejects_bad_settings_and_frames() {
+        assert!(matches!(
+            Encoder::new(641, 360, 30, 1_000_000),
+            Err(VideoError::BadGeometry { .. })
+        ));
+        assert!(matches!(
+            Encoder::new(4096, 2160, 30, 1_000_000),
+            Err(VideoError::BadGeometry { .. })
+        ));
+        assert!(matches!(
+            Encoder::new(640, 360, 0, 1_000_000),
+            Err(VideoError::BadSource { .. })
+        ));
+        assert!(matches!(
+            Encoder::new(640, 360, 30, 0),
+            Err(VideoError::BadBitrate { .. })
+        ));
+        let mut enc = Encoder::new(640, 360, 30, 1_000_000).unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(
+            enc.encode(&[0u8; 100], &mut out),
+            Err(VideoError::FrameSize { .. })
+        ));
+        assert!(out.is_empty());
+    }
+}
