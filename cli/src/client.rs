@@ -370,10 +370,9 @@ where
             args.url,
             waited.as_secs_f64()
         ),
-        SessionError::AuthFailed => format!(
-            "{}: the host holds a different pre-shared key",
-            args.url
-        ),
+        SessionError::AuthFailed => {
+            format!("{}: the host holds a different pre-shared key", args.url)
+        }
         e => format!("{}: {e}", args.url),
     })?;
     let started = Instant::now();

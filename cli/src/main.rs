@@ -20,7 +20,6 @@ mod workload;
 
 #[allow(dead_code, unused_imports)] // used by the capture, host and client subcommands (cli branch)
 mod video;
-#[allow(dead_code)] // served by `host --ws` once the host subcommand lands (cli branch)
 mod web_assets;
 
 use std::process::ExitCode;

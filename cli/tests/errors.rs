@@ -11,7 +11,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_linkstream");
 
 fn run(args: &[&str]) -> (Output, Duration) {
     let t = Instant::now();
-    let out = Command::new(BIN).args(args).output().expect("run linkstream");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run linkstream");
     (out, t.elapsed())
 }
 
@@ -128,7 +131,12 @@ fn unreachable_host_is_a_clear_error() {
     assert_one_line_error(&out, &["ws://127.0.0.1"]);
     let (out, _) = run(&["client", "carrier-pigeon://somewhere"]);
     assert_one_line_error(&out, &["udp://HOST:PORT"]);
-    let (out, _) = run(&["client", "udp://no-such-host.invalid:7000", "--timeout", "2"]);
+    let (out, _) = run(&[
+        "client",
+        "udp://no-such-host.invalid:7000",
+        "--timeout",
+        "2",
+    ]);
     assert_one_line_error(&out, &["no-such-host.invalid"]);
 }
 
@@ -195,6 +203,12 @@ fn port_in_use_is_a_clear_error() {
     let (out, _) = run(&["host"]);
     assert_one_line_error(&out, &["--udp"]);
     let short = temp_file("short", b"short");
-    let (out, _) = run(&["host", "--udp", "127.0.0.1:0", "--psk-file", short.to_str().unwrap()]);
+    let (out, _) = run(&[
+        "host",
+        "--udp",
+        "127.0.0.1:0",
+        "--psk-file",
+        short.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, &["16"]);
 }
