@@ -170,6 +170,12 @@ struct Viewer {
     overlay: HtmlElement,
     status: HtmlElement,
     input: Option<mpsc::Sender<InputEvent>>,
+    /// When the current session was established (performance.now, ms).
+    session_ms: f64,
+    /// Session start to first picture drawn, of the current session.
+    picture_after_connect_ms: Option<f64>,
+    /// Page start (navigation) to the first picture drawn.
+    first_picture_ms: Option<f64>,
 }
 
 type Shared = Rc<RefCell<Viewer>>;
@@ -225,6 +231,9 @@ pub fn start() -> Result<(), JsValue> {
         overlay: element("overlay")?,
         status: element("state")?,
         input: None,
+        session_ms: 0.0,
+        picture_after_connect_ms: None,
+        first_picture_ms: None,
     }));
 
     let stats_fn = {
@@ -325,7 +334,7 @@ async fn connection_loop(v: Shared, psk: Option<Vec<u8>>) {
         );
         tracing_log(&format!("linkstream: disconnected: {why}"));
         Delay::new(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(3));
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -355,10 +364,12 @@ async fn session(v: &Shared, url: &str, psk: Option<Vec<u8>>) -> Result<bool, (b
         }
         vb.connected = true;
         vb.input = Some(tx);
-        // A new session starts at a keyframe; ask for one at once in case
-        // the host is mid-interval.
+        vb.session_ms = now_ms();
+        vb.picture_after_connect_ms = None;
+        // A new session starts at a keyframe (the host sends one to a
+        // joining viewer); deltas before it ask for one.
         vb.waiting_keyframe = true;
-        vb.want_keyframe = true;
+        vb.want_keyframe = false;
         vb.last_keyframe_request_ms = f64::NEG_INFINITY;
     }
     set_state(v, "connected");
@@ -449,6 +460,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     } else if v.waiting_keyframe || v.decoder.is_none() {
         v.c.frames_dropped += 1;
         v.c.dropped_waiting_keyframe += 1;
+        v.want_keyframe = true;
         return;
     }
     if v.in_flight >= MAX_IN_FLIGHT && !keyframe {
@@ -605,6 +617,11 @@ fn draw(v: &Shared) {
         .draw_frame(&d.frame, 0.0, 0.0);
     d.frame.close();
     v.c.frames_displayed += 1;
+    let now = now_ms();
+    if v.connected && v.picture_after_connect_ms.is_none() {
+        v.picture_after_connect_ms = Some(now - v.session_ms);
+    }
+    v.first_picture_ms.get_or_insert(now);
     // Capture to displayed, on the host's clock: meaningful where the
     // clocks agree (one machine, or synchronised); kept only if plausible.
     let latency = js_sys::Date::now() - d.capture_us as f64 / 1000.0;
@@ -681,7 +698,8 @@ fn stats_json(v: &Viewer) -> String {
             "\"fps\":{:.2},\"kbps\":{:.1},\"frames_lost\":{},\"frames_recovered\":{},",
             "\"decode_ms_p50\":{},\"decode_ms_p95\":{},\"decode_samples\":{},",
             "\"latency_ms_p50\":{},\"latency_ms_p99\":{},\"latency_samples\":{},",
-            "\"in_flight\":{},\"now_ms\":{:.3}}}"
+            "\"in_flight\":{},\"picture_after_connect_ms\":{},\"first_picture_ms\":{},",
+            "\"now_ms\":{:.3}}}"
         ),
         v.connected,
         js_string(&v.state),
@@ -718,6 +736,8 @@ fn stats_json(v: &Viewer) -> String {
         opt(percentile(&v.latency_ms, 99.0)),
         v.latency_ms.len(),
         v.in_flight,
+        opt(v.picture_after_connect_ms),
+        opt(v.first_picture_ms),
         now_ms(),
     )
 }
