@@ -35,6 +35,7 @@ cargo check -p link-session --target wasm32-unknown-unknown
 cargo clippy -p link-session --target wasm32-unknown-unknown -- -D warnings
 cargo build -p link-ws --target wasm32-unknown-unknown
 LINK_WS_PEER=127.0.0.1:1 cargo clippy -p link-ws --target wasm32-unknown-unknown --lib --tests -- -D warnings
+cargo clippy -p linkstream-web --target wasm32-unknown-unknown -- -D warnings
 
 step "spec coverage"
 cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
@@ -50,6 +51,9 @@ LOSS=10 bash scripts/netns-loss.sh
 
 step "WebSocket link in headless Chromium (conformance suite and browser tests)"
 bash scripts/browser-test.sh
+
+step "browser page in headless Chromium over WebDriver against a real host: decode, canvas index, screenshot, input, mid-stream join, reconnect, wss with --self-signed"
+bash scripts/browser-page.sh
 
 step "Autobahn WebSocket test cases (kosoku) against our server and our client"
 bash scripts/autobahn.sh
