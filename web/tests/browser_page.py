@@ -151,7 +151,7 @@ class Host:
         args = [binary, "host", "--ws", f"127.0.0.1:{port}", "--source", source, "--print-input", *extra]
         if seconds:
             args += ["--seconds", str(seconds)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.proc = subprocess.Popen(args, stdout=self.err, stderr=self.err)
         self.port = port
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -397,6 +397,7 @@ def measure(wd, binary, source, seconds):
     port = free_port()
     host = Host(binary, port, source)
     s = wd.session()
+    r = {}
     try:
         s.go(f"http://127.0.0.1:{port}/")
         wait_for(s, lambda x: x["frames_decoded"] > 30, 20)
@@ -421,10 +422,15 @@ def measure(wd, binary, source, seconds):
             "frames_dropped": st["frames_dropped"],
             "decode_errors": st["decode_errors"],
         }
-        log("MEASURE " + json.dumps(r))
     finally:
         s.close()
         host.stop()
+    # What the host managed: frames captured and encoded over its whole run.
+    r["host_summary"] = host.line(r"(captured \d+ \(dropped \d+\), encoded \d+[^\n]*)")
+    if r["host_summary"] is None:
+        r["host_tail"] = host.text()[-600:]
+    r["loadavg_1min"] = os.getloadavg()[0]
+    log("MEASURE " + json.dumps(r))
 
 
 def main():
