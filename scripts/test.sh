@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (nftables, iproute2 for the UDP loss test)"
-if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+step "system packages (nftables, iproute2 for the UDP loss test; nasm for OpenH264's SIMD code)"
+if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq nftables iproute2 >/dev/null
+    apt-get install -y -qq nftables iproute2 nasm >/dev/null
 fi
 
 step "toolchain components"
@@ -66,6 +66,9 @@ grep -q '^encoder: 120 frames' <<<"$report"
 
 step "linkstream demo (the README's run command): UDP with loss and AES-GCM, shared memory across two processes, WebSocket"
 cargo run --release -q -p linkstream -- demo --seconds 3
+
+step "video encoder benchmark smoke run (numbers are not checked here)"
+cargo run --release -q -p linkstream --example encoder_fps -- --frames 10 >/dev/null
 
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null

@@ -185,6 +185,7 @@ pub struct CaptureSummary {
     pub dropped: u64,
 }
 
+// r[impl cli.capture.slot]
 /// Capture from `source` into `link` until `frames`, the end of the source
 /// or the peer's end.
 pub async fn produce(
@@ -287,6 +288,7 @@ mod tests {
         assert!(FrameHeader::parse(&slot).unwrap_err().contains("magic"));
     }
 
+    // r[verify cli.capture.slot]
     /// Frames go from the capture side into shared-memory slots and arrive
     /// with their header, the test pattern's burned-in index and the exact
     /// picture `render` makes.

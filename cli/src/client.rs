@@ -79,6 +79,7 @@ pub struct Stages {
     pub reassembled_to_decoded: Quantiles,
 }
 
+// r[impl cli.client.report]
 /// The client's summary.
 #[derive(Debug, Clone, Default, Facet)]
 pub struct ClientReport {
@@ -167,6 +168,7 @@ fn open_out(path: &std::path::Path) -> Result<Out, String> {
     }
 }
 
+// r[impl cli.client.check]
 /// The decoder thread: decode, check, measure, write.
 fn decode_thread(
     jobs: std::sync::mpsc::Receiver<Job>,
@@ -297,6 +299,7 @@ async fn resolve(hostport: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| format!("{hostport}: no address"))
 }
 
+// r[impl cli.errors.unreachable]
 /// `linkstream client`.
 pub async fn run(args: ClientArgs) -> Result<(), String> {
     let psk = args.psk_file.as_deref().map(read_psk).transpose()?;
@@ -364,6 +367,7 @@ where
     } else {
         "without a pre-shared key (give --psk-file if the host has one)"
     };
+    // r[impl cli.errors.psk]
     let (mut frames, mut input) = Client::connect(link, cfg).await.map_err(|e| match e {
         SessionError::HandshakeTimeout { waited, .. } => format!(
             "{}: no session within {:.1} s: is a linkstream host running there, {encrypted_hint}?",

@@ -184,6 +184,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Hub {
+    fn new(queue: usize, print_input: bool, bitrate: u64) -> Hub {
+        Hub {
+            viewers: Mutex::new(Vec::new()),
+            finished: Mutex::new(Vec::new()),
+            force_idr: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            handshake_failures: AtomicU64::new(0),
+            ws_refused_paths: AtomicU64::new(0),
+            stop: Notify::new(),
+            stopping: AtomicBool::new(false),
+            queue,
+            print_input,
+            bitrate,
+        }
+    }
+
+    // r[impl cli.host.keyframes]
     fn register(&self) -> (Arc<ViewerInfo>, mpsc::Receiver<Arc<Encoded>>) {
         let (tx, rx) = mpsc::channel(self.queue);
         let info = Arc::new(ViewerInfo {
@@ -213,6 +230,7 @@ impl Hub {
         lock(&self.viewers).retain(|v| v.info.id != id);
     }
 
+    // r[impl cli.host.bitrate]
     /// The encoder's bitrate: the lowest viewer target, at least `floor`.
     fn target(&self, floor: u64) -> u64 {
         let v = lock(&self.viewers);
@@ -240,6 +258,7 @@ impl Hub {
         force
     }
 
+    // r[impl cli.host.fanout]
     /// Queue a frame to every viewer. A viewer whose queue is full skips
     /// to the next keyframe (and asks for one).
     fn fan_out(&self, frame: Arc<Encoded>) {
@@ -427,6 +446,8 @@ async fn start_capture(
     }
 }
 
+// r[impl cli.errors.port]
+// r[impl cli.errors.y4m]
 /// `linkstream host`.
 pub async fn run(args: HostArgs) -> Result<(), String> {
     if args.udp.is_none() && args.ws.is_none() {
@@ -490,19 +511,11 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     };
     // --- end web branch ---
 
-    let hub = Arc::new(Hub {
-        viewers: Mutex::new(Vec::new()),
-        finished: Mutex::new(Vec::new()),
-        force_idr: AtomicBool::new(false),
-        next_id: AtomicU64::new(1),
-        handshake_failures: AtomicU64::new(0),
-        ws_refused_paths: AtomicU64::new(0),
-        stop: Notify::new(),
-        stopping: AtomicBool::new(false),
-        queue: args.viewer_queue as usize,
-        print_input: args.print_input,
-        bitrate: args.bitrate,
-    });
+    let hub = Arc::new(Hub::new(
+        args.viewer_queue as usize,
+        args.print_input,
+        args.bitrate,
+    ));
     let host_cfg = HostConfig {
         psk: psk.clone(),
         parity_pct: args.parity,
@@ -828,5 +841,119 @@ fn print_summary(r: &HostReport) {
             v.input_events,
             v.end
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(index: u64, keyframe: bool) -> Arc<Encoded> {
+        Arc::new(Encoded {
+            header: VideoHeader {
+                codec: Codec::H264AnnexB,
+                keyframe,
+                width: 640,
+                height: 360,
+                target_kbps: 4000,
+                capture_index: index,
+                capture_us: 1,
+                encoded_us: 2,
+                sent_us: 0,
+            },
+            au: vec![index as u8; 10],
+        })
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Arc<Encoded>>) -> Vec<u64> {
+        let mut got = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            got.push(f.header.capture_index);
+        }
+        got
+    }
+
+    // r[verify cli.host.fanout]
+    #[test]
+    fn a_slow_viewer_skips_to_the_next_keyframe_and_holds_no_one_back() {
+        let hub = Hub::new(2, false, 4_000_000);
+        let (fast, mut fast_rx) = hub.register();
+        let (slow, mut slow_rx) = hub.register();
+        // Before a keyframe, a new viewer gets nothing.
+        hub.fan_out(frame(0, false));
+        assert!(drain(&mut fast_rx).is_empty());
+        // Keyframe 1, then P-frames; the slow viewer never drains.
+        let mut fast_got = Vec::new();
+        for i in 1..=6 {
+            hub.fan_out(frame(i, i == 1));
+            fast_got.extend(drain(&mut fast_rx));
+        }
+        assert_eq!(
+            fast_got,
+            vec![1, 2, 3, 4, 5, 6],
+            "the fast viewer gets every frame"
+        );
+        assert_eq!(fast.frames_skipped.load(Relaxed), 1); // frame 0, before its keyframe
+        assert_eq!(fast.skip_events.load(Relaxed), 0);
+        // The slow one queued 1 and 2, overflowed at 3 and skips until a keyframe.
+        assert_eq!(slow.skip_events.load(Relaxed), 1);
+        assert_eq!(slow.frames_skipped.load(Relaxed), 1 + 4);
+        assert!(
+            slow.key_wanted.load(Relaxed),
+            "the skip asks for a keyframe"
+        );
+        assert_eq!(drain(&mut slow_rx), vec![1, 2]);
+        // Having drained, it still gets no P-frame, only the next keyframe on.
+        let mut fast_got = Vec::new();
+        for (i, key) in [(7, false), (8, true), (9, false)] {
+            hub.fan_out(frame(i, key));
+            fast_got.extend(drain(&mut fast_rx));
+        }
+        assert_eq!(drain(&mut slow_rx), vec![8, 9]);
+        assert_eq!(fast_got, vec![7, 8, 9]);
+        assert_eq!(fast.skip_events.load(Relaxed), 0);
+        // A viewer whose queue is gone is dropped from the fan-out.
+        drop(slow_rx);
+        hub.fan_out(frame(10, false));
+        assert_eq!(lock(&hub.viewers).len(), 1);
+    }
+
+    // r[verify cli.host.keyframes]
+    #[test]
+    fn keyframes_for_new_viewers_at_once_and_requests_at_most_once_a_second() {
+        let hub = Hub::new(4, false, 4_000_000);
+        let t0 = Instant::now();
+        assert!(!hub.take_keyframe(t0));
+        let (v, _rx) = hub.register();
+        assert!(hub.take_keyframe(t0), "a new viewer gets a keyframe");
+        assert!(!hub.take_keyframe(t0));
+        // A request within a second of the last grant waits ...
+        request_key(&v);
+        request_key(&v);
+        assert_eq!(v.keyframe_requests_coalesced.load(Relaxed), 1);
+        assert!(!hub.take_keyframe(t0 + Duration::from_millis(500)));
+        // ... and is granted once the second has passed, once.
+        let t1 = t0 + Duration::from_millis(1100);
+        assert!(hub.take_keyframe(t1));
+        assert!(!hub.take_keyframe(t1));
+        request_key(&v);
+        assert!(!hub.take_keyframe(t1 + Duration::from_millis(900)));
+        assert!(hub.take_keyframe(t1 + Duration::from_millis(1000)));
+        assert_eq!(v.keyframes_granted.load(Relaxed), 3);
+        assert_eq!(v.keyframe_requests.load(Relaxed), 3);
+    }
+
+    // r[verify cli.host.bitrate]
+    #[test]
+    fn the_encoder_follows_the_lowest_viewer_target_above_the_floor() {
+        let hub = Hub::new(4, false, 4_000_000);
+        assert_eq!(hub.target(300_000), 4_000_000, "no viewer: --bitrate");
+        let (a, _ra) = hub.register();
+        let (b, _rb) = hub.register();
+        a.target_bps.store(3_000_000, Relaxed);
+        b.target_bps.store(2_000_000, Relaxed);
+        assert_eq!(hub.target(300_000), 2_000_000);
+        b.target_bps.store(100_000, Relaxed);
+        assert_eq!(hub.target(300_000), 300_000, "never below the floor");
     }
 }

@@ -458,8 +458,11 @@ mod tests {
         }
         let mean = psnrs.iter().sum::<f64>() / psnrs.len() as f64;
         let min = psnrs.iter().cloned().fold(f64::INFINITY, f64::min);
+        let p_mean = aus[1..].iter().map(|(au, _)| au.len()).sum::<usize>() / (aus.len() - 1);
         println!(
-            "720p30 testsrc at 4 Mbit/s: {kbps:.0} kbit/s out, PSNR mean {mean:.2} dB, min {min:.2} dB"
+            "720p30 testsrc at 4 Mbit/s: {kbps:.0} kbit/s out (IDR {} B, P-frames {p_mean} B mean), \
+             PSNR mean {mean:.2} dB, min {min:.2} dB",
+            aus[0].0.len()
         );
         assert!(mean >= 35.0, "mean PSNR {mean:.2} dB");
         // Rate control holds the bitrate within a factor (the first IDR

@@ -25,6 +25,14 @@ pub const HEADER_LEN: usize = 48;
 /// Flags bit 0: the access unit is a keyframe (IDR).
 const FLAG_KEYFRAME: u8 = 1;
 
+/// Now in microseconds since the UNIX epoch: the clock of the envelope's
+/// three timestamps (0 if the system clock is before 1970).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// The codec of the access unit behind the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {

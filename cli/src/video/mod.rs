@@ -26,7 +26,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use codec::{DecodedFrame, Decoder, Encoder};
-pub use envelope::{Codec, HEADER_LEN, VideoHeader};
+pub use envelope::{Codec, HEADER_LEN, VideoHeader, now_us};
 pub use quality::{psnr_y, psnr_yuv};
 pub use testsrc::TestSrc;
 pub use y4m::Y4mSource;
@@ -108,6 +108,84 @@ impl SourceSpec {
             height: t.height(),
             fps: t.fps(),
         })
+    }
+}
+
+/// An open source of raw I420 frames: the test pattern or a Y4M file.
+#[derive(Debug)]
+pub enum Source {
+    /// The test pattern; the next frame's index.
+    TestSrc(TestSrc, u64),
+    /// A Y4M file.
+    Y4m(Y4mSource),
+}
+
+impl Source {
+    /// Opens the source a [`SourceSpec`] names. A Y4M file loops when
+    /// `looping` is set, else the source ends at the end of the file.
+    ///
+    /// # Errors
+    /// As [`TestSrc::new`] and [`Y4mSource::open`].
+    pub fn open(spec: &SourceSpec, looping: bool) -> Result<Self, VideoError> {
+        Ok(match spec {
+            SourceSpec::TestSrc { width, height, fps } => {
+                Source::TestSrc(TestSrc::new(*width, *height, *fps)?, 0)
+            }
+            SourceSpec::Y4m(path) => Source::Y4m(Y4mSource::open(path, looping)?),
+        })
+    }
+
+    /// Picture width in pixels.
+    pub fn width(&self) -> usize {
+        match self {
+            Source::TestSrc(t, _) => t.width(),
+            Source::Y4m(y) => y.width(),
+        }
+    }
+
+    /// Picture height in pixels.
+    pub fn height(&self) -> usize {
+        match self {
+            Source::TestSrc(t, _) => t.height(),
+            Source::Y4m(y) => y.height(),
+        }
+    }
+
+    /// Frames per second (a Y4M file's rate rounded, at least 1).
+    pub fn fps(&self) -> u32 {
+        match self {
+            Source::TestSrc(t, _) => t.fps(),
+            Source::Y4m(y) => {
+                let (n, d) = y.fps();
+                ((n as f64 / d as f64).round() as u32).clamp(1, 240)
+            }
+        }
+    }
+
+    /// Bytes in one I420 frame.
+    pub fn frame_len(&self) -> usize {
+        i420_len(self.width(), self.height())
+    }
+
+    /// Writes the next frame into `out` (exactly [`frame_len`](Self::frame_len)
+    /// bytes) and returns its capture index (the index burned into a test
+    /// pattern; the frame's position in the stream for a file), or `None`
+    /// when a non-looping file has ended.
+    ///
+    /// # Errors
+    /// As [`TestSrc::render`] and [`Y4mSource::next_frame`].
+    pub fn next_frame(&mut self, out: &mut [u8]) -> Result<Option<u64>, VideoError> {
+        match self {
+            Source::TestSrc(t, next) => {
+                t.render(*next, out)?;
+                *next += 1;
+                Ok(Some(*next - 1))
+            }
+            Source::Y4m(y) => {
+                let index = y.frames_read();
+                Ok(y.next_frame(out)?.then_some(index))
+            }
+        }
     }
 }
 
@@ -270,6 +348,48 @@ impl std::error::Error for VideoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_and_codecs_can_move_to_other_threads() {
+        fn send<T: Send>() {}
+        send::<TestSrc>();
+        send::<Y4mSource>();
+        send::<Encoder>();
+        send::<Decoder>();
+        send::<VideoError>();
+    }
+
+    #[test]
+    fn source_yields_testsrc_frames_in_order_and_y4m_frames_until_the_end() {
+        let spec = SourceSpec::parse("testsrc:640x360@25").unwrap();
+        let mut s = Source::open(&spec, false).unwrap();
+        assert_eq!((s.width(), s.height(), s.fps()), (640, 360, 25));
+        let mut f = vec![0u8; s.frame_len()];
+        for i in 0..3 {
+            assert_eq!(s.next_frame(&mut f).unwrap(), Some(i));
+            assert_eq!(testsrc::read_index(&f[..640 * 360], 640, 360), Some(i));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.y4m");
+        let mut bytes = b"YUV4MPEG2 W16 H8 F30000:1001 C420\n".to_vec();
+        for i in 0..2u8 {
+            bytes.extend(b"FRAME\n");
+            bytes.extend(std::iter::repeat_n(i, 192));
+        }
+        std::fs::write(&p, bytes).unwrap();
+        let mut s = Source::open(&SourceSpec::Y4m(p.clone()), false).unwrap();
+        assert_eq!(s.fps(), 30);
+        let mut f = vec![9u8; s.frame_len()];
+        assert_eq!(s.next_frame(&mut f).unwrap(), Some(0));
+        assert_eq!(s.next_frame(&mut f).unwrap(), Some(1));
+        assert!(f.iter().all(|&v| v == 1));
+        assert_eq!(s.next_frame(&mut f).unwrap(), None);
+        let mut looping = Source::open(&SourceSpec::Y4m(p), true).unwrap();
+        let got: Vec<_> = (0..4)
+            .map(|_| looping.next_frame(&mut f).unwrap())
+            .collect();
+        assert_eq!(got, [Some(0), Some(1), Some(2), Some(3)]);
+    }
 
     // r[verify video.source.spec]
     #[test]

@@ -163,6 +163,12 @@ impl Y4mSource {
         let path = path.as_ref();
         let (decoder, pos, width, height) = open_decoder(path)?;
         let rate = decoder.get_framerate();
+        if rate.num == 0 || rate.den == 0 {
+            return Err(VideoError::NotY4m {
+                path: path.to_owned(),
+                reason: format!("frame rate {}:{} is not a rate", rate.num, rate.den),
+            });
+        }
         Ok(Y4mSource {
             path: path.to_owned(),
             looping,
@@ -186,7 +192,8 @@ impl Y4mSource {
         self.height
     }
 
-    /// The file's frame rate as numerator / denominator frames per second.
+    /// The file's frame rate as numerator / denominator frames per second
+    /// (both non-zero; 25:1 if the header has none).
     pub fn fps(&self) -> (usize, usize) {
         self.fps
     }
@@ -379,6 +386,9 @@ mod tests {
             "YUV4MPEG2 W100000 H100000",
             "YUV4MPEG2 H8 F30:1",
             "YUV4MPEG2 Wabc H8",
+            "YUV4MPEG2 W16 H8 F0:1",
+            "YUV4MPEG2 W16 H8 F30:0",
+            "YUV4MPEG2 W16 H8 F30",
         ] {
             std::fs::write(path("s.y4m"), format!("{header}\n")).unwrap();
             let e = Y4mSource::open(path("s.y4m"), false).unwrap_err();

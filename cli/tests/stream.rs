@@ -1,0 +1,136 @@
+//! `linkstream host` and `linkstream client` end to end on loopback: the
+//! real binary as three processes (host, a UDP viewer, a WebSocket viewer)
+//! plus the capture process the host spawns; every decoded picture checked.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkstream");
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn num(v: &serde_json::Value, path: &str) -> f64 {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = &cur[k];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("no number {path} in {v}"))
+}
+
+// r[verify cli.client.check]
+// r[verify cli.client.report]
+#[test]
+fn host_serves_a_udp_and_a_websocket_viewer_and_every_picture_checks() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "00112233445566778899aabbccddeeff\n").unwrap();
+    let key = key.path().to_str().unwrap().to_string();
+    let mut host = Command::new(BIN)
+        .args([
+            "host",
+            "--udp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--psk-file",
+            &key,
+            "--source",
+            "testsrc:640x360@30",
+            "--bitrate",
+            "1500000",
+            "--seconds",
+            "5",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The join lines name the bound ports.
+    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
+    let mut urls = Vec::new();
+    while urls.len() < 2 {
+        let line = lines.next().expect("host stderr ended").unwrap();
+        if let Some(rest) = line.split("linkstream client ").nth(1) {
+            urls.push(rest.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let viewers: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            Command::new(BIN)
+                .args([
+                    "client",
+                    url,
+                    "--psk-file",
+                    &key,
+                    "--json",
+                    "--input-rate",
+                    "50",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reports: Vec<serde_json::Value> = viewers
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{err}");
+            json(&String::from_utf8_lossy(&out.stdout))
+        })
+        .collect();
+    let out = host.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let host = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(host["encrypted"], true);
+    let hv = host["viewers"].as_array().unwrap();
+    assert_eq!(hv.len(), 2, "{host}");
+    for (r, url) in reports.iter().zip(&urls) {
+        let decoded = num(r, "frames_decoded");
+        assert!(decoded >= 60.0, "{url}: {r}");
+        for zero in [
+            "decode_errors",
+            "index_mismatches",
+            "index_unreadable",
+            "envelope_errors",
+            "frames_lost",
+        ] {
+            assert_eq!(num(r, zero), 0.0, "{url}: {zero} in {r}");
+        }
+        assert_eq!(num(r, "index_checked"), decoded, "{url}");
+        assert!(num(r, "psnr_db_mean") >= 30.0, "{url}: {r}");
+        assert!(
+            num(r, "psnr_db_min") > 0.0 && num(r, "psnr_frames") >= decoded,
+            "{url}"
+        );
+        // Every stage was measured and adds up to about the whole.
+        let total = num(r, "latency_ms.p50");
+        assert!(total > 0.0, "{url}: {r}");
+        for stage in ["capture_to_encoded", "reassembled_to_decoded"] {
+            assert!(
+                num(r, &format!("stages_ms.{stage}.p50")) > 0.0,
+                "{stage}: {r}"
+            );
+        }
+        assert!(num(r, "latency_ms.p99") >= total);
+        assert!(num(r, "bitrate_mbps") > 0.0);
+        assert!(
+            num(r, "input_sent") > 0.0 && num(r, "input_acked") > 0.0,
+            "{r}"
+        );
+        assert!(r["clock"].as_str().unwrap().starts_with("shared"));
+        // The host sent this viewer exactly the frames it received.
+        let transport = if url.starts_with("udp") { "udp" } else { "ws" };
+        let v = hv.iter().find(|v| v["transport"] == transport).unwrap();
+        assert_eq!(num(v, "frames_sent"), num(r, "frames_received"), "{v} {r}");
+        assert!(num(v, "input_events") > 0.0);
+    }
+    assert!(num(&host, "frames_encoded") >= 120.0, "{host}");
+}
