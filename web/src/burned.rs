@@ -8,6 +8,7 @@ pub fn block_size(width: usize) -> Option<usize> {
     (b >= 8).then_some(b)
 }
 
+// r[impl web.canvas-index]
 /// Read the low 32 bits of the burned-in index from RGBA pixels (`width`
 /// pixels per row, at least the top `block_size` rows). Luma is
 /// (R+G+B)/3; a block's bit is its central (B/2)x(B/2) mean above 128.
@@ -83,6 +84,7 @@ mod tests {
         }
     }
 
+    // r[verify web.canvas-index]
     #[test]
     fn refuses_bad_marker_check_byte_and_small_pictures() {
         let w = 1280;

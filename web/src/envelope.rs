@@ -61,6 +61,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+// r[impl web.envelope]
 /// Read an envelope.
 pub fn parse(b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     if b.len() < HEADER_LEN {
@@ -120,6 +121,7 @@ mod tests {
         assert!(!parse(&header(false)).unwrap().keyframe);
     }
 
+    // r[verify web.envelope]
     #[test]
     fn refuses_short_wrong_magic_and_codec() {
         let b = header(true);

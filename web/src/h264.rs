@@ -41,6 +41,7 @@ pub fn has_idr(au: &[u8]) -> bool {
     nal_units(au).any(|u| nal_type(u) == NAL_IDR)
 }
 
+// r[impl web.codec-string]
 /// The WebCodecs codec string of the access unit's first SPS:
 /// `avc1.` + profile_idc, the constraint flags byte and level_idc as
 /// upper-case hex (`avc1.42E01F` for Constrained Baseline 3.1). `None`
@@ -58,6 +59,7 @@ pub fn codec_string(au: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    // r[verify web.codec-string]
     #[test]
     fn codec_string_from_sps_after_any_start_code() {
         // AUD, SPS (Constrained Baseline, level 3.1), PPS, IDR slice.

@@ -140,12 +140,17 @@ struct Pending {
     capture_us: u64,
 }
 
+type DecoderCallbacks = (Closure<dyn FnMut(VideoFrame)>, Closure<dyn FnMut(JsValue)>);
+
 /// Everything the callbacks share.
 struct Viewer {
     c: Counters,
     state: String,
     connected: bool,
     decoder: Option<VideoDecoder>,
+    /// The decoder's output and error callbacks: kept while it lives,
+    /// dropped (after `close`, so never called again) with it.
+    decoder_callbacks: Option<DecoderCallbacks>,
     codec: String,
     size: (u16, u16),
     waiting_keyframe: bool,
@@ -209,6 +214,7 @@ pub fn start() -> Result<(), JsValue> {
         state: "starting".into(),
         connected: false,
         decoder: None,
+        decoder_callbacks: None,
         codec: String::new(),
         size: (0, 0),
         waiting_keyframe: true,
@@ -553,10 +559,10 @@ fn new_decoder(
     set(&init, "output", output.as_ref());
     set(&init, "error", error.as_ref());
     let decoder = VideoDecoder::new(&init)?;
-    // The decoder holds the callbacks for as long as it lives; they hold
-    // only a weak reference to the viewer.
-    output.forget();
-    error.forget();
+    // Kept with the decoder (the old decoder was closed above, so its
+    // callbacks, dropped here, are never called again); they hold only a
+    // weak reference to the viewer.
+    v.decoder_callbacks = Some((output, error));
     let config = js_sys::Object::new();
     set(&config, "codec", &codec.into());
     set(&config, "codedWidth", &(width as u32).into());
