@@ -4,14 +4,14 @@
 # SCM_RIGHTS, the segment accessors), including link-shm's second processes
 # (relay, hostile scribbler), which are built with the sanitizer too.
 # Needs a nightly toolchain (`-Zsanitizer`); installs it when missing, and
-# says so and skips if that is impossible here.
+# fails (never skips) if that is impossible here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || {
-        echo "sanitizers skipped: no nightly toolchain and it could not be installed"
-        exit 0
+        echo "FAILED: AddressSanitizer needs a nightly toolchain and it could not be installed" >&2
+        exit 1
     }
 fi
 export RUSTFLAGS="-Zsanitizer=address"

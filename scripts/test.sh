@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (nftables, iproute2 for the UDP loss test; nasm for OpenH264's SIMD code)"
-if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1; then
+step "system packages (nftables, iproute2 for the UDP loss and pacing tests, python3 for the pacing test's checks, nasm for OpenH264's SIMD code, jq for the video test)"
+if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq nftables iproute2 nasm >/dev/null
+    apt-get install -y -qq nftables iproute2 python3 nasm jq >/dev/null
 fi
 
 step "toolchain components"
@@ -46,8 +46,17 @@ bash scripts/sanitize.sh
 step "Miri (nightly): the shared-memory ring protocol on heap memory"
 bash scripts/miri.sh
 
+step "fuzzing (nightly, cargo-fuzz): session client, host, handshake, wire headers, shm offer and ring; a crash fails"
+(cd fuzz && cargo fmt --check &&
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/../target}" cargo clippy -q --all-targets -- -D warnings)
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
+
 step "UDP under real packet loss (network namespaces, nftables)"
 LOSS=10 bash scripts/netns-loss.sh
+
+step "pacing on a real path: link-session over UDP through a tbf bottleneck (network namespaces)"
+command -v python3 >/dev/null || { echo "python3 is missing (needed by scripts/netns-pacing.sh)" >&2; exit 1; }
+bash scripts/netns-pacing.sh quick a b
 
 step "WebSocket link in headless Chromium (conformance suite and browser tests)"
 bash scripts/browser-test.sh
@@ -64,7 +73,10 @@ echo "$report"
 grep -q ' 0 bad checksums' <<<"$report"
 grep -q '^encoder: 120 frames' <<<"$report"
 
-step "linkstream demo (the README's run command): UDP with loss and AES-GCM, shared memory across two processes, WebSocket"
+step "video across network namespaces: host and capture in one, viewers in others (UDP and WebSocket, 720p30 at 4 Mbit/s, a throttled viewer)"
+bash scripts/netns-video.sh
+
+step "linkstream demo (the README's run command): UDP with loss and AES-GCM, shared memory across two processes, WebSocket, the video pipeline"
 cargo run --release -q -p linkstream -- demo --seconds 3
 
 step "video encoder benchmark smoke run (numbers are not checked here)"

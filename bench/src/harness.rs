@@ -54,7 +54,8 @@ pub struct Outcome {
     pub better: Better,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -122,7 +123,7 @@ impl Runner {
             }
         }
         let (o, b) = (median(ours), median(base));
-        let outcome = Outcome {
+        self.report(Outcome {
             suite: self.suite.clone(),
             case: case.case,
             metric: case.metric.to_owned(),
@@ -132,7 +133,12 @@ impl Runner {
             baseline_name: case.baseline_name.to_owned(),
             ratio: o / b,
             better: case.better,
-        };
+        });
+    }
+
+    /// Print and keep one result (for suites that run several variants per
+    /// round and compute their own medians with [`median`]).
+    pub fn report(&mut self, outcome: Outcome) {
         if self.json {
             println!(
                 "{}",
@@ -144,9 +150,10 @@ impl Runner {
                 _ => "baseline better",
             };
             println!(
-                "{:<8} {:<24} {:>14.2} {:<9} vs {:>14.2} ({:<28}) ratio {:>6.3}  {}",
+                "{:<8} {:<24} {:<16} {:>14.2} {:<9} vs {:>14.2} ({:<28}) ratio {:>6.3}  {}",
                 outcome.suite,
                 outcome.case,
+                outcome.metric,
                 outcome.ours,
                 outcome.unit,
                 outcome.baseline,

@@ -5,6 +5,8 @@
 //! With `--json`, one JSON object per line:
 //! `{"suite","case","metric","unit","ours","baseline","baseline_name","ratio","better"}`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod harness;
 mod memory;
 mod session;

@@ -1,10 +1,20 @@
 //! `udp`: the UDP link against raw system-call loops, 1200-byte datagrams,
-//! sender and receiver on separate threads, datagrams/s received.
+//! sender and receiver on separate threads (pinned to separate cores).
 //!
-//! Three modes, each link configuration against the raw loop it is built on:
-//! plain `sendmmsg` → `recvmmsg`; GSO send → `recvmmsg`; GSO send → GRO
-//! receive. The raw loops are written here directly against libc, with
-//! blocking sockets, the way a user would write them by hand.
+//! Three modes, each link configuration against the raw loops in the same
+//! mode: plain `sendmmsg` → `recvmmsg`; GSO send → `recvmmsg`; GSO send →
+//! GRO receive. The raw loops are written here against libc, with blocking
+//! sockets, and batch as the link does: `sendmmsg` of 64 datagrams, or of 9
+//! GSO messages of 54 segments each (the link drains its 512-datagram ring
+//! the same way); `recvmmsg` into 64 buffers, or 8 GRO buffers of 64 KiB
+//! (the link's `GRO_BATCH`).
+//!
+//! Each round runs four pairs: raw → raw (the baseline), ours → ours, ours →
+//! raw receiver and raw sender → ours. For each, three figures: datagrams/s
+//! handed to the kernel by the sender, datagrams/s received, and the share
+//! of sent datagrams that arrived (the rest were dropped by the kernel for
+//! a full receive queue). A fast receiver with a slow sender is visible as
+//! such.
 
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
@@ -17,12 +27,18 @@ use futures::FutureExt;
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 use link_udp::{UdpConfig, UdpLink};
 
-use crate::harness::{Better, Case, Runner, pin};
+use crate::harness::{Better, Outcome, Runner, median, pin};
 
 const LEN: usize = 1200;
 const BATCH: usize = 64;
-/// Datagrams per raw GSO send: as many 1200-byte segments as fit 65000 bytes.
+/// Datagrams per raw GSO message: as many 1200-byte segments as fit 65000
+/// bytes (the link's `MAX_GSO_BYTES`).
 const GSO_SEGS: usize = 54;
+/// GSO messages per raw `sendmmsg`: the link's 512-datagram send ring in
+/// runs of 54.
+const GSO_MSGS: usize = 9;
+/// GRO buffers per raw `recvmmsg` (the link's `GRO_BATCH`).
+const GRO_BUFS: usize = 8;
 const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
@@ -34,8 +50,9 @@ enum Mode {
     GsoGro,
 }
 
-/// What a receiver counted: datagrams, and the time from the first to the
-/// last one.
+/// What a sender or receiver counted: datagrams, and the time they took
+/// (a sender: from its start to its last send; a receiver: from the first
+/// datagram to the last).
 struct Count {
     datagrams: u64,
     span: Duration,
@@ -45,6 +62,12 @@ impl Count {
     fn rate(&self) -> f64 {
         self.datagrams as f64 / self.span.as_secs_f64().max(1e-9)
     }
+}
+
+/// One sample of one pair.
+struct Sample {
+    sent: Count,
+    received: Count,
 }
 
 fn setopt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
@@ -77,34 +100,45 @@ fn raw_socket(gro: bool) -> UdpSocket {
     s
 }
 
-/// Raw sender: blocking `sendmmsg` of 64 datagrams, or blocking GSO
-/// `sendmsg` of 54 segments, until `stop`.
-fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) {
+/// Raw sender: blocking `sendmmsg` of 64 datagrams, or of 9 GSO messages
+/// of 54 segments each, until `stop`; counts what the kernel took.
+fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
     let fd = sock.as_raw_fd();
     let payload = vec![0x5Au8; LEN * GSO_SEGS.max(BATCH)];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    #[repr(C, align(8))]
+    #[derive(Clone, Copy)]
+    struct Cmsg([u8; 32]);
+    let mut cbufs = [Cmsg([0; 32]); GSO_MSGS];
     while !stop.load(Ordering::Relaxed) {
         if gso {
-            let mut iov = libc::iovec {
-                iov_base: payload.as_ptr() as *mut libc::c_void,
-                iov_len: LEN * GSO_SEGS,
-            };
-            #[repr(C, align(8))]
-            struct Cmsg([u8; 32]);
-            let mut cbuf = Cmsg([0; 32]);
-            // SAFETY: all-zero msghdr is valid; every pointer set below
-            // points at live locals; the cmsg fits the 32-byte buffer.
+            // SAFETY: all-zero iovec/mmsghdr arrays are valid; each header
+            // points at its own iovec (into `payload`) and its own 32-byte
+            // cmsg buffer, all alive for the call; the cmsg fits.
             unsafe {
-                let mut msg: libc::msghdr = zeroed();
-                msg.msg_iov = &mut iov;
-                msg.msg_iovlen = 1;
-                msg.msg_control = cbuf.0.as_mut_ptr().cast();
-                msg.msg_controllen = libc::CMSG_SPACE(2) as _;
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = SOL_UDP;
-                (*c).cmsg_type = UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), LEN as u16);
-                libc::sendmsg(fd, &msg, 0);
+                let mut iovs: [libc::iovec; GSO_MSGS] = zeroed();
+                let mut hdrs: [libc::mmsghdr; GSO_MSGS] = zeroed();
+                for i in 0..GSO_MSGS {
+                    iovs[i] = libc::iovec {
+                        iov_base: payload.as_ptr() as *mut libc::c_void,
+                        iov_len: LEN * GSO_SEGS,
+                    };
+                    let msg = &mut hdrs[i].msg_hdr;
+                    msg.msg_iov = &mut iovs[i];
+                    msg.msg_iovlen = 1;
+                    msg.msg_control = cbufs[i].0.as_mut_ptr().cast();
+                    msg.msg_controllen = libc::CMSG_SPACE(2) as _;
+                    let c = libc::CMSG_FIRSTHDR(msg);
+                    (*c).cmsg_level = SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), LEN as u16);
+                }
+                let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), GSO_MSGS as u32, 0);
+                if n > 0 {
+                    sent += n as u64 * GSO_SEGS as u64;
+                }
             }
         } else {
             // SAFETY: all-zero iovec/mmsghdr arrays are valid; each header
@@ -120,14 +154,22 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) {
                     hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
                     hdrs[i].msg_hdr.msg_iovlen = 1;
                 }
-                libc::sendmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, 0);
+                let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, 0);
+                if n > 0 {
+                    sent += n as u64;
+                }
             }
         }
     }
+    Count {
+        datagrams: sent,
+        span: start.elapsed(),
+    }
 }
 
-/// Raw receiver: blocking `recvmmsg` into 64 buffers (64 KiB each with GRO,
-/// counting `len / segment` datagrams per buffer) until quiet after `done`.
+/// Raw receiver: blocking `recvmmsg` into 64 buffers, or 8 of 64 KiB with
+/// GRO (counting `len / segment` datagrams per buffer), until quiet after
+/// `done`.
 fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
     let fd = sock.as_raw_fd();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -139,7 +181,8 @@ fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
     } else {
         (LEN + 1).next_multiple_of(64)
     };
-    let mut bufs = vec![0u8; size * BATCH];
+    let nbufs = if gro { GRO_BUFS } else { BATCH };
+    let mut bufs = vec![0u8; size * nbufs];
     let (mut n, mut first, mut last) = (0u64, None, Instant::now());
     let mut touched = 0usize;
     loop {
@@ -153,7 +196,7 @@ fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
         let got = unsafe {
             let mut iovs: [libc::iovec; BATCH] = zeroed();
             let mut hdrs: [libc::mmsghdr; BATCH] = zeroed();
-            for i in 0..BATCH {
+            for i in 0..nbufs {
                 iovs[i] = libc::iovec {
                     iov_base: bufs.as_mut_ptr().add(i * size).cast(),
                     iov_len: size,
@@ -165,7 +208,7 @@ fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
                     hdrs[i].msg_hdr.msg_controllen = 64;
                 }
             }
-            let rc = libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut());
+            let rc = libc::recvmmsg(fd, hdrs.as_mut_ptr(), nbufs as u32, 0, std::ptr::null_mut());
             if rc > 0 {
                 let mut d = 0u64;
                 for (i, h) in hdrs[..rc as usize].iter().enumerate() {
@@ -223,13 +266,15 @@ fn link_config(mode: Mode) -> UdpConfig {
     }
 }
 
-fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) {
+fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) -> Count {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let link = UdpLink::from_std(sock, peer, &link_config(mode)).unwrap();
+        let stats = link.stats();
+        let start = Instant::now();
         let (mut tx, _rx) = link.split();
         while !stop.load(Ordering::Relaxed) {
             for _ in 0..BATCH {
@@ -239,7 +284,11 @@ fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) {
             }
         }
         tx.flush().await.unwrap();
-    });
+        Count {
+            datagrams: stats.snapshot().tx_datagrams,
+            span: start.elapsed(),
+        }
+    })
 }
 
 fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -> Count {
@@ -292,8 +341,26 @@ fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -
     })
 }
 
-/// One sample: sender and receiver threads for `dur`; datagrams/s received.
-fn sample(ours: bool, mode: Mode, dur: Duration) -> f64 {
+/// Who sends and who receives in a pair.
+#[derive(Clone, Copy, PartialEq)]
+enum Pair {
+    RawRaw,
+    OursOurs,
+    OursToRaw,
+    RawToOurs,
+}
+
+impl Pair {
+    fn ours_send(self) -> bool {
+        matches!(self, Pair::OursOurs | Pair::OursToRaw)
+    }
+    fn ours_recv(self) -> bool {
+        matches!(self, Pair::OursOurs | Pair::RawToOurs)
+    }
+}
+
+/// One sample: sender and receiver threads for `dur`.
+fn sample(pair: Pair, mode: Mode, dur: Duration) -> Sample {
     let rx_sock = raw_socket(false);
     let tx_sock = raw_socket(false);
     let (rx_addr, tx_addr) = (rx_sock.local_addr().unwrap(), tx_sock.local_addr().unwrap());
@@ -305,7 +372,7 @@ fn sample(ours: bool, mode: Mode, dur: Duration) -> f64 {
         let done = done.clone();
         std::thread::spawn(move || {
             pin(1);
-            if ours {
+            if pair.ours_recv() {
                 link_recv(rx_sock, tx_addr, mode, &done)
             } else {
                 if mode == Mode::GsoGro {
@@ -320,7 +387,7 @@ fn sample(ours: bool, mode: Mode, dur: Duration) -> f64 {
         let stop = stop.clone();
         std::thread::spawn(move || {
             pin(0);
-            if ours {
+            if pair.ours_send() {
                 link_send(tx_sock, rx_addr, mode, &stop)
             } else {
                 raw_send(&tx_sock, mode != Mode::Plain, &stop)
@@ -329,30 +396,77 @@ fn sample(ours: bool, mode: Mode, dur: Duration) -> f64 {
     };
     std::thread::sleep(dur);
     stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
+    let sent = sender.join().unwrap();
     done.store(true, Ordering::Relaxed);
-    receiver.join().unwrap().rate()
+    let received = receiver.join().unwrap();
+    Sample { sent, received }
 }
 
 /// Run the `udp` suite.
 pub fn run(runner: &mut Runner, quick: bool) {
     let dur = Duration::from_millis(if quick { 300 } else { 1000 });
-    for (mode, case, baseline) in [
-        (Mode::Plain, "plain_1200B", "raw sendmmsg+recvmmsg"),
-        (Mode::Gso, "gso_1200B", "raw GSO send+recvmmsg"),
-        (Mode::GsoGro, "gso_gro_1200B", "raw GSO send+GRO recv"),
+    let pairs = [
+        (Pair::OursOurs, "ours"),
+        (Pair::OursToRaw, "ours_tx_raw_rx"),
+        (Pair::RawToOurs, "raw_tx_ours_rx"),
+    ];
+    for (mode, name, baseline) in [
+        (Mode::Plain, "plain", "raw sendmmsg -> recvmmsg"),
+        (Mode::Gso, "gso", "raw GSO sendmmsg -> recvmmsg"),
+        (Mode::GsoGro, "gso_gro", "raw GSO sendmmsg -> GRO"),
     ] {
-        if !runner.wants(case) {
+        if !runner.wants(name) {
             continue;
         }
-        runner.run(Case {
-            case: case.into(),
-            metric: "datagrams_per_s",
-            unit: "dgram/s",
-            better: Better::Higher,
-            baseline_name: baseline,
-            ours: Box::new(move || sample(true, mode, dur)),
-            baseline: Box::new(move || sample(false, mode, dur)),
-        });
+        eprintln!("[udp] {name} ...");
+        let all = [
+            Pair::RawRaw,
+            Pair::OursOurs,
+            Pair::OursToRaw,
+            Pair::RawToOurs,
+        ];
+        // Warm-up, then rounds with the order rotated each round.
+        for p in all {
+            sample(p, mode, dur / 4);
+        }
+        // Per pair: send rates, receive rates, delivered shares.
+        let mut figs: Vec<[Vec<f64>; 3]> = (0..all.len()).map(|_| Default::default()).collect();
+        for round in 0..runner.rounds {
+            for k in 0..all.len() {
+                let i = (k + round) % all.len();
+                let s = sample(all[i], mode, dur);
+                figs[i][0].push(s.sent.rate());
+                figs[i][1].push(s.received.rate());
+                figs[i][2].push(s.received.datagrams as f64 / s.sent.datagrams.max(1) as f64);
+            }
+        }
+        let med: Vec<[f64; 3]> = figs
+            .into_iter()
+            .map(|[a, b, c]| [median(a), median(b), median(c)])
+            .collect();
+        for (j, (pair, label)) in pairs.iter().enumerate() {
+            let i = j + 1;
+            debug_assert!(all[i] == *pair);
+            for (m, (metric, unit)) in [
+                ("sent_per_s", "dgram/s"),
+                ("received_per_s", "dgram/s"),
+                ("delivered_share", "fraction"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                runner.report(Outcome {
+                    suite: runner.suite.clone(),
+                    case: format!("{name}_1200B_{label}"),
+                    metric: metric.into(),
+                    unit: unit.into(),
+                    ours: med[i][m],
+                    baseline: med[0][m],
+                    baseline_name: baseline.into(),
+                    ratio: med[i][m] / med[0][m],
+                    better: Better::Higher,
+                });
+            }
+        }
     }
 }

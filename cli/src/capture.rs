@@ -27,7 +27,9 @@ use link_shm::{ShmConfig, ShmLink};
 use link_types::{Link, LinkTx, LinkTxPermit, WriteSlot};
 
 use crate::util::now_us;
-use crate::video::{self, SourceSpec, TestSrc};
+#[cfg(test)]
+use crate::video::TestSrc;
+use crate::video::{self, Source, SourceSpec};
 
 /// Length of the header in front of each captured picture.
 pub const HEADER_LEN: usize = 32;
@@ -117,53 +119,10 @@ pub struct CaptureArgs {
     pub connect: Option<PathBuf>,
 }
 
-/// A frame source: where pictures come from.
-pub enum Source {
-    /// The moving test pattern.
-    Test(TestSrc),
-    /// A Y4M file (played once).
-    Y4m(Box<video::Y4mSource>),
-}
-
-impl Source {
-    /// Open the source named by a `--source` argument.
-    pub fn open(spec: &str) -> Result<Source, String> {
-        match SourceSpec::parse(spec).map_err(|e| e.to_string())? {
-            SourceSpec::TestSrc { width, height, fps } => TestSrc::new(width, height, fps)
-                .map(Source::Test)
-                .map_err(|e| e.to_string()),
-            SourceSpec::Y4m(path) => video::Y4mSource::open(&path, false)
-                .map(|y| Source::Y4m(Box::new(y)))
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    /// Width, height and frames per second.
-    pub fn geometry(&self) -> (usize, usize, f64) {
-        match self {
-            Source::Test(t) => (t.width(), t.height(), t.fps() as f64),
-            Source::Y4m(y) => {
-                let (num, den) = y.fps();
-                (y.width(), y.height(), num as f64 / den.max(1) as f64)
-            }
-        }
-    }
-
-    /// Bytes of one I420 picture.
-    pub fn frame_len(&self) -> usize {
-        let (w, h, _) = self.geometry();
-        video::i420_len(w, h)
-    }
-
-    /// Write picture `index` into `out`; `Ok(false)` once the source has no
-    /// more pictures.
-    pub fn fill(&mut self, index: u64, out: &mut [u8]) -> Result<bool, String> {
-        match self {
-            Source::Test(t) => t.render(index, out).map(|()| true),
-            Source::Y4m(y) => y.next_frame(out),
-        }
-        .map_err(|e| e.to_string())
-    }
+/// Open the source named by a `--source` argument (a Y4M file plays once).
+pub fn open_source(spec: &str) -> Result<Source, String> {
+    let spec = SourceSpec::parse(spec).map_err(|e| e.to_string())?;
+    Source::open(&spec, false).map_err(|e| e.to_string())
 }
 
 /// The shared-memory segment for frames of `frame_len` bytes: three large
@@ -193,15 +152,15 @@ pub async fn produce(
     mut source: Source,
     frames: Option<u64>,
 ) -> Result<CaptureSummary, String> {
-    let (w, h, fps) = source.geometry();
+    let (w, h, fps) = (source.width(), source.height(), source.fps());
     let frame_len = source.frame_len();
-    let period = Duration::from_secs_f64(1.0 / fps.max(0.001));
+    let period = Duration::from_secs_f64(1.0 / fps.max(1) as f64);
     let (mut tx, _rx) = link.split();
     let mut sum = CaptureSummary::default();
     let start = tokio::time::Instant::now();
-    let mut index = 0u64;
-    while frames.is_none_or(|n| index < n) {
-        let tick = start + period.mul_f64(index as f64);
+    let mut tick_no = 0u64;
+    while frames.is_none_or(|n| tick_no < n) {
+        let tick = start + period.mul_f64(tick_no as f64);
         tokio::time::sleep_until(tick).await;
         let next_tick = tick + period;
         // The slot must be free before the next tick; otherwise this
@@ -214,7 +173,7 @@ pub async fn produce(
             },
             _ = tokio::time::sleep_until(next_tick) => {
                 sum.dropped += 1;
-                index += 1;
+                tick_no += 1;
                 continue;
             }
         };
@@ -223,23 +182,26 @@ pub async fn produce(
             .map_err(|e| format!("capture: slot of {} bytes: {e}", HEADER_LEN + frame_len))?;
         let buf = slot.as_mut_slice();
         let capture_us = now_us();
-        if !source.fill(index, &mut buf[HEADER_LEN..])? {
+        let Some(index) = source
+            .next_frame(&mut buf[HEADER_LEN..])
+            .map_err(|e| e.to_string())?
+        else {
             break;
-        }
+        };
         FrameHeader {
             width: w as u16,
             height: h as u16,
             index,
             capture_us,
             dropped: sum.dropped.min(u32::MAX as u64) as u32,
-            fps_milli: (fps * 1000.0).round() as u32,
+            fps_milli: fps.saturating_mul(1000),
         }
         .write(buf);
         if slot.commit().is_err() {
             break;
         }
         sum.frames += 1;
-        index += 1;
+        tick_no += 1;
     }
     let _ = tx.close().await;
     Ok(sum)
@@ -248,7 +210,7 @@ pub async fn produce(
 /// `linkstream capture`: join the host's link (inherited, or `--connect`)
 /// and produce frames.
 pub async fn run(args: CaptureArgs) -> Result<(), String> {
-    let source = Source::open(&args.source)?;
+    let source = open_source(&args.source)?;
     let cfg = shm_config(source.frame_len());
     let link = match &args.connect {
         Some(path) => ShmLink::connect(path, &cfg)
@@ -298,7 +260,7 @@ mod tests {
         let src = TestSrc::new(640, 360, 240).unwrap();
         let cfg = shm_config(src.frame_len());
         let (a, b) = ShmLink::pair(&cfg).unwrap();
-        let producer = tokio::spawn(produce(a, Source::Test(src.clone()), Some(12)));
+        let producer = tokio::spawn(produce(a, Source::TestSrc(src.clone(), 0), Some(12)));
         let (_tx, mut rx) = b.split();
         let mut want = vec![0u8; src.frame_len()];
         let mut n = 0u64;

@@ -39,10 +39,18 @@ pub struct DemoArgs {
     #[arg(long = "parity", value_name = "PCT", default_value_t = 20,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub parity_pct: u8,
-    /// Comma-separated links: udp,shm,ws.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "udp,shm,ws",
+    /// Comma-separated: udp,shm,ws (synthetic frames) and video (the real
+    /// pipeline: capture -> shared memory -> H.264 -> UDP and WebSocket viewers).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "udp,shm,ws,video",
           value_parser = link_name)]
     pub links: Vec<String>,
+    /// The video pipeline's source: testsrc[:WxH@FPS] or y4m:FILE.
+    #[arg(long, value_name = "SPEC", default_value = "testsrc:1280x720@30")]
+    pub video_source: String,
+    /// The video pipeline's encoder bitrate in bit/s.
+    #[arg(long, value_name = "BPS", default_value_t = 4_000_000,
+          value_parser = clap::value_parser!(u64).range(10_000..=1_000_000_000))]
+    pub video_bitrate: u64,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -88,10 +96,10 @@ fn percent(v: &str) -> Result<f64, String> {
 
 fn link_name(v: &str) -> Result<String, String> {
     let l = v.trim();
-    if ["udp", "shm", "ws"].contains(&l) {
+    if ["udp", "shm", "ws", "video"].contains(&l) {
         Ok(l.to_string())
     } else {
-        Err(format!("unknown link {l:?} (udp, shm, ws)"))
+        Err(format!("unknown link {l:?} (udp, shm, ws, video)"))
     }
 }
 
@@ -388,10 +396,207 @@ async fn demo_ws(s: &DemoArgs) -> Result<LinkResult, String> {
     Ok(result("ws", sent, received, in_order, c?, 0.0, false))
 }
 
+/// The video pipeline's results: the host's summary and each viewer's.
+#[derive(Debug, Clone, Default, Facet)]
+struct VideoResult {
+    link: String,
+    host: crate::host::HostReport,
+    viewers: Vec<crate::client::ClientReport>,
+}
+
+/// The real pipeline on this machine, as separate processes of this
+/// program: `linkstream host` (which spawns `linkstream capture`: testsrc
+/// into shared memory; H.264) and two `linkstream client`s, one over UDP
+/// and one over WebSocket, each decoding and checking every picture.
+async fn demo_video(s: &DemoArgs) -> Result<VideoResult, String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let key = std::env::temp_dir().join(format!("linkstream-demo-{}.key", std::process::id()));
+    std::fs::write(&key, "6c696e6b73747265616d2064656d6f21\n")
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let remove_key = KeyFile(key.clone());
+    let seconds = format!("{:.1}", s.seconds.max(1.0) + 1.0);
+    let bitrate = s.video_bitrate.to_string();
+    let key_arg = key.to_string_lossy().to_string();
+    let mut host = Command::new(&exe)
+        .args([
+            "host",
+            "--udp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--psk-file",
+        ])
+        .arg(&key_arg)
+        .args([
+            "--source",
+            &s.video_source,
+            "--bitrate",
+            &bitrate,
+            "--seconds",
+            &seconds,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the host: {e}"))?;
+    let stderr = host.stderr.take().ok_or("host stderr")?;
+    // The host's join lines name the ports it bound.
+    let (urls, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut urls = Vec::new();
+        let mut seen = Vec::new();
+        while urls.len() < 2 {
+            let Some(Ok(line)) = lines.next() else { break };
+            match line.split("linkstream client ").nth(1) {
+                Some(rest) => urls.extend(rest.split_whitespace().next().map(String::from)),
+                None => seen.push(line),
+            }
+        }
+        // Keep draining so the host never blocks on a full pipe.
+        let rest = std::thread::spawn(move || {
+            lines
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("linkstream:"))
+                .collect::<Vec<_>>()
+        });
+        (urls, (seen, rest))
+    })
+    .await
+    .map_err(|e| format!("host output: {e}"))?;
+    if urls.len() < 2 {
+        let _ = host.kill();
+        let _ = host.wait();
+        return Err(format!("the host did not start: {}", rest.0.join("; ")));
+    }
+    let mut viewers = Vec::new();
+    for url in &urls {
+        let c = Command::new(&exe)
+            .args([
+                "client",
+                url,
+                "--psk-file",
+                &key_arg,
+                "--json",
+                "--timeout",
+                "5",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting a viewer: {e}"))?;
+        viewers.push(c);
+    }
+    let outputs = tokio::task::spawn_blocking(move || {
+        let clients: Vec<_> = viewers.into_iter().map(|c| c.wait_with_output()).collect();
+        (clients, host.wait_with_output())
+    })
+    .await
+    .map_err(|e| format!("video demo: {e}"))?;
+    drop(remove_key);
+    let mut result = VideoResult {
+        link: "video".into(),
+        ..Default::default()
+    };
+    for (out, url) in outputs.0.into_iter().zip(&urls) {
+        let out = out.map_err(|e| format!("viewer {url}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "viewer {url} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        result.viewers.push(
+            facet_json::from_str(text.trim()).map_err(|e| format!("viewer {url} report: {e}"))?,
+        );
+    }
+    let out = outputs.1.map_err(|e| format!("host: {e}"))?;
+    let errors = rest.1.join().unwrap_or_default();
+    if !out.status.success() {
+        return Err(format!("the host failed: {}", errors.join("; ")));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    result.host = facet_json::from_str(text.trim()).map_err(|e| format!("host report: {e}"))?;
+    Ok(result)
+}
+
+/// Removes the demo's key file when dropped.
+struct KeyFile(std::path::PathBuf);
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn print_video(v: &VideoResult) {
+    let h = &v.host;
+    println!();
+    println!(
+        "video: {} {}x{} -> shared memory ({} captured, {} dropped) -> H.264 at {:.1} Mbit/s (encode p50/p99 {:.1}/{:.1} ms) -> {} viewers, {}",
+        h.source,
+        h.width,
+        h.height,
+        h.frames_captured,
+        h.capture_dropped,
+        h.bitrate_bps as f64 / 1e6,
+        h.encode_ms.p50,
+        h.encode_ms.p99,
+        v.viewers.len(),
+        if h.encrypted {
+            "AES-128-GCM"
+        } else {
+            "not encrypted"
+        }
+    );
+    println!(
+        "{:<5} {:>7} {:>5} {:>10} {:>15} {:>17} {:>44}",
+        "via",
+        "decoded",
+        "lost",
+        "mismatch",
+        "PSNR mean/min",
+        "latency p50/p99",
+        "p50 ms: capture>encoded>sent>reassembled>decoded"
+    );
+    for c in &v.viewers {
+        let st = &c.stages_ms;
+        println!(
+            "{:<5} {:>7} {:>5} {:>10} {:>15} {:>17} {:>44}",
+            c.url.split(':').next().unwrap_or(""),
+            c.frames_decoded,
+            c.frames_lost,
+            c.index_mismatches,
+            format!("{:.1}/{:.1} dB", c.psnr_db_mean, c.psnr_db_min),
+            format!("{:.1}/{:.1} ms", c.latency_ms.p50, c.latency_ms.p99),
+            format!(
+                "{:.2} > {:.2} > {:.2} > {:.2}",
+                st.capture_to_encoded.p50,
+                st.encoded_to_sent.p50,
+                st.sent_to_reassembled.p50,
+                st.reassembled_to_decoded.p50
+            ),
+        );
+    }
+}
+
 /// Run the demo over every chosen link and print the table or JSON.
 pub async fn run(s: DemoArgs) -> Result<(), String> {
     let mut rows = Vec::new();
+    let mut video = None;
     for link in &s.links {
+        if link == "video" {
+            eprintln!(
+                "video: {} -> shared memory -> H.264 -> UDP and WebSocket viewers, {:.0} s ...",
+                s.video_source,
+                s.seconds.max(1.0)
+            );
+            video = Some(demo_video(&s).await?);
+            continue;
+        }
         eprintln!(
             "{link}: streaming {:.0} s at {} fps, {} Mbit/s ...",
             s.seconds, s.fps, s.bitrate_mbps
@@ -404,12 +609,19 @@ pub async fn run(s: DemoArgs) -> Result<(), String> {
         rows.push(r);
     }
     if s.json {
-        println!(
-            "{}",
-            facet_json::to_string(&rows).map_err(|e| e.to_string())?
-        );
+        let mut items: Vec<String> = rows
+            .iter()
+            .map(|r| facet_json::to_string(r).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        if let Some(v) = &video {
+            items.push(facet_json::to_string(v).map_err(|e| e.to_string())?);
+        }
+        println!("[{}]", items.join(","));
     } else {
         print_table(&rows);
+        if let Some(v) = &video {
+            print_video(v);
+        }
     }
     Ok(())
 }

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use facet::Facet;
-use link_session::{FrameFlags, Host, HostConfig, HostEvent};
+use link_session::{BweConfig, FrameFlags, Host, HostConfig, HostEvent};
 use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
 use tokio::sync::{Notify, mpsc};
 
-use crate::capture::{self, FrameHeader, Source};
+use crate::capture::{self, FrameHeader};
 use crate::report::Quantiles;
 use crate::util::{now_us, read_psk};
 use crate::video::{self, Codec, VideoHeader};
@@ -48,11 +48,13 @@ pub struct HostArgs {
     /// Where frames come from: testsrc[:WxH@FPS] or y4m:FILE.
     #[arg(long, value_name = "SPEC", default_value = "testsrc")]
     pub source: String,
-    /// Encoder bitrate in bit/s (until the session reports a target).
+    /// Encoder bitrate in bit/s: the start, and the most the encoder uses
+    /// whatever the viewers' targets.
     #[arg(long, value_name = "BPS", default_value_t = 4_000_000,
           value_parser = clap::value_parser!(u64).range(10_000..=1_000_000_000))]
     pub bitrate: u64,
-    /// The encoder's bitrate never goes below this, whatever the viewers' targets.
+    /// The encoder's bitrate never goes below this, whatever the viewers'
+    /// targets: a viewer whose path carries less skips to keyframes.
     #[arg(long, value_name = "BPS", default_value_t = 300_000,
           value_parser = clap::value_parser!(u64).range(10_000..=1_000_000_000))]
     pub min_bitrate: u64,
@@ -231,13 +233,15 @@ impl Hub {
     }
 
     // r[impl cli.host.bitrate]
-    /// The encoder's bitrate: the lowest viewer target, at least `floor`.
+    /// The encoder's bitrate: the lowest viewer target, at most
+    /// `--bitrate`, at least `floor`.
     fn target(&self, floor: u64) -> u64 {
         let v = lock(&self.viewers);
         v.iter()
             .map(|v| v.info.target_bps.load(Relaxed))
             .min()
             .unwrap_or(self.bitrate)
+            .min(self.bitrate)
             .max(floor)
     }
 
@@ -322,6 +326,7 @@ async fn serve_viewer<L>(
         return;
     }
     let (info, mut queue) = hub.register();
+    info.target_bps.store(host.target_bitrate(), Relaxed);
     eprintln!(
         "linkstream host: viewer {} joined over {transport} from {peer}",
         info.id
@@ -330,6 +335,11 @@ async fn serve_viewer<L>(
     let send = async {
         let mut end = String::from("host stopped");
         while let Some(f) = queue.recv().await {
+            if hub.stopping.load(Relaxed) {
+                // Stopping: the frames still queued are not sent; the Bye
+                // goes out at once.
+                break;
+            }
             let flags = if f.header.keyframe {
                 FrameFlags::KEYFRAME
             } else {
@@ -367,6 +377,8 @@ async fn serve_viewer<L>(
                     }
                 }
                 Ok(Some(HostEvent::KeyframeRequest { .. })) => request_key(&info),
+                // The session's estimate of what this viewer's path carries.
+                Ok(Some(HostEvent::TargetBitrate { bps })) => info.target_bps.store(bps, Relaxed),
                 Ok(Some(_)) => {}
                 Ok(None) => break "viewer closed".to_string(),
                 Err(e) => break format!("viewer gone: {e}"),
@@ -469,8 +481,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         }
     };
     // Open the source here too: a bad file is refused before anything starts.
-    let source = Source::open(&args.source)?;
-    let (width, height, fps) = source.geometry();
+    let source = capture::open_source(&args.source)?;
+    let (width, height, fps) = (source.width(), source.height(), source.fps() as f64);
     let frame_len = source.frame_len();
     drop(source);
 
@@ -496,7 +508,15 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         Some(addr) => {
             let (options, notes) = crate::web_assets::server_options(&tls_choice, addr)?;
             let tls = options.tls.is_some();
-            let server = link_ws::WsServer::bind_with(addr, link_ws::WsConfig::default(), options)
+            // Few frames may wait in a viewer's WebSocket write queue: a
+            // viewer that drains slower than the stream then backs up into
+            // its own bounded queue, where it skips to the next keyframe,
+            // instead of buffering seconds of video.
+            let config = link_ws::WsConfig {
+                queue: 4,
+                ..Default::default()
+            };
+            let server = link_ws::WsServer::bind_with(addr, config, options)
                 .await
                 .map_err(|e| format!("WebSocket {addr}: {e}"))?;
             for n in notes {
@@ -521,6 +541,11 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         parity_pct: args.parity,
         adaptive_parity: true,
         max_frame: 4 << 20,
+        bwe: BweConfig {
+            start_bps: args.bitrate,
+            min_bps: args.min_bitrate.min(500_000),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let key_hint = if psk.is_some() {
@@ -953,6 +978,9 @@ mod tests {
         a.target_bps.store(3_000_000, Relaxed);
         b.target_bps.store(2_000_000, Relaxed);
         assert_eq!(hub.target(300_000), 2_000_000);
+        a.target_bps.store(9_000_000, Relaxed);
+        b.target_bps.store(8_000_000, Relaxed);
+        assert_eq!(hub.target(300_000), 4_000_000, "never above --bitrate");
         b.target_bps.store(100_000, Relaxed);
         assert_eq!(hub.target(300_000), 300_000, "never below the floor");
     }

@@ -44,6 +44,11 @@ impl std::error::Error for ShmError {
     }
 }
 
-pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> ShmError {
-    move |source| ShmError::Io { op, source }
+impl link_types::FromIoFailure for ShmError {
+    fn from_io_failure(op: &'static str, source: std::io::Error) -> Self {
+        ShmError::Io { op, source }
+    }
 }
+
+/// `map_err(io("what was being done"))`, the helper every link crate shares.
+pub(crate) use link_types::io_failed as io;

@@ -11,6 +11,7 @@
 //! socket path) or [`ShmLink::spawn`] / [`ShmLink::from_parent`] (a child
 //! that inherits its end); [`ShmLink::pair`] makes both ends in one process.
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("link-shm needs Linux (memfd, eventfd)");
@@ -18,12 +19,22 @@ compile_error!("link-shm needs Linux (memfd, eventfd)");
 mod connect;
 mod error;
 #[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
 pub mod hostile;
 mod link;
 mod region;
 mod ring;
 mod stats;
 mod sys;
+
+/// The system-call helpers under the link, for the benchmarks' bare
+/// baselines (feature `bench`; not an API).
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::sys::Mapping;
+}
 
 use std::time::Duration;
 

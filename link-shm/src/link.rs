@@ -3,7 +3,7 @@
 
 use std::future::poll_fn;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use link_types::{
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 
-use crate::region::{Class, Geometry, INLINE_MAX, Layout, Memory, Region, WRITER_SLEEPING};
+use crate::region::{Class, Geometry, INLINE_MAX, Layout, Memory, Region};
 use crate::ring::{self, CLOSED, Fault, GONE, Msg, OPEN, Place, RingRx, RingTx};
 use crate::stats::{Counters, ShmStatsHandle};
 use crate::sys::{self, Mapping};
@@ -237,8 +237,54 @@ impl Spin {
     }
 }
 
+/// A half that can sleep on its eventfd until the other side wakes it.
+trait Sleeper {
+    /// The flag in shared memory that tells the other side this half may
+    /// be asleep (and must be signalled).
+    fn sleep_flag(&self) -> &AtomicU32;
+    /// The eventfd the other side signals.
+    fn waker_fd(&self) -> &AsyncFd<Arc<OwnedFd>>;
+    /// Whether what this half waits for may have arrived (then it must not
+    /// sleep), or the link failed.
+    fn can_proceed(&mut self) -> Result<bool, LinkError>;
+}
+
+// r[impl shm.wake]
+/// The one sleep protocol of both halves: raise the sleep flag, fence,
+/// check again, and only then wait for the eventfd; drain it, lower the
+/// flag. The other side stores (an entry, a released slot, a state), fences
+/// and then reads the flag, so of the two one always sees the other: either
+/// this recheck sees the store, or the other side sees the flag and signals.
+///
+/// `Ready(Ok(()))`: look again (the recheck passed or a signal came).
+/// `Pending`: asleep, the flag raised, the task registered on the eventfd.
+fn sleep(s: &mut impl Sleeper, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
+    s.sleep_flag().store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    match s.can_proceed() {
+        Ok(false) => {}
+        done => {
+            s.sleep_flag().store(0, Ordering::Relaxed);
+            return Poll::Ready(done.map(|_| ()));
+        }
+    }
+    match s.waker_fd().poll_read_ready(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(mut guard)) => {
+            let _ = sys::eventfd_drain(guard.get_inner());
+            guard.clear_ready();
+            s.sleep_flag().store(0, Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => {
+            s.sleep_flag().store(0, Ordering::Relaxed);
+            Poll::Ready(Err(LinkError::Io(Arc::new(e))))
+        }
+    }
+}
+
 fn corrupt(c: &Counters, Fault(what): Fault) -> LinkError {
-    Counters::add(&c.validation_failures, 1);
+    c.validation_failures.add(1);
     tracing::warn!("shared memory: {what}");
     LinkError::protocol(format!("shared memory corrupted by the peer: {what}"))
 }
@@ -311,46 +357,26 @@ impl ShmTx {
             }
             if !*waited {
                 *waited = true;
-                Counters::bump(&self.shared.counters.reserve_waits, 1);
+                self.shared.counters.reserve_waits.bump(1);
             }
-            // r[impl shm.wake]
             if spin.again() {
                 continue;
             }
-            let region = self.ring.region().clone();
-            let sleeping = region.control(self.ring.dir(), WRITER_SLEEPING);
-            sleeping.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if let Some(i) = self
-                .try_reserve()
-                .inspect_err(|_| sleeping.store(0, Ordering::Relaxed))?
-            {
-                sleeping.store(0, Ordering::Relaxed);
-                return Poll::Ready(Ok(i));
-            }
-            match self.space_wait.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(mut guard)) => {
-                    let _ = sys::eventfd_drain(guard.get_inner());
-                    guard.clear_ready();
-                    sleeping.store(0, Ordering::Relaxed);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(LinkError::Io(Arc::new(e)))),
+            if sleep(self, cx)?.is_pending() {
+                return Poll::Pending;
             }
         }
     }
 
     fn publish(&mut self, place: Place, len: usize) {
         let c = &self.shared.counters;
-        Counters::bump(
-            match place {
-                Place::Inline => &c.tx_inline,
-                Place::Slot(Class::Small, _) => &c.tx_small,
-                Place::Slot(Class::Large, _) => &c.tx_large,
-            },
-            1,
-        );
-        Counters::bump(&c.tx_bytes, len as u64);
+        match place {
+            Place::Inline => &c.tx_inline,
+            Place::Slot(Class::Small, _) => &c.tx_small,
+            Place::Slot(Class::Large, _) => &c.tx_large,
+        }
+        .bump(1);
+        c.tx_bytes.bump(len as u64);
         if self.ring.publish(place, len) {
             self.signal_reader();
         }
@@ -358,7 +384,7 @@ impl ShmTx {
 
     fn signal_reader(&self) {
         sys::eventfd_signal(&self.data_signal);
-        Counters::add(&self.shared.counters.wakeups_sent, 1);
+        self.shared.counters.wakeups_sent.add(1);
     }
 
     fn set_state(&self, state: u32) {
@@ -370,6 +396,20 @@ impl ShmTx {
     /// The link's counters.
     pub fn stats(&self) -> ShmStatsHandle {
         ShmStatsHandle(self.shared.counters.clone())
+    }
+}
+
+impl Sleeper for ShmTx {
+    fn sleep_flag(&self) -> &AtomicU32 {
+        self.ring.sleep_flag()
+    }
+
+    fn waker_fd(&self) -> &AsyncFd<Arc<OwnedFd>> {
+        &self.space_wait
+    }
+
+    fn can_proceed(&mut self) -> Result<bool, LinkError> {
+        self.try_reserve().map(|slot| slot.is_some())
     }
 }
 
@@ -525,7 +565,7 @@ struct Leases {
 impl Leases {
     fn signal_writer(&self) {
         sys::eventfd_signal(&self.space_signal);
-        Counters::add(&self.shared.counters.wakeups_sent, 1);
+        self.shared.counters.wakeups_sent.add(1);
     }
 }
 
@@ -593,11 +633,11 @@ impl ShmRx {
         let len = msg.len();
         let backing = match msg {
             Msg::Inline(bytes) => {
-                Counters::bump(&c.rx_inline, 1);
+                c.rx_inline.bump(1);
                 Backing::boxed(bytes)
             }
             Msg::Slot { class, index, len } => {
-                Counters::bump(&c.rx_zero_copy, 1);
+                c.rx_zero_copy.bump(1);
                 let token = LeaseToken {
                     a: (class as u64) << 32 | index as u64,
                     b: len as u64,
@@ -605,7 +645,7 @@ impl ShmRx {
                 Backing::lease(self.leases.clone(), token)
             }
         };
-        Counters::bump(&c.rx_bytes, len as u64);
+        c.rx_bytes.bump(len as u64);
         if wake {
             self.leases.signal_writer();
         }
@@ -636,7 +676,6 @@ impl ShmRx {
     // r[impl link.recv.cancel]
     // r[impl link.close.sticky]
     // r[impl link.error.sticky]
-    // r[impl shm.wake]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Backing>, LinkError>> {
         if let Some(end) = &self.end {
             return Poll::Ready(end.clone().map(|()| None));
@@ -666,23 +705,24 @@ impl ShmRx {
             if spin.again() {
                 continue;
             }
-            let sleeping = self.ring.sleep_flag();
-            sleeping.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if self.ring.ready() || self.writer_end().is_some() {
-                self.ring.sleep_flag().store(0, Ordering::Relaxed);
-                continue;
-            }
-            match self.data_wait.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(mut guard)) => {
-                    let _ = sys::eventfd_drain(guard.get_inner());
-                    guard.clear_ready();
-                    self.ring.sleep_flag().store(0, Ordering::Relaxed);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(LinkError::Io(Arc::new(e)))),
+            if sleep(self, cx)?.is_pending() {
+                return Poll::Pending;
             }
         }
+    }
+}
+
+impl Sleeper for ShmRx {
+    fn sleep_flag(&self) -> &AtomicU32 {
+        self.ring.sleep_flag()
+    }
+
+    fn waker_fd(&self) -> &AsyncFd<Arc<OwnedFd>> {
+        &self.data_wait
+    }
+
+    fn can_proceed(&mut self) -> Result<bool, LinkError> {
+        Ok(self.ring.ready() || self.writer_end().is_some())
     }
 }
 

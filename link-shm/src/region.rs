@@ -32,6 +32,21 @@ pub(crate) const INLINE_MAX: usize = ENTRY - 16;
 /// The class word of an entry whose payload is inline.
 pub(crate) const INLINE: u32 = u32::MAX;
 const HEADER: usize = 256;
+/// Byte offsets of the header's words (each a `u32`; the magic is a `u64`
+/// written as two words, low then high).
+mod header {
+    pub(super) const MAGIC_LO: usize = 0;
+    pub(super) const MAGIC_HI: usize = 4;
+    pub(super) const VERSION: usize = 8;
+    pub(super) const SMALL_SIZE: usize = 12;
+    pub(super) const SMALL_COUNT: usize = 16;
+    pub(super) const LARGE_SIZE: usize = 20;
+    pub(super) const LARGE_COUNT: usize = 24;
+    pub(super) const RING_LEN: usize = 28;
+    /// End of the words: all lie within the header.
+    pub(super) const END: usize = 32;
+}
+const _: () = assert!(header::END <= HEADER);
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 
@@ -222,19 +237,21 @@ impl Region {
         let r = Region { mem, layout };
         let g = layout.geo;
         let words: [(usize, u32); 6] = [
-            (8, VERSION),
-            (12, g.small_size as u32),
-            (16, g.small_count as u32),
-            (20, g.large_size as u32),
-            (24, g.large_count as u32),
-            (28, layout.ring_len as u32),
+            (header::VERSION, VERSION),
+            (header::SMALL_SIZE, g.small_size as u32),
+            (header::SMALL_COUNT, g.small_count as u32),
+            (header::LARGE_SIZE, g.large_size as u32),
+            (header::LARGE_COUNT, g.large_count as u32),
+            (header::RING_LEN, layout.ring_len as u32),
         ];
         for (off, v) in words {
             r.word(off).store(v, std::sync::atomic::Ordering::Relaxed);
         }
-        r.word(0)
+        // The magic last, the high word with Release: a reader that sees it
+        // sees the words above.
+        r.word(header::MAGIC_LO)
             .store(MAGIC as u32, std::sync::atomic::Ordering::Relaxed);
-        r.word(4)
+        r.word(header::MAGIC_HI)
             .store((MAGIC >> 32) as u32, std::sync::atomic::Ordering::Release);
         Arc::new(r)
     }
@@ -246,24 +263,26 @@ impl Region {
             return Err("segment shorter than its header".into());
         }
         let r = |off: usize| {
-            // SAFETY: `off + 4 <= HEADER <= map.len()` and `off` is 4-aligned.
+            // SAFETY: every `off` passed is a `header::` offset, 4-aligned
+            // with `off + 4 <= header::END <= HEADER <= map.len()`.
             unsafe { word_at(map.ptr(), off) }.load(std::sync::atomic::Ordering::Acquire)
         };
-        let magic = r(0) as u64 | (r(4) as u64) << 32;
+        let magic = r(header::MAGIC_LO) as u64 | (r(header::MAGIC_HI) as u64) << 32;
         if magic != MAGIC {
             return Err(format!("bad magic {magic:#x}"));
         }
-        if r(8) != VERSION {
-            return Err(format!("segment version {} (this is {VERSION})", r(8)));
+        let version = r(header::VERSION);
+        if version != VERSION {
+            return Err(format!("segment version {version} (this is {VERSION})"));
         }
         let geo = Geometry {
-            small_size: r(12) as usize,
-            small_count: r(16) as usize,
-            large_size: r(20) as usize,
-            large_count: r(24) as usize,
+            small_size: r(header::SMALL_SIZE) as usize,
+            small_count: r(header::SMALL_COUNT) as usize,
+            large_size: r(header::LARGE_SIZE) as usize,
+            large_count: r(header::LARGE_COUNT) as usize,
         };
         let layout = Layout::new(geo)?;
-        if layout.ring_len != r(28) as usize {
+        if layout.ring_len != r(header::RING_LEN) as usize {
             return Err("ring length does not match the slot counts".into());
         }
         if layout.total > map.len() {

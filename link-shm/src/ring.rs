@@ -137,11 +137,6 @@ impl RingTx {
         &self.ring.region
     }
 
-    /// The direction this end writes.
-    pub(crate) fn dir(&self) -> usize {
-        self.ring.dir
-    }
-
     // r[impl shm.validate]
     /// The reader's state: `OPEN` or `GONE`.
     pub(crate) fn reader_state(&self) -> Result<u32, Fault> {
@@ -246,6 +241,11 @@ impl RingTx {
             .control(self.ring.dir, READER_SLEEPING)
             .load(Ordering::Relaxed)
             != 0
+    }
+
+    /// The flag this writer raises before it sleeps waiting for room.
+    pub(crate) fn sleep_flag(&self) -> &AtomicU32 {
+        self.ring.region.control(self.ring.dir, WRITER_SLEEPING)
     }
 
     /// Set this direction's writer state (`CLOSED`, `GONE`).

@@ -1,36 +1,36 @@
 //! Counters of a shared-memory link end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub tx_bytes: AtomicU64,
-    pub tx_small: AtomicU64,
-    pub tx_large: AtomicU64,
-    pub tx_inline: AtomicU64,
-    pub rx_inline: AtomicU64,
-    pub rx_zero_copy: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub reserve_waits: AtomicU64,
-    pub wakeups_sent: AtomicU64,
-    pub validation_failures: AtomicU64,
-}
-
-impl Counters {
-    /// Add to a counter that more than one thread may write (wake-ups,
-    /// validation failures).
-    #[inline]
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Relaxed);
-    }
-
-    /// Add to a counter that only one half writes (`tx_*` by the sending
-    /// half, `rx_*` by the receiving half): a plain load and store, no
-    /// read-modify-write on the hot path.
-    #[inline]
-    pub fn bump(c: &AtomicU64, n: u64) {
-        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+link_types::counters! {
+    /// The raw counters at one moment (the public [`ShmStats`] adds the
+    /// totals derived from them).
+    pub(crate) struct Raw;
+    /// The live counters of one link end. Each `tx_*` is written only by
+    /// the sending half and each `rx_*` only by the receiving half (so they
+    /// count with [`Counter::bump`](link_types::Counter::bump)); wake-ups
+    /// and validation failures may come from any thread (so with `add`).
+    pub(crate) struct Counters {
+        /// Payload bytes committed.
+        tx_bytes,
+        /// Messages sent in a small slot.
+        tx_small,
+        /// Messages sent in a large slot.
+        tx_large,
+        /// Messages sent inside their ring entry.
+        tx_inline,
+        /// Messages received copied out of their ring entry.
+        rx_inline,
+        /// Messages received leased in place.
+        rx_zero_copy,
+        /// Payload bytes received.
+        rx_bytes,
+        /// `reserve` calls that had to wait for space.
+        reserve_waits,
+        /// Wake-ups sent to a sleeping peer.
+        wakeups_sent,
+        /// Words from shared memory that failed validation.
+        validation_failures,
     }
 }
 
@@ -71,28 +71,22 @@ pub struct ShmStats {
 impl ShmStatsHandle {
     /// Read every counter.
     pub fn snapshot(&self) -> ShmStats {
-        let c = &self.0;
+        let r = self.0.snapshot();
         // Message totals are the sums of their kinds (one counter fewer to
         // bump per message).
-        let (tx_small, tx_large, tx_inline) = (
-            c.tx_small.load(Relaxed),
-            c.tx_large.load(Relaxed),
-            c.tx_inline.load(Relaxed),
-        );
-        let (rx_inline, rx_zero_copy) = (c.rx_inline.load(Relaxed), c.rx_zero_copy.load(Relaxed));
         ShmStats {
-            tx_messages: tx_small + tx_large + tx_inline,
-            tx_bytes: c.tx_bytes.load(Relaxed),
-            tx_small,
-            tx_large,
-            tx_inline,
-            rx_messages: rx_inline + rx_zero_copy,
-            rx_inline,
-            rx_zero_copy,
-            rx_bytes: c.rx_bytes.load(Relaxed),
-            reserve_waits: c.reserve_waits.load(Relaxed),
-            wakeups_sent: c.wakeups_sent.load(Relaxed),
-            validation_failures: c.validation_failures.load(Relaxed),
+            tx_messages: r.tx_small + r.tx_large + r.tx_inline,
+            tx_bytes: r.tx_bytes,
+            tx_small: r.tx_small,
+            tx_large: r.tx_large,
+            tx_inline: r.tx_inline,
+            rx_messages: r.rx_inline + r.rx_zero_copy,
+            rx_inline: r.rx_inline,
+            rx_zero_copy: r.rx_zero_copy,
+            rx_bytes: r.rx_bytes,
+            reserve_waits: r.reserve_waits,
+            wakeups_sent: r.wakeups_sent,
+            validation_failures: r.validation_failures,
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The system calls under the shared-memory link: a memfd segment mapped
-//! into memory, and eventfds for wake-ups. The only `unsafe` outside
-//! `region.rs`.
+//! into memory, eventfds for wake-ups, and descriptor passing over a Unix
+//! socket. The crate's other `unsafe` is in `region.rs` (typed access to the
+//! segment), `ring.rs` (entry and slot bytes at checked offsets) and
+//! `link.rs` (a write slot's and a lease's bytes as slices); every block
+//! carries its `SAFETY` argument.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// A shared mapping of a memory file, unmapped on drop.
-pub(crate) struct Mapping {
+pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -22,7 +25,7 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Create an anonymous memory file of `len` bytes and map it.
-    pub(crate) fn create(len: usize) -> io::Result<(Mapping, OwnedFd)> {
+    pub fn create(len: usize) -> io::Result<(Mapping, OwnedFd)> {
         let name = c"linkstream-shm";
         // SAFETY: `name` is a valid NUL-terminated string; flags are valid.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -41,7 +44,7 @@ impl Mapping {
 
     /// Map `len` bytes of the memory file `fd`, which must be at least that
     /// long (checked with fstat: a peer could hand us a short file).
-    pub(crate) fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    pub fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
         // SAFETY: an all-zero `stat` is a valid out-parameter for fstat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: `fd` is open; `st` is a valid out-pointer.
@@ -75,11 +78,14 @@ impl Mapping {
         })
     }
 
-    pub(crate) fn ptr(&self) -> NonNull<u8> {
+    /// The first byte of the mapping.
+    pub fn ptr(&self) -> NonNull<u8> {
         self.ptr
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Bytes mapped (never zero: `map` refuses an empty mapping).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
         self.len
     }
 

@@ -1,13 +1,13 @@
 //! [`Backing`]: the bytes of one received message.
 
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 /// Takes back a pooled buffer when the [`Backing`] that held it is dropped.
 ///
-/// Implemented by links that receive into reusable buffers (the in-memory
-/// link, UDP's receive ring), so that the steady state allocates nothing per
+/// Implemented by links that receive into reusable `Vec`s, one per message
+/// (the in-memory link), so that the steady state allocates nothing per
 /// message.
 pub trait Recycle: Send + Sync + 'static {
     /// Return `buf` to the pool. Called exactly once per pooled `Backing`,
@@ -15,8 +15,8 @@ pub trait Recycle: Send + Sync + 'static {
     fn recycle(&self, buf: Vec<u8>);
 }
 
-/// Transport memory that a [`Backing`] borrows by token: a shared-memory slot,
-/// a region of a mapped ring.
+/// Transport memory that a [`Backing`] borrows by token: a shared-memory slot
+/// (the shared-memory link), a region of a mapped ring.
 ///
 /// The owner must keep the bytes of a token valid and unchanged from the
 /// moment it hands out a `Backing` for it until [`LeaseOwner::release`] is
@@ -49,7 +49,13 @@ enum Inner {
         owner: Arc<dyn LeaseOwner>,
         token: LeaseToken,
     },
-    Owned(Box<dyn AsRef<[u8]> + Send + Sync>),
+    Shared {
+        buf: Arc<[u8]>,
+        /// Checked against `buf` when the backing was made; the length of
+        /// an `Arc<[u8]>` never changes, so it stays in bounds.
+        start: usize,
+        end: usize,
+    },
     #[cfg(feature = "bytes")]
     Bytes(bytes::Bytes),
 }
@@ -57,10 +63,20 @@ enum Inner {
 // r[impl link.backing.lifetime]
 /// Owns the bytes of one received message until it is dropped.
 ///
-/// A `Backing` is either a boxed buffer, a pooled buffer that goes back to
-/// its pool on drop, or a lease on transport memory (a shared-memory slot)
-/// that is released on drop. It is cheap to move, derefs to `[u8]`, and stays
-/// valid whatever happens to the link it came from.
+/// A `Backing` is one of five kinds:
+/// - **boxed** ([`Backing::boxed`]): a plain heap buffer;
+/// - **pooled** ([`Backing::pooled`]): a `Vec` that goes back to its
+///   [`Recycle`] pool on drop (the in-memory link);
+/// - **lease** ([`Backing::lease`]): a token on transport memory that a
+///   [`LeaseOwner`] releases on drop (a shared-memory slot);
+/// - **shared slice** ([`Backing::shared_slice`]): a range of a
+///   reference-counted buffer that holds several messages (a UDP receive
+///   slab: the slab is reused once its last datagram is dropped);
+/// - **bytes** ([`Backing::from_bytes`], feature `bytes`): a `bytes::Bytes`
+///   from a framing library (the native WebSocket link).
+///
+/// It is cheap to move, derefs to `[u8]`, and stays valid whatever happens
+/// to the link it came from.
 pub struct Backing {
     inner: Inner,
 }
@@ -92,14 +108,22 @@ impl Backing {
         }
     }
 
-    /// A backing that owns any buffer type that can lend its bytes (a
-    /// reference-counted `bytes::Bytes` from a framing library, say), so a
-    /// link can hand it on without copying the payload.
+    /// A backing that holds the bytes `range` of `buf`, a buffer shared by
+    /// several messages, and keeps `buf` alive until dropped. `None` when
+    /// `range` does not lie within `buf`: the range is checked here, once,
+    /// never when the bytes are read.
     #[inline]
-    pub fn owned(buf: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
-        Backing {
-            inner: Inner::Owned(Box::new(buf)),
+    pub fn shared_slice(buf: Arc<[u8]>, range: Range<usize>) -> Option<Self> {
+        if range.start > range.end || range.end > buf.len() {
+            return None;
         }
+        Some(Backing {
+            inner: Inner::Shared {
+                buf,
+                start: range.start,
+                end: range.end,
+            },
+        })
     }
 
     /// A backing that holds a `bytes::Bytes` (feature `bytes`): no copy, no
@@ -119,7 +143,7 @@ impl Backing {
             Inner::Boxed(b) => b,
             Inner::Pooled { buf, .. } => buf,
             Inner::Lease { owner, token } => owner.bytes(*token),
-            Inner::Owned(b) => (**b).as_ref(),
+            Inner::Shared { buf, start, end } => &buf[*start..*end],
             #[cfg(feature = "bytes")]
             Inner::Bytes(b) => b,
         }
@@ -145,7 +169,7 @@ impl Backing {
             // caller asked to own it.
             Inner::Pooled { buf, .. } => std::mem::take(buf),
             Inner::Lease { owner, token } => owner.bytes(*token).to_vec(),
-            Inner::Owned(b) => (**b).as_ref().to_vec(),
+            Inner::Shared { buf, start, end } => buf[*start..*end].to_vec(),
             #[cfg(feature = "bytes")]
             Inner::Bytes(b) => Vec::from(std::mem::take(b)),
         }
@@ -164,7 +188,7 @@ impl Drop for Backing {
                 }
             }
             Inner::Lease { owner, token } => owner.release(*token),
-            Inner::Owned(_) => {}
+            Inner::Shared { .. } => {}
             #[cfg(feature = "bytes")]
             Inner::Bytes(_) => {}
         }
@@ -204,7 +228,7 @@ impl fmt::Debug for Backing {
             Inner::Boxed(_) => "boxed",
             Inner::Pooled { .. } => "pooled",
             Inner::Lease { .. } => "lease",
-            Inner::Owned(_) => "owned",
+            Inner::Shared { .. } => "shared slice",
             #[cfg(feature = "bytes")]
             Inner::Bytes(_) => "bytes",
         };
@@ -277,6 +301,30 @@ mod tests {
         drop(b);
         assert_eq!(owner.released.load(Ordering::SeqCst), 1);
         assert_eq!(&*copy, &[2, 3, 4]);
+    }
+
+    // r[verify link.backing.lifetime]
+    #[test]
+    fn shared_slice_checks_its_range_and_holds_the_buffer_until_dropped() {
+        let buf: Arc<[u8]> = (0u8..10).collect::<Vec<_>>().into();
+        assert!(Backing::shared_slice(buf.clone(), 8..11).is_none());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = Backing::shared_slice(buf.clone(), 5..4);
+        assert!(reversed.is_none());
+        let b = Backing::shared_slice(buf.clone(), 7..10).expect("in range");
+        let mut buf = buf;
+        assert!(
+            Arc::get_mut(&mut buf).is_none(),
+            "the slice holds the buffer"
+        );
+        assert_eq!(&*b, &[7, 8, 9]);
+        assert_eq!(b.into_vec(), vec![7, 8, 9]);
+        assert!(
+            Arc::get_mut(&mut buf).is_some(),
+            "dropping the slice frees it"
+        );
+        let empty = Backing::shared_slice(buf, 10..10).expect("empty range at the end");
+        assert!(empty.is_empty());
     }
 
     #[test]

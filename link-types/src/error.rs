@@ -76,3 +76,17 @@ impl From<std::io::Error> for LinkError {
         LinkError::Io(Arc::new(e))
     }
 }
+
+/// Setup errors with an `Io { op, source }` variant: a system call that
+/// failed while a link was being made (`op` says which, `source` is the OS
+/// error). Lets every crate share [`io_failed`].
+pub trait FromIoFailure {
+    /// The error for `op` failing with `source`.
+    fn from_io_failure(op: &'static str, source: std::io::Error) -> Self;
+}
+
+/// `result.map_err(io_failed("bind"))`: the I/O error, named by what was
+/// being done, as the crate's own setup error.
+pub fn io_failed<E: FromIoFailure>(op: &'static str) -> impl FnOnce(std::io::Error) -> E {
+    move |source| E::from_io_failure(op, source)
+}

@@ -44,6 +44,39 @@ pub struct FaultSpec {
     /// Extra delay drawn uniformly from `[0, jitter]` per message (reorders
     /// messages when larger than their spacing).
     pub jitter: Duration,
+    /// A bottleneck in front of the receiver: a link of limited rate with a
+    /// drop-tail queue and a propagation delay.
+    pub bottleneck: Option<Bottleneck>,
+}
+
+// r[impl faults.bottleneck]
+/// A bottleneck: messages leave its queue at `rate_bps` (in arrival
+/// order), a message that does not fit the queue's `queue_bytes` is
+/// dropped (counted in [`FaultStats::queue_dropped`]), and every message
+/// is delivered `delay` after it left the queue.
+///
+/// The queue runs on real time (when messages reach the wrapped link's
+/// receiving half), so unlike the drawn faults it depends on timing; with
+/// the same sender schedule it drops the same messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bottleneck {
+    /// Rate, bits per second (at least 1000).
+    pub rate_bps: u64,
+    /// Queue limit in bytes (messages waiting and the one leaving).
+    pub queue_bytes: usize,
+    /// Propagation delay after the queue.
+    pub delay: Duration,
+}
+
+impl Bottleneck {
+    /// A bottleneck of `rate_bps` whose queue holds `queue` at that rate.
+    pub fn new(rate_bps: u64, queue: Duration, delay: Duration) -> Self {
+        Bottleneck {
+            rate_bps,
+            queue_bytes: (rate_bps as f64 / 8.0 * queue.as_secs_f64()) as usize,
+            delay,
+        }
+    }
 }
 
 impl FaultSpec {
@@ -57,6 +90,7 @@ impl FaultSpec {
             max_hold: Duration::from_millis(20),
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
+            bottleneck: None,
         }
     }
 
@@ -71,7 +105,7 @@ impl FaultSpec {
     /// Whether messages may be lost (or duplicated, which also breaks
     /// exactly-once delivery).
     pub fn breaks_reliability(&self) -> bool {
-        self.loss > 0.0 || self.duplicate > 0.0
+        self.loss > 0.0 || self.duplicate > 0.0 || self.bottleneck.is_some()
     }
 
     /// Whether messages may arrive out of order.
@@ -92,6 +126,9 @@ impl FaultSpec {
         }
         if self.reorder > 0.0 && self.max_displacement == 0 {
             return Err(FaultConfigError::NoDisplacement);
+        }
+        if self.bottleneck.is_some_and(|b| b.rate_bps < 1000) {
+            return Err(FaultConfigError::BottleneckRate);
         }
         Ok(())
     }
@@ -122,6 +159,8 @@ pub enum FaultConfigError {
     },
     /// `reorder > 0` with `max_displacement == 0`.
     NoDisplacement,
+    /// A bottleneck slower than 1000 bit/s.
+    BottleneckRate,
 }
 
 impl fmt::Display for FaultConfigError {
@@ -136,6 +175,7 @@ impl fmt::Display for FaultConfigError {
             FaultConfigError::NoDisplacement => {
                 f.write_str("reorder probability is set but max_displacement is 0")
             }
+            FaultConfigError::BottleneckRate => f.write_str("bottleneck rate below 1000 bit/s"),
         }
     }
 }
@@ -157,6 +197,8 @@ pub struct FaultStats {
     pub delayed: u64,
     /// Messages handed to the caller.
     pub delivered: u64,
+    /// Messages dropped because the bottleneck's queue was full.
+    pub queue_dropped: u64,
 }
 
 #[derive(Default)]
@@ -167,6 +209,7 @@ struct Counters {
     reordered: AtomicU64,
     delayed: AtomicU64,
     delivered: AtomicU64,
+    queue_dropped: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -189,6 +232,7 @@ impl FaultStatsHandle {
             reordered: c.reordered.load(Ordering::Relaxed),
             delayed: c.delayed.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
+            queue_dropped: c.queue_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -346,6 +390,8 @@ impl<L: Link> Link for FaultLink<L> {
                 timed: Vec::new(),
                 arrivals: 0,
                 end: None,
+                queue: VecDeque::new(),
+                link_free: None,
             },
         )
     }
@@ -393,6 +439,9 @@ pub struct FaultRx<R> {
     timed: Vec<(Delay, u64, Backing)>,
     arrivals: u64,
     end: Option<Result<(), LinkError>>,
+    /// The bottleneck's queue: (departure, bytes).
+    queue: VecDeque<(std::time::Instant, usize)>,
+    link_free: Option<std::time::Instant>,
 }
 
 enum Event {
@@ -412,6 +461,37 @@ impl<R: LinkRx> FaultRx<R> {
         self.arrivals += 1;
         if fate.drop {
             bump(&c.dropped);
+            return;
+        }
+        if let Some(b) = self.spec.bottleneck {
+            // r[impl faults.bottleneck]
+            let now = std::time::Instant::now();
+            while self.queue.front().is_some_and(|&(d, _)| d <= now) {
+                self.queue.pop_front();
+            }
+            let queued: usize = self.queue.iter().map(|q| q.1).sum();
+            let size = msg.as_slice().len();
+            if queued + size > b.queue_bytes {
+                bump(&c.queue_dropped);
+                return;
+            }
+            let start = self.link_free.map_or(now, |f| f.max(now));
+            let departure =
+                start + Duration::from_nanos(size as u64 * 8 * 1_000_000_000 / b.rate_bps);
+            self.link_free = Some(departure);
+            self.queue.push_back((departure, size));
+            let fate = Fate {
+                delay: departure - now + b.delay + fate.delay,
+                ..fate
+            };
+            if fate.duplicate {
+                bump(&c.duplicated);
+                let copy = msg.to_boxed();
+                self.place(&fate, seq, msg);
+                self.place(&fate, seq, copy);
+            } else {
+                self.place(&fate, seq, msg);
+            }
             return;
         }
         if fate.duplicate {
@@ -549,5 +629,91 @@ impl<R: LinkRx> LinkRx for FaultRx<R> {
                 Event::Inner(Err(e)) => self.end = Some(Err(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LinkTxExt, MemoryConfig, memory_pair};
+
+    // r[verify faults.bottleneck]
+    #[test]
+    fn a_bottleneck_queues_drops_the_overflow_and_spaces_deliveries() {
+        futures::executor::block_on(async {
+            let (a, b) = memory_pair(MemoryConfig {
+                capacity: 256,
+                ..MemoryConfig::default()
+            });
+            // 8 Mbit/s = 1000 bytes per ms; 10 kB of queue.
+            let spec = FaultSpec {
+                bottleneck: Some(Bottleneck {
+                    rate_bps: 8_000_000,
+                    queue_bytes: 10_000,
+                    delay: Duration::from_millis(5),
+                }),
+                ..FaultSpec::none()
+            };
+            let b = wrap(b, spec, 1).unwrap();
+            assert!(!b.caps().reliable);
+            let stats = b.stats();
+            let (mut tx, _) = a.split();
+            let (_, mut rx) = b.split();
+            let msg = [7u8; 1000];
+            // A burst of 100 messages at once: about 10 fit.
+            for _ in 0..100 {
+                tx.send(&msg).await.unwrap();
+            }
+            tx.close().await.unwrap();
+            let start = std::time::Instant::now();
+            let mut got = 0;
+            while let Some(m) = rx.recv().await.unwrap() {
+                assert_eq!(m.as_slice(), &msg);
+                got += 1;
+            }
+            let took = start.elapsed();
+            let s = stats.snapshot();
+            assert_eq!(s.queue_dropped + got, 100);
+            assert!((10..=12).contains(&got), "{got} delivered: {s:?}");
+            // Ten 1 ms transmissions and 5 ms of propagation at least.
+            assert!(took >= Duration::from_millis(12), "{took:?}");
+        });
+    }
+
+    #[test]
+    fn a_bottleneck_carries_a_paced_sender_without_loss() {
+        futures::executor::block_on(async {
+            let (a, b) = memory_pair(MemoryConfig::default());
+            let spec = FaultSpec {
+                bottleneck: Some(Bottleneck::new(
+                    8_000_000,
+                    Duration::from_millis(5),
+                    Duration::ZERO,
+                )),
+                ..FaultSpec::none()
+            };
+            let b = wrap(b, spec, 1).unwrap();
+            let stats = b.stats();
+            let (mut tx, _) = a.split();
+            let (_, mut rx) = b.split();
+            let recv = async {
+                let mut n = 0;
+                while rx.recv().await.unwrap().is_some() {
+                    n += 1;
+                }
+                n
+            };
+            let send = async {
+                // 1000 bytes every 2 ms: half the rate.
+                for _ in 0..50 {
+                    tx.send(&[1u8; 1000]).await.unwrap();
+                    Delay::new(Duration::from_millis(2)).await;
+                }
+                tx.close().await.unwrap();
+            };
+            let (n, ()) = futures::join!(recv, send);
+            assert_eq!(n, 50);
+            assert_eq!(stats.snapshot().queue_dropped, 0);
+        });
     }
 }

@@ -15,6 +15,7 @@
 
 mod backing;
 mod caps;
+mod counters;
 mod error;
 pub mod fault;
 mod maybe;
@@ -23,8 +24,9 @@ mod traits;
 
 pub use backing::{Backing, LeaseOwner, LeaseToken, Recycle};
 pub use caps::LinkCaps;
-pub use error::LinkError;
-pub use fault::{FaultLink, FaultSpec, FaultStats, fault_pair};
+pub use counters::Counter;
+pub use error::{FromIoFailure, LinkError, io_failed};
+pub use fault::{Bottleneck, FaultLink, FaultSpec, FaultStats, fault_pair};
 pub use maybe::{MaybeSend, MaybeSendFuture, MaybeSync};
 pub use memory::{MemoryConfig, MemoryLink, memory_pair};
 pub use traits::{Link, LinkRx, LinkTx, LinkTxExt, LinkTxPermit, SplitLink, WriteSlot};

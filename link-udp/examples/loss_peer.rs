@@ -39,7 +39,8 @@ async fn send_bytes<T: LinkTx>(tx: &mut T, bytes: &[u8]) {
     tx.flush().await.expect("flush");
 }
 
-// r[verify udp.datagram.model]
+// Under real loss (scripts/netns-loss.sh) this checks udp.datagram.model;
+// the verify tag is on the loopback test in tests/udp.rs.
 async fn serve(bind: SocketAddr) -> Result<(), String> {
     let ep = UdpEndpoint::bind(bind, EndpointConfig::default()).map_err(|e| e.to_string())?;
     println!("serving on {}", ep.local_addr());
@@ -85,7 +86,8 @@ async fn serve(bind: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-// r[verify udp.send.batch]
+// Under real loss (scripts/netns-loss.sh) this checks udp.send.batch; the
+// verify tag is on the loopback test in tests/udp.rs.
 async fn client(
     bind: SocketAddr,
     server: SocketAddr,

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -18,72 +18,12 @@ use tokio::sync::Notify;
 
 use crate::config::EndpointConfig;
 use crate::error::UdpError;
-use crate::link::{RxSource, UdpLink, UdpRx};
-use crate::rx::Receiver;
+use crate::link::UdpLink;
+use crate::peer::{Offered, PeerQueue, lock};
+use crate::rx::{Receiver, ReceiverSetup, RxSource, Sources, UdpRx};
 use crate::socket::{SocketInfo, open};
-use crate::stats::{Counters, UdpStatsHandle, add};
-
-use crate::tx::UdpTx;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct PeerState {
-    msgs: VecDeque<Backing>,
-    /// Why the peer ended (idle timeout, endpoint shut down), once it did.
-    gone: Option<LinkError>,
-    receiver_alive: bool,
-    last_seen: Instant,
-}
-
-/// The datagrams waiting for one peer's link.
-pub(crate) struct PeerQueue {
-    state: Mutex<PeerState>,
-    waker: AtomicWaker,
-    capacity: usize,
-}
-
-impl PeerQueue {
-    fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(PeerQueue {
-            state: Mutex::new(PeerState {
-                msgs: VecDeque::new(),
-                gone: None,
-                receiver_alive: true,
-                last_seen: Instant::now(),
-            }),
-            waker: AtomicWaker::new(),
-            capacity,
-        })
-    }
-
-    pub(crate) async fn recv(&self) -> Result<Backing, LinkError> {
-        poll_fn(|cx| {
-            let mut st = lock(&self.state);
-            if let Some(m) = st.msgs.pop_front() {
-                return Poll::Ready(Ok(m));
-            }
-            if let Some(e) = &st.gone {
-                return Poll::Ready(Err(e.clone()));
-            }
-            self.waker.register(cx.waker());
-            Poll::Pending
-        })
-        .await
-    }
-
-    fn end(&self, why: LinkError) {
-        lock(&self.state).gone.get_or_insert(why);
-        self.waker.wake();
-    }
-
-    pub(crate) fn receiver_dropped(&self) {
-        let mut st = lock(&self.state);
-        st.receiver_alive = false;
-        st.msgs.clear();
-    }
-}
+use crate::stats::{Counters, UdpStatsHandle};
+use crate::tx::{TxSetup, UdpTx};
 
 /// Links of peers that appeared, waiting for `accept`.
 struct Accepted {
@@ -133,14 +73,14 @@ impl UdpEndpoint {
         let (socket, info) = open(local, None, &config.link)?;
         let socket = Arc::new(socket);
         let stats = Arc::new(Counters::default());
-        let receiver = Receiver::new(
-            socket.clone(),
-            info.max_payload,
-            info.gro,
-            config.link.recv_batch,
-            true,
-            stats.clone(),
-        );
+        let receiver = Receiver::new(ReceiverSetup {
+            socket: socket.clone(),
+            max_payload: info.max_payload,
+            gro: info.gro,
+            batch: config.link.recv_batch,
+            sources: Sources::Read,
+            stats: stats.clone(),
+        });
         let shared = Arc::new(Shared {
             socket,
             caps: LinkCaps::datagram(info.max_payload),
@@ -172,7 +112,7 @@ impl UdpEndpoint {
 
     /// The endpoint's counters (shared by all its links).
     pub fn stats(&self) -> UdpStatsHandle {
-        UdpStatsHandle(self.shared.stats.clone())
+        UdpStatsHandle::of(self.shared.stats.clone())
     }
 
     /// Number of peers currently known.
@@ -239,28 +179,23 @@ fn make_link(
     let cfg = &shared.config.link;
     let guard_tx: Arc<dyn Send + Sync> = guard.clone();
     let guard_rx: Arc<dyn Send + Sync> = guard.clone();
-    let tx = UdpTx::new(
-        shared.socket.clone(),
-        Some(peer.into()),
-        cfg.send_ring,
-        cfg.gso,
-        shared.caps,
-        shared.stats.clone(),
-        Some(guard_tx),
-    );
-    let rx = UdpRx {
-        source: RxSource::Peer(q),
+    let tx = UdpTx::new(TxSetup {
+        socket: shared.socket.clone(),
+        dest: Some(peer.into()),
+        ring: cfg.send_ring,
+        gso: cfg.gso,
         caps: shared.caps,
-        end: None,
-        _guard: Some(guard_rx),
-    };
-    UdpLink {
+        stats: shared.stats.clone(),
+        guard: Some(guard_tx),
+    });
+    let rx = UdpRx::new(RxSource::Peer(q), shared.caps, Some(guard_rx));
+    UdpLink::new(
         tx,
         rx,
-        info: shared.info,
+        shared.info,
         peer,
-        stats: UdpStatsHandle(shared.stats.clone()),
-    }
+        UdpStatsHandle::of(shared.stats.clone()),
+    )
 }
 
 // r[impl udp.endpoint.limit]
@@ -277,7 +212,7 @@ fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: 
                     || peers.len() >= shared.config.max_peers
                     || accepted.links.len() >= shared.config.accept_queue;
                 if refuse {
-                    add(&stats.rx_peer_refused, 1);
+                    stats.rx_peer_refused.add(1);
                     return;
                 }
                 let q = PeerQueue::new(shared.config.peer_queue);
@@ -291,16 +226,10 @@ fn dispatch(shared: &Arc<Shared>, guard: &Arc<TaskGuard>, msg: Backing, source: 
             }
         }
     };
-    let mut st = lock(&q.state);
-    st.last_seen = Instant::now();
-    if !st.receiver_alive {
-        add(&stats.rx_peer_gone, 1);
-    } else if st.msgs.len() >= q.capacity {
-        add(&stats.rx_peer_queue_full, 1);
-    } else {
-        st.msgs.push_back(msg);
-        drop(st);
-        q.waker.wake();
+    match q.offer(msg) {
+        Offered::Queued => {}
+        Offered::ReceiverGone => stats.rx_peer_gone.add(1),
+        Offered::QueueFull => stats.rx_peer_queue_full.add(1),
     }
 }
 
@@ -310,9 +239,9 @@ fn sweep(shared: &Shared, idle: Duration) {
     let now = Instant::now();
     let mut peers = lock(&shared.peers);
     peers.retain(|_, q| {
-        let expired = now.duration_since(lock(&q.state).last_seen) >= idle;
+        let expired = q.idle_for(idle, now);
         if expired {
-            add(&shared.stats.peers_expired, 1);
+            shared.stats.peers_expired.add(1);
             q.end(LinkError::PeerGone);
         }
         !expired
@@ -341,7 +270,7 @@ async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver
                 Ok((_, None)) => {
                     // A source address the kernel gave in a form we cannot
                     // read: no peer to give it to. Counted, never silent.
-                    add(&shared.stats.rx_peer_refused, 1);
+                    shared.stats.rx_peer_refused.add(1);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "UDP endpoint receive failed; ending all peer links");

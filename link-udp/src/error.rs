@@ -47,6 +47,11 @@ impl std::error::Error for UdpError {
     }
 }
 
-pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> UdpError {
-    move |source| UdpError::Io { op, source }
+impl link_types::FromIoFailure for UdpError {
+    fn from_io_failure(op: &'static str, source: std::io::Error) -> Self {
+        UdpError::Io { op, source }
+    }
 }
+
+/// `map_err(io("what was being done"))`, the helper every link crate shares.
+pub(crate) use link_types::io_failed as io;

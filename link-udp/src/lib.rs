@@ -17,6 +17,7 @@
 //!
 //! The rules are in `spec/udp.md`. Linux only.
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("link-udp uses sendmmsg, recvmmsg, UDP GSO and GRO: it supports Linux only");
@@ -25,6 +26,7 @@ mod config;
 mod endpoint;
 mod error;
 mod link;
+mod peer;
 mod rx;
 mod socket;
 mod stats;
@@ -34,7 +36,8 @@ mod tx;
 pub use config::{EndpointConfig, MAX_UDP_PAYLOAD, MTU1500_V4, MTU1500_V6, UdpConfig};
 pub use endpoint::UdpEndpoint;
 pub use error::UdpError;
-pub use link::{UdpLink, UdpRx};
+pub use link::UdpLink;
+pub use rx::UdpRx;
 pub use socket::SocketInfo;
 pub use stats::{UdpStats, UdpStatsHandle};
 pub use tx::{UdpPermit, UdpSlot, UdpTx};

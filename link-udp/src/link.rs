@@ -4,29 +4,46 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
-use link_types::{Backing, Link, LinkCaps, LinkError, LinkRx};
+use link_types::{Link, LinkCaps};
 
 use crate::config::UdpConfig;
-use crate::endpoint::PeerQueue;
 use crate::error::UdpError;
-use crate::rx::Receiver;
+use crate::rx::{Receiver, ReceiverSetup, RxSource, Sources, UdpRx};
 use crate::socket::{SocketInfo, adopt, open};
 use crate::stats::UdpStatsHandle;
-use crate::tx::{Guard, UdpTx};
+use crate::tx::{TxSetup, UdpTx};
 
 // r[impl udp.datagram.model]
 /// A UDP link to one peer: lossy, unordered datagrams, one message per
 /// datagram. Made by [`UdpLink::connect`] (its own connected socket) or by a
 /// [`UdpEndpoint`](crate::UdpEndpoint) (a shared socket).
 pub struct UdpLink {
-    pub(crate) tx: UdpTx,
-    pub(crate) rx: UdpRx,
-    pub(crate) info: SocketInfo,
-    pub(crate) peer: SocketAddr,
-    pub(crate) stats: UdpStatsHandle,
+    tx: UdpTx,
+    rx: UdpRx,
+    info: SocketInfo,
+    peer: SocketAddr,
+    stats: UdpStatsHandle,
 }
 
 impl UdpLink {
+    /// A link from its two halves (an endpoint's links share its socket and
+    /// counters).
+    pub(crate) fn new(
+        tx: UdpTx,
+        rx: UdpRx,
+        info: SocketInfo,
+        peer: SocketAddr,
+        stats: UdpStatsHandle,
+    ) -> Self {
+        UdpLink {
+            tx,
+            rx,
+            info,
+            peer,
+            stats,
+        }
+    }
+
     /// Bind `local` (port 0 for any), connect to `peer`, and make a link.
     /// Must be called inside a tokio runtime.
     pub fn connect(
@@ -59,35 +76,25 @@ impl UdpLink {
         let socket = Arc::new(socket);
         let stats = UdpStatsHandle::default();
         let caps = LinkCaps::datagram(info.max_payload);
-        let tx = UdpTx::new(
-            socket.clone(),
-            None,
-            config.send_ring,
-            config.gso,
+        let tx = UdpTx::new(TxSetup {
+            socket: socket.clone(),
+            dest: None,
+            ring: config.send_ring,
+            gso: config.gso,
             caps,
-            stats.0.clone(),
-            None,
-        );
-        let rx = UdpRx {
-            source: RxSource::Direct(Receiver::new(
-                socket,
-                info.max_payload,
-                info.gro,
-                config.recv_batch,
-                false,
-                stats.0.clone(),
-            )),
-            caps,
-            end: None,
-            _guard: None,
-        };
-        UdpLink {
-            tx,
-            rx,
-            info,
-            peer,
-            stats,
-        }
+            stats: stats.counters(),
+            guard: None,
+        });
+        let receiver = Receiver::new(ReceiverSetup {
+            socket,
+            max_payload: info.max_payload,
+            gro: info.gro,
+            batch: config.recv_batch,
+            sources: Sources::Connected,
+            stats: stats.counters(),
+        });
+        let rx = UdpRx::new(RxSource::Direct(receiver), caps, None);
+        UdpLink::new(tx, rx, info, peer, stats)
     }
 
     /// What the socket was granted.
@@ -131,58 +138,11 @@ impl Link for UdpLink {
 
     // r[impl link.caps]
     fn caps(&self) -> LinkCaps {
-        self.rx.caps
+        link_types::LinkRx::caps(&self.rx)
     }
 
     // r[impl link.split]
     fn split(self) -> (UdpTx, UdpRx) {
         (self.tx, self.rx)
-    }
-}
-
-pub(crate) enum RxSource {
-    Direct(Receiver),
-    Peer(Arc<PeerQueue>),
-}
-
-/// The receiving half of a UDP link.
-pub struct UdpRx {
-    pub(crate) source: RxSource,
-    pub(crate) caps: LinkCaps,
-    pub(crate) end: Option<LinkError>,
-    pub(crate) _guard: Guard,
-}
-
-impl LinkRx for UdpRx {
-    fn caps(&self) -> LinkCaps {
-        self.caps
-    }
-
-    // r[impl link.recv.cancel]
-    // r[impl link.error.sticky]
-    // r[impl link.backing.lifetime]
-    async fn recv(&mut self) -> Result<Option<Backing>, LinkError> {
-        if let Some(e) = &self.end {
-            return Err(e.clone());
-        }
-        let result = match &mut self.source {
-            RxSource::Direct(r) => r.next().await.map(|(b, _)| b),
-            RxSource::Peer(q) => q.recv().await,
-        };
-        match result {
-            Ok(b) => Ok(Some(b)),
-            Err(e) => {
-                self.end = Some(e.clone());
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Drop for UdpRx {
-    fn drop(&mut self) {
-        if let RxSource::Peer(q) = &self.source {
-            q.receiver_dropped();
-        }
     }
 }

@@ -1,6 +1,8 @@
-//! The receive path: `recvmmsg` into a reused ring of buffers, GRO
-//! super-datagrams split by their segment size, each datagram handed up as a
-//! `Backing` that leases its buffer.
+//! The receiving half: [`UdpRx`], fed either straight from its own socket
+//! by a [`Receiver`] or from an endpoint's [`PeerQueue`]; and the receive
+//! path itself: `recvmmsg` into a reused ring of slabs, GRO super-datagrams
+//! split by their segment size, each datagram handed up as a `Backing` that
+//! shares its slab.
 
 use std::collections::VecDeque;
 use std::io;
@@ -8,32 +10,101 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use link_types::{Backing, LeaseOwner, LeaseToken, LinkError};
+use link_types::{Backing, LinkCaps, LinkError, LinkRx};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::stats::{Counters, add, set_max};
+use crate::peer::PeerQueue;
+use crate::stats::Counters;
 use crate::sys::{self, MAX_BATCH, RecvMeta};
+use crate::tx::Guard;
 
-/// One receive slab: the buffers of one `recvmmsg` batch, contiguous. It is
-/// written only while the ring holds the sole reference (`Arc::get_mut`),
-/// and read through the `Backing`s that lease datagrams in it; it returns to
-/// the ring when the last of them is dropped.
-pub(crate) struct RecvBuf {
-    data: Box<[u8]>,
+/// Where a [`UdpRx`] takes its datagrams from.
+pub(crate) enum RxSource {
+    /// Its own connected socket.
+    Direct(Receiver),
+    /// The queue an endpoint's task fills for this peer.
+    Peer(Arc<PeerQueue>),
 }
 
-impl LeaseOwner for RecvBuf {
-    #[inline]
-    fn bytes(&self, token: LeaseToken) -> &[u8] {
-        let (start, len) = (token.a as usize, token.b as usize);
-        self.data.get(start..start + len).unwrap_or_default()
+/// The receiving half of a UDP link.
+pub struct UdpRx {
+    source: RxSource,
+    caps: LinkCaps,
+    end: Option<LinkError>,
+    _guard: Guard,
+}
+
+impl UdpRx {
+    /// A receiving half taking datagrams from `source`; `guard` keeps an
+    /// endpoint's task alive while this half exists.
+    pub(crate) fn new(source: RxSource, caps: LinkCaps, guard: Guard) -> Self {
+        UdpRx {
+            source,
+            caps,
+            end: None,
+            _guard: guard,
+        }
+    }
+}
+
+impl LinkRx for UdpRx {
+    fn caps(&self) -> LinkCaps {
+        self.caps
     }
 
-    fn release(&self, _token: LeaseToken) {
-        // The slab comes back to the ring when its last lease (an `Arc`
-        // clone) is dropped; nothing to do per datagram.
+    // r[impl link.recv.cancel]
+    // r[impl link.error.sticky]
+    // r[impl link.backing.lifetime]
+    async fn recv(&mut self) -> Result<Option<Backing>, LinkError> {
+        if let Some(e) = &self.end {
+            return Err(e.clone());
+        }
+        let result = match &mut self.source {
+            RxSource::Direct(r) => r.next().await.map(|(b, _)| b),
+            RxSource::Peer(q) => q.recv().await,
+        };
+        match result {
+            Ok(b) => Ok(Some(b)),
+            Err(e) => {
+                self.end = Some(e.clone());
+                Err(e)
+            }
+        }
     }
+}
+
+impl Drop for UdpRx {
+    fn drop(&mut self) {
+        if let RxSource::Peer(q) = &self.source {
+            q.receiver_dropped();
+        }
+    }
+}
+
+/// Whether a [`Receiver`] reads each datagram's source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sources {
+    /// A connected socket: every datagram comes from its one peer.
+    Connected,
+    /// An endpoint's unconnected socket: the source picks the peer.
+    Read,
+}
+
+/// How a [`Receiver`] is set up.
+pub(crate) struct ReceiverSetup {
+    /// The socket to read.
+    pub(crate) socket: Arc<UdpSocket>,
+    /// Datagrams above this are dropped and counted.
+    pub(crate) max_payload: usize,
+    /// Whether the socket has UDP GRO on.
+    pub(crate) gro: bool,
+    /// Buffers per `recvmmsg` asked for (capped, see [`Receiver::new`]).
+    pub(crate) batch: usize,
+    /// Whether source addresses are read.
+    pub(crate) sources: Sources,
+    /// Where drops and totals are counted.
+    pub(crate) stats: Arc<Counters>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,28 +125,31 @@ const INITIAL_SLABS: usize = 3;
 /// Receives datagrams from a socket in batches, into a ring of slabs.
 pub(crate) struct Receiver {
     socket: Arc<UdpSocket>,
-    slabs: Vec<Arc<RecvBuf>>,
+    /// The buffers of one `recvmmsg` batch each, contiguous. A slab is
+    /// written only while the ring holds its sole reference
+    /// (`Arc::get_mut`) and read through the `Backing`s that share it; it
+    /// is free again when the last of them is dropped.
+    slabs: Vec<Arc<[u8]>>,
     /// Bytes per datagram buffer within a slab.
     slot: usize,
     batch: usize,
     max_payload: usize,
     ready: VecDeque<Datagram>,
     meta: Vec<RecvMeta>,
-    /// Whether datagrams' source addresses are needed (an endpoint's
-    /// unconnected socket), or known (a connected socket).
-    want_source: bool,
+    sources: Sources,
     stats: Arc<Counters>,
 }
 
 impl Receiver {
-    pub(crate) fn new(
-        socket: Arc<UdpSocket>,
-        max_payload: usize,
-        gro: bool,
-        batch: usize,
-        want_source: bool,
-        stats: Arc<Counters>,
-    ) -> Self {
+    pub(crate) fn new(setup: ReceiverSetup) -> Self {
+        let ReceiverSetup {
+            socket,
+            max_payload,
+            gro,
+            batch,
+            sources,
+            stats,
+        } = setup;
         // A GRO buffer holds up to 64 KiB (dozens of datagrams). Filling 64
         // of them in one call would write 4 MiB, more than a core's L2: the
         // bytes would be out of cache again by the time they are handed up.
@@ -104,15 +178,13 @@ impl Receiver {
             max_payload,
             ready: VecDeque::with_capacity(batch * 64),
             meta: vec![RecvMeta::default(); batch],
-            want_source,
+            sources,
             stats,
         }
     }
 
-    fn slab(size: usize) -> Arc<RecvBuf> {
-        Arc::new(RecvBuf {
-            data: vec![0; size].into_boxed_slice(),
-        })
+    fn slab(size: usize) -> Arc<[u8]> {
+        vec![0; size].into()
     }
 
     /// The next datagram and its source. Cancel-safe: state changes only
@@ -120,12 +192,17 @@ impl Receiver {
     pub(crate) async fn next(&mut self) -> Result<(Backing, Option<SocketAddr>), LinkError> {
         loop {
             if let Some(d) = self.ready.pop_front() {
-                let owner: Arc<dyn LeaseOwner> = self.slabs[d.slab as usize].clone();
-                let token = LeaseToken {
-                    a: u64::from(d.start),
-                    b: u64::from(d.len),
-                };
-                return Ok((Backing::lease(owner, token), d.source));
+                let slab = self.slabs[d.slab as usize].clone();
+                let (start, len) = (d.start as usize, d.len as usize);
+                // `fill` cut every range out of its slab's buffers; one
+                // outside it would be a bug here, reported, never an empty
+                // or wrong message.
+                let backing = Backing::shared_slice(slab, start..start + len).ok_or_else(|| {
+                    LinkError::from(io::Error::other(
+                        "link-udp: a received datagram's range lies outside its receive slab",
+                    ))
+                })?;
+                return Ok((backing, d.source));
             }
             match self.fill() {
                 Ok(()) => {}
@@ -135,7 +212,7 @@ impl Receiver {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     // An ICMP port-unreachable for an earlier send.
-                    add(&self.stats.rx_transient_errors, 1);
+                    self.stats.rx_transient_errors.add(1);
                 }
                 Err(e) => return Err(LinkError::from(e)),
             }
@@ -149,7 +226,7 @@ impl Receiver {
     /// queue (a cumulative counter, so the latest reading is the total).
     fn refresh_kernel_drops(&self) {
         if let Ok(drops) = sys::socket_drops(self.socket.as_raw_fd()) {
-            set_max(&self.stats.rx_kernel_drops, u64::from(drops));
+            self.stats.rx_kernel_drops.max(u64::from(drops));
         }
     }
 
@@ -165,7 +242,7 @@ impl Receiver {
         {
             Some(i) => i,
             None => {
-                add(&self.stats.rx_buffer_growth, 1);
+                self.stats.rx_buffer_growth.add(1);
                 self.slabs.push(Self::slab(self.slot * self.batch));
                 self.slabs.len() - 1
             }
@@ -175,31 +252,31 @@ impl Receiver {
         };
         let mut slices: [&mut [u8]; MAX_BATCH] = std::array::from_fn(|_| <&mut [u8]>::default());
         let mut k = 0;
-        for chunk in slab.data.chunks_exact_mut(self.slot).take(self.batch) {
+        for chunk in slab.chunks_exact_mut(self.slot).take(self.batch) {
             slices[k] = chunk;
             k += 1;
         }
         let fd = self.socket.as_raw_fd();
-        let want_source = self.want_source;
+        let want_source = self.sources == Sources::Read;
         let meta = &mut self.meta;
         let got = self.socket.try_io(Interest::READABLE, || {
             sys::recv_batch(fd, &mut slices[..k], meta, want_source)
         })?;
-        add(&self.stats.rx_syscalls, 1);
+        self.stats.rx_syscalls.add(1);
         let queued_before = self.ready.len();
         let mut bytes = 0u64;
         for (j, m) in self.meta[..got].iter().enumerate() {
             let before = self.ready.len();
             if m.truncated {
-                add(&self.stats.rx_truncated, 1);
+                self.stats.rx_truncated.add(1);
                 continue;
             }
             let base = j * self.slot;
             match m.gro_segment {
                 Some(seg) if seg < m.len => {
-                    add(&self.stats.rx_gro_buffers, 1);
+                    self.stats.rx_gro_buffers.add(1);
                     if seg > self.max_payload {
-                        add(&self.stats.rx_oversized, m.len.div_ceil(seg) as u64);
+                        self.stats.rx_oversized.add(m.len.div_ceil(seg) as u64);
                         continue;
                     }
                     let mut off = 0;
@@ -214,7 +291,7 @@ impl Receiver {
                         off += len;
                     }
                 }
-                _ if m.len > self.max_payload => add(&self.stats.rx_oversized, 1),
+                _ if m.len > self.max_payload => self.stats.rx_oversized.add(1),
                 _ => self.ready.push_back(Datagram {
                     slab: free as u32,
                     start: base as u32,
@@ -227,11 +304,10 @@ impl Receiver {
             }
         }
         // Counted per batch rather than per datagram: one atomic add each.
-        add(
-            &self.stats.rx_datagrams,
-            (self.ready.len() - queued_before) as u64,
-        );
-        add(&self.stats.rx_bytes, bytes);
+        self.stats
+            .rx_datagrams
+            .add((self.ready.len() - queued_before) as u64);
+        self.stats.rx_bytes.add(bytes);
         if got == k {
             // A full batch: the queue may be overflowing. Read the kernel's
             // drop counter (also read whenever the queue runs dry).

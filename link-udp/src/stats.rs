@@ -2,79 +2,72 @@
 //! counted here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-macro_rules! counters {
-    ($(#[doc = $doc:literal] $name:ident,)*) => {
-        /// A snapshot of the counters.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-        pub struct UdpStats {
-            $(#[doc = $doc] pub $name: u64,)*
-        }
-
-        #[derive(Default)]
-        pub(crate) struct Counters {
-            $(pub(crate) $name: AtomicU64,)*
-        }
-
-        impl Counters {
-            fn snapshot(&self) -> UdpStats {
-                UdpStats { $($name: self.$name.load(Ordering::Relaxed),)* }
-            }
-        }
-    };
-}
-
-counters! {
-    /// Datagrams handed to the kernel.
-    tx_datagrams,
-    /// Payload bytes handed to the kernel.
-    tx_bytes,
-    /// `sendmmsg` calls that sent something.
-    tx_syscalls,
-    /// Messages sent as a GSO run (each carries several datagrams).
-    tx_gso_sends,
-    /// Times the kernel refused GSO and the link fell back to plain `sendmmsg`.
-    tx_gso_fallbacks,
-    /// Transient send errors (ECONNREFUSED from stale ICMP, ENOBUFS) that were counted and survived.
-    tx_transient_errors,
-    /// Datagrams the kernel would not take and that were dropped (ENOBUFS, EMSGSIZE).
-    tx_dropped,
-    /// Times a sender waited for the socket to become writable.
-    tx_waits,
-    /// Datagrams received and queued for the receiver (after the drops below).
-    rx_datagrams,
-    /// Payload bytes of those datagrams.
-    rx_bytes,
-    /// `recvmmsg` calls that returned something.
-    rx_syscalls,
-    /// Receive buffers that held several datagrams coalesced by GRO.
-    rx_gro_buffers,
-    /// Datagrams larger than the maximum payload, dropped.
-    rx_oversized,
-    /// Datagrams the kernel truncated, dropped.
-    rx_truncated,
-    /// Datagrams the kernel dropped because the socket's receive queue was full (the socket's `sk_drops`, read with `SO_MEMINFO`: the counter `SO_RXQ_OVFL` reports).
-    rx_kernel_drops,
-    /// Transient receive errors (ECONNREFUSED from ICMP) that were counted and survived.
-    rx_transient_errors,
-    /// Receive slabs allocated beyond the initial ring because the application held datagrams of every slab.
-    rx_buffer_growth,
-    /// Endpoint: datagrams from new peers dropped because `max_peers` was reached or the accept queue was full (or after the endpoint handle was dropped, or whose source address could not be read).
-    rx_peer_refused,
-    /// Endpoint: datagrams dropped because a peer's queue was full.
-    rx_peer_queue_full,
-    /// Endpoint: datagrams for a peer whose link was dropped.
-    rx_peer_gone,
-    /// Endpoint: peers forgotten after the idle timeout.
-    peers_expired,
+link_types::counters! {
+    /// A snapshot of the counters.
+    pub struct UdpStats;
+    /// The live counters, shared by every half that counts.
+    pub(crate) struct Counters {
+        /// Datagrams handed to the kernel.
+        tx_datagrams,
+        /// Payload bytes handed to the kernel.
+        tx_bytes,
+        /// `sendmmsg` calls that sent something.
+        tx_syscalls,
+        /// Messages sent as a GSO run (each carries several datagrams).
+        tx_gso_sends,
+        /// Times the kernel refused GSO and the link fell back to plain `sendmmsg`.
+        tx_gso_fallbacks,
+        /// Transient send errors (ECONNREFUSED from stale ICMP, ENOBUFS) that were counted and survived.
+        tx_transient_errors,
+        /// Datagrams the kernel would not take and that were dropped (ENOBUFS, EMSGSIZE).
+        tx_dropped,
+        /// Times a sender waited for the socket to become writable.
+        tx_waits,
+        /// Datagrams received and queued for the receiver (after the drops below).
+        rx_datagrams,
+        /// Payload bytes of those datagrams.
+        rx_bytes,
+        /// `recvmmsg` calls that returned something.
+        rx_syscalls,
+        /// Receive buffers that held several datagrams coalesced by GRO.
+        rx_gro_buffers,
+        /// Datagrams larger than the maximum payload, dropped.
+        rx_oversized,
+        /// Datagrams the kernel truncated, dropped.
+        rx_truncated,
+        /// Datagrams the kernel dropped because the socket's receive queue was full (the socket's `sk_drops`, read with `SO_MEMINFO`: the counter `SO_RXQ_OVFL` reports).
+        rx_kernel_drops,
+        /// Transient receive errors (ECONNREFUSED from ICMP) that were counted and survived.
+        rx_transient_errors,
+        /// Receive slabs allocated beyond the initial ring because the application held datagrams of every slab.
+        rx_buffer_growth,
+        /// Endpoint: datagrams from new peers dropped because `max_peers` was reached or the accept queue was full (or after the endpoint handle was dropped, or whose source address could not be read).
+        rx_peer_refused,
+        /// Endpoint: datagrams dropped because a peer's queue was full.
+        rx_peer_queue_full,
+        /// Endpoint: datagrams for a peer whose link was dropped.
+        rx_peer_gone,
+        /// Endpoint: peers forgotten after the idle timeout.
+        peers_expired,
+    }
 }
 
 /// A live view of a link's or endpoint's counters.
 #[derive(Clone, Default)]
-pub struct UdpStatsHandle(pub(crate) Arc<Counters>);
+pub struct UdpStatsHandle(Arc<Counters>);
 
 impl UdpStatsHandle {
+    /// A view of `counters`.
+    pub(crate) fn of(counters: Arc<Counters>) -> Self {
+        UdpStatsHandle(counters)
+    }
+
+    /// The live counters, for a half of the link to count into.
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        self.0.clone()
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> UdpStats {
         self.0.snapshot()
@@ -85,13 +78,4 @@ impl std::fmt::Debug for UdpStatsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.snapshot().fmt(f)
     }
-}
-
-pub(crate) fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
-/// Record the kernel's cumulative drop counter (it only grows, modulo wrap).
-pub(crate) fn set_max(c: &AtomicU64, v: u64) {
-    c.fetch_max(v, Ordering::Relaxed);
 }

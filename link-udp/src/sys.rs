@@ -272,8 +272,9 @@ pub fn recv_batch(
 /// `storage` must point at a `sockaddr_storage` with at least `len`
 /// initialised bytes.
 unsafe fn sockaddr_from(storage: *const libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
-    // SAFETY (for the reads below): each is of a type whose size was checked
-    // against `len`, at the start of the storage, read unaligned-safe.
+    // SAFETY: the caller guarantees `storage` points at a `sockaddr_storage`
+    // with `len` initialised bytes; each read below is of a type whose size
+    // was checked against `len`, at the start of the storage, unaligned.
     unsafe {
         match (*storage).ss_family as libc::c_int {
             libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {

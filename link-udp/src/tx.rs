@@ -10,7 +10,8 @@ use socket2::SockAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::stats::{Counters, add};
+use crate::error::{UdpError, io};
+use crate::stats::Counters;
 use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
@@ -44,16 +45,36 @@ pub struct UdpTx {
     _guard: Guard,
 }
 
+/// How a [`UdpTx`] is set up.
+pub(crate) struct TxSetup {
+    /// The socket to send from (shared by an endpoint's links).
+    pub(crate) socket: Arc<UdpSocket>,
+    /// The peer, for an unconnected (endpoint) socket; `None` when the
+    /// socket is connected.
+    pub(crate) dest: Option<SockAddr>,
+    /// Datagrams the send ring holds.
+    pub(crate) ring: usize,
+    /// Whether to try UDP GSO.
+    pub(crate) gso: bool,
+    /// The link's capabilities (its maximum payload sizes the ring).
+    pub(crate) caps: LinkCaps,
+    /// Where sends are counted.
+    pub(crate) stats: Arc<Counters>,
+    /// Keeps an endpoint's task alive while this half exists.
+    pub(crate) guard: Guard,
+}
+
 impl UdpTx {
-    pub(crate) fn new(
-        socket: Arc<UdpSocket>,
-        dest: Option<SockAddr>,
-        ring: usize,
-        gso: bool,
-        caps: LinkCaps,
-        stats: Arc<Counters>,
-        guard: Guard,
-    ) -> Self {
+    pub(crate) fn new(setup: TxSetup) -> Self {
+        let TxSetup {
+            socket,
+            dest,
+            ring,
+            gso,
+            caps,
+            stats,
+            guard,
+        } = setup;
         UdpTx {
             socket,
             dest,
@@ -77,11 +98,9 @@ impl UdpTx {
         self.socket.as_fd()
     }
 
-    /// The local address this half sends from.
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.socket
-            .local_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    /// The local address this half sends from, as the kernel reports it now.
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr, UdpError> {
+        self.socket.local_addr().map_err(io("local address"))
     }
 
     /// Whether GSO is (still) in use: false once the kernel refused it.
@@ -162,14 +181,14 @@ impl UdpTx {
                         .map(|k| self.lens[k] as usize)
                         .sum();
                     let gso_sends = msgs[..sent].iter().filter(|m| m.segment > 0).count();
-                    add(&self.stats.tx_datagrams, datagrams as u64);
-                    add(&self.stats.tx_bytes, bytes as u64);
-                    add(&self.stats.tx_syscalls, 1);
-                    add(&self.stats.tx_gso_sends, gso_sends as u64);
+                    self.stats.tx_datagrams.add(datagrams as u64);
+                    self.stats.tx_bytes.add(bytes as u64);
+                    self.stats.tx_syscalls.add(1);
+                    self.stats.tx_gso_sends.add(gso_sends as u64);
                     self.head += datagrams;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    add(&self.stats.tx_waits, 1);
+                    self.stats.tx_waits.add(1);
                     if let Err(e) = self.socket.writable().await {
                         return Err(self.fail(e));
                     }
@@ -186,12 +205,12 @@ impl UdpTx {
                     );
                     if msgs[0].segment > 0 && gso_refused {
                         tracing::warn!(error = %e, "kernel refused UDP GSO; falling back to plain sendmmsg");
-                        add(&self.stats.tx_gso_fallbacks, 1);
+                        self.stats.tx_gso_fallbacks.add(1);
                         self.gso = false;
                     } else if errno == libc::ECONNREFUSED && refused_in_a_row < 3 {
                         // A stale ICMP port-unreachable surfaced here; the
                         // datagrams were not sent. Try again.
-                        add(&self.stats.tx_transient_errors, 1);
+                        self.stats.tx_transient_errors.add(1);
                         refused_in_a_row += 1;
                     } else if matches!(
                         errno,
@@ -200,9 +219,9 @@ impl UdpTx {
                         // The kernel would not take this datagram: drop it,
                         // counted, and carry on with the rest.
                         if errno == libc::ENOBUFS || errno == libc::ECONNREFUSED {
-                            add(&self.stats.tx_transient_errors, 1);
+                            self.stats.tx_transient_errors.add(1);
                         }
-                        add(&self.stats.tx_dropped, 1);
+                        self.stats.tx_dropped.add(1);
                         self.head += 1;
                         refused_in_a_row = 0;
                     } else {

@@ -565,7 +565,10 @@ async fn endpoint_outlives_its_handle_and_closes_with_its_last_link() {
     let ep = UdpEndpoint::bind(v4(), EndpointConfig::default()).unwrap();
     let addr = ep.local_addr();
     let (mut ctx, mut crx) = link_to(addr, &UdpConfig::default()).split();
-    let (mut tx, mut rx) = ep.connect(ctx.local_addr()).unwrap().split();
+    let (mut tx, mut rx) = ep
+        .connect(ctx.local_addr().expect("the sender's local address"))
+        .unwrap()
+        .split();
     // A second client appears but is never accepted.
     let (mut stray, _srx) = link_to(addr, &UdpConfig::default()).split();
     send_all(&mut stray, &[8]).await;

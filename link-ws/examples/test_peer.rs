@@ -59,9 +59,13 @@ async fn main() {
 const SESSION_PSK: &[u8] = b"browser session test key 32 byte";
 
 /// `/session/<frames>/<0|1>`: a streaming-session host sending `frames`
-/// checkable frames (encrypted with `1`), then counting the client's input.
+/// checkable frames (encrypted with `1`), then, once it has received one
+/// input event per frame (or after 10 s), one more frame whose 4 bytes are
+/// the number of input events it received (little-endian), then Bye.
 async fn session_host(link: WsLink, frames: u32, encrypt: bool) {
     use link_session::{FrameFlags, Host, HostConfig, HostEvent};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
     let cfg = HostConfig {
         psk: encrypt.then(|| SESSION_PSK.to_vec()),
         max_frame: 1 << 20,
@@ -70,9 +74,14 @@ async fn session_host(link: WsLink, frames: u32, encrypt: bool) {
     let Ok((mut host, mut events)) = Host::accept(link, cfg).await else {
         return;
     };
+    let inputs = Arc::new(AtomicU32::new(0));
+    let seen = inputs.clone();
     let send = async move {
         for i in 0..frames {
-            let data = link_tests::session::frame_bytes(i, link_tests::session::size_of(i, 20_000));
+            let data = link_integration::session::frame_bytes(
+                i,
+                link_integration::session::size_of(i, 20_000),
+            );
             let flags = if i.is_multiple_of(30) {
                 FrameFlags::KEYFRAME
             } else {
@@ -82,16 +91,25 @@ async fn session_host(link: WsLink, frames: u32, encrypt: bool) {
                 return;
             }
         }
-        let _ = host.close().await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.load(Ordering::Relaxed) < frames && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let n = seen.load(Ordering::Relaxed);
+        if host
+            .send_frame(&n.to_le_bytes(), frames as u64, FrameFlags::NONE)
+            .await
+            .is_ok()
+        {
+            let _ = host.close().await;
+        }
     };
     let input = async move {
-        let mut n = 0u32;
         while let Ok(Some(ev)) = events.next_event().await {
             if let HostEvent::Input(_) = ev {
-                n += 1;
+                inputs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        eprintln!("session host: {n} input events");
     };
     futures::join!(send, input);
 }

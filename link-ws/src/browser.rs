@@ -252,7 +252,7 @@ fn on_message(
     let data = ev.data();
     let (bytes, text) = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
         if buf.byte_length() as usize > config.max_payload {
-            Counters::add(&counters.rx_oversize, 1);
+            counters.rx_oversize.bump(1);
             let err = LinkError::protocol(format!(
                 "incoming message of {} bytes above the maximum payload of {}",
                 buf.byte_length(),
@@ -263,19 +263,19 @@ fn on_message(
         (js_sys::Uint8Array::new(buf).to_vec(), false)
     } else if let Some(t) = data.as_string() {
         if !config.accept_text {
-            Counters::add(&counters.rx_text_rejected, 1);
+            counters.rx_text_rejected.bump(1);
             let err =
                 LinkError::protocol("peer sent a text message; only binary messages are accepted");
             return Shared::fail(&mut s, ws, close::APP_UNSUPPORTED, "text not accepted", err);
         }
         if t.len() > config.max_payload {
-            Counters::add(&counters.rx_oversize, 1);
+            counters.rx_oversize.bump(1);
             let err = LinkError::protocol("incoming text message above the maximum payload");
             return Shared::fail(&mut s, ws, close::APP_TOO_BIG, "message too big", err);
         }
         (t.into_bytes(), true)
     } else {
-        Counters::add(&counters.rx_protocol_errors, 1);
+        counters.rx_protocol_errors.bump(1);
         let err = LinkError::protocol("a message of an unexpected type (binaryType changed?)");
         return Shared::fail(
             &mut s,
@@ -286,7 +286,7 @@ fn on_message(
         );
     };
     if s.queued_bytes + bytes.len() > config.max_queued {
-        Counters::add(&counters.rx_overflow, 1);
+        counters.rx_overflow.bump(1);
         let err = LinkError::protocol(format!(
             "receive queue above its limit of {} bytes: the application is not reading",
             config.max_queued
@@ -358,8 +358,8 @@ impl WsTx {
             .ws
             .send_with_u8_array(bytes)
             .map_err(|e| LinkError::transport(BrowserError(js_text(&e))))?;
-        Counters::add(&self.shared.counters.tx_messages, 1);
-        Counters::add(&self.shared.counters.tx_bytes, bytes.len() as u64);
+        self.shared.counters.tx_messages.bump(1);
+        self.shared.counters.tx_bytes.bump(bytes.len() as u64);
         Ok(())
     }
 }
@@ -384,7 +384,7 @@ impl LinkTx for WsTx {
                 }
                 if !waited {
                     waited = true;
-                    Counters::add(&self.shared.counters.reserve_waits, 1);
+                    self.shared.counters.reserve_waits.bump(1);
                 }
                 Delay::new(self.shared.config.poll_interval).await;
             }
@@ -496,8 +496,8 @@ impl WsRx {
             let mut s = self.shared.state.borrow_mut();
             if let Some(m) = s.queue.pop_front() {
                 s.queued_bytes -= m.data.len();
-                Counters::add(&self.shared.counters.rx_messages, 1);
-                Counters::add(&self.shared.counters.rx_bytes, m.data.len() as u64);
+                self.shared.counters.rx_messages.bump(1);
+                self.shared.counters.rx_bytes.bump(m.data.len() as u64);
                 return Poll::Ready(Ok(Some(m)));
             }
             match &s.end {

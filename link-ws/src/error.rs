@@ -51,7 +51,12 @@ impl std::error::Error for WsError {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> WsError {
-    move |source| WsError::Io { op, source }
+impl link_types::FromIoFailure for WsError {
+    fn from_io_failure(op: &'static str, source: std::io::Error) -> Self {
+        WsError::Io { op, source }
+    }
 }
+
+/// `map_err(io("what was being done"))`, the helper every link crate shares.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use link_types::io_failed as io;

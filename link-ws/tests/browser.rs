@@ -114,6 +114,92 @@ async fn reserve_waits_on_buffered_amount() {
     tx.close().await.expect("close");
 }
 
+// r[verify link.reserve.permit-holds]
+// r[verify link.reserve.drop-releases]
+// r[verify link.reserve.cancel]
+/// The three permit checks the suite cannot run here (a browser's receiver
+/// cannot push back, so the suite cannot fill a link by not reading; the
+/// server stalls instead). With the server not reading, `reserve` waits
+/// once `bufferedAmount` is above the high-water mark; 100 pending
+/// `reserve` futures are polled and dropped; once the server reads, a
+/// granted permit is dropped and the next `reserve` is granted at once; a
+/// granted permit allocates the maximum payload and commits without
+/// waiting. The server's count at the end is exactly what was committed.
+#[wasm_bindgen_test]
+async fn permits_on_a_full_browser_link() {
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+    let config = WsConfig {
+        high_water: 1 << 20,
+        ..WsConfig::default()
+    };
+    let max = config.max_payload;
+    let link = WsLink::connect(&url("/stall/2000"), &config)
+        .await
+        .expect("connect");
+    let (mut tx, mut rx) = link.split();
+    let msg = vec![0x33; 256 << 10];
+    let (mut count, mut bytes) = (0u64, 0u64);
+    // Fill until a reserve stays pending.
+    loop {
+        let r = futures::select! {
+            r = tx.reserve().fuse() => Some(r),
+            _ = futures_timer::Delay::new(Duration::from_millis(300)).fuse() => None,
+        };
+        let Some(p) = r else { break };
+        let mut s = p.expect("reserve").alloc(msg.len()).expect("alloc");
+        s.as_mut_slice().copy_from_slice(&msg);
+        s.commit().expect("commit");
+        count += 1;
+        bytes += msg.len() as u64;
+        assert!(count < 4000, "1 GB sent and reserve never waited");
+    }
+    // Cancelled reserves on the full link.
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..100 {
+        let mut fut = pin!(tx.reserve());
+        if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+            panic!("reserve granted on a full link: {:?}", r.map(|_| ()));
+        }
+    }
+    // The server reads after 2 s: a real reserve is granted; dropped, the
+    // next one is granted at once.
+    {
+        // Granted, then dropped at the end of this block.
+        let _permit = futures::select! {
+            r = tx.reserve().fuse() => r.expect("reserve"),
+            _ = futures_timer::Delay::new(Duration::from_secs(30)).fuse() =>
+                panic!("reserve never resumed after the server started reading"),
+        };
+    }
+    let p = futures::select! {
+        r = tx.reserve().fuse() => r.expect("reserve"),
+        _ = futures_timer::Delay::new(Duration::from_millis(300)).fuse() =>
+            panic!("the capacity of a dropped permit was not released"),
+    };
+    // A granted permit takes the largest message, synchronously.
+    let mut s = p
+        .alloc(max)
+        .expect("a granted permit allocates the maximum payload");
+    s.as_mut_slice().fill(0x44);
+    s.commit().expect("a granted permit commits");
+    count += 1;
+    bytes += max as u64;
+    tx.send(&[]).await.expect("end marker");
+    let reply = rx.recv().await.expect("recv").expect("summary");
+    let got = (
+        u64::from_le_bytes(reply[0..8].try_into().unwrap()),
+        u64::from_le_bytes(reply[8..16].try_into().unwrap()),
+    );
+    assert_eq!(
+        got,
+        (count, bytes),
+        "the server's count differs from what was committed"
+    );
+    tx.close().await.expect("close");
+}
+
 // r[verify ws.message.text]
 /// A text message is a protocol error: the link ends with an error, sticky,
 /// and the refusal is counted.
@@ -237,7 +323,8 @@ async fn browser_receive_throughput() {
 
 /// The streaming session runs unchanged in the browser: an encrypted
 /// session from a native host over the browser WebSocket link, every frame
-/// checked byte for byte, input sent back.
+/// checked byte for byte, one input event sent back per frame, and the
+/// host's count of the events it received (its last frame) checked.
 // r[verify session.links]
 #[wasm_bindgen_test]
 async fn streaming_session_runs_in_the_browser() {
@@ -253,13 +340,18 @@ async fn streaming_session_runs_in_the_browser() {
     let (mut c, mut input) = Client::connect(link, cfg).await.expect("session handshake");
     assert!(c.params().encryption);
     let mut next = 0u32;
+    let mut report = None;
     while let Some(ev) = c.next_frame().await.expect("next_frame") {
         match ev {
+            // The host's last frame: how many input events it received.
+            ClientEvent::Frame(f) if f.index == frames => {
+                report = Some(u32::from_le_bytes(f.data().try_into().expect("4 bytes")));
+            }
             ClientEvent::Frame(f) => {
                 assert_eq!(f.index, next, "frames in order, none lost");
-                let want = link_tests::session::frame_bytes(
+                let want = link_integration::session::frame_bytes(
                     f.index,
-                    link_tests::session::size_of(f.index, 20_000),
+                    link_integration::session::size_of(f.index, 20_000),
                 );
                 assert_eq!(f.data(), &want[..], "frame {} byte for byte", f.index);
                 assert_eq!(f.flags.is_keyframe(), f.index % 30 == 0);
@@ -277,8 +369,14 @@ async fn streaming_session_runs_in_the_browser() {
         }
     }
     assert_eq!(next, frames);
+    assert_eq!(
+        report,
+        Some(frames),
+        "the host received another number of input events than were sent"
+    );
     let stats = c.stats();
-    assert_eq!(stats.frames_delivered, frames as u64);
+    assert_eq!(stats.input_sent, frames as u64);
+    assert_eq!(stats.frames_delivered, frames as u64 + 1);
     assert_eq!(stats.auth_failures + stats.malformed_dropped, 0);
     input.close().await.expect("close");
 }

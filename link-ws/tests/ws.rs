@@ -192,6 +192,9 @@ async fn pings_are_answered() {
 // r[verify ws.close.abrupt]
 /// Close code 1000 (or none) is end-of-stream; 1001 and a dropped TCP
 /// connection are `PeerGone`; any other code is a protocol error naming it.
+/// Each end is sticky: five more `recv`s return the same at once, and the
+/// sending half fails from then on (`PeerGone` after a close; no
+/// half-close in WebSocket).
 #[tokio::test]
 async fn close_codes_map_to_eof_or_errors() {
     for (code, want) in [
@@ -203,7 +206,7 @@ async fn close_codes_map_to_eof_or_errors() {
     ] {
         let mut s = server(WsConfig::default()).await;
         let (mut raw, link) = raw_client(&mut s, "/").await;
-        let (_tx, mut rx) = link.split();
+        let (mut tx, mut rx) = link.split();
         raw.send(Message::binary(vec![1])).await.unwrap();
         let frame = code.map(|c| CloseFrame {
             code: CloseCode::from(c),
@@ -218,6 +221,28 @@ async fn close_codes_map_to_eof_or_errors() {
                 assert!(why.contains(&code.unwrap().to_string()), "{why}")
             }
             _ => panic!("close {code:?}: got {:?}", end.map(|m| m.map(|b| b.len()))),
+        }
+        for _ in 0..5 {
+            let again = tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("close {code:?}: recv after the end waited"));
+            match (&end, &again) {
+                (Ok(None), Ok(None)) => {}
+                (Err(a), Err(b)) if a.to_string() == b.to_string() => {}
+                _ => panic!(
+                    "close {code:?}: the end was {:?}, a later recv {:?}",
+                    end.as_ref().map(|m| m.as_ref().map(|b| b.len())),
+                    again.map(|m| m.map(|b| b.len()))
+                ),
+            }
+        }
+        if want == "eof" {
+            match tokio::time::timeout(Duration::from_secs(5), tx.reserve()).await {
+                Ok(Err(LinkError::PeerGone)) => {}
+                Ok(Err(e)) => panic!("close {code:?}: reserve after the peer's close: {e:?}"),
+                Ok(Ok(_)) => panic!("close {code:?}: reserve granted after the peer's close"),
+                Err(_) => panic!("close {code:?}: reserve after the peer's close waited"),
+            }
         }
     }
     // No close frame at all.

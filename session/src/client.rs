@@ -28,8 +28,9 @@ use crate::wire::{
     ShardHeader, TAG_LEN, VERSION,
 };
 
-/// Bytes of a Feedback body.
-pub(crate) const FEEDBACK_LEN: usize = 8 + 8 + 4 + 4 + 8;
+/// Arrival records kept for the next report at most (beyond, counted
+/// as `arrivals_dropped`).
+const MAX_ARRIVALS: usize = 1 << 16;
 
 struct Shared<T> {
     tx: AsyncMutex<TxState<T>>,
@@ -129,6 +130,11 @@ pub struct Client<T: LinkTx, R: LinkRx> {
     finish_due: bool,
     last_lost: Option<u32>,
     fb_base: (u64, u64),
+    /// (packet number, arrival µs) since the last arrival report.
+    arrivals: Vec<(u64, u64)>,
+    arrivals_at: Instant,
+    next_report_pn: u64,
+    epoch: Instant,
     timer: Option<(Instant, Delay)>,
     since_housekeeping: u32,
     /// The host's `Bye`: its frame count and when to stop waiting.
@@ -276,6 +282,10 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 finish_due: false,
                 last_lost: None,
                 fb_base: (0, 0),
+                arrivals: Vec::new(),
+                arrivals_at: now + config.arrival_interval,
+                next_report_pn: 0,
+                epoch: now,
                 config,
                 timer: None,
                 since_housekeeping: 0,
@@ -411,6 +421,9 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         let mut d = now + Duration::from_secs(1);
         if !self.shared.stream {
             d = d.min(self.feedback_at);
+            if !self.arrivals.is_empty() {
+                d = d.min(self.arrivals_at);
+            }
         }
         if let Some(r) = &self.reasm
             && let Some(t) = r.deadline()
@@ -465,7 +478,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
     }
 
     // r[impl session.feedback.report]
-    fn feedback_body(&mut self) -> [u8; FEEDBACK_LEN] {
+    fn feedback_body(&mut self) -> [u8; crate::wire::FEEDBACK_LEN] {
         let st = &self.shared.stats;
         let ld = std::sync::atomic::Ordering::Relaxed;
         let highest = self.guard.highest.map_or(0, |h| h + 1);
@@ -478,20 +491,71 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             .min(1_000_000);
         self.fb_base = (self.guard.accepted, highest);
         set(&st.loss_ppm, ppm);
-        let mut b = [0u8; FEEDBACK_LEN];
-        let mut w = crate::wire::Writer::new(&mut b);
-        w.u64(st.frames_delivered.load(ld));
-        w.u64(st.frames_lost.load(ld));
-        w.u32(self.last_lost.map_or(0, |l| l.wrapping_add(1)));
-        w.u32(ppm as u32);
-        w.u64(st.frames_recovered.load(ld));
-        b
+        crate::wire::Feedback {
+            delivered: st.frames_delivered.load(ld),
+            lost: st.frames_lost.load(ld),
+            last_lost: self.last_lost.map_or(0, |l| l.wrapping_add(1)),
+            loss_ppm: ppm as u32,
+            recovered: st.frames_recovered.load(ld),
+        }
+        .to_bytes()
+    }
+
+    // r[impl session.bwe.arrivals]
+    /// Send what arrived since the last report (as many Arrivals messages
+    /// as it takes). Returns false when the link was full.
+    fn send_arrivals(&mut self, tx: &mut TxState<T>, now: Instant) -> Result<bool, SessionError> {
+        let st = &self.shared.stats;
+        self.arrivals.sort_unstable_by_key(|a| a.0);
+        let next = self.next_report_pn;
+        // Late arrivals of numbers already reported lost stay reported.
+        self.arrivals.retain(|a| a.0 >= next);
+        let max_entries = (self.shared.params.max_body() - crate::wire::ARRIVALS_HEADER_LEN) / 2;
+        let mut done = 0;
+        let mut full = false;
+        while done < self.arrivals.len() {
+            let (body, used) = crate::wire::write_arrivals(
+                self.next_report_pn,
+                &self.arrivals[done..],
+                max_entries,
+            );
+            if used == 0 {
+                // A gap wider than one message: skip ahead, reporting nothing
+                // for the numbers between (the host treats them as unreported).
+                self.next_report_pn = self.arrivals[done].0;
+                continue;
+            }
+            match tx.try_send(
+                Kind::Arrivals,
+                body.len(),
+                |b| b.copy_from_slice(&body),
+                &st.messages_sent,
+            ) {
+                Some(Ok(())) => {
+                    add(&st.arrivals_sent, 1);
+                    done += used;
+                    self.next_report_pn = self.arrivals[done - 1].0 + 1;
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        self.arrivals.drain(..done);
+        if !full {
+            self.arrivals_at = now + self.config.arrival_interval;
+        }
+        Ok(!full)
     }
 
     fn flush_control(&mut self, now: Instant) -> Result<(), SessionError> {
         let want_input =
             !self.shared.stream && self.shared.input.lock().expect("input lock").due(now);
-        if !(self.feedback_due || self.finish_due || want_input) {
+        let want_arrivals = !self.arrivals.is_empty()
+            && (now >= self.arrivals_at || self.arrivals.len() >= MAX_ARRIVALS / 4);
+        if !(self.feedback_due || self.finish_due || want_input || want_arrivals) {
             return Ok(());
         }
         let shared = self.shared.clone();
@@ -506,11 +570,14 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 None => return Ok(()),
             }
         }
+        if want_arrivals && !self.send_arrivals(&mut tx, now)? {
+            return tx.try_flush();
+        }
         if self.feedback_due {
             let body = self.feedback_body();
             match tx.try_send(
                 Kind::Feedback,
-                FEEDBACK_LEN,
+                crate::wire::FEEDBACK_LEN,
                 |b| b.copy_from_slice(&body),
                 &st.messages_sent,
             ) {
@@ -577,14 +644,23 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         let shared = self.shared.clone();
         let stats = &shared.stats;
         let encrypted = self.shared.params.encryption;
-        let (kind, body) = match self.guard.open(msg.as_slice()) {
-            Ok((k, _, b)) => (k, b),
+        let (kind, pn, body) = match self.guard.open(msg.as_slice()) {
+            Ok(x) => x,
             Err(d) => {
                 count_drop(stats, d);
                 return;
             }
         };
+        if self.reasm.is_some() && !kind.is_handshake() {
+            if self.arrivals.len() < MAX_ARRIVALS {
+                let at = now.saturating_duration_since(self.epoch).as_micros() as u64;
+                self.arrivals.push((pn, at));
+            } else {
+                add(&stats.arrivals_dropped, 1);
+            }
+        }
         match kind {
+            Kind::Padding => add(&stats.padding_received, 1),
             // r[impl session.reassembly.shards]
             Kind::Shard if self.reasm.is_some() => {
                 let mut r = Reader::new(body);
@@ -618,7 +694,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 self.stream_part(h, msg, payload, payload_len);
             }
             Kind::InputAck => {
-                let Ok(next) = Reader::new(body).u64() else {
+                let Ok(next) = crate::wire::read_u64_body(body) else {
                     add(&stats.malformed_dropped, 1);
                     return;
                 };
@@ -632,7 +708,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             }
             // The host did not hear our Finish: say it again.
             Kind::Welcome => self.finish_due = true,
-            Kind::Bye => match Reader::new(body).u32() {
+            Kind::Bye => match crate::wire::read_u32_body(body) {
                 Ok(end) => {
                     if self.bye.is_none() {
                         self.bye = Some((end, now + self.config.frame_timeout));

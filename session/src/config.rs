@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use crate::SessionError;
+use crate::bwe::BweConfig;
 use crate::crypto::DEFAULT_REKEY_SHIFT;
 use crate::fec::FecScheme;
+use crate::pacer::PacingConfig;
 
 /// Largest frame the wire format allows (the length field is checked
 /// against this before anything is allocated).
@@ -44,6 +46,10 @@ pub struct HostConfig {
     /// client for this long (the client sends loss reports every
     /// `feedback_interval`, so a live client is never idle).
     pub idle_timeout: Duration,
+    /// Pacing of datagrams on lossy links (on by default).
+    pub pacing: PacingConfig,
+    /// Bandwidth estimation: start rate, bounds, probing.
+    pub bwe: BweConfig,
 }
 
 impl Default for HostConfig {
@@ -60,6 +66,8 @@ impl Default for HostConfig {
             retransmit: Duration::from_millis(50),
             rekey_shift: DEFAULT_REKEY_SHIFT,
             idle_timeout: Duration::from_secs(10),
+            pacing: PacingConfig::default(),
+            bwe: BweConfig::default(),
         }
     }
 }
@@ -84,6 +92,16 @@ impl HostConfig {
         }
         if self.psk.as_ref().is_some_and(|k| k.len() < 16) {
             return bad("pre-shared key shorter than 16 bytes");
+        }
+        let b = &self.bwe;
+        if b.min_bps == 0 || b.min_bps > b.max_bps {
+            return bad("bwe: min_bps must be above 0 and at most max_bps");
+        }
+        if !(b.pacing_gain.is_finite() && (1.0..=10.0).contains(&b.pacing_gain)) {
+            return bad("bwe: pacing_gain outside 1..=10");
+        }
+        if self.pacing.batch == 0 || self.pacing.batch > 1024 {
+            return bad("pacing: batch outside 1..=1024");
         }
         Ok(())
     }
@@ -118,6 +136,9 @@ pub struct ClientConfig {
     /// On lossy links, `next_frame` fails when nothing arrived from the
     /// host for this long (all copies of its `Bye` lost, or the host gone).
     pub idle_timeout: Duration,
+    /// On lossy links, arrival reports for bandwidth estimation go to the
+    /// host this often while packets arrive.
+    pub arrival_interval: Duration,
 }
 
 impl Default for ClientConfig {
@@ -134,6 +155,7 @@ impl Default for ClientConfig {
             max_input_queue: 4096,
             min_rto: Duration::from_millis(10),
             idle_timeout: Duration::from_secs(10),
+            arrival_interval: Duration::from_millis(50),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The host: handshake, frames out, input and loss reports in.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use link_types::{Link, LinkRx, LinkTx};
 use web_time::Instant;
 
 use crate::SessionError;
-use crate::client::{FEEDBACK_LEN, with_deadline};
+use crate::bwe::Bwe;
+use crate::client::with_deadline;
 use crate::config::{AUTO_RS16_ABOVE, HostConfig};
 use crate::crypto::{Direction, Opener, Sealer, Secret, random};
 use crate::error::RejectReason;
@@ -19,18 +21,100 @@ use crate::frame::FrameFlags;
 use crate::handshake::{Backoff, Hello, Params, WELCOME_LEN, Welcome, reject_body};
 use crate::input::{InputEvent, InputReceiver};
 use crate::open::{Dropped, Guard};
+use crate::pacer::{Pacer, PacingConfig, Release};
 use crate::stats::{HostCounters, HostStats, add, set};
 use crate::tx::TxState;
 use crate::wire::{
-    FRAME_HEADER_LEN, FrameHeader, Kind, OUTER_LEN, RANDOM_LEN, Reader, SHARD_HEADER_LEN,
+    FRAME_HEADER_LEN, Feedback, FrameHeader, Kind, OUTER_LEN, RANDOM_LEN, SHARD_HEADER_LEN,
     ShardHeader, TAG_LEN, VERSION, Writer,
 };
 
+/// A paced datagram: its kind and body, sealed when it leaves.
+type Queued = (Kind, Vec<u8>);
+
+/// The host's sending half: the link, the pacer's queue and what was sent
+/// since the estimator last heard of it.
+pub(crate) struct HostTx<T> {
+    s: TxState<T>,
+    pacer: Pacer<Queued>,
+    pool: Vec<Vec<u8>>,
+    sent: Vec<(u64, usize, Option<u32>)>,
+}
+
+impl<T> std::ops::Deref for HostTx<T> {
+    type Target = TxState<T>;
+    fn deref(&self) -> &TxState<T> {
+        &self.s
+    }
+}
+
+impl<T> std::ops::DerefMut for HostTx<T> {
+    fn deref_mut(&mut self) -> &mut TxState<T> {
+        &mut self.s
+    }
+}
+
+/// Waits at most this short are not slept: the batch leaves at once (the
+/// timer's resolution is about a millisecond; the bucket keeps the
+/// average rate exact).
+const SPIN_US: u64 = 250;
+
 struct Shared<T> {
-    tx: AsyncMutex<TxState<T>>,
+    tx: AsyncMutex<HostTx<T>>,
     ack: Mutex<Option<u64>>,
     stats: HostCounters,
     params: Params,
+    bwe: Mutex<Bwe>,
+    pacing: PacingConfig,
+    epoch: Instant,
+    /// Parity percentage in use (a control input; the stat mirrors it).
+    parity_pct: AtomicU64,
+    target: AtomicU64,
+    /// Events raised on the sending side, handed out by `next_event`.
+    pending: Mutex<Vec<HostEvent>>,
+}
+
+impl<T> Shared<T> {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// The application's target from an estimate: 10% headroom, less
+    /// parity on lossy links.
+    fn target_from(&self, estimate: u64) -> u64 {
+        let parity = if self.params.stream {
+            0
+        } else {
+            self.parity_pct.load(Relaxed)
+        };
+        estimate * 9 / 10 * 100 / (100 + parity)
+    }
+
+    /// Tell the estimator what left and refresh the stats.
+    fn record(&self, sent: &mut Vec<(u64, usize, Option<u32>)>, now: u64) {
+        let mut bwe = self.bwe.lock().expect("bwe lock");
+        for (pn, len, probe) in sent.drain(..) {
+            bwe.on_sent(pn, len, now, probe);
+        }
+    }
+
+    fn publish(&self, bwe: &Bwe) {
+        let st = &self.stats;
+        let est = bwe.estimate_bps();
+        set(&st.estimate_bps, est);
+        set(
+            &st.pacing_bps,
+            if self.pacing.enabled {
+                bwe.pacing_bps()
+            } else {
+                0
+            },
+        );
+        set(&st.overuses, bwe.stats().overuses);
+        let target = self.target_from(est);
+        self.target.store(target, Relaxed);
+        set(&st.target_bps, target);
+    }
 }
 
 impl<T: LinkTx> Shared<T> {
@@ -41,7 +125,7 @@ impl<T: LinkTx> Shared<T> {
             match tx.try_send(
                 Kind::InputAck,
                 8,
-                |b| b.copy_from_slice(&next.to_le_bytes()),
+                |b| b.copy_from_slice(&crate::wire::u64_body(next)),
                 &self.stats.messages_sent,
             ) {
                 Some(Ok(())) => {
@@ -88,6 +172,19 @@ pub enum HostEvent {
     },
     /// A periodic loss report.
     LossReport(LossReport),
+    /// The target bitrate changed (by 5% or more since the last event):
+    /// the encoder should follow it (see [`Host::target_bitrate`]).
+    TargetBitrate {
+        /// Bits per second.
+        bps: u64,
+    },
+    /// A frame was submitted while the pacer's queue held more than the
+    /// latency budget: the application sends faster than the path
+    /// carries (lower the bitrate to the target).
+    PacingOverrun {
+        /// The queue's delay at the pacing rate, µs.
+        queue_delay_us: u64,
+    },
 }
 
 /// The client's periodic loss report.
@@ -116,6 +213,7 @@ pub struct HostEvents<T: LinkTx, R: LinkRx> {
     base_parity: u8,
     adaptive: bool,
     idle_timeout: Duration,
+    last_target_event: u64,
     ended: bool,
 }
 
@@ -316,7 +414,9 @@ impl<T: LinkTx> Host<T> {
                         add(&stats.unexpected_dropped, 1);
                     }
                     // Finish, or anything authentic from the client after it.
-                    Ok((Kind::Finish | Kind::Feedback | Kind::Input, _, _)) => break 'hs,
+                    Ok((Kind::Finish | Kind::Feedback | Kind::Input | Kind::Arrivals, _, _)) => {
+                        break 'hs;
+                    }
                     Ok(_) => add(&stats.unexpected_dropped, 1),
                     Err(d) => count_drop(&stats, d),
                 }
@@ -324,12 +424,31 @@ impl<T: LinkTx> Host<T> {
         }
         tracing::debug!(?params, "host session established");
         set(&stats.parity_pct, params.parity_pct as u64);
+        let bwe = Bwe::new(config.bwe);
+        // Padding datagrams are as large as shards.
+        let padding = txs.wire_len(Kind::Padding, SHARD_HEADER_LEN + params.shard_size as usize);
+        let pacer = Pacer::new(config.pacing, bwe.pacing_bps(), padding);
         let shared = Arc::new(Shared {
-            tx: AsyncMutex::new(txs),
+            tx: AsyncMutex::new(HostTx {
+                s: txs,
+                pacer,
+                pool: Vec::new(),
+                sent: Vec::new(),
+            }),
             ack: Mutex::new(None),
             stats,
             params,
+            bwe: Mutex::new(bwe),
+            pacing: config.pacing,
+            epoch: start,
+            parity_pct: AtomicU64::new(params.parity_pct as u64),
+            target: AtomicU64::new(0),
+            pending: Mutex::new(Vec::new()),
         });
+        {
+            let bwe = shared.bwe.lock().expect("bwe lock");
+            shared.publish(&bwe);
+        }
         Ok((
             Host {
                 shared: shared.clone(),
@@ -345,6 +464,7 @@ impl<T: LinkTx> Host<T> {
                 input: InputReceiver::default(),
                 events: VecDeque::new(),
                 last_lost: 0,
+                last_target_event: 0,
                 base_parity: config.parity_pct,
                 adaptive: config.adaptive_parity,
                 idle_timeout: config.idle_timeout,
@@ -363,6 +483,15 @@ impl<T: LinkTx> Host<T> {
         self.shared.stats.snapshot()
     }
 
+    // r[impl session.bwe.target]
+    /// The target bitrate for the encoder, bits per second: on a lossy
+    /// link the bandwidth estimate less 10% headroom and the parity
+    /// overhead; on a stream link derived from how fast the link drains.
+    /// [`HostEvent::TargetBitrate`] reports changes.
+    pub fn target_bitrate(&self) -> u64 {
+        self.shared.target.load(Relaxed)
+    }
+
     /// The index the next frame will get.
     pub fn next_index(&self) -> u32 {
         self.frame
@@ -379,12 +508,13 @@ impl<T: LinkTx> Host<T> {
         self.check_len(data.len())?;
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
+        let started = Instant::now();
         if shared.params.stream {
             self.send_parts(&mut tx, data, pts, flags).await?;
         } else {
             self.send_shards(&mut tx, data, pts, flags).await?;
         }
-        self.finish_frame(&mut tx, data.len()).await
+        self.finish_frame(&mut tx, data.len(), started).await
     }
 
     // r[impl session.host.zero-copy]
@@ -402,6 +532,7 @@ impl<T: LinkTx> Host<T> {
         self.check_len(len)?;
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
+        let started = Instant::now();
         if shared.params.stream && len <= shared.params.part_size() {
             let h = FrameHeader {
                 frame: self.frame,
@@ -434,7 +565,7 @@ impl<T: LinkTx> Host<T> {
             self.scratch = buf;
             r?;
         }
-        self.finish_frame(&mut tx, len).await
+        self.finish_frame(&mut tx, len, started).await
     }
 
     fn check_len(&self, len: usize) -> Result<(), SessionError> {
@@ -451,7 +582,39 @@ impl<T: LinkTx> Host<T> {
         Ok(())
     }
 
-    async fn finish_frame(&mut self, tx: &mut TxState<T>, len: usize) -> Result<(), SessionError> {
+    async fn finish_frame(
+        &mut self,
+        tx: &mut HostTx<T>,
+        len: usize,
+        started: Instant,
+    ) -> Result<(), SessionError> {
+        let shared = self.shared.clone();
+        if shared.params.stream {
+            self.stream_target(len, started);
+        } else {
+            // r[impl session.pacing.frames]
+            let now = shared.now_us();
+            let delay = tx.pacer.queue_delay_us();
+            set(&shared.stats.pacing_queue_delay_us, delay);
+            crate::stats::max(&shared.stats.pacing_queue_delay_max_us, delay);
+            // r[impl session.pacing.budget]
+            if delay > tx.pacer.budget_us() {
+                add(&shared.stats.pacing_overruns, 1);
+                shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .push(HostEvent::PacingOverrun {
+                        queue_delay_us: delay,
+                    });
+                tracing::debug!(delay, "pacing queue over its latency budget");
+            }
+            let first = now;
+            pump(&shared, tx, true).await?;
+            let spread = shared.now_us().saturating_sub(first);
+            set(&shared.stats.frame_send_spread_us, spread);
+            crate::stats::max(&shared.stats.frame_send_spread_max_us, spread);
+        }
         self.frame += 1;
         let st = &self.shared.stats;
         add(&st.frames_sent, 1);
@@ -464,9 +627,32 @@ impl<T: LinkTx> Host<T> {
         Ok(())
     }
 
+    // r[impl session.bwe.stream]
+    /// On a stream link the target follows how fast the link drains: a
+    /// frame whose sending waited for capacity measures the drain rate.
+    fn stream_target(&self, len: usize, started: Instant) {
+        let shared = &self.shared;
+        let waited = started.elapsed();
+        let bwe = shared.bwe.lock().expect("bwe lock");
+        let cfg = *bwe.config();
+        drop(bwe);
+        let old = shared.target.load(Relaxed);
+        let old = if old == 0 { cfg.start_bps } else { old };
+        let new = if waited >= Duration::from_millis(2) {
+            let rate = (len as f64 * 8.0 / waited.as_secs_f64()) as u64;
+            (old / 2 + rate * 9 / 10 / 2).max(1)
+        } else {
+            old + old / 20
+        };
+        let new = new.clamp(cfg.min_bps, cfg.max_bps);
+        shared.target.store(new, Relaxed);
+        set(&shared.stats.target_bps, new);
+        set(&shared.stats.estimate_bps, new);
+    }
+
     async fn send_parts(
         &mut self,
-        tx: &mut TxState<T>,
+        tx: &mut HostTx<T>,
         data: &[u8],
         pts: u64,
         flags: FrameFlags,
@@ -500,7 +686,7 @@ impl<T: LinkTx> Host<T> {
     // r[impl session.fec.parity]
     async fn send_shards(
         &mut self,
-        tx: &mut TxState<T>,
+        tx: &mut HostTx<T>,
         data: &[u8],
         pts: u64,
         flags: FrameFlags,
@@ -508,7 +694,13 @@ impl<T: LinkTx> Host<T> {
         let p = self.shared.params;
         let st = &self.shared.stats;
         let s = p.shard_size as usize;
-        let pct = st.parity_pct.load(Relaxed).min(100) as u8;
+        let pct = self.shared.parity_pct.load(Relaxed).min(100) as u8;
+        let paced = self.shared.pacing.enabled;
+        let now = self.shared.now_us();
+        if paced {
+            // Leftovers of a cancelled call go first.
+            pump(&self.shared, tx, true).await?;
+        }
         let n = Layout::new(data.len(), s, usize::MAX).n;
         let coder = p.fec.coder_for(n, p.auto_threshold as usize);
         let layout = Layout::new(data.len(), s, max_data(coder));
@@ -543,19 +735,34 @@ impl<T: LinkTx> Host<T> {
                     &parity[i - k]
                 };
                 h.index = i as u16;
-                tx.send(
-                    Kind::Shard,
-                    SHARD_HEADER_LEN + payload.len(),
-                    |buf| {
-                        h.write(&mut Writer::new(&mut buf[..SHARD_HEADER_LEN]));
-                        buf[SHARD_HEADER_LEN..].copy_from_slice(payload);
-                    },
-                    &st.messages_sent,
-                )
-                .await?;
+                let fill = |buf: &mut [u8]| {
+                    h.write(&mut Writer::new(&mut buf[..SHARD_HEADER_LEN]));
+                    buf[SHARD_HEADER_LEN..].copy_from_slice(payload);
+                };
+                let body_len = SHARD_HEADER_LEN + payload.len();
+                // r[impl session.pacing.keyframes]
+                if paced {
+                    let mut body = tx.pool.pop().unwrap_or_default();
+                    body.clear();
+                    body.resize(body_len, 0);
+                    fill(&mut body);
+                    let wire = tx.wire_len(Kind::Shard, body_len);
+                    tx.pacer.push((Kind::Shard, body), wire, now);
+                } else {
+                    tx.s.send(Kind::Shard, body_len, fill, &st.messages_sent)
+                        .await?;
+                    let wire = tx.wire_len(Kind::Shard, body_len);
+                    let pn = tx.pn - 1;
+                    tx.sent.push((pn, wire, None));
+                }
             }
             add(&st.data_shards_sent, k as u64);
             add(&st.parity_shards_sent, m as u64);
+        }
+        if !paced {
+            let mut sent = std::mem::take(&mut tx.sent);
+            self.shared.record(&mut sent, self.shared.now_us());
+            tx.sent = sent;
         }
         Ok(())
     }
@@ -572,6 +779,9 @@ impl<T: LinkTx> Host<T> {
         let mut tx = shared.tx.lock().await;
         if self.closed {
             return Ok(());
+        }
+        if !shared.params.stream {
+            pump(shared, &mut tx, true).await?;
         }
         crate::tx::send_bye(
             &mut tx,
@@ -598,6 +808,10 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
             if let Some(ev) = self.events.pop_front() {
                 return Ok(Some(ev));
             }
+            self.raise_events();
+            if !self.events.is_empty() {
+                continue;
+            }
             if self.ended {
                 return Ok(None);
             }
@@ -617,6 +831,20 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
                 None => self.ended = true,
                 Some(msg) => self.handle(msg.as_slice()),
             }
+        }
+    }
+
+    /// Events raised elsewhere (pacing overruns, a changed target).
+    fn raise_events(&mut self) {
+        let pending = std::mem::take(&mut *self.shared.pending.lock().expect("pending lock"));
+        self.events.extend(pending);
+        let target = self.shared.target.load(Relaxed);
+        let last = self.last_target_event;
+        // r[impl session.bwe.event]
+        if target != last && (last == 0 || target.abs_diff(last) * 20 >= last) {
+            self.last_target_event = target;
+            self.events
+                .push_back(HostEvent::TargetBitrate { bps: target });
         }
     }
 
@@ -650,25 +878,29 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
                 }
             }
             // r[impl session.feedback.keyframe]
-            Kind::Feedback => {
-                let mut r = Reader::new(body);
-                let parsed = (|| {
-                    Ok::<_, crate::wire::WireError>((
-                        r.u64()?,
-                        r.u64()?,
-                        r.u32()?,
-                        r.u32()?,
-                        r.u64()?,
-                    ))
-                })();
-                let Ok((delivered, lost, last_lost, ppm, recovered)) = parsed else {
+            Kind::Arrivals => {
+                let Ok(arrivals) = crate::wire::read_arrivals(body) else {
                     add(&st.malformed_dropped, 1);
                     return;
                 };
-                if body.len() != FEEDBACK_LEN || ppm > 1_000_000 {
+                add(&st.arrivals_received, 1);
+                let now = shared.now_us();
+                let mut bwe = shared.bwe.lock().expect("bwe lock");
+                bwe.on_feedback(&arrivals, now);
+                shared.publish(&bwe);
+            }
+            Kind::Feedback => {
+                let Ok(Feedback {
+                    delivered,
+                    lost,
+                    last_lost,
+                    loss_ppm: ppm,
+                    recovered,
+                }) = Feedback::read(body)
+                else {
                     add(&st.malformed_dropped, 1);
                     return;
-                }
+                };
                 add(&st.feedback_received, 1);
                 set(&st.reported_loss_ppm, ppm as u64);
                 set(&st.reported_frames_lost, lost);
@@ -683,6 +915,7 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
                 if self.adaptive {
                     let want = (ppm as u64 * 3).div_ceil(10_000) + 1;
                     let pct = want.max(self.base_parity as u64).min(100);
+                    shared.parity_pct.store(pct, Relaxed);
                     set(&st.parity_pct, pct);
                 }
                 self.events.push_back(HostEvent::LossReport(LossReport {
@@ -697,5 +930,81 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
             Kind::Bye => self.ended = true,
             _ => add(&st.unexpected_dropped, 1),
         }
+    }
+}
+
+// r[impl session.pacing.drive]
+/// Release queued datagrams on the pacer's schedule: a batch when the
+/// bucket allows, then a sleep until the next one is due (waits shorter
+/// than [`SPIN_US`] are not slept). With `until_empty`, returns once the
+/// queue (and a probe cluster started when it emptied) is out.
+async fn pump<T: LinkTx>(
+    shared: &Shared<T>,
+    tx: &mut HostTx<T>,
+    until_empty: bool,
+) -> Result<(), SessionError> {
+    let st = &shared.stats;
+    loop {
+        let mut now = shared.now_us();
+        {
+            let mut bwe = shared.bwe.lock().expect("bwe lock");
+            tx.pacer.set_rate(now, bwe.pacing_bps());
+            if tx.pacer.is_empty()
+                && tx.pacer.probing().is_none()
+                && let Some(c) = bwe.poll_probe(now)
+            {
+                if tx.pacer.start_probe(c, now) {
+                    add(&st.probes, 1);
+                } else {
+                    bwe.probe_sent(c.id);
+                }
+            }
+        }
+        match tx.pacer.next_at(now) {
+            None => return Ok(()),
+            Some(at) if at > now + SPIN_US => {
+                if !until_empty {
+                    return Ok(());
+                }
+                futures_timer::Delay::new(Duration::from_micros(at - now)).await;
+                continue;
+            }
+            Some(at) => now = now.max(at),
+        }
+        let mut ended = None;
+        for _ in 0..tx.pacer.batch() {
+            match tx.pacer.pop(now, &mut ended) {
+                None => break,
+                Some(Release::Item((kind, body))) => {
+                    let wire = tx.wire_len(kind, body.len());
+                    tx.s.send(
+                        kind,
+                        body.len(),
+                        |b| b.copy_from_slice(&body),
+                        &st.messages_sent,
+                    )
+                    .await?;
+                    let pn = tx.pn - 1;
+                    tx.sent.push((pn, wire, None));
+                    tx.pool.push(body);
+                }
+                Some(Release::Padding { size, probe }) => {
+                    let body_len = size.saturating_sub(tx.wire_len(Kind::Padding, 0));
+                    tx.s.send(Kind::Padding, body_len, |b| b.fill(0), &st.messages_sent)
+                        .await?;
+                    let pn = tx.pn - 1;
+                    tx.sent.push((pn, size, Some(probe)));
+                    add(&st.padding_sent, 1);
+                }
+            }
+        }
+        tx.s.tx.flush().await?;
+        let mut sent = std::mem::take(&mut tx.sent);
+        shared.record(&mut sent, now);
+        tx.sent = sent;
+        if let Some(id) = ended {
+            shared.bwe.lock().expect("bwe lock").probe_sent(id);
+        }
+        tx.pool.truncate(4096);
     }
 }

@@ -564,4 +564,103 @@ mod tests {
         tx.ack(rx.next_expected(), now);
         assert_eq!(tx.unacked(), 0);
     }
+
+    // r[verify session.input.retransmit]
+    /// The retransmission timeout against an independent model of RFC 6298:
+    /// 200 ms before any sample, then SRTT + max(4·RTTVAR, 1 ms) clamped to
+    /// `min_rto ..= 1 s`; retransmissions double it (to at most 1 s); Karn:
+    /// an acknowledgement of a retransmitted event gives no sample.
+    #[test]
+    fn rto_follows_rfc6298_with_karn_and_backoff() {
+        let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
+        let close = |got: Duration, want: f64, what: &str| {
+            let got = got.as_secs_f64() * 1000.0;
+            assert!(
+                (got - want).abs() < 0.01,
+                "{what}: RTO {got:.4} ms, the formula gives {want:.4} ms"
+            );
+        };
+        let mut s = InputSender::new(64, Duration::from_millis(10));
+        let ev = InputEvent::MouseMove { dx: 1, dy: 2 };
+        let mut now = Instant::now();
+        let (mut srtt, mut rttvar): (Option<f64>, f64) = (None, 0.0);
+        let mut model_rto = 200.0;
+        let mut seq = 0u64;
+        for rtt in [100.0, 40.0, 250.0, 5.0, 5.0, 5.0, 5.0, 5.0, 900.0, 900.0] {
+            assert!(s.push(ev.clone()));
+            s.batch(now, 1200, false).expect("a batch");
+            close(
+                s.deadline().expect("waiting") - now,
+                model_rto,
+                "before the sample",
+            );
+            now += ms(rtt);
+            seq += 1;
+            s.ack(seq, now);
+            match srtt {
+                None => {
+                    srtt = Some(rtt);
+                    rttvar = rtt / 2.0;
+                }
+                Some(sr) => {
+                    rttvar = 0.75 * rttvar + 0.25 * (sr - rtt).abs();
+                    srtt = Some(0.875 * sr + 0.125 * rtt);
+                }
+            }
+            model_rto = (srtt.unwrap() + (4.0 * rttvar).max(1.0)).clamp(10.0, 1000.0);
+            now += ms(1.0);
+        }
+        // The clamps were both reached on the way (5 ms samples, 900 ms).
+        assert_eq!(s.rtt_samples, 10);
+        // Back to a short round trip, so that doubling stays below 1 s.
+        for _ in 0..30 {
+            assert!(s.push(ev.clone()));
+            s.batch(now, 1200, false).expect("a batch");
+            now += ms(50.0);
+            seq += 1;
+            s.ack(seq, now);
+            let sr = srtt.unwrap();
+            rttvar = 0.75 * rttvar + 0.25 * (sr - 50.0).abs();
+            srtt = Some(0.875 * sr + 0.125 * 50.0);
+            model_rto = (srtt.unwrap() + (4.0 * rttvar).max(1.0)).clamp(10.0, 1000.0);
+        }
+        assert!(model_rto < 250.0, "settled near 50 ms: {model_rto}");
+        // A retransmission doubles the timeout; its acknowledgement is no
+        // sample (Karn), so the doubled timeout stays.
+        assert!(s.push(ev.clone()));
+        s.batch(now, 1200, false).expect("a batch");
+        close(s.deadline().unwrap() - now, model_rto, "first send");
+        now += ms(model_rto);
+        assert!(s.due(now), "due once the timeout passed");
+        s.batch(now, 1200, false).expect("a retransmission");
+        close(
+            s.deadline().unwrap() - now,
+            2.0 * model_rto,
+            "after one retransmission",
+        );
+        now += ms(2.0 * model_rto);
+        s.batch(now, 1200, false).expect("a second retransmission");
+        close(s.deadline().unwrap() - now, 4.0 * model_rto, "after two");
+        let samples = s.rtt_samples;
+        now += ms(3.0);
+        seq += 1;
+        s.ack(seq, now);
+        assert_eq!(
+            s.rtt_samples, samples,
+            "a retransmitted event gave a sample"
+        );
+        assert!(s.push(ev.clone()));
+        s.batch(now, 1200, false).expect("a batch");
+        close(
+            s.deadline().unwrap() - now,
+            4.0 * model_rto,
+            "kept after Karn",
+        );
+        // Doubling stops at 1 s.
+        for _ in 0..4 {
+            now += Duration::from_secs(1);
+            s.batch(now, 1200, false).expect("a retransmission");
+        }
+        close(s.deadline().unwrap() - now, 1000.0, "capped");
+    }
 }

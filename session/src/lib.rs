@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bwe;
 mod client;
 mod config;
 pub mod crypto;
@@ -49,11 +50,13 @@ pub mod handshake;
 mod host;
 mod input;
 mod open;
+pub mod pacer;
 mod reassembly;
 mod stats;
 mod tx;
 pub mod wire;
 
+pub use bwe::BweConfig;
 pub use client::{Client, ClientInput};
 pub use config::{AUTO_RS16_ABOVE, ClientConfig, HostConfig, MAX_FRAME_LIMIT};
 pub use error::{RejectReason, SessionError};
@@ -62,4 +65,5 @@ pub use frame::{ClientEvent, Frame, FrameFlags};
 pub use handshake::Params;
 pub use host::{Host, HostEvent, HostEvents, LossReport};
 pub use input::{InputEvent, TouchPhase};
+pub use pacer::PacingConfig;
 pub use stats::{ClientStats, HostStats};

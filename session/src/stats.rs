@@ -85,6 +85,30 @@ counters! {
         unexpected_dropped,
         /// Key changes of the sending direction.
         rekeys,
+        /// Arrival reports received (bandwidth estimation).
+        arrivals_received,
+        /// The bandwidth estimate, bits per second.
+        estimate_bps,
+        /// The target bitrate for the application, bits per second.
+        target_bps,
+        /// The pacing rate, bits per second (0 when not pacing).
+        pacing_bps,
+        /// Queue delay at the pacing rate when the last frame was submitted, µs.
+        pacing_queue_delay_us,
+        /// Largest such queue delay, µs.
+        pacing_queue_delay_max_us,
+        /// Frames submitted while the queue was over the latency budget.
+        pacing_overruns,
+        /// Time from a frame's first to its last datagram, last frame, µs.
+        frame_send_spread_us,
+        /// Largest such spread, µs.
+        frame_send_spread_max_us,
+        /// Probe clusters sent.
+        probes,
+        /// Padding datagrams sent (probes).
+        padding_sent,
+        /// Overuse signals of the delay-based detector acted on.
+        overuses,
     }
 }
 
@@ -141,5 +165,11 @@ counters! {
         feedback_sent,
         /// Loss over the last report interval, in parts per million.
         loss_ppm,
+        /// Arrival reports sent (bandwidth estimation).
+        arrivals_sent,
+        /// Arrival records not kept because the report buffer was full.
+        arrivals_dropped,
+        /// Padding datagrams received (the host's probes).
+        padding_received,
     }
 }

@@ -96,7 +96,7 @@ pub(crate) async fn send_bye<T: LinkTx>(
         tx.send(
             Kind::Bye,
             4,
-            |b| b.copy_from_slice(&value.to_le_bytes()),
+            |b| b.copy_from_slice(&crate::wire::u32_body(value)),
             sent,
         )
         .await?;
@@ -183,6 +183,55 @@ mod tests {
                 assert_eq!(ct, body);
             }
             assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 3);
+        });
+    }
+
+    // r[verify session.crypto.nonce]
+    /// A direction stops before its packet number reaches 2^62: the last
+    /// two numbers below it go out (sealed, keys changing by epoch as
+    /// usual), the next send fails with `CounterExhausted` and puts
+    /// nothing on the link, and so does every later one.
+    #[test]
+    fn packet_numbers_stop_before_2_pow_62() {
+        futures::executor::block_on(async {
+            let (a, b) = memory_pair(MemoryConfig::default());
+            let (tx, _) = a.split();
+            let (_, mut rx) = b.split();
+            let secret = Secret::derive(b"key", &[1; 32], &[2; 32]);
+            let mut t = TxState::new(tx);
+            t.sealer = Some(Sealer::new(secret.clone(), Direction::HostToClient, 23));
+            t.pn = MAX_PN - 2;
+            let n = AtomicU64::new(0);
+            for _ in 0..2 {
+                t.send(Kind::Input, 4, |b| b.copy_from_slice(b"last"), &n)
+                    .await
+                    .expect("numbers below 2^62 still go out");
+            }
+            for _ in 0..3 {
+                match t
+                    .send(Kind::Input, 4, |b| b.copy_from_slice(b"more"), &n)
+                    .await
+                {
+                    Err(SessionError::CounterExhausted) => {}
+                    other => panic!("packet number 2^62 gave {other:?}"),
+                }
+            }
+            assert_eq!(t.pn, MAX_PN, "the counter stopped at 2^62");
+            assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 2);
+            let mut open = Opener::new(secret, Direction::HostToClient, 23);
+            for pn in [MAX_PN - 2, MAX_PN - 1] {
+                let m = rx.recv().await.unwrap().unwrap();
+                let m = m.as_slice();
+                assert_eq!(m[2..10], pn.to_le_bytes());
+                let mut ct = m[OUTER_LEN..OUTER_LEN + 4].to_vec();
+                assert!(open.open(pn, &m[..OUTER_LEN], &mut ct, &m[OUTER_LEN + 4..]));
+                assert_eq!(ct, b"last");
+            }
+            use futures::FutureExt;
+            assert!(
+                rx.recv().now_or_never().is_none(),
+                "a message went out at 2^62"
+            );
         });
     }
 }

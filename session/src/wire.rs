@@ -63,6 +63,10 @@ pub enum Kind {
     /// Either way: the sender ends the session (body: the host's next frame
     /// index, or 0 from the client). Sent three times on lossy links.
     Bye = 10,
+    /// Client → host: per-packet arrival times for bandwidth estimation.
+    Arrivals = 11,
+    /// Host → client: padding that probes for capacity (body ignored).
+    Padding = 12,
 }
 
 impl Kind {
@@ -79,6 +83,8 @@ impl Kind {
             8 => Kind::InputAck,
             9 => Kind::Feedback,
             10 => Kind::Bye,
+            11 => Kind::Arrivals,
+            12 => Kind::Padding,
             _ => return None,
         })
     }
@@ -377,6 +383,166 @@ impl FrameHeader {
     }
 }
 
+/// Bytes of a Feedback body.
+pub const FEEDBACK_LEN: usize = 8 + 8 + 4 + 4 + 8;
+
+// r[impl session.feedback.report]
+/// The client's loss report (a Feedback body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feedback {
+    /// Frames delivered so far.
+    pub delivered: u64,
+    /// Frames lost so far.
+    pub lost: u64,
+    /// The newest lost frame plus one (0: none yet).
+    pub last_lost: u32,
+    /// Message loss over the interval, parts per million.
+    pub loss_ppm: u32,
+    /// Frames rebuilt from parity so far.
+    pub recovered: u64,
+}
+
+impl Feedback {
+    /// Encode.
+    pub fn to_bytes(&self) -> [u8; FEEDBACK_LEN] {
+        let mut b = [0u8; FEEDBACK_LEN];
+        let mut w = Writer::new(&mut b);
+        w.u64(self.delivered);
+        w.u64(self.lost);
+        w.u32(self.last_lost);
+        w.u32(self.loss_ppm);
+        w.u64(self.recovered);
+        b
+    }
+
+    /// Decode (exact length, loss at most 100%).
+    pub fn read(body: &[u8]) -> Result<Feedback, WireError> {
+        if body.len() != FEEDBACK_LEN {
+            return Err(WireError("feedback: wrong length"));
+        }
+        let mut r = Reader::new(body);
+        let f = Feedback {
+            delivered: r.u64()?,
+            lost: r.u64()?,
+            last_lost: r.u32()?,
+            loss_ppm: r.u32()?,
+            recovered: r.u64()?,
+        };
+        if f.loss_ppm > 1_000_000 {
+            return Err(WireError("feedback: loss above 100%"));
+        }
+        Ok(f)
+    }
+}
+
+/// Encode a u64 body (InputAck: the next input number expected).
+pub fn u64_body(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+/// Decode a u64 body (exactly 8 bytes).
+pub fn read_u64_body(body: &[u8]) -> Result<u64, WireError> {
+    body.try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| WireError("expected an 8-byte body"))
+}
+
+/// Encode a u32 body (Bye: the host's frame count, 0 from the client).
+pub fn u32_body(v: u32) -> [u8; 4] {
+    v.to_le_bytes()
+}
+
+/// Decode a u32 body (exactly 4 bytes).
+pub fn read_u32_body(body: &[u8]) -> Result<u32, WireError> {
+    body.try_into()
+        .map(u32::from_le_bytes)
+        .map_err(|_| WireError("expected a 4-byte body"))
+}
+
+/// Bytes of an Arrivals body before its entries.
+pub const ARRIVALS_HEADER_LEN: usize = 8 + 8 + 2;
+/// Units of an arrival delta, microseconds.
+pub const ARRIVAL_UNIT_US: u64 = 4;
+/// The entry of a packet that did not arrive.
+pub const ARRIVAL_LOST: i16 = i16::MIN;
+
+// r[impl session.bwe.arrivals]
+/// Encode an Arrivals body: packet numbers from `base` on, of which
+/// `arrivals` (sorted by packet number, each `>= base`) arrived at the
+/// given times (µs, the client's clock); numbers in between did not.
+/// Takes as many as `max_entries` entries allow, and stops early where a
+/// delta does not fit. Returns the body and how many of `arrivals` it
+/// covers (at least one when `arrivals` is not empty and `max_entries`
+/// allows it); the next body starts after the last covered packet number.
+pub fn write_arrivals(base: u64, arrivals: &[(u64, u64)], max_entries: usize) -> (Vec<u8>, usize) {
+    let max_entries = max_entries.min(u16::MAX as usize);
+    let mut entries: Vec<i16> = Vec::new();
+    let Some(&(_, ref_us)) = arrivals.first() else {
+        return (Vec::new(), 0);
+    };
+    let mut prev = ref_us;
+    let mut next_pn = base;
+    let mut used = 0;
+    for &(pn, at) in arrivals {
+        if pn < next_pn {
+            used += 1; // a repeat: already covered
+            continue;
+        }
+        let gap = (pn - next_pn) as usize;
+        if entries.len() + gap + 1 > max_entries {
+            break;
+        }
+        let delta = (at as i64 - prev as i64).div_euclid(ARRIVAL_UNIT_US as i64);
+        if delta <= ARRIVAL_LOST as i64 || delta > i16::MAX as i64 {
+            break;
+        }
+        entries.extend(std::iter::repeat_n(ARRIVAL_LOST, gap));
+        entries.push(delta as i16);
+        prev = (prev as i64 + delta * ARRIVAL_UNIT_US as i64) as u64;
+        next_pn = pn + 1;
+        used += 1;
+    }
+    let mut b = vec![0u8; ARRIVALS_HEADER_LEN + 2 * entries.len()];
+    let mut w = Writer::new(&mut b);
+    w.u64(base);
+    w.u64(ref_us);
+    w.u16(entries.len() as u16);
+    for e in entries {
+        w.i16(e);
+    }
+    (b, used)
+}
+
+/// Decode an Arrivals body into one [`Arrival`](crate::bwe::Arrival) per
+/// packet number it covers.
+pub fn read_arrivals(body: &[u8]) -> Result<Vec<crate::bwe::Arrival>, WireError> {
+    let mut r = Reader::new(body);
+    let base = r.u64()?;
+    let mut t = r.u64()? as i64;
+    let n = r.u16()? as usize;
+    if r.remaining() != 2 * n {
+        return Err(WireError("arrivals: length does not match the count"));
+    }
+    if base.checked_add(n as u64).is_none() {
+        return Err(WireError("arrivals: packet numbers overflow"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = r.i16()?;
+        let at_us = if e == ARRIVAL_LOST {
+            None
+        } else {
+            t += e as i64 * ARRIVAL_UNIT_US as i64;
+            Some(t.max(0) as u64)
+        };
+        out.push(crate::bwe::Arrival {
+            pn: base + i as u64,
+            at_us,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,10 +578,61 @@ mod tests {
         for k in 0..=255u8 {
             let mut x = m;
             x[1] = k;
-            assert_eq!(read_outer(&x).is_ok(), (1..=10).contains(&k), "kind {k}");
+            assert_eq!(read_outer(&x).is_ok(), (1..=12).contains(&k), "kind {k}");
         }
         assert!(Kind::Hello.is_handshake() && Kind::Reject.is_handshake());
         assert!(!Kind::Finish.is_handshake() && !Kind::Shard.is_handshake());
+    }
+
+    // r[verify session.bwe.arrivals]
+    #[test]
+    fn arrivals_round_trip_with_losses_and_split_on_big_deltas() {
+        let arr = [(5u64, 1_000u64), (6, 1_100), (9, 1_050), (10, 2_000_000)];
+        let (b, used) = write_arrivals(4, &arr, 100);
+        // pn 4 lost, 5, 6 arrived, 7 and 8 lost, 9 arrived (before 6: a
+        // negative delta); 10 is 2 s later and does not fit: next body.
+        assert_eq!(used, 3);
+        assert_eq!(b.len(), ARRIVALS_HEADER_LEN + 2 * 6);
+        let got = read_arrivals(&b).unwrap();
+        let want: Vec<(u64, Option<u64>)> = vec![
+            (4, None),
+            (5, Some(1_000)),
+            (6, Some(1_100)),
+            (7, None),
+            (8, None),
+            (9, Some(1_048)),
+        ];
+        let got: Vec<(u64, Option<u64>)> = got.iter().map(|a| (a.pn, a.at_us)).collect();
+        assert_eq!(got, want);
+        let (b2, used2) = write_arrivals(10, &arr[3..], 100);
+        assert_eq!(used2, 1);
+        assert_eq!(read_arrivals(&b2).unwrap()[0].at_us, Some(2_000_000));
+        // The entry limit splits too.
+        let (_, used3) = write_arrivals(0, &arr, 6);
+        assert_eq!(used3, 1, "pn 0..=5 fill the six entries");
+        // Malformed: count disagrees with the length.
+        let mut bad = b.clone();
+        bad.pop();
+        assert!(read_arrivals(&bad).is_err());
+        assert!(read_arrivals(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn feedback_round_trips_and_is_checked() {
+        let f = Feedback {
+            delivered: 1,
+            lost: 2,
+            last_lost: 3,
+            loss_ppm: 4,
+            recovered: 5,
+        };
+        assert_eq!(Feedback::read(&f.to_bytes()).unwrap(), f);
+        assert!(Feedback::read(&f.to_bytes()[1..]).is_err());
+        let mut b = f.to_bytes();
+        b[20..24].copy_from_slice(&2_000_000u32.to_le_bytes());
+        assert!(Feedback::read(&b).is_err());
+        assert_eq!(read_u64_body(&u64_body(9)).unwrap(), 9);
+        assert!(read_u32_body(&[1, 2, 3]).is_err());
     }
 
     // r[verify session.wire.frame]

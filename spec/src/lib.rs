@@ -174,6 +174,9 @@ pub struct Report {
     pub duplicates: Vec<String>,
     /// Malformed references reported by tracey.
     pub warnings: Vec<String>,
+    /// `r[verify]` references that do not sit on a test (see
+    /// [`verify_placement`]), with what they sit on instead.
+    pub misplaced: Vec<(Reference, String)>,
 }
 
 impl Report {
@@ -185,6 +188,7 @@ impl Report {
             && self.missing_verify.is_empty()
             && self.duplicates.is_empty()
             && self.warnings.is_empty()
+            && self.misplaced.is_empty()
     }
 
     /// The per-file coverage table.
@@ -242,6 +246,16 @@ impl Report {
                 r.id
             ));
         }
+        for (r, what) in &self.misplaced {
+            p.push(format!(
+                "{}:{}: r[verify {}] is not directly above a test function \
+                 (#[test], #[tokio::test], #[wasm_bindgen_test], a proptest block, \
+                 a suite macro invocation or a suite check): it sits on `{what}`",
+                r.file.display(),
+                r.line,
+                r.id
+            ));
+        }
         p.extend(
             self.warnings
                 .iter()
@@ -283,4 +297,86 @@ pub fn check(rules: &[Rule], refs: &[Reference], warnings: Vec<String>) -> Repor
         .cloned()
         .collect();
     report
+}
+
+/// What a `verify` reference sits on: `Ok(())` for a test, `Err(line)`
+/// with the first line of whatever else it is.
+///
+/// Going down from the reference, comment lines (more references, doc
+/// comments) and attributes are skipped. It sits on a test when one of
+/// those attributes is `#[test]`, `#[tokio::test...]` or
+/// `#[wasm_bindgen_test]`, or when the first other line opens a proptest
+/// block (`proptest!`), invokes a suite macro (`..._suite!(`), or declares
+/// a suite check (a function generic over `LinkFactory`, which the suite
+/// macros turn into one test per link). Anything else, a blank line
+/// included, is misplaced.
+pub fn sits_on_test(source: &str, line: usize) -> Result<(), String> {
+    let mut lines = source.lines().skip(line.saturating_sub(1));
+    // The reference's own line.
+    lines.next();
+    let mut depth = 0i64;
+    for l in lines {
+        let t = l.trim();
+        if depth > 0 {
+            depth += bracket_balance(t);
+            continue;
+        }
+        if t.starts_with("//") {
+            continue;
+        }
+        if let Some(attr) = t.strip_prefix("#[") {
+            let name = attr
+                .split(|c: char| c == ']' || c == '(' || c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            if matches!(name, "test" | "tokio::test" | "wasm_bindgen_test") {
+                return Ok(());
+            }
+            depth = bracket_balance(t);
+            continue;
+        }
+        let is_test = t.starts_with("proptest!")
+            || t.contains("proptest::proptest!")
+            || t.split('(')
+                .next()
+                .is_some_and(|head| head.trim_end().ends_with("_suite!"))
+            || (t.contains("fn ") && t.contains("LinkFactory"));
+        return if is_test { Ok(()) } else { Err(t.to_string()) };
+    }
+    Err("the end of the file".into())
+}
+
+fn bracket_balance(t: &str) -> i64 {
+    t.chars()
+        .map(|c| match c {
+            '[' => 1,
+            ']' => -1,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Every `verify` reference that does not sit on a test (see
+/// [`sits_on_test`]); `source` gives a file's text (`None`: unreadable,
+/// reported as such).
+pub fn verify_placement(
+    refs: &[Reference],
+    source: &dyn Fn(&Path) -> Option<String>,
+) -> Vec<(Reference, String)> {
+    let mut cache: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in refs.iter().filter(|r| r.verb == Verb::Verify) {
+        let text = cache
+            .entry(r.file.clone())
+            .or_insert_with(|| source(&r.file));
+        match text {
+            None => out.push((r.clone(), "an unreadable file".to_string())),
+            Some(text) => {
+                if let Err(what) = sits_on_test(text, r.line) {
+                    out.push((r.clone(), what));
+                }
+            }
+        }
+    }
+    out
 }

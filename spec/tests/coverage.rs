@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use link_spec::{check, load_rules, references_in, rules_from_markdown, scan_references};
+use link_spec::{
+    check, load_rules, references_in, rules_from_markdown, scan_references, verify_placement,
+};
 
 fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +19,15 @@ fn every_rule_is_implemented_and_verified() {
     let rules = load_rules(&root.join("spec")).expect("spec files parse");
     assert!(!rules.is_empty(), "no rules found in spec/");
     let (refs, warnings) = scan_references(root).expect("sources scan");
-    let report = check(&rules, &refs, warnings);
+    let mut report = check(&rules, &refs, warnings);
+    report.misplaced = verify_placement(&refs, &|p| {
+        std::fs::read_to_string(if p.is_absolute() {
+            p.to_owned()
+        } else {
+            root.join(p)
+        })
+        .ok()
+    });
     println!("{}", report.table());
     let problems = report.problems();
     assert!(
@@ -90,4 +100,47 @@ fn checker_passes_a_fully_covered_spec_and_flags_duplicates() {
     let mut doubled = rules.clone();
     doubled.push(rules[0].clone());
     assert_eq!(check(&doubled, &refs, warnings).duplicates, ["demo.one"]);
+}
+
+#[test]
+fn checker_flags_a_verify_tag_that_is_not_on_a_test() {
+    let rules = rules_from_markdown(Path::new("t.md"), SPEC).unwrap();
+    let tag = |id: &str| format!("// {}[verify {id}]\n", "r");
+    let src = [
+        annot("impl", "demo.one"),
+        annot("impl", "demo.two"),
+        // On a test, with a doc comment and another attribute between.
+        tag("demo.one"),
+        "/// Checks one.\n#[ignore = \"slow\"]\n#[tokio::test(flavor = \"multi_thread\")]\nasync fn one() {}\n".into(),
+        // On a plain function: misplaced.
+        tag("demo.two"),
+        "fn helper() {}\n".into(),
+        // On a suite macro, a proptest block, a suite check, #[test]: fine.
+        tag("demo.one"),
+        "link_tests::reliable_suite!(#[tokio::test], F);\n".into(),
+        tag("demo.one"),
+        "proptest! {\n}\n".into(),
+        tag("demo.one"),
+        "pub async fn check<F: LinkFactory>(f: &F) {}\n".into(),
+        tag("demo.two"),
+        "#[test]\nfn two() {}\n".into(),
+        // Separated from its test by a blank line, or on a constant: misplaced.
+        tag("demo.two"),
+        "\n#[test]\nfn three() {}\n".into(),
+        tag("demo.one"),
+        "const X: u8 = 1;\n".into(),
+    ]
+    .concat();
+    let (refs, warnings) = references_in(&[("a.rs", &src)]);
+    let mut report = check(&rules, &refs, warnings);
+    assert!(report.is_clean(), "{:?}", report.problems());
+    report.misplaced = verify_placement(&refs, &|_| Some(src.clone()));
+    let what: Vec<_> = report.misplaced.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(what, ["fn helper() {}", "", "const X: u8 = 1;"]);
+    assert!(!report.is_clean());
+    assert!(
+        report.problems()[0].contains("is not directly above a test function"),
+        "{:?}",
+        report.problems()
+    );
 }

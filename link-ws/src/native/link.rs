@@ -192,8 +192,8 @@ impl Outbox {
         self.queued += self.pending.len();
         self.unchecked += self.pending_bytes;
         // Counted here, once per batch: every message in it was committed.
-        Counters::add(&io.counters.tx_messages, self.pending.len() as u64);
-        Counters::add(&io.counters.tx_bytes, self.pending_bytes as u64);
+        io.counters.tx_messages.bump(self.pending.len() as u64);
+        io.counters.tx_bytes.bump(self.pending_bytes as u64);
         self.pending_bytes = 0;
         for m in self.pending.drain(..) {
             if let Err(e) = Pin::new(&mut io.ws).start_send(m) {
@@ -354,7 +354,7 @@ impl LinkTx for WsTx {
                 let r = self.poll_reserve(cx);
                 if r.is_pending() && !waited {
                     waited = true;
-                    Counters::add(&self.conn.counters.reserve_waits, 1);
+                    self.conn.counters.reserve_waits.bump(1);
                 }
                 r
             })
@@ -563,8 +563,8 @@ impl WsRx {
             && let Some(m) = self.read_one(cx)
         {
             let c = &self.conn.counters;
-            Counters::add(&c.rx_messages, 1);
-            Counters::add(&c.rx_bytes, m.data.len() as u64);
+            c.rx_messages.bump(1);
+            c.rx_bytes.bump(m.data.len() as u64);
             return Poll::Ready(Ok(Some(m)));
         }
         match &self.end {
@@ -599,7 +599,7 @@ impl WsRx {
                     });
                 }
                 Some(Ok(Message::Text(_))) => {
-                    Counters::add(&c.rx_text_rejected, 1);
+                    c.rx_text_rejected.bump(1);
                     send_close(
                         &mut io,
                         close::UNSUPPORTED,
@@ -611,7 +611,7 @@ impl WsRx {
                     ))
                 }
                 Some(Ok(Message::Ping(_))) => {
-                    Counters::add(&c.pings, 1);
+                    c.pings.bump(1);
                     continue;
                 }
                 Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
@@ -624,7 +624,7 @@ impl WsRx {
                     }
                 }
                 Some(Err(TError::Capacity(e))) => {
-                    Counters::add(&c.rx_oversize, 1);
+                    c.rx_oversize.bump(1);
                     send_close(
                         &mut io,
                         close::TOO_BIG,
@@ -637,7 +637,7 @@ impl WsRx {
                     )))
                 }
                 Some(Err(TError::Utf8(e))) => {
-                    Counters::add(&c.rx_protocol_errors, 1);
+                    c.rx_protocol_errors.bump(1);
                     send_close(&mut io, close::INVALID_PAYLOAD, "text is not UTF-8", cx);
                     Err(LinkError::protocol(format!(
                         "invalid UTF-8 in a text message: {e}"
@@ -647,7 +647,7 @@ impl WsRx {
                     Err(LinkError::PeerGone)
                 }
                 Some(Err(TError::Protocol(e))) => {
-                    Counters::add(&c.rx_protocol_errors, 1);
+                    c.rx_protocol_errors.bump(1);
                     send_close(&mut io, close::PROTOCOL, "protocol error", cx);
                     Err(LinkError::protocol(format!(
                         "WebSocket protocol error: {e}"

@@ -114,7 +114,8 @@ where
         let (mut host, mut events) = Host::accept(a, host_cfg).await.expect("accept");
         let ev = async move {
             let mut kf = 0;
-            while let Ok(Some(e)) = events.next_event().await {
+            // A host-side error is the test's failure, not the end.
+            while let Some(e) = events.next_event().await.expect("host event") {
                 if let HostEvent::KeyframeRequest { .. } = e {
                     kf += 1;
                 }
@@ -149,7 +150,11 @@ where
         while let Some(ev) = c.next_frame().await.expect("next_frame") {
             match ev {
                 ClientEvent::Frame(f) => {
-                    assert!(f.index >= next, "frames in order");
+                    assert_eq!(
+                        f.index, next,
+                        "frame {next} was neither delivered nor reported lost before frame {}",
+                        f.index
+                    );
                     next = f.index + 1;
                     let want = frame_bytes(f.index, size_of(f.index, base));
                     if f.data() != &want[..] || f.pts != f.index as u64 * 1000 {
@@ -161,13 +166,20 @@ where
                     out.recovered += f.recovered as u32;
                 }
                 ClientEvent::Lost { first, count } => {
-                    assert!(first >= next, "loss reported in order");
+                    assert_eq!(
+                        first, next,
+                        "frame {next} was neither delivered nor reported lost before loss of {first}"
+                    );
                     next = first + count;
                     out.lost += count;
                 }
             }
         }
-        let _ = input.close().await;
+        assert_eq!(
+            next, frames,
+            "the stream ended with frames {next}..{frames} neither delivered nor reported lost"
+        );
+        input.close().await.expect("input close");
         out.client = Some(c.stats());
         out
     };

@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 
+use link_integration::session::*;
 use link_session::{
     Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, HostEvent, InputEvent,
 };
-use link_tests::session::*;
 use link_types::{FaultSpec, fault_pair};
 use link_udp::{UdpConfig, UdpLink};
 

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use link_integration::session::*;
 use link_session::wire::{self, Kind, OUTER_LEN, SHARD_HEADER_LEN, ShardHeader, Writer};
 use link_session::{
     Client, ClientConfig, ClientEvent, FecScheme, FrameFlags, Host, HostConfig, HostEvent,
     InputEvent, RejectReason, SessionError, TouchPhase,
 };
-use link_tests::session::*;
 use link_types::fault::wrap;
 use link_types::{
     FaultSpec, Link, LinkRx, LinkTx, LinkTxExt, MemoryConfig, fault_pair, memory_pair,
@@ -106,7 +106,6 @@ async fn producer_writes_straight_into_the_link_slot() {
     assert_eq!(n, 10);
 }
 
-// r[verify session.fec.parity]
 // r[verify session.reassembly.shards]
 #[tokio::test]
 async fn lossy_links_deliver_whole_frames_or_count_them_lost() {

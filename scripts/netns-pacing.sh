@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Real-path pacing test: a link-session host and client (session/examples/
+# path_peer.rs, over link-udp) in two network namespaces joined by a veth
+# pair, with a tbf bottleneck on the host's side. Cases (issue 12):
+#   a) 20 Mbit/s fixed through 40 Mbit/s, 20 ms queue: 0 frames lost, every
+#      keyframe delivered, p99 latency <= keyframe transmission time + 15 ms
+#   b) 50 Mbit/s fixed through 200 Mbit/s, 5 ms queue: 0 frames lost
+#   c) target-following stream, capacity 50 -> 10 Mbit/s mid-stream: target
+#      <= 10 Mbit/s within 2 s, p99 back under 40 ms within 4 s, frames
+#      lost during the step <= 1 s worth
+#   d) ramp from the start rate to >= 80% of 50 Mbit/s within 5 s
+#   e) a competing TCP bulk flow through 50 Mbit/s: the stream's share and
+#      latency, measured and printed (aim >= 30%)
+# Usage: scripts/netns-pacing.sh [quick|long] [cases...]   (long: (a) 30 s)
+# With NOPACE=1 every case runs with pacing off (for the before/after
+# numbers; expected to fail).
+#
+# Traffic stays inside the namespaces this script creates (198.18.0.0/15);
+# everything is removed on exit, failure included. Needs root, iproute2
+# (tc with tbf) and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${1:-quick}
+shift || true
+CASES=${*:-a b c d e}
+for tool in ip tc python3; do
+    command -v "$tool" >/dev/null || { echo "netns-pacing: $tool is missing" >&2; exit 1; }
+done
+H=pacing-h$$
+C=pacing-c$$
+VH=pch$$
+VC=pcc$$
+HA=198.18.12.1
+CA=198.18.12.2
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/path_peer"
+OUT=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    ip netns del "$H" 2>/dev/null || true
+    ip netns del "$C" 2>/dev/null || true
+    [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$OUT"/* "$KEEP"/ 2>/dev/null
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p link-session --example path_peer
+
+ip netns add "$H"
+ip netns add "$C"
+ip link add "$VH" netns "$H" type veth peer name "$VC" netns "$C"
+ip -n "$H" addr add $HA/30 dev "$VH"
+ip -n "$C" addr add $CA/30 dev "$VC"
+for ns in "$H" "$C"; do ip -n "$ns" link set lo up; done
+# One segment per packet: tbf sees datagrams, as a real NIC's queue would.
+ip -n "$H" link set "$VH" gso_max_segs 1 up
+ip -n "$C" link set "$VC" gso_max_segs 1 up
+
+# bottleneck RATE_MBIT QUEUE_MS [change]
+bottleneck() {
+    local rate=$1 queue_ms=$2 verb=${3:-replace}
+    local limit=$((rate * 1000000 / 8 * queue_ms / 1000))
+    local burst=$((rate * 1000000 / 8 / 1000 + 3000))
+    ip netns exec "$H" tc qdisc "$verb" dev "$VH" root tbf rate "${rate}mbit" \
+        burst "$burst" limit "$limit"
+}
+
+PORT=6000
+# run NAME SECONDS HOST_MODE [host args...]: host and client JSON in $OUT
+run() {
+    local name=$1 secs=$2 mode=$3
+    shift 3
+    PORT=$((PORT + 2))
+    local extra=()
+    [[ -n "${NOPACE:-}" ]] && extra+=(nopace)
+    ip netns exec "$H" "$BIN" host $HA:$PORT $CA:$((PORT + 1)) "$secs" "$mode" "$@" "${extra[@]}" \
+        >"$OUT/$name.host" &
+    local hp=$!
+    PIDS+=("$hp")
+    sleep 0.3
+    ip netns exec "$C" "$BIN" client $CA:$((PORT + 1)) $HA:$PORT >"$OUT/$name.client" &
+    local cp=$!
+    PIDS+=("$cp")
+    if [[ -n "${STEP_AT:-}" ]]; then
+        sleep "$STEP_AT"
+        date +%s%6N >"$OUT/$name.step"
+        bottleneck "$STEP_TO" "$STEP_QUEUE" change
+    fi
+    wait "$cp"
+    wait "$hp"
+}
+
+check() {
+    python3 - "$OUT" "$@" <<'PY'
+import json, sys
+out, case = sys.argv[1], sys.argv[2]
+args = sys.argv[3:]
+h = json.load(open(f"{out}/{case}.host"))
+c = json.load(open(f"{out}/{case}.client"))
+hs = h["stats"]
+fails = []
+def need(ok, what):
+    print(("  ok   " if ok else "  FAIL ") + what)
+    if not ok:
+        fails.append(what)
+summary = (f"{case}: frames {c['frames']} lost {c['lost']} keyframes lost "
+           f"{c['keyframes_lost']}/{c['keyframes']} p50 {c['p50_us']/1000:.1f} ms "
+           f"p99 {c['p99_us']/1000:.1f} ms max {c['max_us']/1000:.1f} ms | estimate "
+           f"{hs['estimate_bps']/1e6:.1f} target {hs['target_bps']/1e6:.1f} Mbit/s, "
+           f"spread max {hs['frame_send_spread_max_us']/1000:.1f} ms, probes {hs['probes']}, "
+           f"overuses {hs['overuses']}, overruns {hs['pacing_overruns']}, paced {h['paced']}")
+print(summary)
+if case in ("a", "b"):
+    rate, key_bytes = float(args[0]), float(args[1])
+    need(c["lost"] == 0, "0 frames lost")
+    need(c["keyframes_lost"] == 0, "every keyframe delivered")
+    if case == "a":
+        # keyframe on the wire: +20% parity, +~3% headers
+        tx_ms = key_bytes * 1.2 * 1.03 * 8 / (rate * 1e6) * 1000
+        need(c["p99_us"] / 1000 <= tx_ms + 15,
+             f"p99 {c['p99_us']/1000:.1f} ms <= keyframe transmission {tx_ms:.1f} ms + 15 ms")
+elif case == "c":
+    step = int(open(f"{out}/c.step").read())
+    after = [(t, b) for t, b in h["targets"] if t >= step]
+    before = [(t, b) for t, b in h["targets"] if t < step]
+    down = next((t for t, b in after if b <= 10e6), None)
+    need(bool(before) and before[-1][1] > 15e6,
+         f"target before the step {before[-1][1]/1e6 if before else 0:.1f} Mbit/s (> 15)")
+    need(down is not None and down - step <= 2_000_000,
+         f"target <= 10 Mbit/s {((down - step)/1e6) if down else float('nan'):.2f} s after the step")
+    wins = c["windows"]
+    late = [w for w in wins if w[0] >= step + 4_000_000]
+    bad = [w for w in late if w[3] > 40_000]
+    need(late and not bad, f"p99 under 40 ms in every 250 ms window from 4 s after the step "
+         f"(worst {max((w[3] for w in late), default=0)/1000:.1f} ms)")
+    lost = sum(w[2] for w in wins if w[0] >= step - 500_000)
+    need(lost <= 60, f"frames lost around the step: {lost} (<= 60, one second)")
+elif case == "d":
+    start = h["start_us"]
+    up = next((t for t, b in h["targets"] if b / 0.9 * 1.2 >= 40e6), None)
+    need(up is not None and up - start <= 5_000_000,
+         f"estimate >= 40 Mbit/s {((up - start)/1e6) if up else float('nan'):.2f} s after the start")
+elif case == "e":
+    tcp_bytes, tcp_secs = float(args[0]), float(args[1])
+    secs = float(args[2])
+    stream = hs["frame_bytes_sent"] * 8 / secs / 1e6
+    tcp = tcp_bytes * 8 / tcp_secs / 1e6
+    print(f"  share: stream {stream:.1f} Mbit/s ({stream/50*100:.0f}% of 50), "
+          f"TCP {tcp:.1f} Mbit/s; stream lost {c['lost']} frames, p99 {c['p99_us']/1000:.1f} ms")
+    need(stream >= 15, f"stream share {stream/50*100:.0f}% >= 30%")
+sys.exit(1 if fails else 0)
+PY
+}
+
+status=0
+for case in $CASES; do
+    case $case in
+    a)
+        secs=10; [[ $MODE == long ]] && secs=30
+        bottleneck 40 20
+        run a "$secs" fixed:20000000
+        # P = 20e6/8 * 60/67 / 60; keyframe 8x
+        check a 40 $((20000000 / 8 * 60 / 67 / 60 * 8)) || status=1
+        ;;
+    b)
+        bottleneck 200 5
+        run b 10 fixed:50000000 start:50000000
+        check b 200 $((50000000 / 8 * 60 / 67 / 60 * 8)) || status=1
+        ;;
+    c)
+        bottleneck 50 20
+        STEP_AT=6 STEP_TO=10 STEP_QUEUE=20 run c 14 follow start:40000000
+        check c || status=1
+        ;;
+    d)
+        bottleneck 50 20
+        run d 8 follow start:5000000
+        check d || status=1
+        ;;
+    e)
+        bottleneck 50 20
+        ip netns exec "$C" python3 -c "
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('$CA', 7000)); s.listen(1); c, _ = s.accept(); n = 0; t0 = time.time()
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    n += len(b)
+open('$OUT/e.tcp', 'w').write(f'{n} {time.time() - t0}')
+" &
+        PIDS+=("$!")
+        sleep 0.3
+        ip netns exec "$H" timeout 12 python3 -c "
+import socket, time
+s = socket.create_connection(('$CA', 7000)); b = b'x' * (1 << 16); end = time.time() + 11
+while time.time() < end: s.sendall(b)
+s.close()
+" &
+        TCP=$!
+        PIDS+=("$TCP")
+        sleep 1
+        run e 10 follow
+        wait "$TCP" || true
+        sleep 0.5
+        read -r tb ts <"$OUT/e.tcp"
+        check e "$tb" "$ts" 10 || status=1
+        ;;
+    *) echo "unknown case $case" >&2; exit 2 ;;
+    esac
+done
+exit $status

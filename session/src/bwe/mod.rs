@@ -1,0 +1,628 @@
+//! Bandwidth estimation (`session.bwe.*`): a sans-I/O congestion controller
+//! in the manner of WebRTC's GCC.
+//!
+//! Inputs are events with timestamps the caller supplies (microseconds on
+//! any monotonic clock; the client's arrival times on the client's own
+//! clock, of which only differences are used):
+//! - [`Bwe::on_sent`]: a packet left (packet number, bytes, send time,
+//!   probe cluster),
+//! - [`Bwe::on_feedback`]: the client's report of which packets arrived when
+//!   and which were lost.
+//!
+//! Outputs are the [estimate](Bwe::estimate_bps) (what the path carries),
+//! the [pacing rate](Bwe::pacing_bps) and [probe clusters](Bwe::poll_probe)
+//! to send. Nothing here reads a clock or does I/O, so a deterministic
+//! network simulator drives it in tests.
+//!
+//! Structure: a delay-gradient detector ([trendline](trendline)) over
+//! send-time groups drives an AIMD rate controller (overuse: down to 0.85×
+//! the acknowledged rate; normal: up, multiplicatively far from the last
+//! known capacity and additively near it); a loss-based controller caps it
+//! (no reaction below 2% loss, a decrease of `rate · (1 − loss/2)` above
+//! 10%); probe clusters (padding sent at a multiple of the estimate between
+//! frames) find capacity the application's own traffic does not reveal.
+
+mod trendline;
+
+#[cfg(test)]
+mod sim;
+
+use std::collections::VecDeque;
+
+use trendline::Trendline;
+pub use trendline::Usage;
+
+/// Settings of the bandwidth estimator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BweConfig {
+    /// Estimate before any feedback arrived, bits per second.
+    pub start_bps: u64,
+    /// The estimate never goes below this.
+    pub min_bps: u64,
+    /// The estimate never goes above this.
+    pub max_bps: u64,
+    /// Pacing rate as a multiple of the estimate.
+    pub pacing_gain: f64,
+    /// Probe for more capacity (padding clusters between frames).
+    pub probing: bool,
+}
+
+impl Default for BweConfig {
+    fn default() -> Self {
+        BweConfig {
+            start_bps: 20_000_000,
+            min_bps: 500_000,
+            max_bps: 10_000_000_000,
+            pacing_gain: 1.1,
+            probing: true,
+        }
+    }
+}
+
+/// One packet the client reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Its packet number.
+    pub pn: u64,
+    /// When it arrived (client clock, µs), `None` if it did not.
+    pub at_us: Option<u64>,
+}
+
+/// A burst of padding the sender should emit at `bps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeCluster {
+    /// Identifies the cluster in [`Bwe::on_sent`].
+    pub id: u32,
+    /// Rate to send it at.
+    pub bps: u64,
+    /// Bytes to send.
+    pub bytes: u64,
+    /// At least this many packets.
+    pub min_packets: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    pn: u64,
+    size: u32,
+    at: u64,
+    probe: Option<u32>,
+    reported: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProbeStats {
+    sent_packets: u32,
+    sent_bytes: u64,
+    recv_packets: u32,
+    reported: u32,
+    first_send: Option<u64>,
+    last_send: u64,
+    last_send_size: u32,
+    first_arrival: Option<u64>,
+    first_arrival_size: u32,
+    last_arrival: u64,
+    recv_bytes: u64,
+    done_sending: bool,
+    bps: u64,
+}
+
+/// Rate-control state of the delay-based controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RateState {
+    Hold,
+    Increase,
+}
+
+/// Counters and figures of the estimator, for stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BweStats {
+    /// Probe clusters started.
+    pub probes: u64,
+    /// Probe clusters that produced a result.
+    pub probe_results: u64,
+    /// Overuse signals acted on (delay-based decreases).
+    pub overuses: u64,
+    /// Loss-based decreases.
+    pub loss_decreases: u64,
+    /// Loss fraction of the last feedback window, parts per million.
+    pub loss_ppm: u64,
+    /// The acknowledged (received) rate, bits per second.
+    pub acked_bps: u64,
+    /// The delay-based estimate.
+    pub delay_bps: u64,
+    /// The loss-based estimate.
+    pub loss_bps: u64,
+}
+
+/// The bandwidth estimator (see the module docs).
+#[derive(Debug)]
+pub struct Bwe {
+    config: BweConfig,
+    history: VecDeque<Sent>,
+    trend: Trendline,
+    delay_bps: f64,
+    loss_bps: f64,
+    state: RateState,
+    last_update: Option<u64>,
+    last_decrease: Option<u64>,
+    /// Averaged acknowledged rate at overuse (the link's capacity) and its
+    /// variance, normalised.
+    capacity: Option<(f64, f64)>,
+    /// Received bytes by arrival time, for the acknowledged rate.
+    acked: VecDeque<(u64, u32)>,
+    acked_bps: Option<f64>,
+    /// The plain average over the window (no busiest-period correction).
+    acked_avg_bps: Option<f64>,
+    /// Received rates over the last 50 ms, over the last second.
+    peaks: VecDeque<(u64, f64)>,
+    /// Sent bytes by send time, for the sending rate.
+    sent_window: VecDeque<(u64, u32)>,
+    loss_window: (u32, u32),
+    loss_window_start: Option<u64>,
+    probes: Vec<(u32, ProbeStats)>,
+    pending_probes: VecDeque<u64>,
+    next_probe_id: u32,
+    last_probe_at: Option<u64>,
+    last_overuse_at: Option<u64>,
+    last_loss_decrease: Option<u64>,
+    stats: BweStats,
+}
+
+/// Acknowledged-rate window.
+const ACKED_WINDOW_US: u64 = 250_000;
+/// The busiest-period window of the acknowledged rate.
+const PEAK_WINDOW_US: u64 = 50_000;
+/// How long a busy period's rate counts.
+const PEAK_KEEP_US: u64 = 1_000_000;
+/// Packets a loss window needs (fewer make 2% random loss look like 10%).
+const LOSS_WINDOW_PACKETS: u32 = 100;
+/// Sent-rate window.
+const SENT_WINDOW_US: u64 = 500_000;
+/// Packets kept for feedback matching.
+const MAX_HISTORY: usize = 1 << 16;
+/// Send history older than this is forgotten.
+const HISTORY_US: u64 = 2_000_000;
+/// Multiplicative increase per second far from the known capacity.
+const MULT_INCREASE: f64 = 0.08;
+/// Decrease factor on overuse.
+const BETA: f64 = 0.85;
+/// Probe clusters last this long at their rate.
+const PROBE_US: u64 = 15_000;
+/// Periodic probing interval.
+const PROBE_INTERVAL_US: u64 = 3_000_000;
+
+impl Bwe {
+    /// A new estimator starting at `config.start_bps`.
+    pub fn new(config: BweConfig) -> Self {
+        let start = config.start_bps.clamp(config.min_bps, config.max_bps) as f64;
+        let mut b = Bwe {
+            config,
+            history: VecDeque::new(),
+            trend: Trendline::new(),
+            delay_bps: start,
+            loss_bps: start,
+            state: RateState::Hold,
+            last_update: None,
+            last_decrease: None,
+            capacity: None,
+            acked: VecDeque::new(),
+            acked_bps: None,
+            acked_avg_bps: None,
+            peaks: VecDeque::new(),
+            sent_window: VecDeque::new(),
+            loss_window: (0, 0),
+            loss_window_start: None,
+            probes: Vec::new(),
+            pending_probes: VecDeque::new(),
+            next_probe_id: 1,
+            last_probe_at: None,
+            last_overuse_at: None,
+            last_loss_decrease: None,
+            stats: BweStats::default(),
+        };
+        if config.probing {
+            // Initial probes, as GCC: 3x and 6x the start rate.
+            b.pending_probes.push_back((start * 3.0) as u64);
+            b.pending_probes.push_back((start * 6.0) as u64);
+        }
+        b
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BweConfig {
+        &self.config
+    }
+
+    // r[impl session.bwe.target]
+    /// What the path carries, bits per second: the smaller of the
+    /// delay-based and the loss-based estimate, within `min_bps..=max_bps`.
+    pub fn estimate_bps(&self) -> u64 {
+        (self.delay_bps.min(self.loss_bps) as u64).clamp(self.config.min_bps, self.config.max_bps)
+    }
+
+    /// The pacing rate: the estimate times `pacing_gain`.
+    pub fn pacing_bps(&self) -> u64 {
+        (self.estimate_bps() as f64 * self.config.pacing_gain) as u64
+    }
+
+    /// The detector's latest conclusion.
+    pub fn usage(&self) -> Usage {
+        self.trend.usage()
+    }
+
+    /// Counters and figures.
+    pub fn stats(&self) -> BweStats {
+        let mut s = self.stats;
+        s.acked_bps = self.acked_bps.unwrap_or(0.0) as u64;
+        s.delay_bps = self.delay_bps as u64;
+        s.loss_bps = self.loss_bps as u64;
+        s
+    }
+
+    /// The rate the sender sent at over the last half second.
+    pub fn sending_bps(&self, now: u64) -> u64 {
+        let Some(&(first, _)) = self.sent_window.front() else {
+            return 0;
+        };
+        let span = now.saturating_sub(first).max(50_000);
+        let bytes: u64 = self.sent_window.iter().map(|&(_, s)| s as u64).sum();
+        bytes * 8 * 1_000_000 / span
+    }
+
+    /// A packet left: its number, its size on the wire and when, and the
+    /// probe cluster it belongs to.
+    pub fn on_sent(&mut self, pn: u64, size: usize, now: u64, probe: Option<u32>) {
+        let size = size.min(u32::MAX as usize) as u32;
+        if let Some(last) = self.history.back()
+            && pn <= last.pn
+        {
+            return; // numbers only grow; ignore a caller's mistake
+        }
+        self.history.push_back(Sent {
+            pn,
+            size,
+            at: now,
+            probe,
+            reported: false,
+        });
+        while self.history.len() > MAX_HISTORY
+            || self
+                .history
+                .front()
+                .is_some_and(|s| now.saturating_sub(s.at) > HISTORY_US)
+        {
+            self.history.pop_front();
+        }
+        self.sent_window.push_back((now, size));
+        while self
+            .sent_window
+            .front()
+            .is_some_and(|&(t, _)| now.saturating_sub(t) > SENT_WINDOW_US)
+        {
+            self.sent_window.pop_front();
+        }
+        if let Some(id) = probe
+            && let Some((_, p)) = self.probes.iter_mut().find(|(i, _)| *i == id)
+        {
+            p.sent_packets += 1;
+            p.sent_bytes += size as u64;
+            if p.first_send.is_none() {
+                p.first_send = Some(now);
+            }
+            p.last_send = now;
+            p.last_send_size = size;
+        }
+    }
+
+    // r[impl session.bwe.probe]
+    /// The next probe cluster to send, if one is due. `app_idle`: the
+    /// sender has nothing queued (probes go between frames).
+    pub fn poll_probe(&mut self, now: u64) -> Option<ProbeCluster> {
+        if !self.config.probing {
+            return None;
+        }
+        // One cluster at a time.
+        if self.probes.iter().any(|(_, p)| !p.done_sending) {
+            return None;
+        }
+        let est = self.estimate_bps();
+        if self.pending_probes.is_empty() && est < self.config.max_bps {
+            let since = self
+                .last_probe_at
+                .map_or(u64::MAX, |t| now.saturating_sub(t));
+            let calm = self
+                .last_overuse_at
+                .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US);
+            if since >= PROBE_INTERVAL_US && calm {
+                self.pending_probes.push_back(est * 2);
+            }
+        }
+        let bps = self
+            .pending_probes
+            .pop_front()?
+            .clamp(self.config.min_bps, self.config.max_bps);
+        let id = self.next_probe_id;
+        self.next_probe_id = self.next_probe_id.wrapping_add(1).max(1);
+        self.last_probe_at = Some(now);
+        self.stats.probes += 1;
+        self.probes.push((
+            id,
+            ProbeStats {
+                bps,
+                ..Default::default()
+            },
+        ));
+        if self.probes.len() > 8 {
+            self.probes.remove(0);
+        }
+        let bytes = (bps * PROBE_US / 8 / 1_000_000).max(6 * 1200);
+        Some(ProbeCluster {
+            id,
+            bps,
+            bytes,
+            min_packets: 5,
+        })
+    }
+
+    /// The sender finished sending cluster `id`.
+    pub fn probe_sent(&mut self, id: u32) {
+        if let Some((_, p)) = self.probes.iter_mut().find(|(i, _)| *i == id) {
+            p.done_sending = true;
+        }
+    }
+
+    // r[impl session.bwe.feedback]
+    /// The client's report: arrivals in packet-number order (`at_us` on
+    /// the client's clock), `now` on the sender's clock. Packets the
+    /// estimator never saw sent (too old, handshake) are ignored.
+    pub fn on_feedback(&mut self, arrivals: &[Arrival], now: u64) {
+        let mut lost = 0u32;
+        let mut got = 0u32;
+        for a in arrivals {
+            let Some(i) = self.index_of(a.pn) else {
+                continue;
+            };
+            let s = self.history[i];
+            if s.reported {
+                continue;
+            }
+            self.history[i].reported = true;
+            match a.at_us {
+                None => lost += 1,
+                Some(at) => {
+                    got += 1;
+                    self.trend.packet(s.at, at);
+                    self.acked.push_back((at, s.size));
+                }
+            }
+            if let Some(id) = s.probe {
+                self.probe_report(id, s, a.at_us);
+            }
+        }
+        self.update_acked();
+        self.loss_window.0 += lost;
+        self.loss_window.1 += got + lost;
+        let start = *self.loss_window_start.get_or_insert(now);
+        self.delay_update(now);
+        if self.loss_window.1 >= LOSS_WINDOW_PACKETS && now.saturating_sub(start) >= 100_000 {
+            let (l, n) = self.loss_window;
+            self.loss_update(l as f64 / n as f64, now);
+            self.loss_window = (0, 0);
+            self.loss_window_start = Some(now);
+        }
+        self.finish_probes();
+    }
+
+    fn index_of(&self, pn: u64) -> Option<usize> {
+        let first = self.history.front()?.pn;
+        let guess = pn.checked_sub(first)? as usize;
+        // Packet numbers of probes and data are dense but other messages
+        // (control) may not be in the history: search near the guess.
+        let i = guess.min(self.history.len() - 1);
+        if self.history[i].pn == pn {
+            return Some(i);
+        }
+        self.history.binary_search_by_key(&pn, |s| s.pn).ok()
+    }
+
+    fn update_acked(&mut self) {
+        let Some(&(newest, _)) = self.acked.iter().max_by_key(|(t, _)| *t) else {
+            return;
+        };
+        while self
+            .acked
+            .front()
+            .is_some_and(|&(t, _)| newest.saturating_sub(t) > ACKED_WINDOW_US)
+        {
+            self.acked.pop_front();
+        }
+        let oldest = self.acked.iter().map(|&(t, _)| t).min().unwrap_or(newest);
+        let span = newest - oldest;
+        if span >= 50_000 {
+            let bytes: u64 = self.acked.iter().map(|&(_, s)| s as u64).sum();
+            let mut rate = bytes as f64 * 8.0 * 1e6 / span as f64;
+            // A sender that is often idle (the application sends less than
+            // the path carries) shows the path's rate only while it sends:
+            // take the busiest recent 50 ms when it is higher.
+            let recent = self
+                .acked
+                .iter()
+                .filter(|&&(t, _)| newest - t <= PEAK_WINDOW_US);
+            let (n, b, first) = recent.fold((0u32, 0u64, newest), |(n, b, f), &(t, s)| {
+                (n + 1, b + s as u64, f.min(t))
+            });
+            if n >= 10 && newest > first {
+                let peak = (b as f64) * 8.0 * 1e6 / (newest - first).max(PEAK_WINDOW_US / 2) as f64;
+                self.peaks.push_back((newest, peak));
+            }
+            while self
+                .peaks
+                .front()
+                .is_some_and(|&(t, _)| newest.saturating_sub(t) > PEAK_KEEP_US)
+            {
+                self.peaks.pop_front();
+            }
+            self.acked_avg_bps = Some(rate);
+            let peak = self.peaks.iter().map(|p| p.1).fold(0.0, f64::max);
+            rate = rate.max(peak);
+            self.acked_bps = Some(rate);
+        }
+    }
+
+    // r[impl session.bwe.delay]
+    fn delay_update(&mut self, now: u64) {
+        let dt = self
+            .last_update
+            .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1e6)
+            .min(1.0);
+        self.last_update = Some(now);
+        match self.trend.usage() {
+            Usage::Over => {
+                let can = self
+                    .last_decrease
+                    .is_none_or(|t| now.saturating_sub(t) >= 200_000);
+                if can {
+                    let base = self.acked_bps.unwrap_or(self.delay_bps);
+                    let new = (BETA * base).min(self.delay_bps);
+                    self.delay_bps = new.max(self.config.min_bps as f64);
+                    if let Some(acked) = self.acked_bps {
+                        self.capacity = Some(match self.capacity {
+                            None => (acked, 0.4),
+                            Some((avg, var)) => {
+                                let a = 0.95 * avg + 0.05 * acked;
+                                let norm = avg.max(1.0);
+                                let v = 0.95 * var + 0.05 * ((avg - acked) / norm).powi(2);
+                                (a, v.clamp(0.0004, 2.5))
+                            }
+                        });
+                        // Capacity far off: forget it.
+                        if let Some((avg, var)) = self.capacity
+                            && (acked - avg).abs() > 3.0 * (var * avg * avg).sqrt()
+                        {
+                            self.capacity = Some((acked, 0.4));
+                        }
+                    }
+                    self.last_decrease = Some(now);
+                    self.last_overuse_at = Some(now);
+                    self.stats.overuses += 1;
+                    // Pending probes would overshoot a congested path.
+                    self.pending_probes.clear();
+                }
+                self.state = RateState::Hold;
+            }
+            Usage::Under => self.state = RateState::Hold,
+            Usage::Normal => {
+                if self.state == RateState::Hold {
+                    self.state = RateState::Increase;
+                } else {
+                    let near = self.capacity.is_some_and(|(avg, var)| {
+                        let sd = (var * avg * avg).sqrt();
+                        (self.delay_bps - avg).abs() <= 3.0 * sd
+                    });
+                    let new = if near {
+                        // About one packet per response time.
+                        self.delay_bps + 1200.0 * 8.0 / 0.2 * dt
+                    } else {
+                        self.delay_bps * (1.0 + MULT_INCREASE).powf(dt)
+                    };
+                    // No large increase without evidence the path carries it.
+                    let cap = self
+                        .acked_avg_bps
+                        .map_or(f64::MAX, |a| 1.5 * a + 10_000.0)
+                        .max(self.delay_bps);
+                    self.delay_bps = new.min(cap);
+                }
+            }
+        }
+        self.delay_bps = self
+            .delay_bps
+            .clamp(self.config.min_bps as f64, self.config.max_bps as f64);
+    }
+
+    // r[impl session.bwe.loss]
+    fn loss_update(&mut self, loss: f64, now: u64) {
+        self.stats.loss_ppm = (loss * 1e6) as u64;
+        let can_decrease = self
+            .last_loss_decrease
+            .is_none_or(|t| now.saturating_sub(t) >= 200_000);
+        if loss > 0.10 && can_decrease {
+            self.last_loss_decrease = Some(now);
+            let base = self.loss_bps.min(self.delay_bps);
+            self.loss_bps = (base * (1.0 - 0.5 * loss)).max(self.config.min_bps as f64);
+            self.stats.loss_decreases += 1;
+        } else if loss < 0.02 {
+            // Grow back towards the delay-based estimate, never past it.
+            let grown = self.loss_bps * 1.05;
+            self.loss_bps = grown.min(self.delay_bps.max(self.loss_bps));
+            if self.loss_bps < self.delay_bps && grown >= self.delay_bps {
+                self.loss_bps = self.delay_bps;
+            }
+        }
+    }
+
+    fn probe_report(&mut self, id: u32, s: Sent, at: Option<u64>) {
+        let Some((_, p)) = self.probes.iter_mut().find(|(i, _)| *i == id) else {
+            return;
+        };
+        p.reported += 1;
+        if let Some(at) = at {
+            p.recv_packets += 1;
+            p.recv_bytes += s.size as u64;
+            match p.first_arrival {
+                Some(f) if f <= at => {}
+                _ => {
+                    p.first_arrival = Some(at);
+                    p.first_arrival_size = s.size;
+                }
+            }
+            p.last_arrival = p.last_arrival.max(at);
+        }
+    }
+
+    fn finish_probes(&mut self) {
+        let mut results = Vec::new();
+        self.probes.retain(|(_, p)| {
+            if !(p.done_sending && p.reported >= p.sent_packets && p.sent_packets > 0) {
+                return true;
+            }
+            results.push(*p);
+            false
+        });
+        for p in results {
+            // At least 80% must have arrived.
+            if (p.recv_packets as u64) * 5 < (p.sent_packets as u64) * 4 || p.recv_packets < 3 {
+                continue;
+            }
+            let send_us = p
+                .last_send
+                .saturating_sub(p.first_send.unwrap_or(p.last_send));
+            let recv_us = p
+                .last_arrival
+                .saturating_sub(p.first_arrival.unwrap_or(p.last_arrival));
+            if send_us == 0 || recv_us == 0 {
+                continue;
+            }
+            let send_bps = (p.sent_bytes - p.last_send_size as u64) as f64 * 8e6 / send_us as f64;
+            let recv_bps =
+                (p.recv_bytes - p.first_arrival_size as u64) as f64 * 8e6 / recv_us as f64;
+            let mut result = send_bps.min(recv_bps);
+            if recv_bps < 0.9 * send_bps {
+                result = 0.95 * recv_bps;
+            }
+            self.stats.probe_results += 1;
+            if result > self.delay_bps {
+                self.delay_bps = result.min(self.config.max_bps as f64);
+                self.state = RateState::Hold;
+            }
+            if result > self.loss_bps {
+                self.loss_bps = result.min(self.config.max_bps as f64);
+            }
+            // The link was not saturated: probe further.
+            if result > 0.7 * p.bps as f64 && (p.bps as f64) < self.config.max_bps as f64 {
+                self.pending_probes.clear();
+                self.pending_probes.push_back((2.0 * result) as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! A deterministic sans-I/O network simulator for the estimator: a
+//! bottleneck (capacity, drop-tail queue, propagation delay, seeded random
+//! loss, scripted capacity changes) between a paced sender and a client
+//! that reports arrivals every 50 ms. Virtual time in microseconds; a run
+//! of 30 simulated seconds takes milliseconds.
+
+use std::collections::VecDeque;
+
+use super::{Arrival, Bwe, BweConfig};
+use crate::pacer::{Pacer, PacingConfig, Release};
+
+/// SplitMix64 (the fault injector's generator, kept here so the sim has no
+/// dependency on link-types' internals).
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How the simulated application picks frame sizes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum App {
+    /// Follows the target (with the given share of it).
+    Follow,
+    /// A fixed bitrate.
+    Fixed(u64),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Net {
+    /// (from µs, capacity bps) steps, the first at 0.
+    pub capacity: Vec<(u64, u64)>,
+    /// Queue limit in bytes.
+    pub queue_bytes: u64,
+    /// One-way propagation delay, µs.
+    pub delay_us: u64,
+    /// Random loss before the queue.
+    pub loss: f64,
+    pub seed: u64,
+}
+
+impl Net {
+    fn capacity_at(&self, t: u64) -> u64 {
+        self.capacity
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= t)
+            .map_or(self.capacity[0].1, |c| c.1)
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// (µs, estimate bps), every 100 ms.
+    pub estimate: Vec<(u64, u64)>,
+    /// (µs, bottleneck queue delay µs), every 100 ms.
+    pub queue_delay: Vec<(u64, u64)>,
+    /// (frame send time µs, latency µs or None if a packet was lost).
+    pub frames: Vec<(u64, Option<u64>, bool)>,
+    pub sent_packets: u64,
+    pub lost_queue: u64,
+    pub lost_random: u64,
+    pub probes: u64,
+    pub overruns: u64,
+}
+
+impl Outcome {
+    pub(crate) fn estimate_at(&self, t: u64) -> u64 {
+        self.estimate
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t)
+            .map_or(0, |e| e.1)
+    }
+
+    /// First time at or after `from` the estimate is at most `bps`.
+    pub(crate) fn first_at_most(&self, from: u64, bps: u64) -> Option<u64> {
+        self.estimate
+            .iter()
+            .find(|(t, e)| *t >= from && *e <= bps)
+            .map(|e| e.0)
+    }
+
+    /// First time the estimate reached `bps`.
+    pub(crate) fn first_at_least(&self, bps: u64) -> Option<u64> {
+        self.estimate.iter().find(|(_, e)| *e >= bps).map(|e| e.0)
+    }
+
+    pub(crate) fn max_queue_delay(&self, from: u64, to: u64) -> u64 {
+        self.queue_delay
+            .iter()
+            .filter(|(t, _)| (from..to).contains(t))
+            .map(|q| q.1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn frames_lost(&self, from: u64, to: u64) -> usize {
+        self.frames
+            .iter()
+            .filter(|(t, l, _)| (from..to).contains(t) && l.is_none())
+            .count()
+    }
+}
+
+struct InFlight {
+    pn: u64,
+    arrival: u64,
+}
+
+const PACKET: usize = 1200;
+const TICK: u64 = 100;
+
+/// Run `seconds` of a 60 fps stream (a keyframe 8× a P-frame every 60
+/// frames) through `net`, paced (or not) at the estimator's rate.
+pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64) -> Outcome {
+    let mut rng = Rng(net.seed);
+    let mut est = Bwe::new(bwe);
+    let pacing = PacingConfig {
+        enabled: paced,
+        ..PacingConfig::default()
+    };
+    // Items: (pn placeholder, frame index).
+    let mut pacer: Pacer<u32> = Pacer::new(pacing, est.pacing_bps(), PACKET);
+    let mut out = Outcome::default();
+    let end = seconds * 1_000_000;
+    let mut pn = 0u64;
+    let mut link_free = 0u64;
+    let mut queue: VecDeque<(u64, u64)> = VecDeque::new(); // (departure, bytes)
+    let mut queued = 0u64;
+    let mut flight: VecDeque<InFlight> = VecDeque::new();
+    let mut client_arrivals: Vec<(u64, u64)> = Vec::new(); // (pn, at)
+    let mut next_report_pn = 0u64;
+    let mut next_feedback = 50_000u64;
+    let mut reports: VecDeque<(u64, Vec<Arrival>)> = VecDeque::new();
+    let mut frame_packets: Vec<(u64, u32, u32, bool)> = Vec::new(); // (start, packets, arrived, key)
+    let mut frame_last: Vec<u64> = Vec::new();
+    let mut pn_frame: VecDeque<(u64, Option<u32>)> = VecDeque::new();
+    let mut next_frame = 0u64;
+    let mut frame_no = 0u32;
+    let mut next_sample = 0u64;
+    let mut t = 0u64;
+    while t < end {
+        // Application: a frame every 1/60 s.
+        if t >= next_frame {
+            let rate = match app {
+                App::Follow => est.estimate_bps() * 9 / 10,
+                App::Fixed(b) => b,
+            };
+            let p_size = rate / 8 * 60 / 67 / 60;
+            let key = frame_no.is_multiple_of(60);
+            let size = if key { p_size * 8 } else { p_size } as usize;
+            let n = size.div_ceil(PACKET).max(1) as u32;
+            if paced && pacer.queue_delay_us() > pacer.budget_us() {
+                out.overruns += 1;
+            }
+            for _ in 0..n {
+                pacer.push(frame_no, PACKET, t);
+            }
+            frame_packets.push((t, n, 0, key));
+            frame_last.push(0);
+            frame_no += 1;
+            next_frame += 1_000_000 / 60;
+        }
+        // Pacer (or line rate).
+        pacer.set_rate(t, est.pacing_bps());
+        if pacer.is_empty()
+            && pacer.probing().is_none()
+            && let Some(c) = est.poll_probe(t)
+            && !pacer.start_probe(c, t)
+        {
+            est.probe_sent(c.id);
+        }
+        loop {
+            let mut ended = None;
+            let r = if paced {
+                pacer.pop(t, &mut ended)
+            } else {
+                let mut e = None;
+                // Unpaced: everything now (no probes either).
+                let r = pacer.pop(u64::MAX / 2, &mut e);
+                ended = e;
+                r
+            };
+            if let Some(id) = ended {
+                est.probe_sent(id);
+            }
+            let Some(r) = r else { break };
+            let (size, probe, frame) = match r {
+                Release::Item(f) => (PACKET, None, Some(f)),
+                Release::Padding { size, probe } => (size, Some(probe), None),
+            };
+            est.on_sent(pn, size, t, probe);
+            pn_frame.push_back((pn, frame));
+            out.sent_packets += 1;
+            // The bottleneck.
+            while queue.front().is_some_and(|&(d, _)| d <= t) {
+                queued -= queue.pop_front().unwrap().1;
+            }
+            if rng.unit() < net.loss {
+                out.lost_random += 1;
+            } else if queued + size as u64 > net.queue_bytes {
+                out.lost_queue += 1;
+            } else {
+                let cap = net.capacity_at(t);
+                let start = link_free.max(t);
+                let dep = start + size as u64 * 8 * 1_000_000 / cap;
+                link_free = dep;
+                queue.push_back((dep, size as u64));
+                queued += size as u64;
+                flight.push_back(InFlight {
+                    pn,
+                    arrival: dep + net.delay_us,
+                });
+            }
+            pn += 1;
+        }
+        // Deliveries.
+        while flight.front().is_some_and(|f| f.arrival <= t) {
+            let f = flight.pop_front().unwrap();
+            client_arrivals.push((f.pn, t));
+        }
+        // Client feedback every 50 ms.
+        if t >= next_feedback {
+            next_feedback += 50_000;
+            if let Some(&(hi, _)) = client_arrivals.iter().max_by_key(|a| a.0) {
+                let mut v = Vec::new();
+                let mut it = client_arrivals.iter().peekable();
+                for p in next_report_pn..=hi {
+                    let at = match it.peek() {
+                        Some(&&(q, at)) if q == p => {
+                            it.next();
+                            Some(at)
+                        }
+                        _ => None,
+                    };
+                    v.push(Arrival { pn: p, at_us: at });
+                }
+                next_report_pn = hi + 1;
+                client_arrivals.clear();
+                reports.push_back((t + net.delay_us, v));
+            }
+        }
+        while reports.front().is_some_and(|r| r.0 <= t) {
+            let (_, v) = reports.pop_front().unwrap();
+            // Frame accounting.
+            for a in &v {
+                while pn_frame.front().is_some_and(|&(p, _)| p < a.pn) {
+                    pn_frame.pop_front();
+                }
+                if let Some(&(p, Some(f))) = pn_frame.front()
+                    && p == a.pn
+                    && let Some(at) = a.at_us
+                {
+                    frame_packets[f as usize].2 += 1;
+                    frame_last[f as usize] = frame_last[f as usize].max(at);
+                }
+            }
+            est.on_feedback(&v, t);
+        }
+        if t >= next_sample {
+            next_sample += 100_000;
+            out.estimate.push((t, est.estimate_bps()));
+            out.queue_delay
+                .push((t, queued * 8 * 1_000_000 / net.capacity_at(t)));
+        }
+        t += TICK;
+    }
+    for (i, &(start, n, got, key)) in frame_packets.iter().enumerate() {
+        if start + 1_000_000 > end {
+            break;
+        }
+        let lat = (got == n).then(|| frame_last[i] - start);
+        out.frames.push((start, lat, key));
+    }
+    out.probes = est.stats().probes;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: u64 = 1_000_000;
+    const S: u64 = 1_000_000;
+
+    fn net(capacity: Vec<(u64, u64)>, queue_ms: u64, delay_ms: u64, loss: f64) -> Net {
+        let cap0 = capacity[0].1;
+        Net {
+            capacity,
+            queue_bytes: cap0 / 8 * queue_ms / 1000,
+            delay_us: delay_ms * 1000,
+            loss,
+            seed: 42,
+        }
+    }
+
+    fn show(o: &Outcome) -> String {
+        let est: Vec<String> = o
+            .estimate
+            .iter()
+            .step_by(5)
+            .map(|(t, e)| format!("{:.1}s:{:.1}", *t as f64 / 1e6, *e as f64 / 1e6))
+            .collect();
+        format!(
+            "estimate {} | lost queue {} random {} probes {}",
+            est.join(" "),
+            o.lost_queue,
+            o.lost_random,
+            o.probes
+        )
+    }
+
+    // r[verify session.bwe.delay]
+    #[test]
+    fn step_down_50_to_10_brings_the_estimate_down_within_2_s() {
+        let n = Net {
+            queue_bytes: 50 * M / 8 * 50 / 1000,
+            ..net(vec![(0, 50 * M), (10 * S, 10 * M)], 50, 20, 0.0)
+        };
+        let o = run(&n, App::Follow, BweConfig::default(), true, 20);
+        assert!(o.estimate_at(10 * S) >= 30 * M, "{}", show(&o));
+        let at = o.first_at_most(10 * S, 10 * M).expect("came down");
+        assert!(at <= 12 * S, "down at {at}: {}", show(&o));
+        // And stays near the new capacity.
+        let late = o.estimate_at(19 * S);
+        assert!((5 * M..=12 * M).contains(&late), "{}", show(&o));
+    }
+
+    #[test]
+    fn step_up_10_to_50_is_found() {
+        let o = run(
+            &net(vec![(0, 10 * M), (8 * S, 50 * M)], 50, 20, 0.0),
+            App::Follow,
+            BweConfig::default(),
+            true,
+            20,
+        );
+        assert!(o.estimate_at(7 * S) <= 12 * M, "{}", show(&o));
+        let up = o.first_at_least(40 * M).expect("went up");
+        assert!(up <= 16 * S, "up at {up}: {}", show(&o));
+    }
+
+    // r[verify session.bwe.probe]
+    #[test]
+    fn ramp_reaches_80_percent_of_50_mbit_within_5_s() {
+        let o = run(
+            &net(vec![(0, 50 * M)], 50, 20, 0.0),
+            App::Follow,
+            BweConfig {
+                start_bps: 5 * M,
+                ..BweConfig::default()
+            },
+            true,
+            10,
+        );
+        let at = o.first_at_least(40 * M).expect("ramped");
+        assert!(at <= 5 * S, "at {at}: {}", show(&o));
+        assert!(o.probes >= 2);
+    }
+
+    // r[verify session.bwe.loss]
+    #[test]
+    fn two_percent_random_loss_does_not_collapse_the_estimate() {
+        let o = run(
+            &net(vec![(0, 50 * M)], 50, 20, 0.02),
+            App::Follow,
+            BweConfig::default(),
+            true,
+            20,
+        );
+        for s in 5..20 {
+            assert!(o.estimate_at(s * S) >= 20 * M, "at {s} s: {}", show(&o));
+        }
+        // Heavy loss does bring it down.
+        let o = run(
+            &net(vec![(0, 50 * M)], 50, 20, 0.2),
+            App::Follow,
+            BweConfig::default(),
+            true,
+            10,
+        );
+        assert!(o.estimate_at(9 * S) < 20 * M, "{}", show(&o));
+    }
+
+    #[test]
+    fn a_deep_queue_stays_short() {
+        // 500 ms of queue at 20 Mbit/s: drop-tail never fires, only the
+        // delay gradient can keep the queue down.
+        let o = run(
+            &net(vec![(0, 20 * M)], 500, 20, 0.0),
+            App::Follow,
+            BweConfig::default(),
+            true,
+            20,
+        );
+        assert_eq!(o.lost_queue, 0);
+        let q = o.max_queue_delay(5 * S, 20 * S);
+        assert!(q <= 150_000, "queue delay up to {q} µs: {}", show(&o));
+        assert!(o.estimate_at(19 * S) >= 10 * M, "{}", show(&o));
+    }
+
+    // r[verify session.pacing.keyframes]
+    #[test]
+    fn keyframes_survive_a_shallow_queue_only_when_paced() {
+        // 20 Mbit/s through 40 Mbit/s with 20 ms of queue.
+        let n = net(vec![(0, 40 * M)], 20, 10, 0.0);
+        let paced = run(&n, App::Fixed(20 * M), BweConfig::default(), true, 10);
+        let unpaced = run(&n, App::Fixed(20 * M), BweConfig::default(), false, 10);
+        let keys_lost = |o: &Outcome| o.frames.iter().filter(|f| f.2 && f.1.is_none()).count();
+        assert_eq!(paced.frames_lost(0, 10 * S), 0, "{}", show(&paced));
+        assert!(
+            keys_lost(&unpaced) >= 5,
+            "unpaced lost {} keyframes",
+            keys_lost(&unpaced)
+        );
+    }
+}
