@@ -343,25 +343,33 @@ def check_reconnect(s, binary, host, source):
 
 def check_tls(wd, binary, source):
     port = free_port()
-    host = Host(binary, port, source, extra=["--self-signed"])
+    # With a PSK too: the page takes it from the printed URL's #psk=.
+    psk = tempfile.NamedTemporaryFile("w", prefix="web-psk-", delete=False)
+    psk.write(os.urandom(16).hex() + "\n")
+    psk.close()
+    host = Host(binary, port, source, extra=["--self-signed", "--psk-file", psk.name])
     try:
         spki = host.line(r"SPKI SHA-256 \(base64[^)]*\): (\S+)")
         if not spki:
             fail(f"tls: the host printed no SPKI fingerprint:\n{host.text()}")
+        url = host.line(r"open in a browser: (https://\S+/#psk=[0-9a-f]+)")
+        if not url:
+            fail(f"tls: the host printed no https join URL with #psk=:\n{host.text()}")
         s = wd.session([f"--ignore-certificate-errors-spki-list={spki}"])
         try:
-            s.go(f"https://localhost:{port}/")
+            s.go(url)
             st, ok = wait_for(s, lambda x: x["frames_decoded"] >= 30, 20)
             if not ok:
                 fail(f"tls: no frames over wss: {st}\n{host.text()[-2000:]}")
             proto = s.js("return location.protocol;")
-            log(f"tls: {proto} page with --self-signed (spki {spki}): frames_decoded={st['frames_decoded']} decode_errors={st['decode_errors']}")
+            log(f"tls: {proto} page with --self-signed (spki {spki}) and the PSK from {url.split('#')[0]}#psk=...: frames_decoded={st['frames_decoded']} decode_errors={st['decode_errors']}")
             if proto != "https:" or st["decode_errors"] != 0:
                 fail("tls: not https or decode errors")
         finally:
             s.close()
     finally:
         host.stop()
+        os.unlink(psk.name)
 
 
 def cpu_ticks(pids):
