@@ -35,6 +35,7 @@ cargo check -p link-session --target wasm32-unknown-unknown
 cargo clippy -p link-session --target wasm32-unknown-unknown -- -D warnings
 cargo build -p link-ws --target wasm32-unknown-unknown
 LINK_WS_PEER=127.0.0.1:1 cargo clippy -p link-ws --target wasm32-unknown-unknown --lib --tests -- -D warnings
+cargo clippy -p linkstream-web --target wasm32-unknown-unknown -- -D warnings
 
 step "spec coverage"
 cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
@@ -62,6 +63,9 @@ bash scripts/netns-pacing.sh quick a d
 
 step "WebSocket link in headless Chromium (conformance suite and browser tests)"
 bash scripts/browser-test.sh
+
+step "browser page in headless Chromium over WebDriver against a real host: decode, canvas index, screenshot, input, mid-stream join, reconnect, wss with --self-signed"
+bash scripts/browser-page.sh
 
 step "Autobahn WebSocket test cases (kosoku) against our server and our client"
 bash scripts/autobahn.sh

@@ -79,6 +79,18 @@ pub struct HostArgs {
     /// child; a path listens there for `linkstream capture --connect PATH`.
     #[arg(long, value_name = "spawn|PATH", default_value = "spawn")]
     pub capture: String,
+    // --- browser page over TLS (web branch) ---
+    /// Serve the page and the stream over https/wss with this PEM
+    /// certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve https/wss with a certificate made at start; prints its
+    /// SHA-256 fingerprints.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_signed: bool,
 }
 
 /// One encoded frame, shared by every viewer's queue.
@@ -483,24 +495,41 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         ),
         None => None,
     };
+    // --- the browser page on the WebSocket port (web branch) ---
+    let tls_choice = crate::web_assets::TlsChoice {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        self_signed: args.self_signed,
+    };
+    if args.ws.is_none() && (args.self_signed || args.tls_cert.is_some()) {
+        return Err("--tls-cert/--tls-key and --self-signed need --ws ADDR".into());
+    }
     let ws = match args.ws {
-        Some(addr) => Some(
+        Some(addr) => {
+            let (options, notes) = crate::web_assets::server_options(&tls_choice, addr)?;
+            let tls = options.tls.is_some();
             // Few frames may wait in a viewer's WebSocket write queue: a
             // viewer that drains slower than the stream then backs up into
             // its own bounded queue, where it skips to the next keyframe,
             // instead of buffering seconds of video.
-            link_ws::WsServer::bind(
-                addr,
-                link_ws::WsConfig {
-                    queue: 4,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| format!("WebSocket {addr}: {e}"))?,
-        ),
+            let config = link_ws::WsConfig {
+                queue: 4,
+                ..Default::default()
+            };
+            let server = link_ws::WsServer::bind_with(addr, config, options)
+                .await
+                .map_err(|e| format!("WebSocket {addr}: {e}"))?;
+            for n in notes {
+                eprintln!("linkstream host: {n}");
+            }
+            for url in crate::web_assets::join_urls(server.local_addr(), tls, psk.as_deref()) {
+                eprintln!("linkstream host: open in a browser: {url}");
+            }
+            Some((server, tls))
+        }
         None => None,
     };
+    // --- end web branch ---
 
     let hub = Arc::new(Hub::new(
         args.viewer_queue as usize,
@@ -543,9 +572,10 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             while viewers.join_next().await.is_some() {}
         });
     }
-    if let Some(mut server) = ws {
+    if let Some((mut server, tls)) = ws {
         let local = server.local_addr();
-        println_join(&format!("ws://{local}"), key_hint);
+        let scheme = if tls { "wss" } else { "ws" };
+        println_join(&format!("{scheme}://{local}"), key_hint);
         let (hub, cfg) = (hub.clone(), host_cfg.clone());
         tasks.spawn(async move {
             let mut viewers = tokio::task::JoinSet::new();

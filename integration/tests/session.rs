@@ -989,3 +989,53 @@ fn hostile_input_and_reports_never_panic_the_host() {
         })
         .unwrap();
 }
+
+// r[verify session.feedback.keyframe-request]
+/// A keyframe request without a loss reaches the host once per newer frame
+/// named, and changes no loss counter.
+#[tokio::test]
+async fn client_keyframe_request_reaches_the_host_once() {
+    let (a, b) = memory_pair(MemoryConfig::default());
+    let host = async move {
+        let (mut host, mut events) = Host::accept(a, HostConfig::default()).await.unwrap();
+        let ev = async move {
+            let mut requests = Vec::new();
+            while let Ok(Some(e)) = events.next_event().await {
+                if let HostEvent::KeyframeRequest { lost_frame } = e {
+                    requests.push(lost_frame);
+                }
+            }
+            requests
+        };
+        let send = async move {
+            for i in 0..40u32 {
+                host.send_frame(&frame_bytes(i, 2_000), 0, FrameFlags::NONE)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            host.close().await.unwrap();
+        };
+        futures::join!(ev, send).0
+    };
+    let client = async move {
+        let (mut c, mut input) = Client::connect(b, ClientConfig::default()).await.unwrap();
+        while let Ok(Some(ev)) = c.next_frame().await {
+            if let ClientEvent::Frame(f) = ev {
+                match f.index {
+                    3 => c.request_keyframe(3),
+                    // Older than one already named: no new request.
+                    10 => c.request_keyframe(2),
+                    20 => c.request_keyframe(20),
+                    _ => {}
+                }
+            }
+        }
+        let s = c.stats();
+        input.close().await.unwrap();
+        s
+    };
+    let (requests, stats) = futures::join!(host, client);
+    assert_eq!(requests, [3, 20]);
+    assert_eq!((stats.frames_lost, stats.frames_delivered), (0, 40));
+}

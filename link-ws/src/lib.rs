@@ -46,9 +46,12 @@ pub struct WsMessage {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+#[cfg(all(not(target_arch = "wasm32"), feature = "self-signed"))]
+pub use native::SelfSigned;
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{
-    ClientTls, ServerCounts, TlsServer, WsAccepted, WsLink, WsPermit, WsRx, WsServer, WsSlot, WsTx,
+    ClientTls, HttpAsset, HttpRoutes, ServerCounts, ServerOptions, TlsServer, WsAccepted, WsLink,
+    WsPermit, WsRx, WsServer, WsSlot, WsTx,
 };
 
 #[cfg(target_arch = "wasm32")]

@@ -308,6 +308,19 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         self.shared.stats.snapshot()
     }
 
+    // r[impl session.feedback.keyframe-request]
+    /// Ask the host for a keyframe because frame `frame` could not be used
+    /// (its decoder failed, say): the next loss report, sent by the next
+    /// `next_frame` call, names it as the newest lost frame, so the host's
+    /// `next_event` yields one `KeyframeRequest` (none if a newer frame was
+    /// named already). No loss counter changes.
+    pub fn request_keyframe(&mut self, frame: u32) {
+        self.last_lost = Some(self.last_lost.map_or(frame, |l| l.max(frame)));
+        self.feedback_due = true;
+        // Send it at the next call rather than after up to 64 messages.
+        self.since_housekeeping = 64;
+    }
+
     // r[impl session.client.next-frame]
     /// The next whole frame, in index order, or a report of lost frames.
     /// `Ok(None)` once the host closed the link (after every frame that

@@ -1,13 +1,17 @@
 //! The native (tokio) implementation.
 
 mod client;
+mod http;
 mod link;
 mod server;
 mod stream;
 mod tls;
 
+pub use http::{HttpAsset, HttpRoutes};
 pub use link::{WsLink, WsPermit, WsRx, WsSlot, WsTx};
-pub use server::{ServerCounts, WsAccepted, WsServer};
+pub use server::{ServerCounts, ServerOptions, WsAccepted, WsServer};
+#[cfg(feature = "self-signed")]
+pub use tls::SelfSigned;
 pub use tls::{ClientTls, TlsServer};
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;

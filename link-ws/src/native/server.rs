@@ -8,6 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
+use super::http::{HttpRoutes, Routed, route};
 use super::link::WsLink;
 use super::stream::Stream;
 use super::tls::TlsServer;
@@ -31,6 +32,8 @@ struct ServerCounters {
     accepted: AtomicU64,
     handshakes_failed: AtomicU64,
     refused: AtomicU64,
+    http_ok: AtomicU64,
+    http_refused: AtomicU64,
 }
 
 /// What a server has done with the connections it was offered.
@@ -43,6 +46,21 @@ pub struct ServerCounts {
     /// Connections closed at once because `max_pending` were already
     /// waiting.
     pub refused: u64,
+    /// Plain HTTP requests answered with an asset (`200`).
+    pub http_ok: u64,
+    /// Plain HTTP requests refused (`404`, `405`, `400`, `431`), including
+    /// upgrade requests for a path other than the stream path.
+    pub http_refused: u64,
+}
+
+/// How a server listens, besides its [`WsConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Serve `wss://` (and `https://`) with this identity.
+    pub tls: Option<TlsServer>,
+    /// Answer plain HTTP requests from this table and upgrade only its
+    /// stream path; `None` upgrades every request.
+    pub http: Option<HttpRoutes>,
 }
 
 // r[impl ws.server]
@@ -76,7 +94,7 @@ impl Drop for WsServer {
 impl WsServer {
     /// Listen for `ws://` connections on `addr` (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr, config: WsConfig) -> Result<Self, WsError> {
-        Self::start(addr, config, None).await
+        Self::bind_with(addr, config, ServerOptions::default()).await
     }
 
     /// Listen for `wss://` connections on `addr`.
@@ -85,13 +103,19 @@ impl WsServer {
         config: WsConfig,
         tls: TlsServer,
     ) -> Result<Self, WsError> {
-        Self::start(addr, config, Some(tls)).await
+        let options = ServerOptions {
+            tls: Some(tls),
+            http: None,
+        };
+        Self::bind_with(addr, config, options).await
     }
 
-    async fn start(
+    /// Listen on `addr` with TLS and/or an HTTP route table
+    /// ([`ServerOptions`]).
+    pub async fn bind_with(
         addr: SocketAddr,
         config: WsConfig,
-        tls: Option<TlsServer>,
+        options: ServerOptions,
     ) -> Result<Self, WsError> {
         config.validate().map_err(WsError::InvalidConfig)?;
         let listener = TcpListener::bind(addr)
@@ -102,7 +126,14 @@ impl WsServer {
             .map_err(crate::error::io("local_addr"))?;
         let (send, incoming) = mpsc::channel(config.max_pending);
         let counters = Arc::new(ServerCounters::default());
-        let task = tokio::spawn(accept_loop(listener, config, tls, send, counters.clone()));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            config,
+            options.tls,
+            options.http.map(Arc::new),
+            send,
+            counters.clone(),
+        ));
         Ok(WsServer {
             local,
             incoming,
@@ -132,6 +163,8 @@ impl WsServer {
             accepted: self.counters.accepted.load(Relaxed),
             handshakes_failed: self.counters.handshakes_failed.load(Relaxed),
             refused: self.counters.refused.load(Relaxed),
+            http_ok: self.counters.http_ok.load(Relaxed),
+            http_refused: self.counters.http_refused.load(Relaxed),
         }
     }
 }
@@ -140,6 +173,7 @@ async fn accept_loop(
     listener: TcpListener,
     config: WsConfig,
     tls: Option<TlsServer>,
+    http: Option<Arc<HttpRoutes>>,
     send: mpsc::Sender<(WsAccepted, OwnedSemaphorePermit)>,
     counters: Arc<ServerCounters>,
 ) {
@@ -163,12 +197,29 @@ async fn accept_loop(
             drop(tcp);
             continue;
         };
-        let (config, tls, send, counters) =
-            (config.clone(), tls.clone(), send.clone(), counters.clone());
+        let (config, tls, http, send, counters) = (
+            config.clone(),
+            tls.clone(),
+            http.clone(),
+            send.clone(),
+            counters.clone(),
+        );
         tokio::spawn(async move {
-            let hs = tokio::time::timeout(config.handshake_timeout, handshake(tcp, &config, tls));
+            let hs = tokio::time::timeout(
+                config.handshake_timeout,
+                handshake(tcp, &config, tls, http.as_deref()),
+            );
             match hs.await {
-                Ok(Ok((link, path))) => {
+                Ok(Ok(Handshake::Http(status))) => {
+                    let c = if status == 200 {
+                        &counters.http_ok
+                    } else {
+                        &counters.http_refused
+                    };
+                    c.fetch_add(1, Relaxed);
+                    tracing::debug!("HTTP request from {peer}: {status}");
+                }
+                Ok(Ok(Handshake::Link(link, path))) => {
                     counters.accepted.fetch_add(1, Relaxed);
                     let _ = send.send((WsAccepted { link, path, peer }, permit)).await;
                 }
@@ -185,11 +236,17 @@ async fn accept_loop(
     }
 }
 
+enum Handshake {
+    Link(WsLink, String),
+    Http(u16),
+}
+
 async fn handshake(
     tcp: TcpStream,
     config: &WsConfig,
     tls: Option<TlsServer>,
-) -> Result<(WsLink, String), WsError> {
+    http: Option<&HttpRoutes>,
+) -> Result<Handshake, WsError> {
     let _ = tcp.set_nodelay(true);
     let stream = match tls {
         None => Stream::Plain(tcp),
@@ -201,6 +258,13 @@ async fn handshake(
                 .map_err(|e| WsError::Handshake(Box::new(e)))?;
             Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s)))
         }
+    };
+    let stream = match http {
+        None => stream,
+        Some(routes) => match route(stream, routes).await? {
+            Routed::Upgrade(s) => s,
+            Routed::Answered(status) => return Ok(Handshake::Http(status)),
+        },
     };
     let mut path = String::new();
     // The callback's signature is the framing crate's; it never fails here.
@@ -220,5 +284,5 @@ async fn handshake(
     )
     .await
     .map_err(|e| WsError::Handshake(Box::new(e)))?;
-    Ok((WsLink::new(ws, config), path))
+    Ok(Handshake::Link(WsLink::new(ws, config), path))
 }

@@ -11,6 +11,13 @@ use tokio::net::TcpStream;
 pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// A stream whose first bytes (a request head the server already read
+    /// to route the request) are read again before the stream's own.
+    Replay {
+        head: Vec<u8>,
+        pos: usize,
+        inner: Box<Stream>,
+    },
 }
 
 impl AsyncRead for Stream {
@@ -22,6 +29,19 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Replay { head, pos, inner } => {
+                if *pos < head.len() {
+                    let n = (head.len() - *pos).min(buf.remaining());
+                    buf.put_slice(&head[*pos..*pos + n]);
+                    *pos += n;
+                    if *pos == head.len() {
+                        *head = Vec::new();
+                        *pos = 0;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(&mut **inner).poll_read(cx, buf)
+            }
         }
     }
 }
@@ -35,6 +55,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::Replay { inner, .. } => Pin::new(&mut **inner).poll_write(cx, buf),
         }
     }
 
@@ -46,6 +67,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Stream::Replay { inner, .. } => Pin::new(&mut **inner).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -53,6 +75,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Replay { inner, .. } => inner.is_write_vectored(),
         }
     }
 
@@ -60,6 +83,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Replay { inner, .. } => Pin::new(&mut **inner).poll_flush(cx),
         }
     }
 
@@ -67,6 +91,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::Replay { inner, .. } => Pin::new(&mut **inner).poll_shutdown(cx),
         }
     }
 }

@@ -123,3 +123,68 @@ impl ClientTls {
         })
     }
 }
+
+/// A certificate made at start by [`TlsServer::self_signed`], with what a
+/// user needs to trust it.
+#[cfg(feature = "self-signed")]
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The certificate's SubjectPublicKeyInfo, DER.
+    pub spki_der: Vec<u8>,
+    /// SHA-256 of the SubjectPublicKeyInfo, base64: the form Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes.
+    pub spki_sha256_base64: String,
+    /// SHA-256 of the certificate (DER), as colon-separated upper-case hex:
+    /// the fingerprint browsers show in their certificate viewer.
+    pub cert_sha256: String,
+}
+
+// r[impl ws.tls.self-signed]
+#[cfg(feature = "self-signed")]
+impl TlsServer {
+    /// Make a fresh self-signed certificate (ECDSA P-256) for `names` (DNS
+    /// names or IP addresses, the certificate's subject alternative names)
+    /// and a server identity that uses it.
+    pub fn self_signed(names: &[String]) -> Result<(TlsServer, SelfSigned), WsError> {
+        use base64::Engine as _;
+        use rcgen::PublicKeyData as _;
+        if names.is_empty() {
+            return Err(WsError::Tls(
+                "a self-signed certificate needs a name".into(),
+            ));
+        }
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
+            .map_err(|e| WsError::Tls(format!("making a self-signed certificate: {e}")))?;
+        let cert_pem = ck.cert.pem();
+        let key_pem = ck.signing_key.serialize_pem();
+        let cert_der = ck.cert.der().to_vec();
+        let spki_der = ck.signing_key.subject_public_key_info();
+        let sha = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
+        let spki_sha256_base64 =
+            base64::engine::general_purpose::STANDARD.encode(sha(&spki_der).as_ref());
+        let cert_sha256 = sha(&cert_der)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let server = TlsServer::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
+        Ok((
+            server,
+            SelfSigned {
+                cert_pem,
+                key_pem,
+                cert_der,
+                spki_der,
+                spki_sha256_base64,
+                cert_sha256,
+            },
+        ))
+    }
+}
