@@ -20,7 +20,7 @@ fn layer(name: &str) -> Option<u8> {
         // The transports and the session, side by side: none knows another.
         "link-udp" | "link-shm" | "link-ws" | "link-session" => 2,
         // On top: may use everything.
-        "link-bench" | "linkstream" | "link-integration" => 3,
+        "link-bench" | "linkstream" | "linkstream-web" | "link-integration" => 3,
         _ => return None,
     })
 }
