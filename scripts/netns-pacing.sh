@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-path pacing test: a link-session host and client (session/examples/
+# Real-path pacing test: a link-session host and client (integration/examples/
 # path_peer.rs, over link-udp) in two network namespaces joined by a veth
 # pair, with a tbf bottleneck on the host's side. Cases (issue 12):
 #   a) 20 Mbit/s fixed through 40 Mbit/s, 20 ms queue: 0 frames lost, every
@@ -46,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p link-session --example path_peer
+cargo build --release -q -p link-integration --example path_peer
 
 ip netns add "$H"
 ip netns add "$C"
