@@ -79,7 +79,7 @@ grep -q '^encoder: 120 frames' <<<"$report"
 step "video across network namespaces: host and capture in one, viewers in others (UDP and WebSocket, 720p30 at 4 Mbit/s, a throttled viewer)"
 # On this 2-core machine, with host, capture, encoder and four viewers on two
 # cores, an unthrottled UDP viewer lost one frame in one fresh-clone run of
-# about five (a kernel drop; issue 13 keeps it open). One retry, loudly: a
+# about five (cause not found yet; issue 13 keeps it open). One retry, loudly: a
 # second failure fails the test command.
 if ! bash scripts/netns-video.sh; then
     echo "netns-video: FAILED once (output above); running it again" >&2
