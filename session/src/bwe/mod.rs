@@ -157,7 +157,8 @@ pub struct Bwe {
     /// Received rates over the last 50 ms, over the last second.
     peaks: VecDeque<(u64, f64)>,
     /// Sent bytes by send time, for the sending rate.
-    sent_window: VecDeque<(u64, u32)>,
+    /// (sent at, size, part of a probe) over the last `SENT_WINDOW_US`.
+    sent_window: VecDeque<(u64, u32, bool)>,
     loss_window: (u32, u32),
     loss_window_start: Option<u64>,
     probes: Vec<(u32, ProbeStats)>,
@@ -262,12 +263,40 @@ impl Bwe {
 
     /// The rate the sender sent at over the last half second.
     pub fn sending_bps(&self, now: u64) -> u64 {
-        let Some(&(first, _)) = self.sent_window.front() else {
+        self.window_bps(now, true)
+    }
+
+    /// The rate of the application's own data (probes left out) over the
+    /// last half second.
+    pub fn app_sending_bps(&self, now: u64) -> u64 {
+        self.window_bps(now, false)
+    }
+
+    fn window_bps(&self, now: u64, with_probes: bool) -> u64 {
+        let Some(&(first, _, _)) = self.sent_window.front() else {
             return 0;
         };
         let span = now.saturating_sub(first).max(50_000);
-        let bytes: u64 = self.sent_window.iter().map(|&(_, s)| s as u64).sum();
+        let bytes: u64 = self
+            .sent_window
+            .iter()
+            .filter(|&&(_, _, probe)| with_probes || !probe)
+            .map(|&(_, s, _)| s as u64)
+            .sum();
         bytes * 8 * 1_000_000 / span
+    }
+
+    /// The highest rate worth probing for: twice what the application
+    /// sends (it cannot use more before its encoder follows the target up),
+    /// and never less than the initial probes' 6× `start_bps`.
+    pub fn probe_cap_bps(&self, now: u64) -> u64 {
+        let start = self
+            .config
+            .start_bps
+            .clamp(self.config.min_bps, self.config.max_bps);
+        (2 * self.app_sending_bps(now))
+            .max(start.saturating_mul(6))
+            .min(self.config.max_bps)
     }
 
     /// A packet left: its number, its size on the wire and when, and the
@@ -294,11 +323,11 @@ impl Bwe {
         {
             self.history.pop_front();
         }
-        self.sent_window.push_back((now, size));
+        self.sent_window.push_back((now, size, probe.is_some()));
         while self
             .sent_window
             .front()
-            .is_some_and(|&(t, _)| now.saturating_sub(t) > SENT_WINDOW_US)
+            .is_some_and(|&(t, _, _)| now.saturating_sub(t) > SENT_WINDOW_US)
         {
             self.sent_window.pop_front();
         }
@@ -327,7 +356,12 @@ impl Bwe {
             return None;
         }
         let est = self.estimate_bps();
-        if self.pending_probes.is_empty() && est < self.config.max_bps {
+        let cap = self.probe_cap_bps(now);
+        // Nothing to learn above what the application could use, nor from
+        // a probe barely above the estimate.
+        let worth = |bps: u64| bps.min(cap) > est + est / 5;
+        self.pending_probes.retain(|&bps| worth(bps));
+        if self.pending_probes.is_empty() && worth(est * 2) {
             let since = self
                 .last_probe_at
                 .map_or(u64::MAX, |t| now.saturating_sub(t));
@@ -341,6 +375,7 @@ impl Bwe {
         let bps = self
             .pending_probes
             .pop_front()?
+            .min(cap)
             .clamp(self.config.min_bps, self.config.max_bps);
         let id = self.next_probe_id;
         self.next_probe_id = self.next_probe_id.wrapping_add(1).max(1);

@@ -69,6 +69,10 @@ pub(crate) struct Outcome {
     pub lost_queue: u64,
     pub lost_random: u64,
     pub probes: u64,
+    /// The fastest probe cluster started, bits per second.
+    pub max_probe_bps: u64,
+    /// Bytes of padding sent.
+    pub padding_bytes: u64,
     pub overruns: u64,
 }
 
@@ -147,6 +151,7 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
     let mut next_frame = 0u64;
     let mut frame_no = 0u32;
     let mut next_sample = 0u64;
+    let mut floor = 0u64;
     let mut t = 0u64;
     while t < end {
         // Application: a frame every 1/60 s.
@@ -161,6 +166,8 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
             let n = size.div_ceil(PACKET).max(1) as u32;
             if paced && pacer.queue_delay_us() > pacer.budget_us() {
                 out.overruns += 1;
+                // As the host: drain within the budget.
+                floor = pacer.queued_bytes() * 8_000_000 / pacer.budget_us().max(1);
             }
             for _ in 0..n {
                 pacer.push(frame_no, PACKET, t);
@@ -171,13 +178,18 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
             next_frame += 1_000_000 / 60;
         }
         // Pacer (or line rate).
-        pacer.set_rate(t, est.pacing_bps());
+        if pacer.is_empty() {
+            floor = 0;
+        }
+        pacer.set_rate(t, est.pacing_bps().max(floor));
         if pacer.is_empty()
             && pacer.probing().is_none()
             && let Some(c) = est.poll_probe(t)
-            && !pacer.start_probe(c, t)
         {
-            est.probe_sent(c.id);
+            out.max_probe_bps = out.max_probe_bps.max(c.bps);
+            if !pacer.start_probe(c, t) {
+                est.probe_sent(c.id);
+            }
         }
         loop {
             let mut ended = None;
@@ -196,7 +208,10 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
             let Some(r) = r else { break };
             let (size, probe, frame) = match r {
                 Release::Item(f) => (PACKET, None, Some(f)),
-                Release::Padding { size, probe } => (size, Some(probe), None),
+                Release::Padding { size, probe } => {
+                    out.padding_bytes += size as u64;
+                    (size, Some(probe), None)
+                }
             };
             est.on_sent(pn, size, t, probe);
             pn_frame.push_back((pn, frame));
@@ -365,6 +380,32 @@ mod tests {
         let at = o.first_at_least(40 * M).expect("ramped");
         assert!(at <= 5 * S, "at {at}: {}", show(&o));
         assert!(o.probes >= 2);
+    }
+
+    // r[verify session.bwe.probe]
+    #[test]
+    fn probes_stop_at_twice_what_the_application_sends() {
+        // 80 Mbit/s through 10 Gbit/s (loopback-like): probing beyond
+        // 160 Mbit/s would only fill the receiver's buffers.
+        let n = net(vec![(0, 10_000 * M)], 5, 0, 0.0);
+        let o = run(&n, App::Fixed(80 * M), BweConfig::default(), true, 20);
+        assert!(o.probes >= 2, "{}", show(&o));
+        assert!(
+            o.max_probe_bps <= 200 * M,
+            "probed at {} Mbit/s: {}",
+            o.max_probe_bps / M,
+            show(&o)
+        );
+        // The padding stays a small share of what was sent.
+        let sent = o.sent_packets * PACKET as u64;
+        assert!(
+            o.padding_bytes * 10 <= sent,
+            "padding {} of {} bytes",
+            o.padding_bytes,
+            sent
+        );
+        // And the estimate still covers the stream.
+        assert!(o.estimate_at(19 * S) >= 80 * M, "{}", show(&o));
     }
 
     // r[verify session.bwe.loss]
