@@ -8,7 +8,7 @@ use facet::Facet;
 use link_session::{
     Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, HostEvent, InputEvent,
 };
-use link_types::{FaultSpec, Link, fault_pair};
+use link_types::{Bottleneck, FaultSpec, Link, fault_pair};
 
 use crate::progress::Progress;
 use crate::report::{LinkResult, print_table};
@@ -35,6 +35,15 @@ pub struct DemoArgs {
     /// Random loss injected each way on UDP, in percent.
     #[arg(long = "loss", value_name = "PCT", default_value_t = 5.0, value_parser = percent)]
     pub loss_pct: f64,
+    /// A simulated bottleneck on UDP's host-to-client path, in Mbit/s
+    /// (default 2.5x --bitrate; 0 turns it off). The synthetic encoder then
+    /// follows the session's target bitrate, up to --bitrate.
+    #[arg(long = "bottleneck", value_name = "MBPS", value_parser = non_negative)]
+    pub bottleneck_mbps: Option<f64>,
+    /// The bottleneck's queue, in milliseconds at its rate.
+    #[arg(long = "queue-ms", value_name = "MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub queue_ms: u64,
     /// FEC parity on UDP, in percent.
     #[arg(long = "parity", value_name = "PCT", default_value_t = 20,
           value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -108,6 +117,12 @@ impl DemoArgs {
         frame_size(self.bitrate_mbps, self.fps, self.gop, i)
     }
 
+    /// The UDP bottleneck's rate in Mbit/s, if any.
+    fn bottleneck(&self) -> Option<f64> {
+        let m = self.bottleneck_mbps.unwrap_or(2.5 * self.bitrate_mbps);
+        (m > 0.0).then_some(m)
+    }
+
     /// The largest synthetic frame (a keyframe), with room to spare.
     fn max_frame(&self) -> usize {
         (self.frame_size(0) * 2).next_power_of_two().max(1 << 20)
@@ -136,7 +151,8 @@ async fn run_host<L: Link>(
     cfg: HostConfig,
     s: &DemoArgs,
     name: &str,
-) -> Result<(u64, u64, bool), String>
+    follow_target: bool,
+) -> Result<HostSide, String>
 where
     L::Tx: 'static,
     L::Rx: 'static,
@@ -159,9 +175,18 @@ where
     let send = async move {
         let mut progress = Progress::new(name, Some(frames as u64));
         let start = tokio::time::Instant::now();
+        let mut target = (u64::MAX, 0u64);
         for i in 0..frames {
             tokio::time::sleep_until(start + period * i).await;
-            let len = s.frame_size(i);
+            let len = if follow_target {
+                // A synthetic encoder that follows the target, up to --bitrate.
+                let t = host.target_bitrate();
+                target = (target.0.min(t), target.1.max(t));
+                let mbps = (t as f64 / 1e6).min(s.bitrate_mbps);
+                frame_size(mbps.max(0.1), s.fps, s.gop, i)
+            } else {
+                s.frame_size(i)
+            };
             let flags = if i.is_multiple_of(s.gop) {
                 FrameFlags::KEYFRAME
             } else {
@@ -178,10 +203,27 @@ where
         host.close()
             .await
             .map_err(|e| format!("{name}: close: {e}"))?;
-        Ok::<_, String>(frames as u64)
+        Ok::<_, String>((frames as u64, target))
     };
     let (sent, (received, in_order)) = futures::join!(send, input);
-    Ok((sent?, received, in_order))
+    let (sent, target) = sent?;
+    Ok(HostSide {
+        sent,
+        received,
+        in_order,
+        target_bps: (follow_target && target.1 > 0).then_some(target),
+    })
+}
+
+/// What the host side of a run counted.
+struct HostSide {
+    sent: u64,
+    /// Input events received.
+    received: u64,
+    in_order: bool,
+    /// The lowest and highest target bitrate seen while sending, if the
+    /// synthetic encoder followed it.
+    target_bps: Option<(u64, u64)>,
 }
 
 /// The client: receive and check every frame, send an input event per frame.
@@ -231,15 +273,13 @@ where
     Ok(r)
 }
 
-fn result(
-    name: &str,
-    sent: u64,
-    received: u64,
-    in_order: bool,
-    mut c: ClientReport,
-    loss: f64,
-    enc: bool,
-) -> LinkResult {
+fn result(name: &str, h: HostSide, mut c: ClientReport, loss: f64, enc: bool) -> LinkResult {
+    let HostSide {
+        sent,
+        received,
+        in_order,
+        target_bps,
+    } = h;
     c.latencies_us.sort_unstable();
     let secs = (c.last_us.saturating_sub(c.first_us)) as f64 / 1e6;
     let pct = |p| crate::report::percentile_ms(&c.latencies_us, p);
@@ -265,11 +305,15 @@ fn result(
         input_rtt_ms: c.input_rtt_us as f64 / 1000.0,
         injected_loss_pct: loss,
         encrypted: enc,
+        target_mbps_min: target_bps.map_or(0.0, |t| t.0 as f64 / 1e6),
+        target_mbps_max: target_bps.map_or(0.0, |t| t.1 as f64 / 1e6),
+        ..Default::default()
     }
 }
 
 const PSK: &[u8] = b"linkstream demo pre-shared key!!";
 
+// r[impl cli.demo.bottleneck]
 async fn demo_udp(s: &DemoArgs) -> Result<LinkResult, String> {
     use link_udp::{UdpConfig, UdpLink};
     let cfg = UdpConfig::default();
@@ -283,7 +327,18 @@ async fn demo_udp(s: &DemoArgs) -> Result<LinkResult, String> {
     let a = UdpLink::from_std(a, pb, &cfg).map_err(|e| format!("udp: {e}"))?;
     let b = UdpLink::from_std(b, pa, &cfg).map_err(|e| format!("udp: {e}"))?;
     let spec = FaultSpec::loss(s.loss_pct / 100.0);
-    let (a, b) = fault_pair(a, b, spec, spec, 0x11CE).map_err(|e| format!("fault: {e}"))?;
+    let down = FaultSpec {
+        bottleneck: s.bottleneck().map(|m| {
+            Bottleneck::new(
+                (m * 1e6) as u64,
+                Duration::from_millis(s.queue_ms),
+                Duration::from_millis(5),
+            )
+        }),
+        ..spec
+    };
+    let (a, b) = fault_pair(a, b, down, spec, 0x11CE).map_err(|e| format!("fault: {e}"))?;
+    let faults = b.stats();
     let mf = s.max_frame();
     let host_cfg = HostConfig {
         psk: Some(PSK.to_vec()),
@@ -297,11 +352,16 @@ async fn demo_udp(s: &DemoArgs) -> Result<LinkResult, String> {
         max_pending_bytes: (mf * 4).max(64 << 20),
         ..Default::default()
     };
-    let (h, c) = futures::join!(run_host(a, host_cfg, s, "udp"), run_client(b, client_cfg));
-    let (sent, received, in_order) = h?;
-    Ok(result(
-        "udp", sent, received, in_order, c?, s.loss_pct, true,
-    ))
+    let (h, c) = futures::join!(
+        run_host(a, host_cfg, s, "udp", true),
+        run_client(b, client_cfg)
+    );
+    let mut r = result("udp", h?, c?, s.loss_pct, true);
+    let f = faults.snapshot();
+    r.bottleneck_mbps = s.bottleneck().unwrap_or(0.0);
+    r.queue_dropped = f.queue_dropped;
+    r.injected_dropped = f.dropped;
+    Ok(r)
 }
 
 fn shm_config(max_frame: usize) -> link_shm::ShmConfig {
@@ -327,7 +387,7 @@ async fn demo_shm(s: &DemoArgs) -> Result<LinkResult, String> {
         ..Default::default()
     };
     let child_out = tokio::task::spawn_blocking(move || child.wait_with_output());
-    let (sent, received, in_order) = run_host(link, host_cfg, s, "shm").await?;
+    let h = run_host(link, host_cfg, s, "shm", false).await?;
     let out = child_out
         .await
         .map_err(|e| format!("shm child: {e}"))?
@@ -338,7 +398,7 @@ async fn demo_shm(s: &DemoArgs) -> Result<LinkResult, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let report: ClientReport =
         facet_json::from_str(text.trim()).map_err(|e| format!("shm child report: {e}"))?;
-    Ok(result("shm", sent, received, in_order, report, 0.0, false))
+    Ok(result("shm", h, report, 0.0, false))
 }
 
 /// The shared-memory child of the demo: a client that prints its report as
@@ -376,7 +436,7 @@ async fn demo_ws(s: &DemoArgs) -> Result<LinkResult, String> {
             max_frame: mf,
             ..Default::default()
         };
-        run_host(accepted.link, cfg, s, "ws").await
+        run_host(accepted.link, cfg, s, "ws", false).await
     };
     let client = async {
         let link = WsLink::connect(&url, &WsConfig::default())
@@ -392,8 +452,7 @@ async fn demo_ws(s: &DemoArgs) -> Result<LinkResult, String> {
         .await
     };
     let (h, c) = futures::join!(host, client);
-    let (sent, received, in_order) = h?;
-    Ok(result("ws", sent, received, in_order, c?, 0.0, false))
+    Ok(result("ws", h?, c?, 0.0, false))
 }
 
 /// The video pipeline's results: the host's summary and each viewer's.

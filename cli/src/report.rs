@@ -22,6 +22,16 @@ pub struct LinkResult {
     pub input_rtt_ms: f64,
     pub injected_loss_pct: f64,
     pub encrypted: bool,
+    /// The simulated bottleneck's rate (0: none).
+    pub bottleneck_mbps: f64,
+    /// Datagrams dropped by the bottleneck's full queue (congestion).
+    pub queue_dropped: u64,
+    /// Datagrams dropped by the injected random loss.
+    pub injected_dropped: u64,
+    /// The lowest and highest target bitrate the synthetic encoder
+    /// followed (0 when it sent at a fixed rate).
+    pub target_mbps_min: f64,
+    pub target_mbps_max: f64,
 }
 
 /// The `p` quantile (0..=1) of sorted microseconds, in milliseconds.
@@ -91,8 +101,23 @@ pub fn print_table(rows: &[LinkResult]) {
     }
     for r in rows {
         let mut notes = Vec::new();
+        if r.bottleneck_mbps > 0.0 {
+            notes.push(format!(
+                "through a {:.0} Mbit/s bottleneck ({} datagrams dropped by its queue)",
+                r.bottleneck_mbps, r.queue_dropped
+            ));
+        }
+        if r.target_mbps_max > 0.0 {
+            notes.push(format!(
+                "encoder followed the target, {:.1}..{:.1} Mbit/s",
+                r.target_mbps_min, r.target_mbps_max
+            ));
+        }
         if r.injected_loss_pct > 0.0 {
-            notes.push(format!("{}% loss injected each way", r.injected_loss_pct));
+            notes.push(format!(
+                "{}% loss injected each way ({} datagrams to the client)",
+                r.injected_loss_pct, r.injected_dropped
+            ));
         }
         if r.encrypted {
             notes.push("AES-128-GCM".into());

@@ -9,6 +9,7 @@ fn num(v: &serde_json::Value, name: &str) -> f64 {
 }
 
 // r[verify session.links]
+// r[verify cli.demo.bottleneck]
 #[test]
 fn demo_streams_over_every_link_and_reports_json() {
     let out = Command::new(env!("CARGO_BIN_EXE_linkstream"))
@@ -58,6 +59,14 @@ fn demo_streams_over_every_link_and_reports_json() {
                 );
                 assert!(num(row, "fec_recovered") > 0.0, "parity rebuilt frames");
                 assert_eq!(row["encrypted"], true);
+                // Through the default bottleneck (2.5x the bitrate), the
+                // synthetic encoder following the target.
+                assert_eq!(num(row, "bottleneck_mbps"), 200.0, "{row}");
+                let (lo, hi) = (num(row, "target_mbps_min"), num(row, "target_mbps_max"));
+                assert!(lo > 0.0 && lo <= hi && hi <= 200.0, "target {lo}..{hi}");
+                // Random loss is counted apart from congestion.
+                assert!(num(row, "injected_dropped") > 0.0, "{row}");
+                assert!(row["queue_dropped"].is_number(), "{row}");
             }
             // Across two processes, every frame read in the slot the host wrote.
             "shm" => {
