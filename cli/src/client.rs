@@ -65,6 +65,11 @@ pub struct ClientArgs {
     #[arg(long, value_name = "shared|estimate", default_value = "shared",
           value_parser = ["shared", "estimate"])]
     pub clock: String,
+    /// For testing on one machine: receive UDP through a simulated
+    /// bottleneck of MBPS Mbit/s (50 ms queue, 5 ms delay), so that the
+    /// host's pacing and bandwidth estimation have a path to adapt to.
+    #[arg(long, value_name = "MBPS", value_parser = crate::demo::non_negative)]
+    pub simulate_bottleneck: Option<f64>,
     /// For wss://: trust this CA certificate (PEM) instead of the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -110,6 +115,10 @@ pub struct ClientReport {
     pub input_sent: u64,
     pub input_acked: u64,
     pub input_rtt_ms: f64,
+    /// The simulated bottleneck's rate (`--simulate-bottleneck`; 0: none).
+    pub bottleneck_mbps: f64,
+    /// Datagrams its full queue dropped.
+    pub bottleneck_queue_dropped: u64,
 }
 
 /// One received frame for the decoder thread.
@@ -321,7 +330,23 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         };
         let link = link_udp::UdpLink::connect(local, peer, &link_udp::UdpConfig::default())
             .map_err(|e| format!("UDP {peer}: {e}"))?;
-        view(link, cfg, &args, out, psk.is_some()).await
+        match args.simulate_bottleneck.filter(|m| *m > 0.0) {
+            Some(mbps) => {
+                let spec = link_types::FaultSpec {
+                    bottleneck: Some(link_types::Bottleneck::new(
+                        (mbps * 1e6) as u64,
+                        Duration::from_millis(50),
+                        Duration::from_millis(5),
+                    )),
+                    ..link_types::FaultSpec::none()
+                };
+                let link = link_types::fault::wrap(link, spec, 0x5EED)
+                    .map_err(|e| format!("--simulate-bottleneck {mbps}: {e}"))?;
+                let faults = link.stats();
+                view(link, cfg, &args, out, psk.is_some(), Some((mbps, faults))).await
+            }
+            None => view(link, cfg, &args, out, psk.is_some(), None).await,
+        }
     } else if url.starts_with("ws://") || url.starts_with("wss://") {
         let scheme_end = url.find("://").map_or(0, |i| i + 3);
         let full = if url[scheme_end..].contains('/') {
@@ -342,7 +367,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
             None => link_ws::WsLink::connect(&full, &ws_cfg).await,
         }
         .map_err(|e| format!("{full}: {e}"))?;
-        view(link, cfg, &args, out, psk.is_some()).await
+        if args.simulate_bottleneck.is_some() {
+            return Err("--simulate-bottleneck is for udp:// (a WebSocket is paced by TCP)".into());
+        }
+        view(link, cfg, &args, out, psk.is_some(), None).await
     } else {
         Err(format!(
             "{url}: expected udp://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT"
@@ -356,6 +384,7 @@ async fn view<L>(
     args: &ClientArgs,
     out: Option<Out>,
     encrypted: bool,
+    bottleneck: Option<(f64, link_types::fault::FaultStatsHandle)>,
 ) -> Result<(), String>
 where
     L: Link + 'static,
@@ -487,6 +516,10 @@ where
     r.input_acked = stats.input_acked;
     r.input_rtt_ms = stats.input_rtt_us as f64 / 1000.0;
     r.target_mbps = target_kbps as f64 / 1000.0;
+    if let Some((mbps, faults)) = &bottleneck {
+        r.bottleneck_mbps = *mbps;
+        r.bottleneck_queue_dropped = faults.snapshot().queue_dropped;
+    }
     let span = last_us.saturating_sub(first_us) as f64 / 1e6;
     if span > 0.0 {
         r.bitrate_mbps = bytes as f64 * 8.0 / span / 1e6;
@@ -618,4 +651,10 @@ fn print_summary(r: &ClientReport) {
         "{:.2} Mbit/s (target {:.2}), input sent {} acked {} (RTT {:.2} ms)",
         r.bitrate_mbps, r.target_mbps, r.input_sent, r.input_acked, r.input_rtt_ms
     );
+    if r.bottleneck_mbps > 0.0 {
+        println!(
+            "simulated bottleneck: {:.1} Mbit/s, {} datagrams dropped by its queue",
+            r.bottleneck_mbps, r.bottleneck_queue_dropped
+        );
+    }
 }

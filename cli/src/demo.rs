@@ -531,17 +531,24 @@ async fn demo_video(s: &DemoArgs) -> Result<VideoResult, String> {
         return Err(format!("the host did not start: {}", rest.0.join("; ")));
     }
     let mut viewers = Vec::new();
+    // The UDP viewer receives through a simulated bottleneck of 3x the
+    // encoder's bitrate, so that pacing and the target have a path.
+    let bottleneck = format!("{}", 3.0 * s.video_bitrate as f64 / 1e6);
     for url in &urls {
-        let c = Command::new(&exe)
-            .args([
-                "client",
-                url,
-                "--psk-file",
-                &key_arg,
-                "--json",
-                "--timeout",
-                "5",
-            ])
+        let mut c = Command::new(&exe);
+        c.args([
+            "client",
+            url,
+            "--psk-file",
+            &key_arg,
+            "--json",
+            "--timeout",
+            "5",
+        ]);
+        if url.starts_with("udp://") {
+            c.args(["--simulate-bottleneck", &bottleneck]);
+        }
+        let c = c
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -640,6 +647,17 @@ fn print_video(v: &VideoResult) {
             ),
         );
     }
+    for c in &v.viewers {
+        if c.bottleneck_mbps > 0.0 {
+            println!(
+                "  {}: through a simulated {:.0} Mbit/s bottleneck ({} datagrams dropped by its queue), encoder target {:.1} Mbit/s",
+                c.url.split(':').next().unwrap_or(""),
+                c.bottleneck_mbps,
+                c.bottleneck_queue_dropped,
+                c.target_mbps
+            );
+        }
+    }
 }
 
 /// Run the demo over every chosen link and print the table or JSON.
@@ -677,7 +695,9 @@ pub async fn run(s: DemoArgs) -> Result<(), String> {
         }
         println!("[{}]", items.join(","));
     } else {
-        print_table(&rows);
+        if !rows.is_empty() {
+            print_table(&rows);
+        }
         if let Some(v) = &video {
             print_video(v);
         }

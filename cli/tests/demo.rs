@@ -93,6 +93,14 @@ fn check_video(row: &serde_json::Value) {
         assert_eq!(num(v, "index_checked"), num(v, "frames_decoded"), "{v}");
         assert!(num(v, "psnr_db_mean") >= 30.0, "{v}");
         assert!(v["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{v}");
+        // The UDP viewer receives through a simulated bottleneck of 3x
+        // the encoder's 4 Mbit/s; the WebSocket viewer through none.
+        let expected = if v["url"].as_str().unwrap().starts_with("udp://") {
+            12.0
+        } else {
+            0.0
+        };
+        assert_eq!(num(v, "bottleneck_mbps"), expected, "{v}");
     }
 }
 
