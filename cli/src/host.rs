@@ -508,12 +508,15 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         Some(addr) => {
             let (options, notes) = crate::web_assets::server_options(&tls_choice, addr)?;
             let tls = options.tls.is_some();
-            // Few frames may wait in a viewer's WebSocket write queue: a
-            // viewer that drains slower than the stream then backs up into
-            // its own bounded queue, where it skips to the next keyframe,
-            // instead of buffering seconds of video.
+            // Few frames may wait in a viewer's WebSocket write queue, and
+            // little in the kernel (TCP_NOTSENT_LOWAT): a viewer that
+            // drains slower than the stream then backs up into its own
+            // bounded queue, where it skips to the next keyframe, instead of
+            // buffering seconds of video in socket buffers.
             let config = link_ws::WsConfig {
                 queue: 4,
+                write_buffer: 32 << 10,
+                max_unsent: Some(32 << 10),
                 ..Default::default()
             };
             let server = link_ws::WsServer::bind_with(addr, config, options)

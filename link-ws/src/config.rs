@@ -28,6 +28,13 @@ pub struct WsConfig {
     /// Past it, a new connection is closed at once and counted as refused,
     /// so a flood of clients cannot grow the server's memory. Default 128.
     pub max_pending: usize,
+    /// Native, Linux: the most bytes the kernel may hold unsent for this
+    /// connection (`TCP_NOTSENT_LOWAT`). With a bound, a peer that drains
+    /// slower than the stream pushes back on `reserve` within about this
+    /// many bytes (plus what is in flight), instead of the kernel's send
+    /// buffer holding seconds of stream. `None` (the default) keeps the
+    /// kernel's setting. Ignored on other systems.
+    pub max_unsent: Option<u32>,
     /// Browser: `reserve` waits while the socket's `bufferedAmount` is above
     /// this many bytes. Default 4 MiB.
     pub high_water: usize,
@@ -50,6 +57,7 @@ impl Default for WsConfig {
             accept_text: false,
             handshake_timeout: Duration::from_secs(10),
             max_pending: 128,
+            max_unsent: None,
             high_water: 4 << 20,
             poll_interval: Duration::from_millis(2),
             max_queued: 256 << 20,
@@ -71,6 +79,9 @@ impl WsConfig {
         }
         if self.max_queued < self.max_payload {
             return Err("max_queued must be at least max_payload".into());
+        }
+        if self.max_unsent == Some(0) {
+            return Err("max_unsent must be at least 1".into());
         }
         if self.poll_interval.is_zero() {
             return Err("poll_interval must not be zero".into());

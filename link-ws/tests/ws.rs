@@ -463,6 +463,61 @@ async fn tls_from_files_and_untrusted_certificates() {
     ));
 }
 
+/// Bytes the server's link takes before `reserve` waits, towards a peer
+/// that reads nothing.
+async fn taken_before_wait(config: WsConfig) -> u64 {
+    let mut s = server(config).await;
+    let (raw, link) = raw_client(&mut s, "/").await;
+    let (mut tx, _rx) = link.split();
+    let msg = vec![1u8; 16 << 10];
+    let mut sent = 0u64;
+    while let Ok(p) = tokio::time::timeout(Duration::from_millis(300), tx.reserve()).await {
+        use link_types::{LinkTxPermit, WriteSlot};
+        let mut slot = p.unwrap().alloc(msg.len()).unwrap();
+        slot.as_mut_slice().copy_from_slice(&msg);
+        slot.commit().unwrap();
+        sent += msg.len() as u64;
+        assert!(sent < 1 << 30, "1 GiB taken and reserve never waited");
+    }
+    drop(raw);
+    sent
+}
+
+// r[verify ws.backpressure.unsent]
+/// With `max_unsent`, a peer that stops reading pushes back within a small
+/// bound, where the kernel's default send buffer takes megabytes first.
+#[tokio::test]
+async fn max_unsent_bounds_what_a_stalled_peer_holds() {
+    let small = WsConfig {
+        max_unsent: Some(16 << 10),
+        write_buffer: 32 << 10,
+        queue: 4,
+        ..WsConfig::default()
+    };
+    let bounded = taken_before_wait(small.clone()).await;
+    let unbounded = taken_before_wait(WsConfig {
+        max_unsent: None,
+        ..small
+    })
+    .await;
+    eprintln!(
+        "taken before reserve waited: {bounded} bytes with max_unsent 16 KiB, {unbounded} without"
+    );
+    assert!(bounded > 0);
+    assert!(
+        bounded * 4 <= unbounded,
+        "max_unsent changed little: {bounded} vs {unbounded} bytes"
+    );
+    assert!(
+        WsConfig {
+            max_unsent: Some(0),
+            ..WsConfig::default()
+        }
+        .validate()
+        .is_err()
+    );
+}
+
 // r[verify ws.backpressure.native]
 /// `reserve` waits once the socket and the queue are full, and resumes when
 /// the peer reads; the wait is counted.

@@ -55,7 +55,7 @@ impl WsLink {
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(crate::error::io("connect"))?;
-            let _ = tcp.set_nodelay(true);
+            super::tune_socket(&tcp, config);
             let stream = if secure {
                 let owned;
                 let tls = match tls {

@@ -26,3 +26,21 @@ fn ws_config(c: &crate::WsConfig) -> WebSocketConfig {
         .max_frame_size(Some(c.max_payload))
         .write_buffer_size(c.write_buffer)
 }
+
+// r[impl ws.backpressure.unsent]
+/// Socket options of every connection: no Nagle delay, and the bound on
+/// unsent bytes where one is set. A failure to set them is logged, not
+/// fatal: the connection works, with the kernel's defaults.
+fn tune_socket(tcp: &tokio::net::TcpStream, c: &crate::WsConfig) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY: {e}");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(n) = c.max_unsent
+        && let Err(e) = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(n)
+    {
+        tracing::warn!("TCP_NOTSENT_LOWAT {n}: {e}");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = c;
+}

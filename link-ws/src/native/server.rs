@@ -247,7 +247,7 @@ async fn handshake(
     tls: Option<TlsServer>,
     http: Option<&HttpRoutes>,
 ) -> Result<Handshake, WsError> {
-    let _ = tcp.set_nodelay(true);
+    super::tune_socket(&tcp, config);
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some(tls) => {
