@@ -3,13 +3,15 @@
 //! bottleneck on the host's side.
 //!
 //! ```text
-//! path_peer host   <bind> <peer> <seconds> (fixed:<bps> | follow) [nopace] [start:<bps>]
+//! path_peer host   <bind> <peer> <seconds> (fixed:<bps> | follow | follow-idr) [nopace] [start:<bps>]
 //! path_peer client <bind> <peer>
 //! ```
 //!
 //! The host sends a synthetic 60 fps stream, a keyframe 8× a P-frame every
 //! 60 frames, at a fixed bitrate or following the session's target
-//! bitrate, and prints its stats and the target over time as JSON. Each
+//! bitrate (`follow-idr`: following the target with a keyframe only at
+//! the start and on the client's request, at most once a second, as game
+//! streaming encoders run), and prints its stats and the target over time as JSON. Each
 //! frame carries its send time (wall clock, µs: host and client run on one
 //! machine, so one clock). The client prints a JSON summary: frames
 //! delivered and lost, keyframes lost, frame latency percentiles, and per
@@ -46,6 +48,7 @@ async fn host(
     peer: SocketAddr,
     seconds: u64,
     fixed: Option<u64>,
+    idr_on_request: bool,
     paced: bool,
     start: Option<u64>,
 ) -> Result<(), String> {
@@ -68,10 +71,21 @@ async fn host(
     let mut overruns = 0u64;
     let mut keyframe_requests = 0u64;
     let mut buf = Vec::new();
+    let (mut key_wanted, mut last_key) = (false, None::<tokio::time::Instant>);
     for i in 0..frames {
         let rate = fixed.unwrap_or_else(|| host.target_bitrate());
         let p = (rate / 8 * GOP as u64 / (GOP as u64 + 7) / FPS).max(64) as usize;
-        let key = i % GOP == 0;
+        let key = if idr_on_request {
+            let granted =
+                key_wanted && last_key.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            i == 0 || granted
+        } else {
+            i % GOP == 0
+        };
+        if key {
+            key_wanted = false;
+            last_key = Some(tokio::time::Instant::now());
+        }
         let len = if key { 8 * p } else { p };
         buf.clear();
         buf.resize(len, (i % 251) as u8);
@@ -92,7 +106,10 @@ async fn host(
                 ev = events.next_event() => match ev.map_err(|e| e.to_string())? {
                     Some(HostEvent::TargetBitrate { bps }) => targets.push((wall_us(), bps)),
                     Some(HostEvent::PacingOverrun { .. }) => overruns += 1,
-                    Some(HostEvent::KeyframeRequest { .. }) => keyframe_requests += 1,
+                    Some(HostEvent::KeyframeRequest { .. }) => {
+                        keyframe_requests += 1;
+                        key_wanted = true;
+                    }
                     Some(_) => {}
                     None => return Err("client left early".into()),
                 },
@@ -191,15 +208,16 @@ async fn main() -> ExitCode {
                 let mode = args.get(4).map(String::as_str).unwrap_or("follow");
                 let fixed = match mode.strip_prefix("fixed:") {
                     Some(b) => Some(b.parse().map_err(|_| "bitrate")?),
-                    None if mode == "follow" => None,
+                    None if mode == "follow" || mode == "follow-idr" => None,
                     None => return Err(format!("unknown mode {mode}")),
                 };
+                let idr = mode == "follow-idr";
                 let nopace = args.iter().any(|a| a == "nopace");
                 let start = args
                     .iter()
                     .find_map(|a| a.strip_prefix("start:"))
                     .and_then(|s| s.parse().ok());
-                host(addr(1)?, addr(2)?, seconds, fixed, !nopace, start).await
+                host(addr(1)?, addr(2)?, seconds, fixed, idr, !nopace, start).await
             };
             run.await
         }

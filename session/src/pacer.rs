@@ -33,7 +33,7 @@ impl Default for PacingConfig {
     fn default() -> Self {
         PacingConfig {
             enabled: true,
-            burst: std::time::Duration::from_millis(5),
+            burst: std::time::Duration::from_millis(2),
             batch: 8,
             latency_budget: std::time::Duration::from_millis(150),
         }

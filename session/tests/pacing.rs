@@ -223,7 +223,7 @@ fn a_frame_over_the_latency_budget_is_counted_reported_and_drained_within_it() {
             assert_eq!(s.pacing_overruns, 1, "{}", s.to_json());
             assert!(s.pacing_queue_delay_max_us > 50_000);
             // Paced at the budget's rate, not written at once (less one
-            // 5 ms bucket).
+            // 2 ms bucket).
             assert!(took >= Duration::from_millis(40), "took {took:?}");
             assert!(s.frame_send_spread_max_us >= 40_000);
             host.close().await.unwrap();

@@ -584,7 +584,14 @@ impl Bwe {
         if loss > 0.10 && can_decrease {
             self.last_loss_decrease = Some(now);
             let base = self.loss_bps.min(self.delay_bps);
-            self.loss_bps = (base * (1.0 - 0.5 * loss)).max(self.config.min_bps as f64);
+            let mut next = base * (1.0 - 0.5 * loss);
+            // What arrived is what the path carried: under heavy loss the
+            // estimate goes no higher than the acknowledged rate, so a
+            // capacity drop is followed in one step, not several.
+            if let Some(acked) = self.acked_avg_bps {
+                next = next.min(acked);
+            }
+            self.loss_bps = next.max(self.config.min_bps as f64);
             self.stats.loss_decreases += 1;
         } else if loss < 0.02 {
             // Grow back towards the delay-based estimate, never past it.
