@@ -10,6 +10,13 @@
 //!   share, so that the kernel's receive buffer never overflows.
 //! - `host_cpu`: host-thread CPU seconds per Gbit of frames delivered,
 //!   against the floor's CPU seconds per Gbit (lower is better).
+//! - `paced_host_cpu_per_gbit`: a 100 Mbit/s stream of 128 KiB frames
+//!   (20% parity, AES-GCM) through a relay that timestamps every datagram,
+//!   paced at a fixed rate (1.1x a fixed 150 Mbit/s estimate) against the
+//!   same stream not paced: host-thread CPU seconds per Gbit delivered.
+//! - `paced_max_datagrams_per_ms_over_allowance`: on that relay, the most
+//!   datagrams that arrived in any 1 ms window, over what the pacing rate
+//!   allows in 1 ms (the bucket adds 2 ms, so up to 3x is within the rule).
 //! - `fec_encode_*`, `fec_decode_*`: the GF(2^16) coder
 //!   (`reed-solomon-simd`, one block per frame) against the GF(2^8) coder
 //!   (`reed-solomon-erasure`, blocks of at most 64 data shards), MB/s of
@@ -26,7 +33,9 @@ use link_session::fec::{
     CODER_RS8, CODER_RS16, FecDecoder, FecEncoder, FecScheme, Layout, max_data, parity_for,
 };
 use link_session::wire::{OUTER_LEN, SHARD_HEADER_LEN, TAG_LEN};
-use link_session::{Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig};
+use link_session::{
+    BweConfig, Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, PacingConfig,
+};
 use link_udp::{UdpConfig, UdpLink};
 
 use crate::harness::{Better, Case, Runner, pin};
@@ -113,6 +122,12 @@ fn session_run(frames: u32) -> Run {
             let cfg = HostConfig {
                 psk: Some(PSK.to_vec()),
                 parity_pct: PARITY,
+                // The pipeline's own speed: flow control is the bench's
+                // in-flight counter, not the pacer (see `pacing_run`).
+                pacing: PacingConfig {
+                    enabled: false,
+                    ..PacingConfig::default()
+                },
                 ..Default::default()
             };
             let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
@@ -143,6 +158,250 @@ fn session_run(frames: u32) -> Run {
     Run {
         gbit_s: gbit / span.as_secs_f64().max(1e-9),
         host_cpu_s_per_gbit: host_cpu.as_secs_f64() / gbit.max(1e-9),
+    }
+}
+
+/// The stream rate of the pacing cases (frame bytes), and the fixed
+/// estimate the pacer runs at (1.1x that is the pacing rate; with 20%
+/// parity the wire carries 1.2x the stream rate).
+const PACED_STREAM_BPS: u64 = 100_000_000;
+const PACED_ESTIMATE_BPS: u64 = 150_000_000;
+/// Frames of the pacing cases (smaller than `FRAME`: a 1080p keyframe).
+const PACED_FRAME: usize = 128 << 10;
+
+struct PacedRun {
+    /// Host-thread CPU seconds per Gbit of frames delivered.
+    host_cpu_s_per_gbit: f64,
+    /// Most host-to-client datagrams that arrived in any 1 ms window.
+    max_per_ms: usize,
+    /// What the pacing rate allows in 1 ms, in datagrams of the size seen.
+    allowance_per_ms: f64,
+    /// Frames delivered of frames sent.
+    delivered: u64,
+    sent: u64,
+}
+
+/// A relay between the host and the client on loopback that timestamps
+/// every host-to-client datagram as it arrives (the kernel's receive
+/// timestamp, `SO_TIMESTAMPNS`, so the relay's own scheduling does not
+/// count: the "wire" the pacing accuracy is measured on) and forwards both
+/// ways.
+struct Relay {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<Duration>, usize)>,
+}
+
+/// One datagram and its kernel receive time (since the UNIX epoch).
+fn recv_stamped(
+    sock: &std::net::UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<Duration>)> {
+    use std::os::fd::AsRawFd;
+    let mut from: libc::sockaddr_in = unsafe_zeroed_sockaddr();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain old data; every pointer field is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `control`, all
+    // alive and writable for the call, with their true lengths.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled,
+    // within `msg_controllen`; a SCM_TIMESTAMPNS payload is one timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let addr = SocketAddr::from((
+        std::net::Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
+        u16::from_be(from.sin_port),
+    ));
+    Ok((n as usize, addr, stamp))
+}
+
+fn unsafe_zeroed_sockaddr() -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data; all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+impl Relay {
+    fn start(host: SocketAddr, client: SocketAddr) -> Relay {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("relay bind");
+        let r = socket2::SockRef::from(&sock);
+        // Room for an unpaced frame burst while the relay thread waits for
+        // a core.
+        let _ = r.set_recv_buffer_size(16 << 20);
+        {
+            use std::os::fd::AsRawFd;
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt reads one c_int we own, of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMPNS,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
+        }
+        let addr = sock.local_addr().expect("relay addr");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut arrivals = Vec::with_capacity(1 << 20);
+            let (mut buf, mut size) = (vec![0u8; 65536], 0usize);
+            while !s2.load(Ordering::Acquire) {
+                let Ok((n, from, stamp)) = recv_stamped(&sock, &mut buf) else {
+                    continue;
+                };
+                if from == host {
+                    arrivals.push(stamp.expect("a kernel receive timestamp"));
+                    size = size.max(n);
+                    let _ = sock.send_to(&buf[..n], client);
+                } else if from == client {
+                    let _ = sock.send_to(&buf[..n], host);
+                }
+            }
+            (arrivals, size)
+        });
+        Relay { addr, stop, thread }
+    }
+
+    fn finish(self) -> (Vec<Duration>, usize) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("relay thread")
+    }
+}
+
+/// The most timestamps in any window of `w`.
+fn max_in_window(t: &[Duration], w: Duration) -> usize {
+    let (mut best, mut lo) = (0, 0);
+    for hi in 0..t.len() {
+        while t[hi] - t[lo] >= w {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// A stream of `PACED_FRAME` frames at `PACED_STREAM_BPS` for `seconds`,
+/// through the timestamping relay, paced at a fixed rate or not at all.
+fn pacing_run(paced: bool, seconds: f64) -> PacedRun {
+    let lo: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let a = std::net::UdpSocket::bind(lo).expect("bind");
+    let b = std::net::UdpSocket::bind(lo).expect("bind");
+    let (pa, pb) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
+    let relay = Relay::start(pa, pb);
+    let via = relay.addr;
+    let client = std::thread::spawn(move || {
+        pin(1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let link = UdpLink::from_std(b, via, &UdpConfig::default()).expect("udp");
+            let cfg = ClientConfig {
+                psk: Some(PSK.to_vec()),
+                ..Default::default()
+            };
+            let (mut c, _input) = Client::connect(link, cfg).await.expect("connect");
+            let mut n = 0u64;
+            while let Ok(Some(ev)) = c.next_frame().await {
+                if let ClientEvent::Frame(f) = ev {
+                    n += 1;
+                    std::hint::black_box(f.data());
+                }
+            }
+            n
+        })
+    });
+    let host = std::thread::spawn(move || {
+        pin(0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let link = UdpLink::from_std(a, via, &UdpConfig::default()).expect("udp");
+            let cfg = HostConfig {
+                psk: Some(PSK.to_vec()),
+                parity_pct: PARITY,
+                pacing: PacingConfig {
+                    enabled: paced,
+                    ..PacingConfig::default()
+                },
+                // A fixed estimate: the pacer's rate does not move.
+                bwe: BweConfig {
+                    start_bps: PACED_ESTIMATE_BPS,
+                    min_bps: PACED_ESTIMATE_BPS,
+                    max_bps: PACED_ESTIMATE_BPS,
+                    probing: false,
+                    ..BweConfig::default()
+                },
+                ..Default::default()
+            };
+            let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
+            let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
+            let send = async move {
+                let data: Vec<Vec<u8>> = (0..4)
+                    .map(|i| frame(i)[..PACED_FRAME].to_vec())
+                    .collect();
+                let period = Duration::from_secs_f64(
+                    PACED_FRAME as f64 * 8.0 / PACED_STREAM_BPS as f64,
+                );
+                let frames = (seconds / period.as_secs_f64()) as u32;
+                let cpu0 = thread_cpu();
+                let start = tokio::time::Instant::now();
+                for i in 0..frames {
+                    tokio::time::sleep_until(start + period * i).await;
+                    host.send_frame(&data[i as usize % data.len()], 0, FrameFlags::NONE)
+                        .await
+                        .expect("send");
+                }
+                let cpu = thread_cpu() - cpu0;
+                host.close().await.expect("close");
+                (cpu, frames as u64)
+            };
+            let ((cpu, frames), ()) = futures::join!(send, drain);
+            (cpu, frames)
+        })
+    });
+    let (cpu, sent) = host.join().expect("host thread");
+    let delivered = client.join().expect("client thread");
+    let (arrivals, size) = relay.finish();
+    let gbit = delivered as f64 * PACED_FRAME as f64 * 8.0 / 1e9;
+    let pacing_bps = PACED_ESTIMATE_BPS as f64 * BweConfig::default().pacing_gain;
+    PacedRun {
+        host_cpu_s_per_gbit: cpu.as_secs_f64() / gbit.max(1e-9),
+        max_per_ms: max_in_window(&arrivals, Duration::from_millis(1)),
+        allowance_per_ms: pacing_bps / 8.0 / 1000.0 / size.max(1) as f64,
+        delivered,
+        sent,
     }
 }
 
@@ -252,6 +511,38 @@ pub fn run(runner: &mut Runner, quick: bool) {
         baseline_name: "floor: RS encode + AES-GCM seal, 1 thread",
         ours: Box::new(|| session_run(frames).host_cpu_s_per_gbit),
         baseline: Box::new(|| 1.0 / floor(frames)),
+    });
+    // Pacing: the same stream paced at a fixed rate against not paced.
+    let secs = if quick { 1.0 } else { 4.0 };
+    let checked = |r: PacedRun| {
+        if r.delivered * 100 < r.sent * 99 {
+            eprintln!("  note: {} of {} frames delivered", r.delivered, r.sent);
+        }
+        r
+    };
+    runner.run(Case {
+        case: "paced_host_cpu_per_gbit".into(),
+        metric: "cpu_per_gbit",
+        unit: "cpu-s/Gbit",
+        better: Better::Lower,
+        baseline_name: "the same stream, not paced",
+        ours: Box::new(move || checked(pacing_run(true, secs)).host_cpu_s_per_gbit),
+        baseline: Box::new(move || checked(pacing_run(false, secs)).host_cpu_s_per_gbit),
+    });
+    runner.run(Case {
+        case: "paced_max_datagrams_per_ms_over_allowance".into(),
+        metric: "burst",
+        unit: "x allowance",
+        better: Better::Lower,
+        baseline_name: "the same stream, not paced",
+        ours: Box::new(move || {
+            let r = checked(pacing_run(true, secs));
+            r.max_per_ms as f64 / r.allowance_per_ms
+        }),
+        baseline: Box::new(move || {
+            let r = checked(pacing_run(false, secs));
+            r.max_per_ms as f64 / r.allowance_per_ms
+        }),
     });
     let sizes: &[(usize, &str)] = &[
         (8 << 10, "8KiB"),
