@@ -207,16 +207,21 @@ def one(run, transport, n):
     if hrep["encode_errors"] or hrep["capture_dropped"]:
         die(f"{tag}: host: {hrep['encode_errors']} encode errors, {hrep['capture_dropped']} captured frames dropped")
     for v in hrep["viewers"]:
+        if v["frames_sent"] < MIN_SHARE * FPS * client_secs - 5:
+            die(f"{tag}: host sent viewer {v['peer']} {v['frames_sent']} frames in {client_secs:g} s")
         if v["skip_events"]:
             die(f"{tag}: host skipped viewer {v['peer']} to a keyframe {v['skip_events']} times")
     decoded = []
     for i in range(n):
         r = json.loads(read(f"{WORK}/{tag}-c{i}.json"))
         # Up to 5 frames go to joining (the first keyframe) and to the
-        # last frame in flight at the end.
-        want = MIN_SHARE * FPS * r["seconds"] - 5
+        # last frame in flight at the end; the viewer's own `seconds` also
+        # counts its ending, so the nominal length is the measure.
+        want = MIN_SHARE * FPS * client_secs - 5
         bad = [k for k in ("decode_errors", "index_mismatches", "index_unreadable",
                            "envelope_errors", "frames_lost", "frames_skipped") if r[k]]
+        if r["frames_decoded"] != r["frames_received"]:
+            bad.append("frames_received")
         if bad or r["frames_decoded"] < want:
             die(f"{tag}: viewer {i}: decoded {r['frames_decoded']} (want >= {want:.0f}), "
                 + ", ".join(f"{k} {r[k]}" for k in bad))
