@@ -12,6 +12,8 @@
 # WINDOW-second window. CPU is given in CPU-seconds per second (1.0 = one
 # core busy). The 0-viewer run is the host with no one to send to: the
 # capture hand-off and the encoder, which run whatever the viewer count.
+# The host binds port 0; its port is read from its "join with" line.
+# Results are recorded in BENCHMARKS.md ("Video: host CPU per viewer").
 #
 # Every viewer must have decoded its frames: a viewer with a decode error,
 # an index mismatch, a lost or skipped frame, or fewer than MIN_SHARE of
@@ -45,7 +47,7 @@ while [[ $# -gt 0 ]]; do
         --warm) WARM=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
         --json) JSON=1; shift ;;
-        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-viewers: unknown argument $1" >&2; exit 2 ;;
     esac
 done
