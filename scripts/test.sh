@@ -98,5 +98,9 @@ cargo run --release -q -p link-bench -- udp --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- ws --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- shm --quick --json --rounds 1 >/dev/null
 cargo run --release -q -p link-bench -- session --quick --json --rounds 1 >/dev/null
+cargo run --release -q -p link-bench -- handoff --quick --json --rounds 1 >/dev/null
+
+step "host CPU per viewer benchmark smoke run: 1 and 2 viewers, 2 s windows (numbers are not checked; every viewer's frames are)"
+bash scripts/bench-viewers.sh --viewers "1 2" --window 2 --warm 1 >/dev/null
 
 printf '\nall checks passed\n'

@@ -7,6 +7,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod handoff;
 mod harness;
 mod memory;
 mod session;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use harness::Runner;
 
-const SUITES: &[&str] = &["memory", "udp", "ws", "shm", "session"];
+const SUITES: &[&str] = &["memory", "udp", "ws", "shm", "session", "handoff"];
 
 fn usage() -> String {
     format!(
@@ -36,6 +37,11 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("__shm-child") {
         // The second process of the `shm` suite.
         shm::child(&std::env::args().nth(2).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some("__handoff-child") {
+        // The writer process of the `handoff` suite.
+        handoff::child(&std::env::args().skip(2).collect::<Vec<_>>());
         return ExitCode::SUCCESS;
     }
     let mut args = std::env::args().skip(1);
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
         "ws" => ws::run(&mut runner, quick),
         "shm" => shm::run(&mut runner, quick),
         "session" => session::run(&mut runner, quick),
+        "handoff" => handoff::run(&mut runner, quick),
         other => {
             eprintln!("unknown suite `{other}`\n{}", usage());
             return ExitCode::from(2);

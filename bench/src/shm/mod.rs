@@ -45,7 +45,7 @@ const FRAME: usize = 8 << 20;
 /// buffers, 0.85x with 3, 0.65x with 4, 0.53x with 6).
 const FRAME_SLOTS: usize = 2;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,7 +68,7 @@ fn child_command(role: Role) -> Command {
 }
 
 /// Sum of every byte, eight at a time: the reader touches the whole frame.
-fn read_all(b: &[u8]) -> u64 {
+pub(crate) fn read_all(b: &[u8]) -> u64 {
     let mut s = 0u64;
     let chunks = b.chunks_exact(8);
     let rest = chunks.remainder();
@@ -82,7 +82,7 @@ fn read_all(b: &[u8]) -> u64 {
 }
 
 /// Keep a descriptor open across `exec` and name it to the child.
-fn pass_fd(cmd: &mut Command, name: &str, fd: &impl AsRawFd) {
+pub(crate) fn pass_fd(cmd: &mut Command, name: &str, fd: &impl AsRawFd) {
     // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
     unsafe {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0);
@@ -91,7 +91,7 @@ fn pass_fd(cmd: &mut Command, name: &str, fd: &impl AsRawFd) {
 }
 
 /// Adopt a descriptor named by the parent in the environment.
-fn inherited(name: &str) -> OwnedFd {
+pub(crate) fn inherited(name: &str) -> OwnedFd {
     let fd: i32 = std::env::var(name)
         .expect("fd variable")
         .parse()
@@ -100,7 +100,7 @@ fn inherited(name: &str) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn finish(mut child: Child) {
+pub(crate) fn finish(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
