@@ -368,12 +368,9 @@ fn pacing_run(paced: bool, seconds: f64) -> PacedRun {
             let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
             let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
             let send = async move {
-                let data: Vec<Vec<u8>> = (0..4)
-                    .map(|i| frame(i)[..PACED_FRAME].to_vec())
-                    .collect();
-                let period = Duration::from_secs_f64(
-                    PACED_FRAME as f64 * 8.0 / PACED_STREAM_BPS as f64,
-                );
+                let data: Vec<Vec<u8>> = (0..4).map(|i| frame(i)[..PACED_FRAME].to_vec()).collect();
+                let period =
+                    Duration::from_secs_f64(PACED_FRAME as f64 * 8.0 / PACED_STREAM_BPS as f64);
                 let frames = (seconds / period.as_secs_f64()) as u32;
                 let cpu0 = thread_cpu();
                 let start = tokio::time::Instant::now();

@@ -125,6 +125,9 @@ pub struct ClientReport {
 struct Job {
     data: Vec<u8>,
     reassembled_us: u64,
+    /// Frames are missing before this one (lost, or dropped because the
+    /// decoder was behind): decoding restarts at the next keyframe.
+    gap_before: bool,
 }
 
 /// Counters the decoder thread updates and the live display reads.
@@ -196,6 +199,10 @@ fn decode_thread(
     let mut reference: Option<(TestSrc, Vec<u8>)> = None;
     let mut waiting_key = true;
     while let Ok(job) = jobs.recv() {
+        // Start (and restart after a gap) at a keyframe.
+        if job.gap_before {
+            waiting_key = true;
+        }
         let (h, au) = match VideoHeader::parse(&job.data) {
             Ok(x) => x,
             Err(e) => {
@@ -204,11 +211,6 @@ fn decode_thread(
                 continue;
             }
         };
-        // Start (and restart after a gap) at a keyframe.
-        if job.reassembled_us == 0 {
-            waiting_key = true;
-            continue;
-        }
         if waiting_key && !h.keyframe {
             s.skipped += 1;
             continue;
@@ -430,6 +432,10 @@ where
     let (mut bytes, mut first_us, mut last_us) = (0u64, 0u64, 0u64);
     let (mut lost, mut target_kbps, mut input_sent, mut decoder_behind) = (0u64, 0u32, 0u64, 0u64);
     let (mut win_frames, mut win_bytes, mut win_start) = (0u64, 0u64, Instant::now());
+    let mut gap = false;
+    // One Ctrl-C listener for the whole run: a new one per iteration would
+    // miss a signal that arrives between them.
+    let mut sigint = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
             ev = frames.next_frame() => match ev {
@@ -446,18 +452,21 @@ where
                     if let Ok((h, _)) = VideoHeader::parse(&data) {
                         target_kbps = h.target_kbps;
                     }
-                    if jobs.try_send(Job { data, reassembled_us: now }).is_err() {
+                    let job = Job { data, reassembled_us: now, gap_before: gap };
+                    if jobs.try_send(job).is_ok() {
+                        gap = false;
+                    } else {
                         // The decoder is behind: this frame is dropped and
                         // the decoder restarts at the next keyframe.
                         decoder_behind += 1;
-                        let _ = jobs.try_send(Job { data: Vec::new(), reassembled_us: 0 });
+                        gap = true;
                     }
                 }
                 Ok(Some(ClientEvent::Lost { count, .. })) => {
                     lost += count as u64;
                     // The decoder restarts at the next keyframe (the host
                     // was asked for one).
-                    let _ = jobs.send(Job { data: Vec::new(), reassembled_us: 0 });
+                    gap = true;
                 }
                 Ok(None) => break,
                 Err(e) => return Err(format!("{}: {e}", args.url)),
@@ -475,7 +484,7 @@ where
                     None => std::future::pending().await,
                 }
             } => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut sigint => break,
         }
         if win_start.elapsed() >= Duration::from_secs(1) {
             let secs = win_start.elapsed().as_secs_f64();

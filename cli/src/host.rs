@@ -733,6 +733,9 @@ async fn encode_loop(
     let mut bytes = 0u64;
     let started = Instant::now();
     let mut progress = crate::progress::Progress::new("host", None);
+    // One Ctrl-C listener for the whole run: a new one per iteration would
+    // miss a signal that arrives while a frame is being encoded.
+    let mut sigint = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let got = tokio::select! {
             r = rx.recv() => r,
@@ -742,7 +745,7 @@ async fn encode_loop(
                     None => std::future::pending().await,
                 }
             } => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut sigint => break,
         };
         let msg = match got {
             Ok(Some(m)) => m,

@@ -134,3 +134,58 @@ fn host_serves_a_udp_and_a_websocket_viewer_and_every_picture_checks() {
     }
     assert!(num(&host, "frames_encoded") >= 120.0, "{host}");
 }
+
+// r[verify cli.client.check]
+/// A viewer whose path is far slower than the stream loses frames; it
+/// resumes each time at a keyframe, so nothing it decodes is broken.
+#[test]
+fn a_viewer_that_loses_frames_resumes_at_keyframes_without_decode_errors() {
+    let mut host = Command::new(BIN)
+        .args([
+            "host",
+            "--udp",
+            "127.0.0.1:0",
+            "--source",
+            "testsrc:640x360@30",
+            "--bitrate",
+            "1500000",
+            "--min-bitrate",
+            "1500000",
+            "--seconds",
+            "6",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("host stderr ended").unwrap();
+        if let Some(rest) = line.split("linkstream client ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    // Below the stream's rate: its queue overflows, frames are lost.
+    let out = Command::new(BIN)
+        .args(["client", &url, "--json", "--simulate-bottleneck", "1.1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(host.wait().unwrap().success());
+    assert_eq!(num(&r, "bottleneck_mbps"), 1.1, "{r}");
+    assert!(num(&r, "bottleneck_queue_dropped") > 0.0, "{r}");
+    assert!(num(&r, "frames_lost") > 0.0, "no frame lost: {r}");
+    assert!(num(&r, "frames_decoded") > 0.0, "nothing decoded: {r}");
+    assert!(
+        num(&r, "frames_skipped") > 0.0,
+        "never skipped to a keyframe: {r}"
+    );
+    assert_eq!(num(&r, "decode_errors"), 0.0, "{r}");
+    assert_eq!(num(&r, "envelope_errors"), 0.0, "{r}");
+    assert_eq!(num(&r, "index_mismatches"), 0.0, "{r}");
+    assert_eq!(num(&r, "index_checked"), num(&r, "frames_decoded"), "{r}");
+}

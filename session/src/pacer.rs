@@ -293,10 +293,7 @@ mod tests {
         // 1250 bytes at 100 Mbit/s take 800 µs (plus what the last one
         // overdrew, at most one datagram: 100 µs).
         let next = p.next_at(1_000_000).unwrap();
-        assert!(
-            (1_000_700..=1_000_900).contains(&next),
-            "next at {next}"
-        );
+        assert!((1_000_700..=1_000_900).contains(&next), "next at {next}");
         let mut m = 0;
         while p.pop(next, &mut ended).is_some() {
             m += 1;
