@@ -11,11 +11,22 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::error::{UdpError, io};
+use crate::peer::PeerQueue;
 use crate::stats::Counters;
 use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
+
+/// An endpoint peer's address validation, as its sending half sees it.
+pub(crate) struct TxPeer {
+    /// The peer's queue, which holds its validation state and byte counts.
+    pub(crate) q: Arc<PeerQueue>,
+    /// The amplification limit while unvalidated (`None`: none).
+    pub(crate) factor: Option<u64>,
+    /// Tells the endpoint the peer is validated.
+    pub(crate) promote: Box<dyn Fn() + Send + Sync>,
+}
 
 // r[impl udp.send.ring]
 /// The sending half of a UDP link.
@@ -42,6 +53,7 @@ pub struct UdpTx {
     stats: Arc<Counters>,
     error: Option<LinkError>,
     closed: bool,
+    peer: Option<TxPeer>,
     _guard: Guard,
 }
 
@@ -62,6 +74,9 @@ pub(crate) struct TxSetup {
     pub(crate) stats: Arc<Counters>,
     /// Keeps an endpoint's task alive while this half exists.
     pub(crate) guard: Guard,
+    /// An endpoint peer's validation state (`None`: a connected socket,
+    /// validated by construction).
+    pub(crate) peer: Option<TxPeer>,
 }
 
 impl UdpTx {
@@ -74,6 +89,7 @@ impl UdpTx {
             caps,
             stats,
             guard,
+            peer,
         } = setup;
         UdpTx {
             socket,
@@ -89,6 +105,7 @@ impl UdpTx {
             stats,
             error: None,
             closed: false,
+            peer,
             _guard: guard,
         }
     }
@@ -282,6 +299,13 @@ impl LinkTx for UdpTx {
         self.closed = true;
         self.drain().await
     }
+
+    // r[impl udp.endpoint.validation]
+    fn mark_validated(&self) {
+        if let Some(p) = &self.peer {
+            (p.promote)();
+        }
+    }
 }
 
 /// A free entry of the send ring, held for one datagram.
@@ -328,6 +352,19 @@ impl WriteSlot for UdpSlot<'_> {
     #[inline]
     fn commit(self) -> Result<(), LinkError> {
         let tx = self.tx;
+        if let Some(p) = &tx.peer
+            && !p.q.is_validated()
+        {
+            if let Some(f) = p.factor
+                && !p.q.may_send(self.len, f)
+            {
+                // Over the amplification limit: dropped like a lost
+                // datagram, counted.
+                tx.stats.tx_amplification_held.add(1);
+                return Ok(());
+            }
+            tx.stats.unvalidated_tx_bytes.add(self.len as u64);
+        }
         tx.offsets[tx.queued] = tx.fill as u32;
         tx.lens[tx.queued] = self.len as u32;
         tx.fill += self.len;
