@@ -414,13 +414,15 @@ fn evict_oldest(shared: &Shared, peers: &mut Peers, accepted: &mut Accepted) -> 
     };
     shared.stats.unvalidated_evicted.add(1);
     let q = peers.remove(&addr);
+    // Read before its link is dropped (which discards the queue).
+    let queued = q.as_ref().map_or(0, |q| q.queued());
     let waiting = accepted.links.len();
     accepted.links.retain(|l| l.peer_addr() != addr);
+    if accepted.links.len() < waiting {
+        // Its link was never accepted: nobody will read what it queued.
+        shared.stats.rx_evicted.add(queued as u64);
+    }
     if let Some(q) = q {
-        if accepted.links.len() < waiting {
-            // Nobody will read what it queued.
-            shared.stats.rx_evicted.add(q.queued() as u64);
-        }
         q.end(LinkError::PeerGone);
     }
     true

@@ -18,6 +18,9 @@ use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
 
+/// Datagrams a send ring holds at first (it grows to `send_ring`).
+const INITIAL_SLOTS: usize = 4;
+
 /// An endpoint peer's address validation, as its sending half sees it.
 pub(crate) struct TxPeer {
     /// The peer's queue, which holds its validation state and byte counts.
@@ -40,6 +43,10 @@ pub struct UdpTx {
     /// Datagram bytes, packed: each slot starts where the previous ended, so
     /// a run of equal-size datagrams is one contiguous region (one iovec).
     ring: Vec<u8>,
+    /// Datagrams the ring may grow to (`send_ring`). It starts small and
+    /// doubles when full until then, so that a link that sends a few
+    /// datagrams (an endpoint's unvalidated peer) holds little memory.
+    capacity: usize,
     /// Bytes of `ring` in use.
     fill: usize,
     offsets: Vec<u32>,
@@ -94,10 +101,11 @@ impl UdpTx {
         UdpTx {
             socket,
             dest,
-            ring: vec![0; ring * caps.max_payload],
+            ring: vec![0; ring.min(INITIAL_SLOTS) * caps.max_payload],
+            capacity: ring,
             fill: 0,
-            offsets: vec![0; ring],
-            lens: vec![0; ring],
+            offsets: vec![0; ring.min(INITIAL_SLOTS)],
+            lens: vec![0; ring.min(INITIAL_SLOTS)],
             head: 0,
             queued: 0,
             gso,
@@ -279,9 +287,18 @@ impl LinkTx for UdpTx {
         }
         // A permit must be able to take a datagram of the maximum payload.
         if self.queued == self.lens.len() || self.fill + self.caps.max_payload > self.ring.len() {
-            // The ring is full: this is the reserve that would wait, so it
-            // transmits what is queued first.
-            self.drain().await?;
+            if self.lens.len() < self.capacity {
+                // Not yet at its configured size: grow (once per doubling
+                // in the link's life), keep queueing.
+                let slots = (self.lens.len() * 2).min(self.capacity);
+                self.ring.resize(slots * self.caps.max_payload, 0);
+                self.offsets.resize(slots, 0);
+                self.lens.resize(slots, 0);
+            } else {
+                // The ring is full: this is the reserve that would wait, so
+                // it transmits what is queued first.
+                self.drain().await?;
+            }
         }
         Ok(UdpPermit { tx: self })
     }

@@ -265,3 +265,35 @@ async fn the_gate_answers_new_sources_statelessly_under_load() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(gate.0.load(Ordering::Relaxed), 5);
 }
+
+// r[verify udp.endpoint.validation]
+/// Regression (found by the `udp_endpoint` fuzz target): evicting a peer
+/// whose link was never accepted drops what it queued, and that must be
+/// counted (`rx_evicted`), not lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_of_an_evicted_unaccepted_peer_are_counted() {
+    let cfg = EndpointConfig {
+        max_unvalidated: 1,
+        accept_queue: 1,
+        ..EndpointConfig::default()
+    };
+    let ep = UdpEndpoint::bind(v4(), cfg).unwrap();
+    let socks: Vec<UdpSocket> = (0..3).map(|_| raw()).collect();
+    for s in &socks {
+        s.send_to(b"one", ep.local_addr()).unwrap();
+        s.send_to(b"two", ep.local_addr()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let l = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("last");
+    assert_eq!(l.peer_addr(), socks[2].local_addr().unwrap());
+    let (_tx, mut rx) = l.split();
+    for want in [&b"one"[..], b"two"] {
+        assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), want);
+    }
+    let st = ep.stats().snapshot();
+    assert_eq!(st.unvalidated_evicted, 2, "{st:?}");
+    assert_eq!(st.rx_evicted, 4, "{st:?}");
+    assert_eq!(st.rx_datagrams, 6);
+}
