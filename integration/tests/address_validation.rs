@@ -201,3 +201,33 @@ async fn a_client_follows_a_retry_transparently_and_streams() {
     assert_eq!(eps.unvalidated_evicted, 0);
     assert_eq!(hs.address_validated, 1);
 }
+
+// r[verify session.handshake.amplification]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_fits_the_budget_of_one_hello() {
+    let ep = UdpEndpoint::bind(lo(), EndpointConfig::default()).unwrap();
+    let at = ep.local_addr();
+    let host = tokio::spawn(async move {
+        let link = ep.accept().await;
+        let cfg = HostConfig {
+            psk: Some(PSK.to_vec()),
+            ..Default::default()
+        };
+        Host::accept(link, cfg).await.map(|_| ())
+    });
+    // A clear-text Hello to an encrypting host: refused.
+    let raw = UdpSocket::bind(lo()).unwrap();
+    let hello = hello_datagram([7; RANDOM_LEN]);
+    raw.send_to(&hello, at).unwrap();
+    let got = drain(&raw, Duration::from_millis(300));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0][1], Kind::Reject as u8);
+    assert!(got[0].len() <= 3 * hello.len(), "{} bytes", got[0].len());
+    let (reason, text) = link_session::handshake::read_reject(&got[0][OUTER_LEN..]).unwrap();
+    assert_eq!(reason, link_session::RejectReason::Encryption);
+    assert!(text.contains("encryption"), "{text}");
+    assert!(matches!(
+        host.await.unwrap(),
+        Err(link_session::SessionError::Rejected { .. })
+    ));
+}

@@ -78,7 +78,10 @@ pub struct EndpointConfig {
     pub amplification_limit: Option<u32>,
     /// New sources a single address (an IPv4 address, an IPv6 /64) may
     /// open per second, with bursts of `handshake_burst`
-    /// (`udp.endpoint.rate`). `None`: no limit.
+    /// (`udp.endpoint.rate`). `None`: no limit. Refused attempts take no
+    /// token, so clients behind one address (NAT, loopback tests) all get
+    /// in as their Hello resends arrive; a host expecting more than the
+    /// burst at once from one address raises it.
     pub handshake_rate: Option<u32>,
     /// Burst of the per-source limit above.
     pub handshake_burst: u32,
@@ -103,8 +106,8 @@ impl Default for EndpointConfig {
             accept_queue: 64,
             max_unvalidated: 256,
             amplification_limit: Some(3),
-            handshake_rate: Some(10),
-            handshake_burst: 20,
+            handshake_rate: Some(50),
+            handshake_burst: 100,
             rate_table: 4096,
             retry_above: Some(32),
         }
