@@ -72,6 +72,10 @@ pub struct EndpointConfig {
     /// slots. When it is full, a new source evicts the oldest unvalidated
     /// peer (its link ends with `LinkError::PeerGone`; counted).
     pub max_unvalidated: usize,
+    /// Datagrams queued per unvalidated peer (a handshake needs few): with
+    /// `max_unvalidated` it bounds what forged sources can make the
+    /// endpoint hold. Validated peers get `peer_queue`.
+    pub unvalidated_queue: usize,
     /// Until a peer's address is validated, the endpoint sends it at most
     /// this many times the bytes it received from it; further datagrams are
     /// dropped and counted (`udp.endpoint.amplification`). `None`: no limit.
@@ -105,6 +109,7 @@ impl Default for EndpointConfig {
             peer_queue: 4096,
             accept_queue: 64,
             max_unvalidated: 256,
+            unvalidated_queue: 32,
             amplification_limit: Some(3),
             handshake_rate: Some(50),
             handshake_burst: 100,

@@ -211,9 +211,10 @@ impl UdpEndpoint {
             || config.accept_queue == 0
             || config.max_unvalidated == 0
             || config.rate_table == 0
+            || config.unvalidated_queue == 0
         {
             return Err(UdpError::InvalidConfig(
-                "max_peers, max_unvalidated, peer_queue, accept_queue and rate_table must be at least 1"
+                "max_peers, max_unvalidated, peer_queue, unvalidated_queue, accept_queue and rate_table must be at least 1"
                     .into(),
             ));
         }
@@ -325,7 +326,8 @@ impl UdpEndpoint {
         // We chose this address: it is validated by construction.
         let seq = peers.next_seq;
         peers.next_seq += 1;
-        let q = PeerQueue::new(self.shared.config.peer_queue, true, seq);
+        let c = &self.shared.config;
+        let q = PeerQueue::new(c.peer_queue, c.unvalidated_queue, true, seq);
         peers.map.insert(peer, q.clone());
         peers.validated += 1;
         Ok(make_link(&self.shared, &self.guard, peer, q))
@@ -519,7 +521,7 @@ fn dispatch(
                 }
                 let seq = peers.next_seq;
                 peers.next_seq += 1;
-                let q = PeerQueue::new(cfg.peer_queue, validated, seq);
+                let q = PeerQueue::new(cfg.peer_queue, cfg.unvalidated_queue, validated, seq);
                 peers.map.insert(source, q.clone());
                 if validated {
                     peers.validated += 1;

@@ -39,6 +39,8 @@ pub(crate) struct PeerQueue {
     state: Mutex<PeerState>,
     waker: AtomicWaker,
     capacity: usize,
+    /// The queue's bound while the peer is not validated.
+    unvalidated_capacity: usize,
     /// Whether the peer's address is validated (`udp.endpoint.validation`).
     validated: AtomicBool,
     /// Payload bytes received from the peer while it was not validated.
@@ -52,7 +54,12 @@ pub(crate) struct PeerQueue {
 
 impl PeerQueue {
     /// An empty queue holding at most `capacity` datagrams, last seen now.
-    pub(crate) fn new(capacity: usize, validated: bool, seq: u64) -> Arc<Self> {
+    pub(crate) fn new(
+        capacity: usize,
+        unvalidated_capacity: usize,
+        validated: bool,
+        seq: u64,
+    ) -> Arc<Self> {
         Arc::new(PeerQueue {
             state: Mutex::new(PeerState {
                 msgs: VecDeque::new(),
@@ -62,6 +69,7 @@ impl PeerQueue {
             }),
             waker: AtomicWaker::new(),
             capacity,
+            unvalidated_capacity,
             validated: AtomicBool::new(validated),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -122,7 +130,13 @@ impl PeerQueue {
         st.last_seen = Instant::now();
         if !st.receiver_alive {
             Offered::ReceiverGone
-        } else if st.msgs.len() >= self.capacity {
+        } else if st.msgs.len()
+            >= if self.is_validated() {
+                self.capacity
+            } else {
+                self.unvalidated_capacity
+            }
+        {
             Offered::QueueFull
         } else {
             st.msgs.push_back(msg);

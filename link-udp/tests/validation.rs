@@ -297,3 +297,36 @@ async fn datagrams_of_an_evicted_unaccepted_peer_are_counted() {
     assert_eq!(st.rx_evicted, 4, "{st:?}");
     assert_eq!(st.rx_datagrams, 6);
 }
+
+// r[verify udp.endpoint.validation]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unvalidated_peer_queues_little_until_validated() {
+    let cfg = EndpointConfig {
+        unvalidated_queue: 2,
+        peer_queue: 100,
+        ..EndpointConfig::default()
+    };
+    let ep = UdpEndpoint::bind(v4(), cfg).unwrap();
+    let s = raw();
+    for _ in 0..5 {
+        s.send_to(b"x", ep.local_addr()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let l = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("peer");
+    assert_eq!(ep.stats().snapshot().rx_peer_queue_full, 3);
+    let (tx, mut rx) = l.split();
+    for _ in 0..2 {
+        rx.recv().await.unwrap().unwrap();
+    }
+    tx.mark_validated();
+    for _ in 0..10 {
+        s.send_to(b"y", ep.local_addr()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), b"y");
+    }
+    assert_eq!(ep.stats().snapshot().rx_peer_queue_full, 3);
+}
