@@ -350,6 +350,32 @@ pub fn handshake(data: &[u8]) {
         assert_eq!(Welcome::read(&w.to_bytes()).as_ref(), Ok(&w));
     }
     let _ = link_session::handshake::read_reject(rest);
+    if let Ok(r) = link_session::handshake::Retry::read(rest) {
+        assert_eq!(
+            link_session::handshake::Retry::read(&r.to_bytes()).as_ref(),
+            Ok(&r)
+        );
+    }
+    if let Some(t) = link_session::handshake::hello_token(rest) {
+        assert!(!t.is_empty() && t.len() <= link_session::handshake::TOKEN_MAX);
+    }
+    {
+        // The retry gate on arbitrary datagrams: no panic, a reply only to
+        // a Hello and within three times its size.
+        use link_types::{Admission, AdmissionGate};
+        static GATE: std::sync::OnceLock<link_session::RetryGate> = std::sync::OnceLock::new();
+        let gate = GATE.get_or_init(|| link_session::RetryGate::new().expect("random"));
+        let from: std::net::SocketAddr = "198.18.0.1:1000".parse().expect("address");
+        let mut reply = Vec::new();
+        match gate.admit(from, rest, m & 1 != 0, &mut reply) {
+            Admission::Reply => {
+                assert!(reply.len() <= 3 * rest.len());
+                assert_eq!(rest[1], Kind::Hello as u8);
+            }
+            Admission::AdmitValidated => panic!("a forged token was accepted"),
+            Admission::Admit | Admission::Drop => assert!(reply.is_empty()),
+        }
+    }
     let (lossy, encrypted) = (m & mode::LOSSY != 0, m & mode::ENCRYPTED != 0);
     let msgs = messages(rest);
     let (host_end, client_end) = test_link_pair(lossy);
@@ -373,6 +399,13 @@ pub fn handshake(data: &[u8]) {
                     && msg[1] == Kind::Welcome as u8
                 {
                     msg[OUTER_LEN + 1..OUTER_LEN + 1 + RANDOM_LEN].copy_from_slice(&random);
+                }
+                // A Retry starts with the client's random.
+                if m & 0x20 != 0
+                    && msg.len() >= OUTER_LEN + RANDOM_LEN
+                    && msg[1] == Kind::Retry as u8
+                {
+                    msg[OUTER_LEN..OUTER_LEN + RANDOM_LEN].copy_from_slice(&random);
                 }
                 if !send_raw(&mut htx, &msg).await {
                     break;
@@ -489,9 +522,12 @@ pub fn udp_endpoint(data: &[u8]) {
         peer_queue: 1 + data[1] as usize % 8,
         accept_queue: 1 + (data[1] >> 4) as usize % 4,
         idle_timeout: None,
+        max_unvalidated: 1 + (data[0] >> 4) as usize % 4,
+        handshake_rate: None,
         ..EndpointConfig::default()
     };
     let max_peers = config.max_peers;
+    let max_unvalidated = config.max_unvalidated;
     rt.block_on(async {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let ep = UdpEndpoint::bind(any, config).expect("bind the endpoint");
@@ -533,11 +569,19 @@ pub fn udp_endpoint(data: &[u8]) {
                 }
             }
         };
+        /// Datagrams delivered; an evicted (unvalidated) peer's link ends
+        /// with `PeerGone` after what it queued, and is marked ended.
         fn drain(link: &mut (UdpTx, UdpRx, usize, u32)) -> u64 {
             let (_, rx, idx, next) = link;
             let mut n = 0;
             while let Some(r) = rx.recv().now_or_never() {
-                let m = r.expect("a link of a live endpoint").expect("no end");
+                let m = match r {
+                    Err(link_types::LinkError::PeerGone) => {
+                        *next = u32::MAX;
+                        break;
+                    }
+                    r => r.expect("a link of a live endpoint").expect("no end"),
+                };
                 assert!(m.len() >= 5, "a datagram shorter than sent");
                 assert_eq!(m[0] as usize, *idx, "a link got another peer's datagram");
                 let s = u32::from_le_bytes(m[1..5].try_into().unwrap());
@@ -562,11 +606,21 @@ pub fn udp_endpoint(data: &[u8]) {
                 4 => {
                     if let Some(l) = ep.accept().now_or_never() {
                         let idx = index_of(&l);
+                        // A source whose peer was evicted comes back as a
+                        // new link; the old one must have ended.
+                        if let Some(k) = links.iter().position(|(_, _, j, _)| *j == idx) {
+                            delivered += drain(&mut links[k]);
+                            assert_eq!(links[k].3, u32::MAX, "a second link for a live source {idx}");
+                            links.remove(k);
+                        }
                         assert!(
                             !links.iter().any(|(_, _, j, _)| *j == idx),
                             "a second link for source {idx}"
                         );
                         let (tx, rx) = l.split();
+                        if arg & 1 == 1 {
+                            link_types::LinkTx::mark_validated(&tx);
+                        }
                         links.push((tx, rx, idx, 0));
                     }
                 }
@@ -587,6 +641,11 @@ pub fn udp_endpoint(data: &[u8]) {
                     let i = arg % UDP_SOURCES;
                     if let Ok(l) = ep.connect(addrs[i]) {
                         assert_eq!(index_of(&l), i);
+                        if let Some(k) = links.iter().position(|(_, _, j, _)| *j == i) {
+                            delivered += drain(&mut links[k]);
+                            assert_eq!(links[k].3, u32::MAX, "connect beside a live link {i}");
+                            links.remove(k);
+                        }
                         assert!(
                             !links.iter().any(|(_, _, j, _)| *j == i),
                             "connect made a second link for source {i}"
@@ -596,7 +655,14 @@ pub fn udp_endpoint(data: &[u8]) {
                     }
                 }
             }
-            assert!(ep.peer_count() <= max_peers, "more peers than max_peers");
+            assert!(
+                ep.peer_count() - ep.unvalidated_count() <= max_peers,
+                "more validated peers than max_peers"
+            );
+            assert!(
+                ep.unvalidated_count() <= max_unvalidated,
+                "more unvalidated peers than max_unvalidated"
+            );
         }
         // Take every waiting peer and everything queued, then account.
         while let Some(l) = ep.accept().now_or_never() {
@@ -609,7 +675,12 @@ pub fn udp_endpoint(data: &[u8]) {
         }
         let s = stats.snapshot();
         assert_eq!(
-            delivered + s.rx_peer_refused + s.rx_peer_queue_full + s.rx_peer_gone,
+            delivered
+                + s.rx_peer_refused
+                + s.rx_peer_queue_full
+                + s.rx_peer_gone
+                + s.rx_evicted
+                + s.rx_rate_limited,
             s.rx_datagrams,
             "datagrams read but neither delivered nor counted ({dropped_links} links dropped): {s:?}"
         );

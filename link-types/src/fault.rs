@@ -418,6 +418,10 @@ impl<T: LinkTx> LinkTx for FaultTx<T> {
         self.inner.reserve()
     }
 
+    fn mark_validated(&self) {
+        self.inner.mark_validated();
+    }
+
     fn flush(&mut self) -> impl MaybeSendFuture<Output = Result<(), LinkError>> {
         self.inner.flush()
     }

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admission;
 mod backing;
 mod caps;
 mod counters;
@@ -22,6 +23,7 @@ mod maybe;
 pub mod memory;
 mod traits;
 
+pub use admission::{Admission, AdmissionGate};
 pub use backing::{Backing, LeaseOwner, LeaseToken, Recycle};
 pub use caps::LinkCaps;
 pub use counters::Counter;

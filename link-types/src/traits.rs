@@ -50,6 +50,13 @@ pub trait LinkTx: MaybeSend + Sized {
     /// come. The peer receives every earlier message and then end-of-stream.
     /// Closing twice is not an error.
     fn close(&mut self) -> impl MaybeSendFuture<Output = Result<(), LinkError>>;
+
+    /// The protocol above proved that the peer receives at its address
+    /// (e.g. it answered a value only a message from us carried). A link
+    /// that limits what it sends to, or keeps for, peers nobody validated
+    /// lifts those limits; links whose peers are validated by construction
+    /// (connected sockets, shared memory, WebSocket) ignore it.
+    fn mark_validated(&self) {}
 }
 
 /// Capacity for one message, granted by [`LinkTx::reserve`].

@@ -67,6 +67,37 @@ pub struct EndpointConfig {
     pub peer_queue: usize,
     /// New peers waiting for `accept` before further ones are refused.
     pub accept_queue: usize,
+    /// Most peers whose address is not validated yet (`udp.endpoint.validation`):
+    /// they live in their own table and never take one of the `max_peers`
+    /// slots. When it is full, a new source evicts the oldest unvalidated
+    /// peer (its link ends with `LinkError::PeerGone`; counted).
+    pub max_unvalidated: usize,
+    /// Datagrams queued per unvalidated peer (a handshake needs few): with
+    /// `max_unvalidated` it bounds what forged sources can make the
+    /// endpoint hold. Validated peers get `peer_queue`.
+    pub unvalidated_queue: usize,
+    /// Until a peer's address is validated, the endpoint sends it at most
+    /// this many times the bytes it received from it; further datagrams are
+    /// dropped and counted (`udp.endpoint.amplification`). `None`: no limit.
+    pub amplification_limit: Option<u32>,
+    /// New sources a single address (an IPv4 address, an IPv6 /64) may
+    /// open per second, with bursts of `handshake_burst`
+    /// (`udp.endpoint.rate`). `None`: no limit. Refused attempts take no
+    /// token, so clients behind one address (NAT, loopback tests) all get
+    /// in as their Hello resends arrive; a host expecting more than the
+    /// burst at once from one address raises it.
+    pub handshake_rate: Option<u32>,
+    /// Burst of the per-source limit above.
+    pub handshake_burst: u32,
+    /// Source addresses the per-source limit tracks at once (its memory
+    /// bound); a new address beyond it is refused while every tracked one
+    /// is still limited.
+    pub rate_table: usize,
+    /// With an admission gate (`UdpEndpoint::bind_with_gate`): from this
+    /// many unvalidated peers on, new sources must prove their address
+    /// (retry token) before the endpoint keeps any state for them
+    /// (`udp.endpoint.retry`). `Some(0)`: always. `None`: never.
+    pub retry_above: Option<usize>,
 }
 
 impl Default for EndpointConfig {
@@ -77,6 +108,13 @@ impl Default for EndpointConfig {
             idle_timeout: Some(Duration::from_secs(30)),
             peer_queue: 4096,
             accept_queue: 64,
+            max_unvalidated: 256,
+            unvalidated_queue: 32,
+            amplification_limit: Some(3),
+            handshake_rate: Some(50),
+            handshake_burst: 100,
+            rate_table: 4096,
+            retry_above: Some(32),
         }
     }
 }

@@ -84,6 +84,7 @@ impl UdpLink {
             caps,
             stats: stats.counters(),
             guard: None,
+            peer: None,
         });
         let receiver = Receiver::new(ReceiverSetup {
             socket,

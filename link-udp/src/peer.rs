@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -38,11 +39,27 @@ pub(crate) struct PeerQueue {
     state: Mutex<PeerState>,
     waker: AtomicWaker,
     capacity: usize,
+    /// The queue's bound while the peer is not validated.
+    unvalidated_capacity: usize,
+    /// Whether the peer's address is validated (`udp.endpoint.validation`).
+    validated: AtomicBool,
+    /// Payload bytes received from the peer while it was not validated.
+    bytes_in: AtomicU64,
+    /// Payload bytes sent to the peer while it was not validated.
+    bytes_out: AtomicU64,
+    /// Order of creation among the endpoint's peers (eviction picks the
+    /// oldest unvalidated one).
+    pub(crate) seq: u64,
 }
 
 impl PeerQueue {
     /// An empty queue holding at most `capacity` datagrams, last seen now.
-    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        capacity: usize,
+        unvalidated_capacity: usize,
+        validated: bool,
+        seq: u64,
+    ) -> Arc<Self> {
         Arc::new(PeerQueue {
             state: Mutex::new(PeerState {
                 msgs: VecDeque::new(),
@@ -52,7 +69,39 @@ impl PeerQueue {
             }),
             waker: AtomicWaker::new(),
             capacity,
+            unvalidated_capacity,
+            validated: AtomicBool::new(validated),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            seq,
         })
+    }
+
+    /// Whether the peer's address is validated.
+    pub(crate) fn is_validated(&self) -> bool {
+        self.validated.load(Relaxed)
+    }
+
+    /// Mark the address validated; false if it already was.
+    pub(crate) fn set_validated(&self) -> bool {
+        !self.validated.swap(true, Relaxed)
+    }
+
+    // r[impl udp.endpoint.amplification]
+    /// May `len` more bytes go to this peer under an amplification limit
+    /// of `factor` (bytes out at most `factor` × bytes in until the address
+    /// is validated)? Counts them out if so.
+    pub(crate) fn may_send(&self, len: usize, factor: u64) -> bool {
+        if self.is_validated() {
+            return true;
+        }
+        let budget = self.bytes_in.load(Relaxed).saturating_mul(factor);
+        let out = self.bytes_out.load(Relaxed);
+        if out + len as u64 > budget {
+            return false;
+        }
+        self.bytes_out.fetch_add(len as u64, Relaxed);
+        true
     }
 
     /// The next datagram, or why the peer ended once the queue is empty.
@@ -74,11 +123,20 @@ impl PeerQueue {
     /// A datagram arrived from the peer: note the time and queue it, or say
     /// why it was dropped (the caller counts it).
     pub(crate) fn offer(&self, msg: Backing) -> Offered {
+        if !self.is_validated() {
+            self.bytes_in.fetch_add(msg.len() as u64, Relaxed);
+        }
         let mut st = lock(&self.state);
         st.last_seen = Instant::now();
         if !st.receiver_alive {
             Offered::ReceiverGone
-        } else if st.msgs.len() >= self.capacity {
+        } else if st.msgs.len()
+            >= if self.is_validated() {
+                self.capacity
+            } else {
+                self.unvalidated_capacity
+            }
+        {
             Offered::QueueFull
         } else {
             st.msgs.push_back(msg);
@@ -91,6 +149,11 @@ impl PeerQueue {
     /// Whether the peer sent nothing for `idle` as of `now`.
     pub(crate) fn idle_for(&self, idle: Duration, now: Instant) -> bool {
         now.duration_since(lock(&self.state).last_seen) >= idle
+    }
+
+    /// Datagrams waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        lock(&self.state).msgs.len()
     }
 
     /// The peer ended: `recv` returns `why` once the queue is drained.

@@ -50,6 +50,28 @@ link_types::counters! {
         rx_peer_gone,
         /// Endpoint: peers forgotten after the idle timeout.
         peers_expired,
+        /// Endpoint: unvalidated peers evicted (the oldest first) to make room for a new source.
+        unvalidated_evicted,
+        /// Endpoint: datagrams queued for an evicted unvalidated peer whose link was never accepted (dropped with it).
+        rx_evicted,
+        /// Endpoint: peers whose address the protocol above validated.
+        peers_validated,
+        /// Endpoint: validations refused because `max_peers` validated peers already existed (the peer stays unvalidated).
+        validation_refused,
+        /// Endpoint: payload bytes received from sources whose address is not validated (whatever became of them).
+        unvalidated_rx_bytes,
+        /// Endpoint: payload bytes sent to addresses not validated (link datagrams and retry replies).
+        unvalidated_tx_bytes,
+        /// Endpoint: datagrams to unvalidated peers dropped by the amplification limit.
+        tx_amplification_held,
+        /// Endpoint: datagrams from new sources dropped by the per-source handshake rate limit.
+        rx_rate_limited,
+        /// Endpoint: retry replies sent (stateless, no peer made).
+        retries_sent,
+        /// Endpoint: datagrams from new sources the admission gate dropped, or whose reply could not be sent.
+        rx_gate_dropped,
+        /// Endpoint: peers admitted already validated (a valid retry token).
+        peers_admitted_validated,
     }
 }
 

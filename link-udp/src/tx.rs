@@ -11,11 +11,25 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::error::{UdpError, io};
+use crate::peer::PeerQueue;
 use crate::stats::Counters;
 use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
+
+/// Datagrams a send ring holds at first (it grows to `send_ring`).
+const INITIAL_SLOTS: usize = 4;
+
+/// An endpoint peer's address validation, as its sending half sees it.
+pub(crate) struct TxPeer {
+    /// The peer's queue, which holds its validation state and byte counts.
+    pub(crate) q: Arc<PeerQueue>,
+    /// The amplification limit while unvalidated (`None`: none).
+    pub(crate) factor: Option<u64>,
+    /// Tells the endpoint the peer is validated.
+    pub(crate) promote: Box<dyn Fn() + Send + Sync>,
+}
 
 // r[impl udp.send.ring]
 /// The sending half of a UDP link.
@@ -29,6 +43,10 @@ pub struct UdpTx {
     /// Datagram bytes, packed: each slot starts where the previous ended, so
     /// a run of equal-size datagrams is one contiguous region (one iovec).
     ring: Vec<u8>,
+    /// Datagrams the ring may grow to (`send_ring`). It starts small and
+    /// doubles when full until then, so that a link that sends a few
+    /// datagrams (an endpoint's unvalidated peer) holds little memory.
+    capacity: usize,
     /// Bytes of `ring` in use.
     fill: usize,
     offsets: Vec<u32>,
@@ -42,6 +60,7 @@ pub struct UdpTx {
     stats: Arc<Counters>,
     error: Option<LinkError>,
     closed: bool,
+    peer: Option<TxPeer>,
     _guard: Guard,
 }
 
@@ -62,6 +81,9 @@ pub(crate) struct TxSetup {
     pub(crate) stats: Arc<Counters>,
     /// Keeps an endpoint's task alive while this half exists.
     pub(crate) guard: Guard,
+    /// An endpoint peer's validation state (`None`: a connected socket,
+    /// validated by construction).
+    pub(crate) peer: Option<TxPeer>,
 }
 
 impl UdpTx {
@@ -74,14 +96,16 @@ impl UdpTx {
             caps,
             stats,
             guard,
+            peer,
         } = setup;
         UdpTx {
             socket,
             dest,
-            ring: vec![0; ring * caps.max_payload],
+            ring: vec![0; ring.min(INITIAL_SLOTS) * caps.max_payload],
+            capacity: ring,
             fill: 0,
-            offsets: vec![0; ring],
-            lens: vec![0; ring],
+            offsets: vec![0; ring.min(INITIAL_SLOTS)],
+            lens: vec![0; ring.min(INITIAL_SLOTS)],
             head: 0,
             queued: 0,
             gso,
@@ -89,6 +113,7 @@ impl UdpTx {
             stats,
             error: None,
             closed: false,
+            peer,
             _guard: guard,
         }
     }
@@ -262,9 +287,18 @@ impl LinkTx for UdpTx {
         }
         // A permit must be able to take a datagram of the maximum payload.
         if self.queued == self.lens.len() || self.fill + self.caps.max_payload > self.ring.len() {
-            // The ring is full: this is the reserve that would wait, so it
-            // transmits what is queued first.
-            self.drain().await?;
+            if self.lens.len() < self.capacity {
+                // Not yet at its configured size: grow (once per doubling
+                // in the link's life), keep queueing.
+                let slots = (self.lens.len() * 2).min(self.capacity);
+                self.ring.resize(slots * self.caps.max_payload, 0);
+                self.offsets.resize(slots, 0);
+                self.lens.resize(slots, 0);
+            } else {
+                // The ring is full: this is the reserve that would wait, so
+                // it transmits what is queued first.
+                self.drain().await?;
+            }
         }
         Ok(UdpPermit { tx: self })
     }
@@ -281,6 +315,13 @@ impl LinkTx for UdpTx {
         }
         self.closed = true;
         self.drain().await
+    }
+
+    // r[impl udp.endpoint.validation]
+    fn mark_validated(&self) {
+        if let Some(p) = &self.peer {
+            (p.promote)();
+        }
     }
 }
 
@@ -328,6 +369,19 @@ impl WriteSlot for UdpSlot<'_> {
     #[inline]
     fn commit(self) -> Result<(), LinkError> {
         let tx = self.tx;
+        if let Some(p) = &tx.peer
+            && !p.q.is_validated()
+        {
+            if let Some(f) = p.factor
+                && !p.q.may_send(self.len, f)
+            {
+                // Over the amplification limit: dropped like a lost
+                // datagram, counted.
+                tx.stats.tx_amplification_held.add(1);
+                return Ok(());
+            }
+            tx.stats.unvalidated_tx_bytes.add(self.len as u64);
+        }
         tx.offsets[tx.queued] = tx.fill as u32;
         tx.lens[tx.queued] = self.len as u32;
         tx.fill += self.len;

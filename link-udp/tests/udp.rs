@@ -436,33 +436,49 @@ async fn endpoint_demultiplexes_peers_and_replies_reach_the_right_one() {
 async fn endpoint_refuses_peers_beyond_the_limit_and_counts_them() {
     let cfg = EndpointConfig {
         max_peers: 2,
+        accept_queue: 2,
         ..EndpointConfig::default()
     };
     let ep = UdpEndpoint::bind(v4(), cfg).unwrap();
     let mut clients: Vec<_> = (0..3)
         .map(|_| link_to(ep.local_addr(), &UdpConfig::default()).split())
         .collect();
-    for (tx, _) in clients.iter_mut() {
+    // Two peers fill the accept queue; the third finds it full of
+    // validated peers and is refused.
+    let mut links = Vec::new();
+    for (tx, _) in clients.iter_mut().take(2) {
         send_all(tx, &[32, 32]).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _a = timeout(Duration::from_secs(5), ep.accept())
+    let a = timeout(Duration::from_secs(5), ep.accept())
         .await
         .expect("first peer");
-    let _b = timeout(Duration::from_secs(5), ep.accept())
+    let b = timeout(Duration::from_secs(5), ep.accept())
         .await
         .expect("second peer");
-    assert!(
-        timeout(Duration::from_millis(300), ep.accept())
-            .await
-            .is_none(),
-        "a third peer was let in"
-    );
-    assert_eq!(ep.stats().snapshot().rx_peer_refused, 2, "{:?}", ep.stats());
+    for l in [a, b] {
+        let (tx, rx) = l.split();
+        tx.mark_validated();
+        links.push((tx, rx));
+    }
+    assert_eq!(ep.stats().snapshot().peers_validated, 2);
+    assert_eq!(ep.unvalidated_count(), 0);
+    // Both validated slots are taken: connect fails, and a validation
+    // beyond the limit is refused.
     assert!(matches!(
         ep.connect("127.0.0.1:9".parse().unwrap()),
         Err(UdpError::PeerLimit(2))
     ));
+    send_all(&mut clients[2].0, &[32]).await;
+    let c = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("third peer, unvalidated");
+    let (ctx, _crx) = c.split();
+    ctx.mark_validated();
+    let st = ep.stats().snapshot();
+    assert_eq!(st.validation_refused, 1, "{st:?}");
+    assert_eq!(st.peers_validated, 2, "{st:?}");
+    assert_eq!(ep.unvalidated_count(), 1);
 }
 
 // r[verify udp.endpoint.idle]

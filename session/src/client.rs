@@ -17,7 +17,7 @@ use crate::SessionError;
 use crate::config::ClientConfig;
 use crate::crypto::{Direction, Opener, Sealer, Secret, ct_eq, random};
 use crate::frame::{ClientEvent, Frame};
-use crate::handshake::{Backoff, HELLO_LEN, Hello, Params, Welcome, read_reject};
+use crate::handshake::{Backoff, Hello, Params, Retry, Welcome, hello_with_token, read_reject};
 use crate::input::{InputEvent, InputSender};
 use crate::open::{Dropped, Guard};
 use crate::reassembly::{Output, Reassembler, Reject};
@@ -128,6 +128,8 @@ pub struct Client<T: LinkTx, R: LinkRx> {
     feedback_at: Instant,
     feedback_due: bool,
     finish_due: bool,
+    /// The host's random, which the Finish echoes (proof of address).
+    host_random: [u8; RANDOM_LEN],
     last_lost: Option<u32>,
     fb_base: (u64, u64),
     /// (packet number, arrival µs) since the last arrival report.
@@ -149,6 +151,9 @@ pub struct Client<T: LinkTx, R: LinkRx> {
 pub struct ClientInput<T: LinkTx> {
     shared: Arc<Shared<T>>,
 }
+
+/// Retry messages the client follows in one handshake.
+const MAX_RETRIES: u32 = 3;
 
 impl<T: LinkTx, R: LinkRx> Client<T, R> {
     /// Run the handshake over `link` and return the frame receiver and the
@@ -183,11 +188,14 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         let start = Instant::now();
         let deadline = start + config.handshake_timeout;
         let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
+        // The Hello as sent: with the host's retry token once it asked.
+        let mut sent_hello = hello.clone();
+        let mut retries = 0;
         let welcome = 'hs: loop {
             txs.send(
                 Kind::Hello,
-                HELLO_LEN,
-                |b| b.copy_from_slice(&hello),
+                sent_hello.len(),
+                |b| b.copy_from_slice(&sent_hello),
                 &stats.messages_sent,
             )
             .await?;
@@ -227,6 +235,20 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                         }
                         Err(_) => add(&stats.malformed_dropped, 1),
                     },
+                    // r[impl session.handshake.retry]
+                    // The host wants proof of address: resend the Hello
+                    // with its token at once (a few times at most, so a
+                    // forged stream of Retries cannot keep us busy).
+                    Kind::Retry => match Retry::read(&body) {
+                        Ok(r) if r.client_random == client_random && retries < MAX_RETRIES => {
+                            retries += 1;
+                            add(&stats.retries_followed, 1);
+                            sent_hello = hello_with_token(&hello, &r.token);
+                            continue 'hs;
+                        }
+                        Ok(_) => add(&stats.unexpected_dropped, 1),
+                        Err(_) => add(&stats.malformed_dropped, 1),
+                    },
                     _ => add(&stats.unexpected_dropped, 1),
                 }
             }
@@ -246,8 +268,17 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
             ));
             guard.opener = Some(Opener::new(secret, Direction::HostToClient, p.rekey_shift));
         }
-        txs.send(Kind::Finish, 0, |_| {}, &stats.messages_sent)
-            .await?;
+        // r[impl session.handshake.validation]
+        // The Finish echoes the host's random: proof that we received the
+        // Welcome at our address.
+        let host_random = welcome.host_random;
+        txs.send(
+            Kind::Finish,
+            RANDOM_LEN,
+            |b| b.copy_from_slice(&host_random),
+            &stats.messages_sent,
+        )
+        .await?;
         txs.tx.flush().await?;
         tracing::debug!(?p, "client session established");
         let reasm = (!p.stream).then(|| {
@@ -280,6 +311,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                 feedback_at: now + config.feedback_interval,
                 feedback_due: false,
                 finish_due: false,
+                host_random,
                 last_lost: None,
                 fb_base: (0, 0),
                 arrivals: Vec::new(),
@@ -564,7 +596,13 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         };
         let st = &shared.stats;
         if self.finish_due {
-            match tx.try_send(Kind::Finish, 0, |_| {}, &st.messages_sent) {
+            let hr = self.host_random;
+            match tx.try_send(
+                Kind::Finish,
+                RANDOM_LEN,
+                |b| b.copy_from_slice(&hr),
+                &st.messages_sent,
+            ) {
                 Some(Ok(())) => self.finish_due = false,
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),

@@ -254,3 +254,415 @@ pub fn read_reject(body: &[u8]) -> Result<(RejectReason, String), WireError> {
     let text = String::from_utf8_lossy(r.bytes(n)?).into_owned();
     Ok((reason, text))
 }
+
+/// Longest retry token a Hello may carry.
+pub const TOKEN_MAX: usize = 64;
+
+/// Bytes of a token made by [`RetryGate`]: its time bucket and a 16-byte MAC.
+pub const TOKEN_LEN: usize = 4 + 16;
+
+// r[impl session.handshake.retry]
+/// The retry token a Hello body carries after its fixed fields (a length
+/// byte and the token), if any. A malformed tail is no token.
+pub fn hello_token(body: &[u8]) -> Option<&[u8]> {
+    let n = *body.get(HELLO_LEN)? as usize;
+    if n == 0 || n > TOKEN_MAX {
+        return None;
+    }
+    body.get(HELLO_LEN + 1..HELLO_LEN + 1 + n)
+}
+
+/// A Hello body with `token` appended (empty: the plain body).
+pub fn hello_with_token(hello: &[u8], token: &[u8]) -> Vec<u8> {
+    let mut b = hello[..HELLO_LEN.min(hello.len())].to_vec();
+    if !token.is_empty() {
+        b.push(token.len().min(TOKEN_MAX) as u8);
+        b.extend_from_slice(&token[..token.len().min(TOKEN_MAX)]);
+    }
+    b
+}
+
+/// The host's stateless demand for proof of address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// The client's random, echoed (ties the Retry to its Hello).
+    pub client_random: [u8; RANDOM_LEN],
+    /// The token to resend the Hello with.
+    pub token: Vec<u8>,
+}
+
+impl Retry {
+    /// Encode the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let t = &self.token[..self.token.len().min(TOKEN_MAX)];
+        let mut b = Vec::with_capacity(RANDOM_LEN + 1 + t.len());
+        b.extend_from_slice(&self.client_random);
+        b.push(t.len() as u8);
+        b.extend_from_slice(t);
+        b
+    }
+
+    /// Decode a body.
+    pub fn read(body: &[u8]) -> Result<Retry, WireError> {
+        let mut r = Reader::new(body);
+        let client_random = r.bytes(RANDOM_LEN)?.try_into().expect("32");
+        let n = r.u8()? as usize;
+        if n == 0 || n > TOKEN_MAX {
+            return Err(WireError("retry: token length outside 1..=64"));
+        }
+        let token = r.bytes(n)?.to_vec();
+        Ok(Retry {
+            client_random,
+            token,
+        })
+    }
+}
+
+// r[impl session.handshake.amplification]
+/// The host's anti-amplification budget before the client's address is
+/// validated: it sends at most `factor` times the bytes it received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    received: u64,
+    sent: u64,
+    factor: u64,
+    /// No limit (stream links: their peer is validated by construction).
+    unlimited: bool,
+}
+
+impl Budget {
+    pub(crate) fn new(factor: u64, unlimited: bool) -> Self {
+        Budget {
+            received: 0,
+            sent: 0,
+            factor,
+            unlimited,
+        }
+    }
+
+    /// `n` bytes arrived from the client's address.
+    pub(crate) fn received(&mut self, n: usize) {
+        self.received += n as u64;
+    }
+
+    /// Bytes that may still be sent.
+    pub(crate) fn room(&self) -> u64 {
+        if self.unlimited {
+            return u64::MAX;
+        }
+        (self.received * self.factor).saturating_sub(self.sent)
+    }
+
+    /// Take `n` bytes if the budget has them.
+    pub(crate) fn spend(&mut self, n: usize) -> bool {
+        if self.room() < n as u64 {
+            return false;
+        }
+        self.sent += n as u64;
+        true
+    }
+}
+
+/// How long one key of a [`RetryGate`] mints tokens; a token stays valid
+/// for this long to twice this long (the current and the previous key).
+pub const TOKEN_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct TokenKeys {
+    bucket: u64,
+    current: [u8; 32],
+    previous: [u8; 32],
+}
+
+// r[impl session.handshake.retry]
+/// Stateless address validation for a many-peer endpoint (a
+/// [`link_types::AdmissionGate`]): under load it answers a Hello from an
+/// unknown source with a [`Retry`] carrying a token, the MAC (HMAC-SHA-256,
+/// truncated to 16 bytes) of the source address and a time bucket under a
+/// random key that changes every [`TOKEN_PERIOD`] (the previous key is
+/// kept, so a token is valid for one to two periods); it keeps no state per
+/// source. A Hello carrying a valid token is admitted with its address
+/// validated.
+pub struct RetryGate {
+    keys: std::sync::Mutex<TokenKeys>,
+    epoch: web_time::Instant,
+    period: std::time::Duration,
+}
+
+impl RetryGate {
+    /// A gate with fresh random keys rotating every [`TOKEN_PERIOD`].
+    pub fn new() -> Result<RetryGate, getrandom::Error> {
+        Self::with_period(TOKEN_PERIOD)
+    }
+
+    /// A gate whose keys rotate every `period` (at least 1 ms).
+    pub fn with_period(period: std::time::Duration) -> Result<RetryGate, getrandom::Error> {
+        let mut current = [0; 32];
+        let mut previous = [0; 32];
+        crate::crypto::random(&mut current)?;
+        crate::crypto::random(&mut previous)?;
+        Ok(RetryGate {
+            keys: std::sync::Mutex::new(TokenKeys {
+                bucket: 0,
+                current,
+                previous,
+            }),
+            epoch: web_time::Instant::now(),
+            period: period.max(std::time::Duration::from_millis(1)),
+        })
+    }
+
+    fn bucket_now(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() / self.period.as_nanos()) as u64
+    }
+
+    /// The keys of the current and the previous bucket, rotated to `now`.
+    fn keys(&self, now: u64) -> (u64, [u8; 32], [u8; 32]) {
+        let mut k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if now > k.bucket {
+            let (mut a, mut b) = ([0; 32], [0; 32]);
+            // Without randomness the old keys stay: tokens still verify,
+            // they just live longer.
+            if crate::crypto::random(&mut a).is_ok() && crate::crypto::random(&mut b).is_ok() {
+                k.previous = if now == k.bucket + 1 { k.current } else { b };
+                k.current = a;
+            }
+            k.bucket = now;
+        }
+        (k.bucket, k.current, k.previous)
+    }
+
+    fn mac(key: &[u8; 32], source: std::net::SocketAddr, bucket: u32) -> [u8; 16] {
+        let mut data = Vec::with_capacity(1 + 16 + 2 + 4);
+        match source.ip() {
+            std::net::IpAddr::V4(a) => {
+                data.push(4);
+                data.extend_from_slice(&a.octets());
+            }
+            std::net::IpAddr::V6(a) => {
+                data.push(6);
+                data.extend_from_slice(&a.octets());
+            }
+        }
+        data.extend_from_slice(&source.port().to_be_bytes());
+        data.extend_from_slice(&bucket.to_le_bytes());
+        let (prk, _) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(key), &data);
+        prk[..16].try_into().expect("16 of 32")
+    }
+
+    /// A token for `source`, valid now.
+    pub fn token(&self, source: std::net::SocketAddr) -> [u8; TOKEN_LEN] {
+        self.token_at(source, self.bucket_now())
+    }
+
+    fn token_at(&self, source: std::net::SocketAddr, now: u64) -> [u8; TOKEN_LEN] {
+        let (bucket, current, _) = self.keys(now);
+        let b = bucket as u32;
+        let mut t = [0; TOKEN_LEN];
+        t[..4].copy_from_slice(&b.to_le_bytes());
+        t[4..].copy_from_slice(&Self::mac(&current, source, b));
+        t
+    }
+
+    /// Whether `token` was made by this gate for `source` in the current or
+    /// the previous bucket.
+    pub fn verify(&self, source: std::net::SocketAddr, token: &[u8]) -> bool {
+        self.verify_at(source, token, self.bucket_now())
+    }
+
+    fn verify_at(&self, source: std::net::SocketAddr, token: &[u8], now: u64) -> bool {
+        if token.len() != TOKEN_LEN {
+            return false;
+        }
+        let (bucket, current, previous) = self.keys(now);
+        let b = u32::from_le_bytes(token[..4].try_into().expect("4"));
+        let key = if b == bucket as u32 {
+            current
+        } else if bucket > 0 && b == (bucket - 1) as u32 {
+            previous
+        } else {
+            return false;
+        };
+        crate::crypto::ct_eq(&Self::mac(&key, source, b), &token[4..])
+    }
+}
+
+impl link_types::AdmissionGate for RetryGate {
+    fn admit(
+        &self,
+        source: std::net::SocketAddr,
+        datagram: &[u8],
+        demand_proof: bool,
+        reply: &mut Vec<u8>,
+    ) -> link_types::Admission {
+        use link_types::Admission;
+        let hello = crate::wire::read_outer(datagram)
+            .ok()
+            .filter(|o| o.kind == crate::wire::Kind::Hello)
+            .and_then(|_| {
+                let body = &datagram[OUTER_LEN..];
+                Hello::read(body).ok().map(|h| (h, hello_token(body)))
+            });
+        let Some((hello, token)) = hello else {
+            // Not a Hello: no handshake can start with it.
+            return if demand_proof {
+                Admission::Drop
+            } else {
+                Admission::Admit
+            };
+        };
+        if token.is_some_and(|t| self.verify(source, t)) {
+            return Admission::AdmitValidated;
+        }
+        if !demand_proof {
+            return Admission::Admit;
+        }
+        let body = Retry {
+            client_random: hello.random,
+            token: self.token(source).to_vec(),
+        }
+        .to_bytes();
+        reply.resize(OUTER_LEN, 0);
+        crate::wire::write_outer(reply, crate::wire::Kind::Retry, 0);
+        reply.extend_from_slice(&body);
+        Admission::Reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use link_types::{Admission, AdmissionGate};
+
+    fn hello_datagram(token: &[u8]) -> Vec<u8> {
+        let h = Hello {
+            min_version: VERSION,
+            max_version: VERSION,
+            random: [3; RANDOM_LEN],
+            encryption: false,
+            max_frame: 1 << 20,
+            max_message: 1472,
+        };
+        let mut m = vec![0; OUTER_LEN];
+        crate::wire::write_outer(&mut m, crate::wire::Kind::Hello, 0);
+        m.extend_from_slice(&hello_with_token(&h.to_bytes(), token));
+        m
+    }
+
+    // r[verify session.handshake.retry]
+    #[test]
+    fn tokens_bind_the_address_and_expire_after_two_periods() {
+        let g = RetryGate::new().unwrap();
+        let a: std::net::SocketAddr = "198.18.0.1:4000".parse().unwrap();
+        let t = g.token_at(a, 5);
+        assert!(g.verify_at(a, &t, 5));
+        assert!(
+            !g.verify_at("198.18.0.1:4001".parse().unwrap(), &t, 5),
+            "other port"
+        );
+        assert!(
+            !g.verify_at("198.18.0.2:4000".parse().unwrap(), &t, 5),
+            "other address"
+        );
+        assert!(
+            !g.verify_at("[::1]:4000".parse().unwrap(), &t, 5),
+            "other family"
+        );
+        for i in 0..TOKEN_LEN {
+            let mut bad = t;
+            bad[i] ^= 1;
+            assert!(!g.verify_at(a, &bad, 5), "byte {i} flipped");
+        }
+        assert!(!g.verify_at(a, &t[..TOKEN_LEN - 1], 5));
+        // Another gate's keys do not verify it.
+        let other = RetryGate::new().unwrap();
+        assert!(!other.verify_at(a, &t, 5));
+        // The previous key still verifies; two periods later it is gone
+        // (the keys rotated: a new key for every bucket).
+        assert!(g.verify_at(a, &t, 6), "one period later");
+        let t6 = g.token_at(a, 6);
+        assert_ne!(t6[4..], t[4..], "a new key each period");
+        assert!(!g.verify_at(a, &t, 7), "two periods later");
+        assert!(g.verify_at(a, &t6, 7));
+        assert!(!g.verify_at(a, &t6, 9), "after a gap both keys are new");
+        // Now-based tokens verify now.
+        assert!(g.verify(a, &g.token(a)));
+    }
+
+    // r[verify session.handshake.retry]
+    #[test]
+    fn the_gate_answers_a_hello_with_a_small_retry_and_admits_the_token() {
+        let g = RetryGate::new().unwrap();
+        let a: std::net::SocketAddr = "198.18.0.9:5000".parse().unwrap();
+        let hello = hello_datagram(&[]);
+        let mut reply = Vec::new();
+        assert_eq!(g.admit(a, &hello, false, &mut reply), Admission::Admit);
+        assert!(reply.is_empty());
+        assert_eq!(g.admit(a, &hello, true, &mut reply), Admission::Reply);
+        assert!(
+            reply.len() <= 3 * hello.len(),
+            "{} for {}",
+            reply.len(),
+            hello.len()
+        );
+        assert_eq!(reply.len(), 63);
+        let o = crate::wire::read_outer(&reply).unwrap();
+        assert_eq!(o.kind, crate::wire::Kind::Retry);
+        let r = Retry::read(&reply[OUTER_LEN..]).unwrap();
+        assert_eq!(r.client_random, [3; RANDOM_LEN]);
+        let with = hello_datagram(&r.token);
+        let mut reply2 = Vec::new();
+        assert_eq!(
+            g.admit(a, &with, true, &mut reply2),
+            Admission::AdmitValidated
+        );
+        assert!(reply2.is_empty());
+        // From another address the token is worthless.
+        let b: std::net::SocketAddr = "198.18.0.10:5000".parse().unwrap();
+        assert_eq!(g.admit(b, &with, true, &mut reply2), Admission::Reply);
+        assert_eq!(g.admit(b, &with, false, &mut Vec::new()), Admission::Admit);
+        // Not a Hello: dropped under load, admitted otherwise.
+        assert_eq!(g.admit(a, b"junk", true, &mut Vec::new()), Admission::Drop);
+        assert_eq!(
+            g.admit(a, b"junk", false, &mut Vec::new()),
+            Admission::Admit
+        );
+    }
+
+    // r[verify session.handshake.retry]
+    #[test]
+    fn hello_tokens_and_retry_bodies_parse_strictly() {
+        let h = vec![0u8; HELLO_LEN];
+        assert_eq!(hello_token(&h), None);
+        let with = hello_with_token(&h, &[1, 2, 3]);
+        assert_eq!(with.len(), HELLO_LEN + 4);
+        assert_eq!(hello_token(&with), Some(&[1u8, 2, 3][..]));
+        assert_eq!(hello_token(&with[..HELLO_LEN + 3]), None, "truncated");
+        let mut zero = h.clone();
+        zero.push(0);
+        assert_eq!(hello_token(&zero), None);
+        let r = Retry {
+            client_random: [1; RANDOM_LEN],
+            token: vec![9; TOKEN_LEN],
+        };
+        assert_eq!(Retry::read(&r.to_bytes()).unwrap(), r);
+        assert!(Retry::read(&r.to_bytes()[..RANDOM_LEN + 5]).is_err());
+        let mut empty = [1u8; RANDOM_LEN].to_vec();
+        empty.push(0);
+        assert!(Retry::read(&empty).is_err());
+    }
+
+    // r[verify session.handshake.amplification]
+    #[test]
+    fn the_budget_is_three_times_what_arrived() {
+        let mut b = Budget::new(3, false);
+        assert!(!b.spend(1), "nothing received, nothing sent");
+        b.received(53);
+        assert!(b.spend(109));
+        assert!(!b.spend(109), "a second Welcome needs a second Hello");
+        assert_eq!(b.room(), 50);
+        b.received(53);
+        assert!(b.spend(109));
+        let mut s = Budget::new(3, true);
+        assert!(s.spend(1 << 20), "stream links are exempt");
+    }
+}

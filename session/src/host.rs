@@ -14,11 +14,12 @@ use crate::SessionError;
 use crate::bwe::Bwe;
 use crate::client::with_deadline;
 use crate::config::{AUTO_RS16_ABOVE, HostConfig};
+use crate::crypto::ct_eq;
 use crate::crypto::{Direction, Opener, Sealer, Secret, random};
 use crate::error::RejectReason;
 use crate::fec::{FecEncoder, Layout, max_data, parity_for};
 use crate::frame::FrameFlags;
-use crate::handshake::{Backoff, Hello, Params, WELCOME_LEN, Welcome, reject_body};
+use crate::handshake::{Backoff, Budget, Hello, Params, WELCOME_LEN, Welcome, reject_body};
 use crate::input::{InputEvent, InputReceiver};
 use crate::open::{Dropped, Guard};
 use crate::pacer::{Pacer, PacingConfig, Release};
@@ -144,6 +145,15 @@ impl<T: LinkTx> Shared<T> {
         }
         Ok(())
     }
+}
+
+/// The longest prefix of `s` of at most `n` bytes that ends on a char boundary.
+fn floor_char(s: &str, n: usize) -> usize {
+    let mut cut = n.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
 }
 
 fn count_drop(stats: &HostCounters, d: Dropped) {
@@ -332,6 +342,10 @@ impl<T: LinkTx> Host<T> {
             waited: config.handshake_timeout,
             auth_failures: stats.auth_failures.load(Relaxed),
         };
+        // Everything sent before the client's address is validated stays
+        // within 3x what arrived from it (stream links: validated by
+        // construction).
+        let mut budget = Budget::new(3, caps.reliable);
         // Wait for a Hello.
         let hello = loop {
             let Some(r) = with_deadline(rx.recv(), deadline).await else {
@@ -340,6 +354,8 @@ impl<T: LinkTx> Host<T> {
             let Some(msg) = r? else {
                 return Err(SessionError::ClosedDuringHandshake);
             };
+            budget.received(msg.len());
+            add(&stats.handshake_bytes_received, msg.len() as u64);
             match guard.open(msg.as_slice()) {
                 Ok((Kind::Hello, _, body)) => match Hello::read(body) {
                     Ok(h) => break h,
@@ -352,15 +368,28 @@ impl<T: LinkTx> Host<T> {
         let params = match agree(&hello, &config, caps) {
             Ok(p) => p,
             Err((reason, detail)) => {
-                let body = reject_body(reason, &detail);
-                txs.send(
-                    Kind::Reject,
-                    body.len(),
-                    |b| b.copy_from_slice(&body),
-                    &stats.messages_sent,
-                )
-                .await?;
-                txs.tx.flush().await?;
+                // The reason's text is cut to fit the budget.
+                let room = budget.room().min(4096) as usize;
+                let fixed = txs.wire_len(Kind::Reject, 2);
+                let text = room.saturating_sub(fixed);
+                let mut body = reject_body(reason, &detail);
+                if body.len() > 2 + text {
+                    body = reject_body(reason, &detail[..floor_char(&detail, text)]);
+                }
+                let wire = txs.wire_len(Kind::Reject, body.len());
+                if budget.spend(wire) {
+                    txs.send(
+                        Kind::Reject,
+                        body.len(),
+                        |b| b.copy_from_slice(&body),
+                        &stats.messages_sent,
+                    )
+                    .await?;
+                    txs.tx.flush().await?;
+                    add(&stats.handshake_bytes_sent, wire as u64);
+                } else {
+                    add(&stats.amplification_held, 1);
+                }
                 return Err(SessionError::Rejected { reason, detail });
             }
         };
@@ -387,17 +416,29 @@ impl<T: LinkTx> Host<T> {
             ));
         }
         let welcome = welcome.to_bytes();
+        let welcome_wire = txs.wire_len(Kind::Welcome, WELCOME_LEN);
+        let encrypted = config.psk.is_some();
         let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
-        'hs: loop {
-            txs.send(
-                Kind::Welcome,
-                WELCOME_LEN,
-                |b| b.copy_from_slice(&welcome),
-                &stats.messages_sent,
-            )
-            .await?;
-            txs.tx.flush().await?;
-            let until = backoff.next_wait();
+        // Whether the client proved its address (it received our Welcome).
+        let validated = 'hs: loop {
+            // r[impl session.handshake.amplification]
+            let until = if budget.spend(welcome_wire) {
+                txs.send(
+                    Kind::Welcome,
+                    WELCOME_LEN,
+                    |b| b.copy_from_slice(&welcome),
+                    &stats.messages_sent,
+                )
+                .await?;
+                txs.tx.flush().await?;
+                add(&stats.handshake_bytes_sent, welcome_wire as u64);
+                backoff.next_wait()
+            } else {
+                // Over budget: wait for more bytes from the client (its
+                // Hello resends) rather than resend on a timer.
+                add(&stats.amplification_held, 1);
+                deadline
+            };
             loop {
                 let Some(r) = with_deadline(rx.recv(), until).await else {
                     if Instant::now() >= deadline {
@@ -408,6 +449,8 @@ impl<T: LinkTx> Host<T> {
                 let Some(msg) = r? else {
                     return Err(SessionError::ClosedDuringHandshake);
                 };
+                budget.received(msg.len());
+                add(&stats.handshake_bytes_received, msg.len() as u64);
                 match guard.open(msg.as_slice()) {
                     // The client did not hear the Welcome: answer at once.
                     Ok((Kind::Hello, _, body)) => {
@@ -416,14 +459,30 @@ impl<T: LinkTx> Host<T> {
                         }
                         add(&stats.unexpected_dropped, 1);
                     }
-                    // Finish, or anything authentic from the client after it.
-                    Ok((Kind::Finish | Kind::Feedback | Kind::Input | Kind::Arrivals, _, _)) => {
-                        break 'hs;
+                    // r[impl session.handshake.validation]
+                    // A Finish proves the address when it is authentic
+                    // (encrypting: sealed with keys only our Welcome's
+                    // random gives) or echoes our random (in the clear).
+                    Ok((Kind::Finish, _, body)) => {
+                        break 'hs encrypted || ct_eq(body, &host_random);
+                    }
+                    // Anything authentic after the Finish: proof when
+                    // encrypting. In the clear it proves nothing, so the
+                    // Welcome is resent (the client answers with a Finish).
+                    Ok((Kind::Feedback | Kind::Input | Kind::Arrivals, _, _)) => {
+                        if encrypted {
+                            break 'hs true;
+                        }
+                        continue 'hs;
                     }
                     Ok(_) => add(&stats.unexpected_dropped, 1),
                     Err(d) => count_drop(&stats, d),
                 }
             }
+        };
+        if validated {
+            set(&stats.address_validated, 1);
+            txs.tx.mark_validated();
         }
         tracing::debug!(?params, "host session established");
         set(&stats.parity_pct, params.parity_pct as u64);

@@ -62,7 +62,7 @@ pub use config::{AUTO_RS16_ABOVE, ClientConfig, HostConfig, MAX_FRAME_LIMIT};
 pub use error::{RejectReason, SessionError};
 pub use fec::FecScheme;
 pub use frame::{ClientEvent, Frame, FrameFlags};
-pub use handshake::Params;
+pub use handshake::{Params, RetryGate};
 pub use host::{Host, HostEvent, HostEvents, LossReport};
 pub use input::{InputEvent, TouchPhase};
 pub use pacer::PacingConfig;

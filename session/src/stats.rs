@@ -109,6 +109,14 @@ counters! {
         padding_sent,
         /// Overuse signals of the delay-based detector acted on.
         overuses,
+        /// Bytes received from the client during the handshake.
+        handshake_bytes_received,
+        /// Bytes sent to the client during the handshake (Welcome, Reject).
+        handshake_bytes_sent,
+        /// Welcome sends held back by the anti-amplification limit (waiting for more bytes from the client).
+        amplification_held,
+        /// 1 once the client proved its address (its Finish showed it received the Welcome).
+        address_validated,
     }
 }
 
@@ -171,5 +179,7 @@ counters! {
         arrivals_dropped,
         /// Padding datagrams received (the host's probes).
         padding_received,
+        /// Retry messages followed during the handshake (the host demanded proof of address).
+        retries_followed,
     }
 }

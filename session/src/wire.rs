@@ -67,6 +67,9 @@ pub enum Kind {
     Arrivals = 11,
     /// Host → client: padding that probes for capacity (body ignored).
     Padding = 12,
+    /// Host → client: prove your address first; resend the Hello with this
+    /// token (never sealed; `session.handshake.retry`).
+    Retry = 13,
 }
 
 impl Kind {
@@ -85,13 +88,17 @@ impl Kind {
             10 => Kind::Bye,
             11 => Kind::Arrivals,
             12 => Kind::Padding,
+            13 => Kind::Retry,
             _ => return None,
         })
     }
 
     /// Handshake messages travel in the clear and carry packet number 0.
     pub fn is_handshake(self) -> bool {
-        matches!(self, Kind::Hello | Kind::Welcome | Kind::Reject)
+        matches!(
+            self,
+            Kind::Hello | Kind::Welcome | Kind::Reject | Kind::Retry
+        )
     }
 }
 
@@ -578,9 +585,10 @@ mod tests {
         for k in 0..=255u8 {
             let mut x = m;
             x[1] = k;
-            assert_eq!(read_outer(&x).is_ok(), (1..=12).contains(&k), "kind {k}");
+            assert_eq!(read_outer(&x).is_ok(), (1..=13).contains(&k), "kind {k}");
         }
         assert!(Kind::Hello.is_handshake() && Kind::Reject.is_handshake());
+        assert!(Kind::Retry.is_handshake());
         assert!(!Kind::Finish.is_handshake() && !Kind::Shard.is_handshake());
     }
 
