@@ -490,8 +490,18 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     // fails here, with its address).
     let udp = match args.udp {
         Some(addr) => Some(
-            link_udp::UdpEndpoint::bind(addr, link_udp::EndpointConfig::default())
-                .map_err(|e| format!("UDP {addr}: {e}"))?,
+            // Under a flood of handshakes from unvalidated addresses the
+            // gate answers statelessly (a retry token) before any peer
+            // state exists (rules udp.endpoint.retry, session.handshake.retry).
+            link_udp::UdpEndpoint::bind_with_gate(
+                addr,
+                link_udp::EndpointConfig::default(),
+                std::sync::Arc::new(
+                    link_session::RetryGate::new()
+                        .map_err(|e| format!("retry gate: no randomness: {e}"))?,
+                ),
+            )
+            .map_err(|e| format!("UDP {addr}: {e}"))?,
         ),
         None => None,
     };
