@@ -93,6 +93,11 @@ run() {
     fi
     wait "$cp"
     wait "$hp"
+    # Where datagrams were dropped: the bottleneck's queue, or a socket.
+    local qdrops rcvbuf
+    qdrops=$(ip netns exec "$H" tc -s qdisc show dev "$VH" | grep -o 'dropped [0-9]*' | head -n 1)
+    rcvbuf=$(ip netns exec "$C" nstat -az UdpRcvbufErrors | awk '/UdpRcvbufErrors/ {print $2}')
+    echo "  $name: bottleneck $qdrops, client socket overflows ${rcvbuf:-?} (cumulative in this run)"
 }
 
 check() {

@@ -561,10 +561,14 @@ impl Bwe {
                     } else {
                         self.delay_bps * (1.0 + MULT_INCREASE).powf(dt)
                     };
-                    // No large increase without evidence the path carries it.
+                    // No large increase without evidence the path carries
+                    // it, nor above what the application could use (the
+                    // probes' cap): an estimate above the path's capacity
+                    // paces keyframes faster than the path drains.
                     let cap = self
                         .acked_avg_bps
                         .map_or(f64::MAX, |a| 1.5 * a + 10_000.0)
+                        .min(self.probe_cap_bps(now) as f64)
                         .max(self.delay_bps);
                     self.delay_bps = new.min(cap);
                 }
@@ -652,6 +656,9 @@ impl Bwe {
             if recv_bps < 0.9 * send_bps {
                 result = 0.95 * recv_bps;
             }
+            // A cluster measures at most the rate it was sent for: a higher
+            // figure is the bucket's burst at its start, not capacity.
+            result = result.min(p.bps as f64);
             self.stats.probe_results += 1;
             if result > self.delay_bps {
                 self.delay_bps = result.min(self.config.max_bps as f64);
