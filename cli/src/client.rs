@@ -52,6 +52,11 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub input_rate: u32,
+    /// Send what is typed on standard input as key events (a press and a
+    /// release per character, as USB HID usages; a line is sent when Enter
+    /// is pressed) instead of synthetic input.
+    #[arg(long)]
+    pub terminal_input: bool,
     /// Give up connecting after N seconds.
     #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::demo::non_negative)]
     pub timeout: f64,
@@ -73,6 +78,28 @@ pub struct ClientArgs {
     /// For wss://: trust this CA certificate (PEM) instead of the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+}
+
+// r[impl cli.client.input]
+/// The USB HID usage of a typed byte: letters, digits, Enter, space and
+/// a few punctuation keys (`None` for the rest).
+fn hid_usage(b: u8) -> Option<u32> {
+    Some(match b.to_ascii_lowercase() {
+        c @ b'a'..=b'z' => 4 + (c - b'a') as u32,
+        c @ b'1'..=b'9' => 30 + (c - b'1') as u32,
+        b'0' => 39,
+        b'\n' | b'\r' => 40,
+        0x1b => 41,
+        0x7f | 0x08 => 42,
+        b'\t' => 43,
+        b' ' => 44,
+        b'-' => 45,
+        b'=' => 46,
+        b',' => 54,
+        b'.' => 55,
+        b'/' => 56,
+        _ => return None,
+    })
 }
 
 /// Latency of one stage, p50 and p99 in milliseconds.
@@ -424,8 +451,27 @@ where
     let deadline = args
         .seconds
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let period =
-        (args.input_rate > 0).then(|| Duration::from_secs_f64(1.0 / args.input_rate as f64));
+    let period = (args.input_rate > 0 && !args.terminal_input)
+        .then(|| Duration::from_secs_f64(1.0 / args.input_rate as f64));
+    // Typed keys, read by a thread (standard input blocks).
+    let (keys_tx, mut keys) = tokio::sync::mpsc::channel::<u8>(1024);
+    if args.terminal_input {
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                use std::io::Read;
+                for b in std::io::stdin().lock().bytes() {
+                    let Ok(b) = b else { break };
+                    if keys_tx.blocking_send(b).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("stdin thread: {e}"))?;
+    } else {
+        drop(keys_tx);
+    }
+    let mut keys_open = args.terminal_input;
     let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut progress = Progress::new("client", None);
@@ -470,6 +516,22 @@ where
                 }
                 Ok(None) => break,
                 Err(e) => return Err(format!("{}: {e}", args.url)),
+            },
+            key = keys.recv(), if keys_open => match key {
+                Some(b) => {
+                    let Some(code) = hid_usage(b) else {
+                        tracing::debug!("no key code for byte {b:#x}");
+                        continue;
+                    };
+                    for down in [true, false] {
+                        let ev = InputEvent::Key { code, down, mods: 0 };
+                        match input.send_input(ev).await {
+                            Ok(()) => input_sent += 1,
+                            Err(e) => tracing::warn!("input: {e}"),
+                        }
+                    }
+                }
+                None => keys_open = false,
             },
             _ = ticker.tick(), if period.is_some() => {
                 let ev = InputEvent::MouseMove { dx: (input_sent % 7) as i32 - 3, dy: 1 };

@@ -189,3 +189,68 @@ fn a_viewer_that_loses_frames_resumes_at_keyframes_without_decode_errors() {
     assert_eq!(num(&r, "index_mismatches"), 0.0, "{r}");
     assert_eq!(num(&r, "index_checked"), num(&r, "frames_decoded"), "{r}");
 }
+
+// r[verify cli.client.input]
+/// Keys typed on the client's standard input reach the host as key events:
+/// a press and a release per character.
+#[test]
+fn typed_keys_reach_the_host() {
+    let mut host = Command::new(BIN)
+        .args([
+            "host",
+            "--udp",
+            "127.0.0.1:0",
+            "--source",
+            "testsrc:640x360@30",
+            "--bitrate",
+            "1000000",
+            "--seconds",
+            "4",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("host stderr ended").unwrap();
+        if let Some(rest) = line.split("linkstream client ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let mut client = Command::new(BIN)
+        .args([
+            "client",
+            &url,
+            "--json",
+            "--terminal-input",
+            "--seconds",
+            "3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().unwrap();
+        // Six characters with a code each ("~" has none and is skipped).
+        stdin.write_all(b"hi 4~2\n").unwrap();
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(num(&r, "input_sent"), 12.0, "{r}");
+    let out = host.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let host = json(&String::from_utf8_lossy(&out.stdout));
+    let v = &host["viewers"][0];
+    assert_eq!(num(v, "input_events"), 12.0, "{host}");
+}
