@@ -42,7 +42,15 @@ async fn send_bytes<T: LinkTx>(tx: &mut T, bytes: &[u8]) {
 // Under real loss (scripts/netns-loss.sh) this checks udp.datagram.model;
 // the verify tag is on the loopback test in tests/udp.rs.
 async fn serve(bind: SocketAddr) -> Result<(), String> {
-    let ep = UdpEndpoint::bind(bind, EndpointConfig::default()).map_err(|e| e.to_string())?;
+    // This test's protocol has no handshake: the client streams from its
+    // first datagram, before `accept` returns and the peer can be marked
+    // validated below. Queue as much for it meanwhile as for a validated
+    // peer (the default, 32, is sized for a handshake).
+    let cfg = EndpointConfig {
+        unvalidated_queue: EndpointConfig::default().peer_queue,
+        ..EndpointConfig::default()
+    };
+    let ep = UdpEndpoint::bind(bind, cfg).map_err(|e| e.to_string())?;
     println!("serving on {}", ep.local_addr());
     let link = timeout(Duration::from_secs(30), ep.accept())
         .await
@@ -69,8 +77,12 @@ async fn serve(bind: SocketAddr) -> Result<(), String> {
             None => corrupt += 1,
         }
     };
+    // What the endpoint dropped itself is counted, not lost: the client
+    // checks that received plus counted equals what nftables let through.
+    let st = ep.stats().snapshot();
+    let counted = st.rx_peer_queue_full + st.rx_kernel_drops + st.rx_evicted;
     let mut report = REPORT.to_vec();
-    for v in [valid, corrupt, dup] {
+    for v in [valid, corrupt, dup, counted] {
         report.extend_from_slice(&v.to_le_bytes());
     }
     // The report crosses the lossy link too: send it a few times, and keep
@@ -85,8 +97,8 @@ async fn serve(bind: SocketAddr) -> Result<(), String> {
     }
     let s = ep.stats().snapshot();
     println!(
-        "server: {valid} valid of {count}, {corrupt} corrupt, {dup} duplicate; oversized {} truncated {} kernel drops {}",
-        s.rx_oversized, s.rx_truncated, s.rx_kernel_drops
+        "server: {valid} valid of {count}, {corrupt} corrupt, {dup} duplicate; oversized {} truncated {} kernel drops {} peer queue full {}",
+        s.rx_oversized, s.rx_truncated, s.rx_kernel_drops, s.rx_peer_queue_full
     );
     Ok(())
 }
@@ -133,20 +145,23 @@ async fn client(
             send_bytes(&mut tx, &end).await;
             if let Some(Ok(Some(m))) = timeout(Duration::from_millis(50), rx.recv()).await
                 && let Some(r) = m.strip_prefix(REPORT)
-                && r.len() == 24
+                && r.len() == 32
             {
                 let v = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap());
-                return (v(0), v(1), v(2));
+                return (v(0), v(1), v(2), v(3));
             }
         }
     };
-    let (valid, corrupt, dup) = timeout(Duration::from_secs(20), report)
+    let (valid, corrupt, dup, counted) = timeout(Duration::from_secs(20), report)
         .await
         .ok_or("no report from the server through the lossy link")?;
-    let delivered = valid as f64 / count as f64;
+    // Delivered, plus what the server's endpoint dropped and counted (its
+    // peer queue full, kernel drops): nothing else may be missing but
+    // what nftables dropped.
+    let delivered = (valid + counted) as f64 / count as f64;
     let expected = 1.0 - loss / 100.0;
     println!(
-        "client: sent {count}, server got {valid} ({:.2}% delivered, {:.2}% expected), {corrupt} corrupt, {dup} duplicate",
+        "client: sent {count}, server got {valid} and counted {counted} drops ({:.2}% accounted for, {:.2}% expected), {corrupt} corrupt, {dup} duplicate",
         delivered * 100.0,
         expected * 100.0
     );
@@ -164,9 +179,9 @@ async fn client(
         if s.tx_waits == 0 {
             return Err("the send buffer never filled: the rate limit did not bite".into());
         }
-        if s.tx_dropped != 0 || (loss == 0.0 && valid != count) {
+        if s.tx_dropped != 0 || (loss == 0.0 && valid + counted != count) {
             return Err(format!(
-                "with a full send buffer the link dropped ({} dropped, {valid} of {count} delivered)",
+                "with a full send buffer the link dropped ({} dropped, {valid} of {count} delivered, {counted} counted by the server)",
                 s.tx_dropped
             ));
         }
