@@ -95,6 +95,9 @@ pub enum SessionError {
     ClosedDuringHandshake,
     /// Nothing arrived from the peer for this long (lossy links).
     IdleTimeout(Duration),
+    /// The Reed-Solomon encoder refused a block (a shard layout it cannot
+    /// code: a bug, not a configuration the caller chose).
+    Fec(crate::fec::FecError),
 }
 
 impl fmt::Display for SessionError {
@@ -136,6 +139,7 @@ impl fmt::Display for SessionError {
             SessionError::CounterExhausted => f.write_str("packet counter exhausted"),
             SessionError::ClosedDuringHandshake => f.write_str("link closed during the handshake"),
             SessionError::IdleTimeout(d) => write!(f, "nothing received from the peer for {d:?}"),
+            SessionError::Fec(e) => write!(f, "encoding failed: {e}"),
         }
     }
 }
@@ -145,6 +149,7 @@ impl std::error::Error for SessionError {
         match self {
             SessionError::Link(e) => Some(e),
             SessionError::Random(e) => Some(e),
+            SessionError::Fec(e) => Some(e),
             _ => None,
         }
     }
@@ -153,5 +158,19 @@ impl std::error::Error for SessionError {
 impl From<LinkError> for SessionError {
     fn from(e: LinkError) -> Self {
         SessionError::Link(e)
+    }
+}
+
+#[cfg(test)]
+mod fec_error_tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_fec_failure_is_its_own_error_with_its_cause() {
+        let e = SessionError::Fec(crate::fec::FecError("shard size 0".into()));
+        assert_eq!(e.to_string(), "encoding failed: FEC: shard size 0");
+        assert_eq!(e.source().expect("a source").to_string(), "FEC: shard size 0");
+        assert!(!matches!(e, SessionError::InvalidConfig(_)));
     }
 }

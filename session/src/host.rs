@@ -777,7 +777,7 @@ impl<T: LinkTx> Host<T> {
             let parity = self
                 .encoder
                 .encode(coder, block, k, m, s)
-                .map_err(|e| SessionError::InvalidConfig(e.to_string()))?;
+                .map_err(SessionError::Fec)?;
             let mut h = ShardHeader {
                 frame: self.frame,
                 frame_len: data.len() as u32,
