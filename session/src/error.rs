@@ -170,7 +170,10 @@ mod fec_error_tests {
     fn an_fec_failure_is_its_own_error_with_its_cause() {
         let e = SessionError::Fec(crate::fec::FecError("shard size 0".into()));
         assert_eq!(e.to_string(), "encoding failed: FEC: shard size 0");
-        assert_eq!(e.source().expect("a source").to_string(), "FEC: shard size 0");
+        assert_eq!(
+            e.source().expect("a source").to_string(),
+            "FEC: shard size 0"
+        );
         assert!(!matches!(e, SessionError::InvalidConfig(_)));
     }
 }
