@@ -20,6 +20,30 @@ fn num(v: &serde_json::Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number {path} in {v}"))
 }
 
+/// Start `linkstream host` with `args` (plus `--json`) and return it with
+/// the `count` join URLs it prints (the bound ports); its remaining stderr
+/// is drained so it never blocks.
+fn start_host(args: &[&str], count: usize) -> (std::process::Child, Vec<String>) {
+    let mut host = Command::new(BIN)
+        .arg("host")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
+    let mut urls = Vec::new();
+    while urls.len() < count {
+        let line = lines.next().expect("host stderr ended").unwrap();
+        if let Some(rest) = line.split("linkstream client ").nth(1) {
+            urls.push(rest.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (host, urls)
+}
+
 // r[verify cli.client.check]
 // r[verify cli.client.report]
 #[test]
@@ -27,9 +51,8 @@ fn host_serves_a_udp_and_a_websocket_viewer_and_every_picture_checks() {
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), "00112233445566778899aabbccddeeff\n").unwrap();
     let key = key.path().to_str().unwrap().to_string();
-    let mut host = Command::new(BIN)
-        .args([
-            "host",
+    let (host, urls) = start_host(
+        &[
             "--udp",
             "127.0.0.1:0",
             "--ws",
@@ -42,22 +65,9 @@ fn host_serves_a_udp_and_a_websocket_viewer_and_every_picture_checks() {
             "1500000",
             "--seconds",
             "5",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The join lines name the bound ports.
-    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
-    let mut urls = Vec::new();
-    while urls.len() < 2 {
-        let line = lines.next().expect("host stderr ended").unwrap();
-        if let Some(rest) = line.split("linkstream client ").nth(1) {
-            urls.push(rest.split_whitespace().next().unwrap().to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+        ],
+        2,
+    );
     let viewers: Vec<_> = urls
         .iter()
         .map(|url| {
@@ -140,9 +150,8 @@ fn host_serves_a_udp_and_a_websocket_viewer_and_every_picture_checks() {
 /// resumes each time at a keyframe, so nothing it decodes is broken.
 #[test]
 fn a_viewer_that_loses_frames_resumes_at_keyframes_without_decode_errors() {
-    let mut host = Command::new(BIN)
-        .args([
-            "host",
+    let (mut host, urls) = start_host(
+        &[
             "--udp",
             "127.0.0.1:0",
             "--source",
@@ -153,23 +162,13 @@ fn a_viewer_that_loses_frames_resumes_at_keyframes_without_decode_errors() {
             "1500000",
             "--seconds",
             "6",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("host stderr ended").unwrap();
-        if let Some(rest) = line.split("linkstream client ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        ],
+        1,
+    );
+    let url = &urls[0];
     // Below the stream's rate: its queue overflows, frames are lost.
     let out = Command::new(BIN)
-        .args(["client", &url, "--json", "--simulate-bottleneck", "1.1"])
+        .args(["client", url, "--json", "--simulate-bottleneck", "1.1"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -195,9 +194,8 @@ fn a_viewer_that_loses_frames_resumes_at_keyframes_without_decode_errors() {
 /// a press and a release per character.
 #[test]
 fn typed_keys_reach_the_host() {
-    let mut host = Command::new(BIN)
-        .args([
-            "host",
+    let (host, urls) = start_host(
+        &[
             "--udp",
             "127.0.0.1:0",
             "--source",
@@ -206,24 +204,14 @@ fn typed_keys_reach_the_host() {
             "1000000",
             "--seconds",
             "4",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("host stderr ended").unwrap();
-        if let Some(rest) = line.split("linkstream client ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        ],
+        1,
+    );
+    let url = &urls[0];
     let mut client = Command::new(BIN)
         .args([
             "client",
-            &url,
+            url,
             "--json",
             "--terminal-input",
             "--seconds",
