@@ -67,6 +67,22 @@ struct Run {
     host_cpu_s_per_gbit: f64,
 }
 
+/// Run `work` on its own thread pinned to `cpu`, in a single-threaded
+/// tokio runtime; join the handle for its output.
+fn on_cpu<T: Send + 'static>(
+    cpu: usize,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        pin(cpu);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    })
+}
+
 /// One session over UDP loopback: `frames` frames, host on CPU 0, client on
 /// CPU 1, each with its own single-threaded runtime.
 fn session_run(frames: u32) -> Run {
@@ -77,80 +93,65 @@ fn session_run(frames: u32) -> Run {
     let delivered = Arc::new(AtomicU64::new(0));
     let data: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(frame).collect());
     let d2 = delivered.clone();
-    let client = std::thread::spawn(move || {
-        pin(1);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let link = UdpLink::from_std(b, pa, &UdpConfig::default()).expect("udp");
-            let cfg = ClientConfig {
-                psk: Some(PSK.to_vec()),
-                ..Default::default()
-            };
-            let (mut c, _input) = Client::connect(link, cfg).await.expect("connect");
-            let (mut bytes, mut first, mut last) = (0u64, None, Instant::now());
-            while let Ok(Some(ev)) = c.next_frame().await {
-                let done = match ev {
-                    ClientEvent::Frame(f) => {
-                        let now = Instant::now();
-                        first.get_or_insert(now);
-                        last = now;
-                        bytes += f.data().len() as u64;
-                        1
-                    }
-                    ClientEvent::Lost { count, .. } => count as u64,
-                };
-                d2.fetch_add(done, Ordering::Release);
-            }
-            let lost = c.stats().frames_lost;
-            if lost > 0 {
-                eprintln!("  note: {lost} frames lost (the receiver fell behind)");
-            }
-            (bytes, last - first.unwrap_or(last))
-        })
-    });
-    let host = std::thread::spawn(move || {
-        pin(0);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let link = UdpLink::from_std(a, pb, &UdpConfig::default()).expect("udp");
-            let cfg = HostConfig {
-                psk: Some(PSK.to_vec()),
-                parity_pct: PARITY,
-                // The pipeline's own speed: flow control is the bench's
-                // in-flight counter, not the pacer (see `pacing_run`).
-                pacing: PacingConfig {
-                    enabled: false,
-                    ..PacingConfig::default()
-                },
-                ..Default::default()
-            };
-            let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
-            let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
-            let send = async move {
-                let cpu0 = thread_cpu();
-                for i in 0..frames {
-                    // At most IN_FLIGHT frames not yet handed out (or lost).
-                    while (i as u64).saturating_sub(delivered.load(Ordering::Acquire)) >= IN_FLIGHT
-                    {
-                        tokio::time::sleep(Duration::from_micros(50)).await;
-                    }
-                    host.send_frame(&data[i as usize % data.len()], 0, FrameFlags::NONE)
-                        .await
-                        .expect("send");
+    let client = on_cpu(1, async move {
+        let link = UdpLink::from_std(b, pa, &UdpConfig::default()).expect("udp");
+        let cfg = ClientConfig {
+            psk: Some(PSK.to_vec()),
+            ..Default::default()
+        };
+        let (mut c, _input) = Client::connect(link, cfg).await.expect("connect");
+        let (mut bytes, mut first, mut last) = (0u64, None, Instant::now());
+        while let Ok(Some(ev)) = c.next_frame().await {
+            let done = match ev {
+                ClientEvent::Frame(f) => {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = now;
+                    bytes += f.data().len() as u64;
+                    1
                 }
-                let cpu = thread_cpu() - cpu0;
-                host.close().await.expect("close");
-                cpu
+                ClientEvent::Lost { count, .. } => count as u64,
             };
-            let (cpu, ()) = futures::join!(send, drain);
+            d2.fetch_add(done, Ordering::Release);
+        }
+        let lost = c.stats().frames_lost;
+        if lost > 0 {
+            eprintln!("  note: {lost} frames lost (the receiver fell behind)");
+        }
+        (bytes, last - first.unwrap_or(last))
+    });
+    let host = on_cpu(0, async move {
+        let link = UdpLink::from_std(a, pb, &UdpConfig::default()).expect("udp");
+        let cfg = HostConfig {
+            psk: Some(PSK.to_vec()),
+            parity_pct: PARITY,
+            // The pipeline's own speed: flow control is the bench's
+            // in-flight counter, not the pacer (see `pacing_run`).
+            pacing: PacingConfig {
+                enabled: false,
+                ..PacingConfig::default()
+            },
+            ..Default::default()
+        };
+        let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
+        let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
+        let send = async move {
+            let cpu0 = thread_cpu();
+            for i in 0..frames {
+                // At most IN_FLIGHT frames not yet handed out (or lost).
+                while (i as u64).saturating_sub(delivered.load(Ordering::Acquire)) >= IN_FLIGHT {
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                }
+                host.send_frame(&data[i as usize % data.len()], 0, FrameFlags::NONE)
+                    .await
+                    .expect("send");
+            }
+            let cpu = thread_cpu() - cpu0;
+            host.close().await.expect("close");
             cpu
-        })
+        };
+        let (cpu, ()) = futures::join!(send, drain);
+        cpu
     });
     let host_cpu = host.join().expect("host thread");
     let (bytes, span) = client.join().expect("client thread");
@@ -317,76 +318,62 @@ fn pacing_run(paced: bool, seconds: f64) -> PacedRun {
     let (pa, pb) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
     let relay = Relay::start(pa, pb);
     let via = relay.addr;
-    let client = std::thread::spawn(move || {
-        pin(1);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let link = UdpLink::from_std(b, via, &UdpConfig::default()).expect("udp");
-            let cfg = ClientConfig {
-                psk: Some(PSK.to_vec()),
-                ..Default::default()
-            };
-            let (mut c, _input) = Client::connect(link, cfg).await.expect("connect");
-            let mut n = 0u64;
-            while let Ok(Some(ev)) = c.next_frame().await {
-                if let ClientEvent::Frame(f) = ev {
-                    n += 1;
-                    std::hint::black_box(f.data());
-                }
+    let client = on_cpu(1, async move {
+        let link = UdpLink::from_std(b, via, &UdpConfig::default()).expect("udp");
+        let cfg = ClientConfig {
+            psk: Some(PSK.to_vec()),
+            ..Default::default()
+        };
+        let (mut c, _input) = Client::connect(link, cfg).await.expect("connect");
+        let mut n = 0u64;
+        while let Ok(Some(ev)) = c.next_frame().await {
+            if let ClientEvent::Frame(f) = ev {
+                n += 1;
+                std::hint::black_box(f.data());
             }
-            n
-        })
+        }
+        n
     });
-    let host = std::thread::spawn(move || {
-        pin(0);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let link = UdpLink::from_std(a, via, &UdpConfig::default()).expect("udp");
-            let cfg = HostConfig {
-                psk: Some(PSK.to_vec()),
-                parity_pct: PARITY,
-                pacing: PacingConfig {
-                    enabled: paced,
-                    ..PacingConfig::default()
-                },
-                // A fixed estimate: the pacer's rate does not move.
-                bwe: BweConfig {
-                    start_bps: PACED_ESTIMATE_BPS,
-                    min_bps: PACED_ESTIMATE_BPS,
-                    max_bps: PACED_ESTIMATE_BPS,
-                    probing: false,
-                    ..BweConfig::default()
-                },
-                ..Default::default()
-            };
-            let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
-            let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
-            let send = async move {
-                let data: Vec<Vec<u8>> = (0..4).map(|i| frame(i)[..PACED_FRAME].to_vec()).collect();
-                let period =
-                    Duration::from_secs_f64(PACED_FRAME as f64 * 8.0 / PACED_STREAM_BPS as f64);
-                let frames = (seconds / period.as_secs_f64()) as u32;
-                let cpu0 = thread_cpu();
-                let start = tokio::time::Instant::now();
-                for i in 0..frames {
-                    tokio::time::sleep_until(start + period * i).await;
-                    host.send_frame(&data[i as usize % data.len()], 0, FrameFlags::NONE)
-                        .await
-                        .expect("send");
-                }
-                let cpu = thread_cpu() - cpu0;
-                host.close().await.expect("close");
-                (cpu, frames as u64)
-            };
-            let ((cpu, frames), ()) = futures::join!(send, drain);
-            (cpu, frames)
-        })
+    let host = on_cpu(0, async move {
+        let link = UdpLink::from_std(a, via, &UdpConfig::default()).expect("udp");
+        let cfg = HostConfig {
+            psk: Some(PSK.to_vec()),
+            parity_pct: PARITY,
+            pacing: PacingConfig {
+                enabled: paced,
+                ..PacingConfig::default()
+            },
+            // A fixed estimate: the pacer's rate does not move.
+            bwe: BweConfig {
+                start_bps: PACED_ESTIMATE_BPS,
+                min_bps: PACED_ESTIMATE_BPS,
+                max_bps: PACED_ESTIMATE_BPS,
+                probing: false,
+                ..BweConfig::default()
+            },
+            ..Default::default()
+        };
+        let (mut host, mut events) = Host::accept(link, cfg).await.expect("accept");
+        let drain = async move { while let Ok(Some(_)) = events.next_event().await {} };
+        let send = async move {
+            let data: Vec<Vec<u8>> = (0..4).map(|i| frame(i)[..PACED_FRAME].to_vec()).collect();
+            let period =
+                Duration::from_secs_f64(PACED_FRAME as f64 * 8.0 / PACED_STREAM_BPS as f64);
+            let frames = (seconds / period.as_secs_f64()) as u32;
+            let cpu0 = thread_cpu();
+            let start = tokio::time::Instant::now();
+            for i in 0..frames {
+                tokio::time::sleep_until(start + period * i).await;
+                host.send_frame(&data[i as usize % data.len()], 0, FrameFlags::NONE)
+                    .await
+                    .expect("send");
+            }
+            let cpu = thread_cpu() - cpu0;
+            host.close().await.expect("close");
+            (cpu, frames as u64)
+        };
+        let ((cpu, frames), ()) = futures::join!(send, drain);
+        (cpu, frames)
     });
     let (cpu, sent) = host.join().expect("host thread");
     let delivered = client.join().expect("client thread");
