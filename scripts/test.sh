@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Build output of a cold run: about 10 GiB under target/ (see the end).
+# Printed first so that a full disk is the first thing a failed log shows.
+step "free disk space"
+df -h . | sed -n 2p
+
 step "system packages (nftables, iproute2 for the UDP loss and pacing tests, python3 for the pacing test's checks, nasm for OpenH264's SIMD code, jq for the video test)"
 if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
@@ -104,5 +109,9 @@ cargo run --release -q -p link-bench -- handoff --quick --json --rounds 1 >/dev/
 
 step "host CPU per viewer benchmark smoke run: 1 and 2 viewers, 2 s windows (numbers are not checked; every viewer's frames are)"
 bash scripts/bench-viewers.sh --viewers "1 2" --window 2 --warm 1 >/dev/null
+
+step "build output left by this run"
+du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null || true
+df -h . | sed -n 2p
 
 printf '\nall checks passed\n'
