@@ -31,6 +31,9 @@ link_types::counters! {
         rx_overflow,
         /// Pings received (answered by the framing layer).
         pings,
+        /// Native: bytes that had arrived but were never read because the
+        /// receiving half was dropped (discarded as the connection ended).
+        rx_discarded_bytes,
     }
 }
 

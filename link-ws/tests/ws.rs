@@ -311,6 +311,57 @@ async fn dropping_the_receiver_alone_ends_the_connection() {
     assert!(matches!(tx.reserve().await, Err(LinkError::Closed)));
 }
 
+// r[verify ws.drop]
+// r[verify link.rx.drop]
+/// A peer that only writes, never reads, still learns that the receiving
+/// half was dropped: its writes fail with `PeerGone` instead of filling the
+/// socket buffers and waiting forever. What had arrived unread is counted
+/// as discarded.
+#[tokio::test]
+async fn a_peer_that_never_reads_learns_of_a_dropped_receiver() {
+    let mut s = server(WsConfig::default()).await;
+    let url = format!("ws://{}/", s.local_addr());
+    let config = WsConfig::default();
+    let (client, accepted) = tokio::join!(WsLink::connect(&url, &config), s.accept());
+    let (mut tx, _unread) = client.expect("connect").split();
+    let server_link = accepted.expect("accept").link;
+    let stats = server_link.stats();
+    let (_server_tx, server_rx) = server_link.split();
+    let msg = vec![7u8; 64 << 10];
+    // Some bytes arrive before the receiving half goes.
+    for _ in 0..8 {
+        tx.send(&msg).await.expect("send before the drop");
+    }
+    tx.flush().await.expect("flush before the drop");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(server_rx);
+    let mut sent_after = 0u64;
+    let end = tokio::time::timeout(T, async {
+        loop {
+            if let Err(e) = tx.send(&msg).await {
+                return e;
+            }
+            if let Err(e) = tx.flush().await {
+                return e;
+            }
+            sent_after += 1;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("the writer was still waiting after {T:?} ({sent_after} messages after the drop)")
+    });
+    assert!(
+        matches!(end, LinkError::PeerGone),
+        "the writer's end was {end:?}, expected PeerGone"
+    );
+    assert!(
+        stats.snapshot().rx_discarded_bytes >= 8 * (64 << 10),
+        "discarded {} bytes",
+        stats.snapshot().rx_discarded_bytes
+    );
+}
+
 // r[verify ws.server]
 /// The server accepts many connections at once and tells each link's
 /// request path and peer address.

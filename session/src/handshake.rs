@@ -57,7 +57,11 @@ impl Hello {
             min_version: r.u8()?,
             max_version: r.u8()?,
             random: r.bytes(RANDOM_LEN)?.try_into().expect("32"),
-            encryption: r.u8()? != 0,
+            encryption: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(WireError("hello: encryption flag not 0 or 1")),
+            },
             max_frame: r.u32()?,
             max_message: r.u32()?,
         };
@@ -546,6 +550,28 @@ mod tests {
         crate::wire::write_outer(&mut m, crate::wire::Kind::Hello, 0);
         m.extend_from_slice(&hello_with_token(&h.to_bytes(), token));
         m
+    }
+
+    // r[verify session.handshake.client]
+    #[test]
+    fn a_hello_round_trips_and_its_encryption_flag_is_0_or_1() {
+        let h = Hello {
+            min_version: VERSION,
+            max_version: VERSION,
+            random: [7; RANDOM_LEN],
+            encryption: true,
+            max_frame: 1 << 20,
+            max_message: 1472,
+        };
+        let bytes = h.to_bytes();
+        assert_eq!(Hello::read(&bytes).unwrap(), h);
+        let flag = 2 + RANDOM_LEN;
+        assert_eq!(bytes[flag], 1);
+        for bad in [2u8, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[flag] = bad;
+            assert!(Hello::read(&b).is_err(), "encryption flag {bad}");
+        }
     }
 
     // r[verify session.handshake.retry]

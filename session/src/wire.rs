@@ -378,7 +378,9 @@ impl FrameHeader {
         let frame_len = r.u32()?;
         let pts = r.u64()?;
         let flags = r.u8()?;
-        let _reserved = r.u8()?;
+        if r.u8()? != 0 {
+            return Err(WireError("frame: reserved byte not zero"));
+        }
         Ok(FrameHeader {
             frame,
             frame_len,
@@ -661,6 +663,9 @@ mod tests {
         assert_eq!(buf[..4], 9u32.to_le_bytes());
         assert_eq!(FrameHeader::read(&mut Reader::new(&buf)).unwrap(), h);
         assert!(FrameHeader::read(&mut Reader::new(&buf[..21])).is_err());
+        let mut reserved = buf;
+        reserved[17] = 1;
+        assert!(FrameHeader::read(&mut Reader::new(&reserved)).is_err());
     }
 
     // r[verify session.wire.shard]

@@ -723,9 +723,9 @@ pub async fn dropped_sender_is_an_abrupt_end<F: LinkFactory>(f: &F) {
 /// `reserve` fails with `PeerGone` instead of sending into nothing.
 ///
 /// The peer keeps reading meanwhile, as any peer does (a WebSocket learns
-/// of the end from the close frame it reads; without a reader its
-/// `reserve` waits on a full socket that nobody drains: see the report of
-/// the hardening branch).
+/// of the end from the close frame it reads; a native WebSocket peer that
+/// never reads learns it from the TCP reset, checked in
+/// `link-ws/tests/ws.rs`).
 pub async fn dropped_receiver_fails_peer_reserve<F: LinkFactory>(f: &F) {
     let (a, b) = f.pair().await;
     let (mut tx, mut arx) = a.split();

@@ -697,6 +697,37 @@ impl Drop for WsRx {
                 "receiver dropped",
                 &mut Context::from_waker(&waker),
             );
+            abandon_reading(&io);
         }
+    }
+}
+
+/// Nobody reads this connection any more: end it at the TCP level too, so
+/// that a peer which keeps writing learns of it even if it never reads
+/// (its writes would otherwise fill the socket buffers and then wait
+/// forever). The write side is shut after the close frame (as far as the
+/// socket took it), what already arrived is discarded (counted in
+/// `rx_discarded_bytes`), and the read side is shut: the kernel answers
+/// any later data with a reset, which the peer's next write reports as
+/// `LinkError::PeerGone`.
+fn abandon_reading(io: &Io) {
+    use std::mem::MaybeUninit;
+    let sock = socket2::SockRef::from(io.ws.get_ref().tcp());
+    if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
+        tracing::debug!("shutdown(write) after the receiver was dropped: {e}");
+    }
+    // The socket is non-blocking (tokio's): this stops at what is queued.
+    // Bounded, so a peer that keeps sending cannot hold the drop here.
+    let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut discarded = 0u64;
+    for _ in 0..256 {
+        match sock.recv(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n as u64,
+        }
+    }
+    io.counters.rx_discarded_bytes.bump(discarded);
+    if let Err(e) = sock.shutdown(std::net::Shutdown::Read) {
+        tracing::debug!("shutdown(read) after the receiver was dropped: {e}");
     }
 }

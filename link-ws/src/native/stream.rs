@@ -7,6 +7,17 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+impl Stream {
+    /// The TCP connection under the stream.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Replay { inner, .. } => inner.tcp(),
+        }
+    }
+}
+
 /// Plain TCP or TLS over TCP, server or client side.
 pub(crate) enum Stream {
     Plain(TcpStream),
