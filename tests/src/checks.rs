@@ -743,15 +743,25 @@ pub async fn dropped_receiver_fails_peer_reserve<F: LinkFactory>(f: &F) {
                 Err(LinkError::PeerGone) => return,
                 Err(e) => panic!("reserve failed with {e:?}, expected PeerGone"),
                 Ok(p) => {
-                    // A network link may only learn of it after a round trip.
-                    if let Ok(mut s) = p.alloc(16) {
-                        fill_pattern(i, s.as_mut_slice());
-                        let _ = s.commit();
+                    // A network link may only learn of it after a round
+                    // trip; the end may also show in alloc, commit or flush.
+                    let mut s = match p.alloc(16) {
+                        Ok(s) => s,
+                        Err(LinkError::PeerGone) => return,
+                        Err(e) => panic!("alloc failed with {e:?}, expected PeerGone"),
+                    };
+                    fill_pattern(i, s.as_mut_slice());
+                    match s.commit() {
+                        Ok(()) | Err(LinkError::PeerGone) => {}
+                        Err(e) => panic!("commit failed with {e:?}, expected PeerGone"),
                     }
                 }
             }
             i += 1;
-            let _ = tx.flush().await;
+            match tx.flush().await {
+                Ok(()) | Err(LinkError::PeerGone) => {}
+                Err(e) => panic!("flush failed with {e:?}, expected PeerGone"),
+            }
             sleep(std::time::Duration::from_millis(1)).await;
         }
     };
