@@ -377,8 +377,19 @@ async fn handshake_completes_over_a_lossy_link_and_times_out_without_a_host() {
         },
     )
     .await;
-    assert!(matches!(r, Err(SessionError::HandshakeTimeout { .. })));
-    assert!(t.elapsed() < Duration::from_secs(3));
+    let waited = match r {
+        Err(SessionError::HandshakeTimeout { waited, .. }) => waited,
+        Err(e) => panic!("expected HandshakeTimeout, got {e}"),
+        Ok(_) => panic!("connected to nobody"),
+    };
+    // The lower bound holds on any machine; the upper one only checks that
+    // the client gave up at all (ten times the timeout, for loaded machines).
+    assert!(waited >= Duration::from_millis(300), "waited {waited:?}");
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "gave up after {took:?}; the bound is 10x the 300 ms timeout"
+    );
 }
 
 fn events(n: u32) -> Vec<InputEvent> {
@@ -984,7 +995,9 @@ fn hostile_input_and_reports_never_panic_the_host() {
                     match ev.next_event().await {
                         Ok(Some(HostEvent::LossReport(r))) => assert!(r.loss_ppm <= 1_000_000),
                         Ok(Some(_)) => {}
-                        Ok(None) => break,
+                        // The hostile client sends no Bye: the link's end is the
+                        // session's end, a clean one or the peer's drop.
+                        Ok(None) | Err(SessionError::Link(LinkError::PeerGone)) => break,
                         Err(e) => panic!("the host ended with {e} after hostile input"),
                     }
                     n += 1;
