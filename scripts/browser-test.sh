@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The WebSocket link in headless Chromium: starts the native test peer,
-# then runs link-ws's browser tests (compiled with the peer's address) with
+# The WebSocket link in headless Chromium: starts the native test peers,
+# then runs link-ws's browser tests and link-integration's browser session
+# test (each compiled with its peer's address) with
 # wasm-bindgen-test-runner and chromedriver. Installs what is missing:
 # chromium + chromium-driver (apt), wasm-bindgen-cli at the exact version of
 # the wasm-bindgen crate in Cargo.lock.
@@ -31,19 +32,29 @@ if [ "${RELEASE:-0}" = 1 ]; then
 fi
 target_dir=${CARGO_TARGET_DIR:-target}
 cargo build -q "${cargo_profile[@]}" -p link-ws --example test_peer
+cargo build -q "${cargo_profile[@]}" -p link-integration --example browser_session_peer
 log=$(mktemp)
+slog=$(mktemp)
 "$target_dir/$profile/examples/test_peer" browser 127.0.0.1:0 >"$log" 2>&1 &
 peer_pid=$!
-trap 'kill $peer_pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 100); do
-    grep -q '^LISTENING ' "$log" && break
-    sleep 0.1
-done
-addr=$(sed -n 's/^LISTENING //p' "$log")
+"$target_dir/$profile/examples/browser_session_peer" 127.0.0.1:0 >"$slog" 2>&1 &
+session_pid=$!
+trap 'kill $peer_pid $session_pid 2>/dev/null || true; rm -f "$log" "$slog"' EXIT
+listening() {
+    for _ in $(seq 1 100); do
+        grep -q '^LISTENING ' "$1" && break
+        sleep 0.1
+    done
+    sed -n 's/^LISTENING //p' "$1"
+}
+addr=$(listening "$log")
 [ -n "$addr" ] || { echo "test peer did not start:"; cat "$log"; exit 1; }
-echo "browser test peer on $addr"
+saddr=$(listening "$slog")
+[ -n "$saddr" ] || { echo "browser session peer did not start:"; cat "$slog"; exit 1; }
+echo "browser test peer on $addr, session peer on $saddr"
 
 export LINK_WS_PEER=$addr
+export LINK_SESSION_PEER=$saddr
 export CHROMEDRIVER=${CHROMEDRIVER:-$(command -v chromedriver)}
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
@@ -52,4 +63,11 @@ status=0
 cargo test "${cargo_profile[@]}" -p link-ws --target wasm32-unknown-unknown --test browser -- --nocapture 2>&1 | tee "$out" || status=$?
 grep -o 'BROWSER_RX {.*}' "$out" || true
 rm -f "$out"
+# The streaming session over the browser link (above every layer, so in
+# link-integration; see tests/tests/layering.rs).
+cargo test "${cargo_profile[@]}" -p link-integration --target wasm32-unknown-unknown --test browser_session -- --nocapture || status=$?
+if [ -s "$slog" ]; then
+    echo "browser session peer said:"
+    cat "$slog"
+fi
 exit $status

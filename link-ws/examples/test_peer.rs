@@ -12,8 +12,6 @@
 //! - `/pair/<id>`: the first two connections with the same id are relayed
 //!   to each other, message by message, with close and abrupt ends passed
 //!   on; the browser conformance suite runs over such pairs;
-//! - `/session/<frames>/<0|1>`: a streaming-session host (`link-session`)
-//!   sending `frames` checkable frames, encrypted with `1`.
 //! - `/stall/<ms>`: read nothing for `ms` milliseconds, then read; on an
 //!   empty message reply with `count:u64 le, bytes:u64 le` of what came
 //!   before it;
@@ -55,65 +53,6 @@ async fn main() {
     }
 }
 
-/// The pre-shared key of the browser session test.
-const SESSION_PSK: &[u8] = b"browser session test key 32 byte";
-
-/// `/session/<frames>/<0|1>`: a streaming-session host sending `frames`
-/// checkable frames (encrypted with `1`), then, once it has received one
-/// input event per frame (or after 10 s), one more frame whose 4 bytes are
-/// the number of input events it received (little-endian), then Bye.
-async fn session_host(link: WsLink, frames: u32, encrypt: bool) {
-    use link_session::{FrameFlags, Host, HostConfig, HostEvent};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let cfg = HostConfig {
-        psk: encrypt.then(|| SESSION_PSK.to_vec()),
-        max_frame: 1 << 20,
-        ..Default::default()
-    };
-    let Ok((mut host, mut events)) = Host::accept(link, cfg).await else {
-        return;
-    };
-    let inputs = Arc::new(AtomicU32::new(0));
-    let seen = inputs.clone();
-    let send = async move {
-        for i in 0..frames {
-            let data = link_integration::session::frame_bytes(
-                i,
-                link_integration::session::size_of(i, 20_000),
-            );
-            let flags = if i.is_multiple_of(30) {
-                FrameFlags::KEYFRAME
-            } else {
-                FrameFlags::NONE
-            };
-            if host.send_frame(&data, i as u64, flags).await.is_err() {
-                return;
-            }
-        }
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        while seen.load(Ordering::Relaxed) < frames && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let n = seen.load(Ordering::Relaxed);
-        if host
-            .send_frame(&n.to_le_bytes(), frames as u64, FrameFlags::NONE)
-            .await
-            .is_ok()
-        {
-            let _ = host.close().await;
-        }
-    };
-    let input = async move {
-        while let Ok(Some(ev)) = events.next_event().await {
-            if let HostEvent::Input(_) = ev {
-                inputs.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    };
-    futures::join!(send, input);
-}
-
 async fn browser(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let mut server = WsServer::bind(addr, WsConfig::default()).await?;
     println!("LISTENING {}", server.local_addr());
@@ -133,11 +72,6 @@ async fn browser(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
                     waiting.insert(id.to_string(), acc.link);
                 }
             },
-            ["session", frames, enc] => {
-                let frames: u32 = frames.parse().unwrap_or(0);
-                let encrypt = *enc == "1";
-                tokio::spawn(session_host(acc.link, frames, encrypt));
-            }
             ["stall", ms] => {
                 let ms = ms.parse().unwrap_or(0);
                 tokio::spawn(stall(acc.link, ms));

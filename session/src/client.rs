@@ -206,9 +206,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
                     if Instant::now() >= deadline {
                         return Err(SessionError::HandshakeTimeout {
                             waited: config.handshake_timeout,
-                            auth_failures: stats
-                                .auth_failures
-                                .load(std::sync::atomic::Ordering::Relaxed),
+                            auth_failures: stats.auth_failures.get(),
                         });
                     }
                     continue 'hs;
@@ -512,7 +510,6 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
     // r[impl session.feedback.report]
     fn feedback_body(&mut self) -> [u8; crate::wire::FEEDBACK_LEN] {
         let st = &self.shared.stats;
-        let ld = std::sync::atomic::Ordering::Relaxed;
         let highest = self.guard.highest.map_or(0, |h| h + 1);
         let (acc0, hi0) = self.fb_base;
         let expected = highest.saturating_sub(hi0);
@@ -524,11 +521,11 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         self.fb_base = (self.guard.accepted, highest);
         set(&st.loss_ppm, ppm);
         crate::wire::Feedback {
-            delivered: st.frames_delivered.load(ld),
-            lost: st.frames_lost.load(ld),
+            delivered: st.frames_delivered.get(),
+            lost: st.frames_lost.get(),
             last_lost: self.last_lost.map_or(0, |l| l.wrapping_add(1)),
             loss_ppm: ppm as u32,
-            recovered: st.frames_recovered.load(ld),
+            recovered: st.frames_recovered.get(),
         }
         .to_bytes()
     }

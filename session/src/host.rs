@@ -340,7 +340,7 @@ impl<T: LinkTx> Host<T> {
         let deadline = start + config.handshake_timeout;
         let timeout = |stats: &HostCounters| SessionError::HandshakeTimeout {
             waited: config.handshake_timeout,
-            auth_failures: stats.auth_failures.load(Relaxed),
+            auth_failures: stats.auth_failures.get(),
         };
         // Everything sent before the client's address is validated stays
         // within 3x what arrived from it (stream links: validated by

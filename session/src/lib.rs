@@ -36,17 +36,33 @@
 //! ```
 //!
 //! The wire format and every rule are in `spec/session.md`.
+//!
+//! The wire-level modules (`crypto`, `fec`, `handshake`, `wire`) are public
+//! only with the `internals` feature, for the workspace's tests, fuzzers and
+//! benchmarks. They are not a stable API; an application needs none of them.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod bwe;
 mod client;
 mod config;
+#[cfg(feature = "internals")]
 pub mod crypto;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)] // parts only the tests, fuzzers and benchmarks use
+mod crypto;
 mod error;
+#[cfg(feature = "internals")]
 pub mod fec;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)] // parts only the tests, fuzzers and benchmarks use
+mod fec;
 mod frame;
+#[cfg(feature = "internals")]
 pub mod handshake;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)] // parts only the tests, fuzzers and benchmarks use
+mod handshake;
 mod host;
 mod input;
 mod open;
@@ -54,7 +70,11 @@ pub mod pacer;
 mod reassembly;
 mod stats;
 mod tx;
+#[cfg(feature = "internals")]
 pub mod wire;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)] // parts only the tests, fuzzers and benchmarks use
+mod wire;
 
 pub use bwe::BweConfig;
 pub use client::{Client, ClientInput};

@@ -503,11 +503,7 @@ mod tests {
                 }
                 o => panic!("{o:?}"),
             }
-            assert_eq!(
-                st.blocks_recovered
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                blocks as u64
-            );
+            assert_eq!(st.blocks_recovered.get(), blocks as u64);
             // One more shard missing in one block: the frame is lost, never
             // delivered in part.
             let mut r = reasm();

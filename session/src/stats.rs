@@ -1,27 +1,22 @@
 //! Counters for both ends (`session.stats`): serialisable snapshots
 //! (`facet::Facet`, JSON through `facet-json`).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 use facet::Facet;
+use link_types::Counter;
 
 // r[impl session.stats]
-macro_rules! counters {
+/// The session's counters, in the one pattern of every crate
+/// (`link_types::counters!`): a live struct the session's tasks count in,
+/// and a serialisable snapshot.
+macro_rules! session_counters {
     ($(#[$m:meta])* $snap:ident, $cnt:ident { $( $(#[$fm:meta])* $f:ident, )* }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Default, PartialEq, Eq, Facet)]
-        pub struct $snap {
-            $( $(#[$fm])* pub $f: u64, )*
-        }
-
-        #[derive(Debug, Default)]
-        pub(crate) struct $cnt {
-            $( pub(crate) $f: AtomicU64, )*
-        }
-
-        impl $cnt {
-            pub(crate) fn snapshot(&self) -> $snap {
-                $snap { $( $f: self.$f.load(Relaxed), )* }
+        link_types::counters! {
+            $(#[$m])*
+            #[derive(Facet)]
+            pub struct $snap;
+            /// The live counters behind the snapshot.
+            pub(crate) struct $cnt {
+                $( $(#[$fm])* $f, )*
             }
         }
 
@@ -34,19 +29,22 @@ macro_rules! counters {
     };
 }
 
-pub(crate) fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Relaxed);
+/// Count `n` events (from any task).
+pub(crate) fn add(c: &Counter, n: u64) {
+    c.add(n);
 }
 
-pub(crate) fn set(c: &AtomicU64, v: u64) {
-    c.store(v, Relaxed);
+/// Set a gauge.
+pub(crate) fn set(c: &Counter, v: u64) {
+    c.set(v);
 }
 
-pub(crate) fn max(c: &AtomicU64, v: u64) {
-    c.fetch_max(v, Relaxed);
+/// Keep the largest value seen.
+pub(crate) fn max(c: &Counter, v: u64) {
+    c.max(v);
 }
 
-counters! {
+session_counters! {
     /// What the host sent and received.
     HostStats, HostCounters {
         /// Frames submitted and sent.
@@ -120,7 +118,7 @@ counters! {
     }
 }
 
-counters! {
+session_counters! {
     /// What the client received and sent.
     ClientStats, ClientCounters {
         /// Whole frames delivered.

@@ -41,7 +41,7 @@ impl<T: LinkTx> TxState<T> {
         kind: Kind,
         body_len: usize,
         fill: impl FnOnce(&mut [u8]),
-        sent: &std::sync::atomic::AtomicU64,
+        sent: &link_types::Counter,
     ) -> Result<(), SessionError> {
         let len = self.wire_len(kind, body_len);
         let permit = self.tx.reserve().await?;
@@ -58,7 +58,7 @@ impl<T: LinkTx> TxState<T> {
         kind: Kind,
         body_len: usize,
         fill: impl FnOnce(&mut [u8]),
-        sent: &std::sync::atomic::AtomicU64,
+        sent: &link_types::Counter,
     ) -> Option<Result<(), SessionError>> {
         let len = self.wire_len(kind, body_len);
         let permit = match self.tx.reserve().now_or_never()? {
@@ -90,7 +90,7 @@ pub(crate) async fn send_bye<T: LinkTx>(
     tx: &mut TxState<T>,
     value: u32,
     stream: bool,
-    sent: &std::sync::atomic::AtomicU64,
+    sent: &link_types::Counter,
 ) -> Result<(), SessionError> {
     for _ in 0..if stream { 1 } else { 3 } {
         tx.send(
@@ -143,7 +143,6 @@ mod tests {
     use super::*;
     use crate::crypto::{Direction, Opener, Secret};
     use link_types::{Link, LinkRx, MemoryConfig, memory_pair};
-    use std::sync::atomic::AtomicU64;
 
     // r[verify session.wire.sealed]
     #[test]
@@ -155,7 +154,7 @@ mod tests {
             let secret = Secret::derive(b"key", &[1; 32], &[2; 32]);
             let mut t = TxState::new(tx);
             t.sealer = Some(Sealer::new(secret.clone(), Direction::HostToClient, 23));
-            let n = AtomicU64::new(0);
+            let n = link_types::Counter::default();
             let body = *b"plain text body!";
             t.send(Kind::Hello, 4, |b| b.copy_from_slice(b"helo"), &n)
                 .await
@@ -182,7 +181,7 @@ mod tests {
                 assert!(open.open(pn, &m[..OUTER_LEN], &mut ct, &m[OUTER_LEN + 16..]));
                 assert_eq!(ct, body);
             }
-            assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 3);
+            assert_eq!(n.get(), 3);
         });
     }
 
@@ -201,7 +200,7 @@ mod tests {
             let mut t = TxState::new(tx);
             t.sealer = Some(Sealer::new(secret.clone(), Direction::HostToClient, 23));
             t.pn = MAX_PN - 2;
-            let n = AtomicU64::new(0);
+            let n = link_types::Counter::default();
             for _ in 0..2 {
                 t.send(Kind::Input, 4, |b| b.copy_from_slice(b"last"), &n)
                     .await
@@ -217,7 +216,7 @@ mod tests {
                 }
             }
             assert_eq!(t.pn, MAX_PN, "the counter stopped at 2^62");
-            assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 2);
+            assert_eq!(n.get(), 2);
             let mut open = Opener::new(secret, Direction::HostToClient, 23);
             for pn in [MAX_PN - 2, MAX_PN - 1] {
                 let m = rx.recv().await.unwrap().unwrap();

@@ -413,7 +413,7 @@ pub struct Feedback {
 
 impl Feedback {
     /// Encode.
-    pub fn to_bytes(&self) -> [u8; FEEDBACK_LEN] {
+    pub fn to_bytes(self) -> [u8; FEEDBACK_LEN] {
         let mut b = [0u8; FEEDBACK_LEN];
         let mut w = Writer::new(&mut b);
         w.u64(self.delivered);

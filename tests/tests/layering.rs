@@ -25,20 +25,10 @@ fn layer(name: &str) -> Option<u8> {
     })
 }
 
-/// Upward edges that exist today, each with why and where it goes
-/// (issue 15, "Layers"): the browser session test still lives in `link-ws`.
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "link-ws",
-        "link-session",
-        "link-ws/tests/browser.rs and examples/test_peer.rs /session: move above everything",
-    ),
-    (
-        "link-ws",
-        "link-integration",
-        "the same browser session test and route use its frame helpers; they move with them",
-    ),
-];
+/// Upward edges that exist today, each with why and where it goes. Empty
+/// since the browser session test moved from `link-ws` to
+/// `link-integration` (issue 15, "Layers"); a new entry needs a reason.
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 struct Graph {
     /// Package id → name.
