@@ -10,22 +10,20 @@ use futures::FutureExt;
 use futures::future::{Either, select};
 use futures::lock::Mutex as AsyncMutex;
 use futures_timer::Delay;
-use link_types::{Backing, Link, LinkCaps, LinkRx, LinkTx};
+use link_types::{Backing, Link, LinkRx, LinkTx};
 use web_time::Instant;
 
 use crate::SessionError;
 use crate::config::ClientConfig;
-use crate::crypto::{Direction, Opener, Sealer, Secret, ct_eq, random};
 use crate::frame::{ClientEvent, Frame};
-use crate::handshake::{Backoff, Hello, Params, Retry, Welcome, hello_with_token, read_reject};
+use crate::handshake::{Params, client_side};
 use crate::input::{InputEvent, InputSender};
 use crate::open::{Dropped, Guard};
 use crate::reassembly::{Output, Reassembler, Reject};
 use crate::stats::{ClientCounters, ClientStats, add, set};
 use crate::tx::TxState;
 use crate::wire::{
-    FRAME_HEADER_LEN, FrameHeader, Kind, OUTER_LEN, RANDOM_LEN, Reader, SHARD_HEADER_LEN,
-    ShardHeader, TAG_LEN, VERSION,
+    FRAME_HEADER_LEN, FrameHeader, Kind, OUTER_LEN, RANDOM_LEN, Reader, ShardHeader,
 };
 
 /// Arrival records kept for the next report at most (beyond, counted
@@ -50,65 +48,12 @@ pub(crate) async fn with_deadline<F: Future>(fut: F, until: Instant) -> Option<F
     }
 }
 
-fn count_drop(stats: &ClientCounters, d: Dropped) {
+pub(crate) fn count_drop(stats: &ClientCounters, d: Dropped) {
     match d {
         Dropped::Malformed => add(&stats.malformed_dropped, 1),
         Dropped::Auth => add(&stats.auth_failures, 1),
         Dropped::Replay => add(&stats.replays_dropped, 1),
     }
-}
-
-// r[impl session.handshake.client]
-fn check_welcome(w: &Welcome, config: &ClientConfig, caps: LinkCaps) -> Result<(), SessionError> {
-    let p = &w.params;
-    let no = |s: String| Err(SessionError::Incompatible(s));
-    if p.version != VERSION {
-        return no(format!("wire version {}", p.version));
-    }
-    if p.encryption != config.psk.is_some() {
-        return no(format!(
-            "host has encryption {}, client {}",
-            if p.encryption { "on" } else { "off" },
-            if config.psk.is_some() { "on" } else { "off" }
-        ));
-    }
-    if p.max_frame as usize > config.max_frame {
-        return no(format!(
-            "host frames up to {} bytes, client accepts {}",
-            p.max_frame, config.max_frame
-        ));
-    }
-    let tag = if p.encryption { TAG_LEN } else { 0 };
-    let max_message = p.max_message as usize;
-    if max_message > caps.max_payload {
-        return no(format!(
-            "messages of {max_message} bytes exceed the link's {}",
-            caps.max_payload
-        ));
-    }
-    if max_message < crate::wire::MIN_MESSAGE {
-        return no(format!("messages of {max_message} bytes are too small"));
-    }
-    if p.stream {
-        if !caps.is_stream() {
-            return no("host sends frames whole but this link is lossy".into());
-        }
-        if max_message <= OUTER_LEN + FRAME_HEADER_LEN + tag {
-            return no("messages too small for a frame part".into());
-        }
-    } else {
-        let s = p.shard_size as usize;
-        if s < 64 || !s.is_multiple_of(2) || OUTER_LEN + SHARD_HEADER_LEN + s + tag > max_message {
-            return no(format!("shard size {s}"));
-        }
-    }
-    if p.parity_pct > 100
-        || p.min_parity as usize > crate::fec::MAX_MIN_PARITY
-        || !(10..=40).contains(&p.rekey_shift)
-    {
-        return no("parity or rekey parameters out of range".into());
-    }
-    Ok(())
 }
 
 /// The client's receiving side: [`next_frame`](Client::next_frame).
@@ -152,9 +97,6 @@ pub struct ClientInput<T: LinkTx> {
     shared: Arc<Shared<T>>,
 }
 
-/// Retry messages the client follows in one handshake.
-const MAX_RETRIES: u32 = 3;
-
 impl<T: LinkTx, R: LinkRx> Client<T, R> {
     /// Run the handshake over `link` and return the frame receiver and the
     /// input sender.
@@ -174,110 +116,8 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         let mut txs = TxState::new(tx);
         let stats = ClientCounters::default();
         let mut guard = Guard::new();
-        let mut client_random = [0u8; RANDOM_LEN];
-        random(&mut client_random).map_err(SessionError::Random)?;
-        let hello = Hello {
-            min_version: VERSION,
-            max_version: VERSION,
-            random: client_random,
-            encryption: config.psk.is_some(),
-            max_frame: config.max_frame as u32,
-            max_message: caps.max_payload.min(u32::MAX as usize) as u32,
-        }
-        .to_bytes();
-        let start = Instant::now();
-        let deadline = start + config.handshake_timeout;
-        let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
-        // The Hello as sent: with the host's retry token once it asked.
-        let mut sent_hello = hello.clone();
-        let mut retries = 0;
-        let welcome = 'hs: loop {
-            txs.send(
-                Kind::Hello,
-                sent_hello.len(),
-                |b| b.copy_from_slice(&sent_hello),
-                &stats.messages_sent,
-            )
-            .await?;
-            txs.tx.flush().await?;
-            let until = backoff.next_wait();
-            loop {
-                let Some(r) = with_deadline(rx.recv(), until).await else {
-                    if Instant::now() >= deadline {
-                        return Err(SessionError::HandshakeTimeout {
-                            waited: config.handshake_timeout,
-                            auth_failures: stats.auth_failures.get(),
-                        });
-                    }
-                    continue 'hs;
-                };
-                let Some(msg) = r? else {
-                    return Err(SessionError::ClosedDuringHandshake);
-                };
-                let (kind, body) = match guard.open(msg.as_slice()) {
-                    Ok((k, _, b)) => (k, b.to_vec()),
-                    Err(d) => {
-                        count_drop(&stats, d);
-                        continue;
-                    }
-                };
-                match kind {
-                    Kind::Welcome => match Welcome::read(&body) {
-                        Ok(w) if w.client_random == client_random => break 'hs w,
-                        Ok(_) => add(&stats.unexpected_dropped, 1),
-                        Err(_) => add(&stats.malformed_dropped, 1),
-                    },
-                    Kind::Reject => match read_reject(&body) {
-                        Ok((reason, detail)) => {
-                            return Err(SessionError::Rejected { reason, detail });
-                        }
-                        Err(_) => add(&stats.malformed_dropped, 1),
-                    },
-                    // r[impl session.handshake.retry]
-                    // The host wants proof of address: resend the Hello
-                    // with its token at once (a few times at most, so a
-                    // forged stream of Retries cannot keep us busy).
-                    Kind::Retry => match Retry::read(&body) {
-                        Ok(r) if r.client_random == client_random && retries < MAX_RETRIES => {
-                            retries += 1;
-                            add(&stats.retries_followed, 1);
-                            sent_hello = hello_with_token(&hello, &r.token);
-                            continue 'hs;
-                        }
-                        Ok(_) => add(&stats.unexpected_dropped, 1),
-                        Err(_) => add(&stats.malformed_dropped, 1),
-                    },
-                    _ => add(&stats.unexpected_dropped, 1),
-                }
-            }
-        };
-        check_welcome(&welcome, &config, caps)?;
-        let p = welcome.params;
-        if let Some(psk) = &config.psk {
-            let secret = Secret::derive(psk, &client_random, &welcome.host_random);
-            let expect = secret.confirm(b"host", &welcome.signed_part());
-            if !ct_eq(&expect, &welcome.confirm) {
-                return Err(SessionError::AuthFailed);
-            }
-            txs.sealer = Some(Sealer::new(
-                secret.clone(),
-                Direction::ClientToHost,
-                p.rekey_shift,
-            ));
-            guard.opener = Some(Opener::new(secret, Direction::HostToClient, p.rekey_shift));
-        }
-        // r[impl session.handshake.validation]
-        // The Finish echoes the host's random: proof that we received the
-        // Welcome at our address.
-        let host_random = welcome.host_random;
-        txs.send(
-            Kind::Finish,
-            RANDOM_LEN,
-            |b| b.copy_from_slice(&host_random),
-            &stats.messages_sent,
-        )
-        .await?;
-        txs.tx.flush().await?;
+        let (p, host_random) =
+            client_side(&mut txs, &mut rx, &mut guard, &config, caps, &stats).await?;
         tracing::debug!(?p, "client session established");
         let reasm = (!p.stream).then(|| {
             Reassembler::new(

@@ -8,11 +8,25 @@
 //! keys when encrypting, which proves the client holds the key too. Hello is
 //! resent until a Welcome or Reject arrives, Welcome until a Finish arrives.
 
+use link_types::{LinkCaps, LinkRx, LinkTx};
+use web_time::Instant;
+
+use crate::SessionError;
+use crate::client::with_deadline;
+use crate::config::{AUTO_RS16_ABOVE, ClientConfig, HostConfig};
+use crate::crypto::{Direction, Opener, Sealer, Secret, ct_eq, random};
 use crate::error::RejectReason;
 use crate::fec::FecScheme;
+use crate::open::Guard;
+use crate::stats::{ClientCounters, HostCounters, add, set};
+use crate::tx::TxState;
 use crate::wire::{
-    FRAME_HEADER_LEN, OUTER_LEN, RANDOM_LEN, Reader, TAG_LEN, VERSION, WireError, Writer,
+    FRAME_HEADER_LEN, Kind, OUTER_LEN, RANDOM_LEN, Reader, SHARD_HEADER_LEN, TAG_LEN, VERSION,
+    WireError, Writer,
 };
+
+/// Retry messages the client follows in one handshake.
+const MAX_RETRIES: u32 = 3;
 
 /// Bytes of a Hello body.
 pub const HELLO_LEN: usize = 2 + RANDOM_LEN + 1 + 4 + 4;
@@ -532,6 +546,466 @@ impl link_types::AdmissionGate for RetryGate {
     }
 }
 
+// The two ends' handshake loops (`session.handshake.*`), one beside the
+// other; `Host::accept` and `Client::connect` run them and build the
+// session from what they settle.
+
+/// The host's side: wait for a Hello, agree the parameters (or Reject),
+/// resend the Welcome within the amplification budget until the client's
+/// Finish (or, encrypting, another authentic message) arrives. Sets the
+/// keys on `txs` and `guard`, marks the link validated when the client
+/// proved its address, and returns the agreed parameters.
+pub(crate) async fn host_side<T: LinkTx, R: LinkRx>(
+    txs: &mut TxState<T>,
+    rx: &mut R,
+    guard: &mut Guard,
+    config: &HostConfig,
+    caps: LinkCaps,
+    stats: &HostCounters,
+    deadline: Instant,
+) -> Result<Params, SessionError> {
+    let timeout = |stats: &HostCounters| SessionError::HandshakeTimeout {
+        waited: config.handshake_timeout,
+        auth_failures: stats.auth_failures.get(),
+    };
+    // Everything sent before the client's address is validated stays
+    // within 3x what arrived from it (stream links: validated by
+    // construction).
+    let mut budget = Budget::new(3, caps.reliable);
+    // Wait for a Hello.
+    let hello = loop {
+        let Some(r) = with_deadline(rx.recv(), deadline).await else {
+            return Err(timeout(stats));
+        };
+        let Some(msg) = r? else {
+            return Err(SessionError::ClosedDuringHandshake);
+        };
+        budget.received(msg.len());
+        add(&stats.handshake_bytes_received, msg.len() as u64);
+        match guard.open(msg.as_slice()) {
+            Ok((Kind::Hello, _, body)) => match Hello::read(body) {
+                Ok(h) => break h,
+                Err(_) => add(&stats.malformed_dropped, 1),
+            },
+            Ok(_) => add(&stats.unexpected_dropped, 1),
+            Err(d) => crate::host::count_drop(stats, d),
+        }
+    };
+    let params = match agree(&hello, config, caps) {
+        Ok(p) => p,
+        Err((reason, detail)) => {
+            // The reason's text is cut to fit the budget.
+            let room = budget.room().min(4096) as usize;
+            let fixed = txs.wire_len(Kind::Reject, 2);
+            let text = room.saturating_sub(fixed);
+            let mut body = reject_body(reason, &detail);
+            if body.len() > 2 + text {
+                body = reject_body(reason, &detail[..floor_char(&detail, text)]);
+            }
+            let wire = txs.wire_len(Kind::Reject, body.len());
+            if budget.spend(wire) {
+                txs.send(
+                    Kind::Reject,
+                    body.len(),
+                    |b| b.copy_from_slice(&body),
+                    &stats.messages_sent,
+                )
+                .await?;
+                txs.tx.flush().await?;
+                add(&stats.handshake_bytes_sent, wire as u64);
+            } else {
+                add(&stats.amplification_held, 1);
+            }
+            return Err(SessionError::Rejected { reason, detail });
+        }
+    };
+    let mut host_random = [0u8; RANDOM_LEN];
+    random(&mut host_random).map_err(SessionError::Random)?;
+    let mut welcome = Welcome {
+        client_random: hello.random,
+        host_random,
+        params,
+        confirm: [0; 16],
+    };
+    if let Some(psk) = &config.psk {
+        let secret = Secret::derive(psk, &hello.random, &host_random);
+        welcome.confirm = secret.confirm(b"host", &welcome.signed_part());
+        txs.sealer = Some(Sealer::new(
+            secret.clone(),
+            Direction::HostToClient,
+            params.rekey_shift,
+        ));
+        guard.opener = Some(Opener::new(
+            secret,
+            Direction::ClientToHost,
+            params.rekey_shift,
+        ));
+    }
+    let welcome = welcome.to_bytes();
+    let welcome_wire = txs.wire_len(Kind::Welcome, WELCOME_LEN);
+    let encrypted = config.psk.is_some();
+    let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
+    // Whether the client proved its address (it received our Welcome).
+    let validated = 'hs: loop {
+        // r[impl session.handshake.amplification]
+        let until = if budget.spend(welcome_wire) {
+            txs.send(
+                Kind::Welcome,
+                WELCOME_LEN,
+                |b| b.copy_from_slice(&welcome),
+                &stats.messages_sent,
+            )
+            .await?;
+            txs.tx.flush().await?;
+            add(&stats.handshake_bytes_sent, welcome_wire as u64);
+            backoff.next_wait()
+        } else {
+            // Over budget: wait for more bytes from the client (its
+            // Hello resends) rather than resend on a timer.
+            add(&stats.amplification_held, 1);
+            deadline
+        };
+        loop {
+            let Some(r) = with_deadline(rx.recv(), until).await else {
+                if Instant::now() >= deadline {
+                    return Err(timeout(stats));
+                }
+                continue 'hs;
+            };
+            let Some(msg) = r? else {
+                return Err(SessionError::ClosedDuringHandshake);
+            };
+            budget.received(msg.len());
+            add(&stats.handshake_bytes_received, msg.len() as u64);
+            match guard.open(msg.as_slice()) {
+                // The client did not hear the Welcome: answer at once.
+                Ok((Kind::Hello, _, body)) => {
+                    if Hello::read(body).is_ok_and(|h| h.random == hello.random) {
+                        continue 'hs;
+                    }
+                    add(&stats.unexpected_dropped, 1);
+                }
+                // r[impl session.handshake.validation]
+                // A Finish proves the address when it is authentic
+                // (encrypting: sealed with keys only our Welcome's
+                // random gives) or echoes our random (in the clear).
+                Ok((Kind::Finish, _, body)) => {
+                    break 'hs encrypted || ct_eq(body, &host_random);
+                }
+                // Anything authentic after the Finish: proof when
+                // encrypting. In the clear it proves nothing, so the
+                // Welcome is resent (the client answers with a Finish).
+                Ok((Kind::Feedback | Kind::Input | Kind::Arrivals, _, _)) => {
+                    if encrypted {
+                        break 'hs true;
+                    }
+                    continue 'hs;
+                }
+                Ok(_) => add(&stats.unexpected_dropped, 1),
+                Err(d) => crate::host::count_drop(stats, d),
+            }
+        }
+    };
+    if validated {
+        set(&stats.address_validated, 1);
+        txs.tx.mark_validated();
+    }
+    Ok(params)
+}
+
+/// The client's side: send the Hello (again on a timer on lossy links,
+/// with the host's token after a Retry) until a Welcome or Reject arrives,
+/// check the Welcome's parameters and confirmation, set the keys on `txs`
+/// and `guard`, and send the Finish. Returns the agreed parameters and the
+/// host's random.
+pub(crate) async fn client_side<T: LinkTx, R: LinkRx>(
+    txs: &mut TxState<T>,
+    rx: &mut R,
+    guard: &mut Guard,
+    config: &ClientConfig,
+    caps: LinkCaps,
+    stats: &ClientCounters,
+) -> Result<(Params, [u8; RANDOM_LEN]), SessionError> {
+    let mut client_random = [0u8; RANDOM_LEN];
+    random(&mut client_random).map_err(SessionError::Random)?;
+    let hello = Hello {
+        min_version: VERSION,
+        max_version: VERSION,
+        random: client_random,
+        encryption: config.psk.is_some(),
+        max_frame: config.max_frame as u32,
+        max_message: caps.max_payload.min(u32::MAX as usize) as u32,
+    }
+    .to_bytes();
+    let start = Instant::now();
+    let deadline = start + config.handshake_timeout;
+    let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
+    // The Hello as sent: with the host's retry token once it asked.
+    let mut sent_hello = hello.clone();
+    let mut retries = 0;
+    let welcome = 'hs: loop {
+        txs.send(
+            Kind::Hello,
+            sent_hello.len(),
+            |b| b.copy_from_slice(&sent_hello),
+            &stats.messages_sent,
+        )
+        .await?;
+        txs.tx.flush().await?;
+        let until = backoff.next_wait();
+        loop {
+            let Some(r) = with_deadline(rx.recv(), until).await else {
+                if Instant::now() >= deadline {
+                    return Err(SessionError::HandshakeTimeout {
+                        waited: config.handshake_timeout,
+                        auth_failures: stats.auth_failures.get(),
+                    });
+                }
+                continue 'hs;
+            };
+            let Some(msg) = r? else {
+                return Err(SessionError::ClosedDuringHandshake);
+            };
+            let (kind, body) = match guard.open(msg.as_slice()) {
+                Ok((k, _, b)) => (k, b.to_vec()),
+                Err(d) => {
+                    crate::client::count_drop(stats, d);
+                    continue;
+                }
+            };
+            match kind {
+                Kind::Welcome => match Welcome::read(&body) {
+                    Ok(w) if w.client_random == client_random => break 'hs w,
+                    Ok(_) => add(&stats.unexpected_dropped, 1),
+                    Err(_) => add(&stats.malformed_dropped, 1),
+                },
+                Kind::Reject => match read_reject(&body) {
+                    Ok((reason, detail)) => {
+                        return Err(SessionError::Rejected { reason, detail });
+                    }
+                    Err(_) => add(&stats.malformed_dropped, 1),
+                },
+                // r[impl session.handshake.retry]
+                // The host wants proof of address: resend the Hello
+                // with its token at once (a few times at most, so a
+                // forged stream of Retries cannot keep us busy).
+                Kind::Retry => match Retry::read(&body) {
+                    Ok(r) if r.client_random == client_random && retries < MAX_RETRIES => {
+                        retries += 1;
+                        add(&stats.retries_followed, 1);
+                        sent_hello = hello_with_token(&hello, &r.token);
+                        continue 'hs;
+                    }
+                    Ok(_) => add(&stats.unexpected_dropped, 1),
+                    Err(_) => add(&stats.malformed_dropped, 1),
+                },
+                _ => add(&stats.unexpected_dropped, 1),
+            }
+        }
+    };
+    check_welcome(&welcome, config, caps)?;
+    let p = welcome.params;
+    if let Some(psk) = &config.psk {
+        let secret = Secret::derive(psk, &client_random, &welcome.host_random);
+        let expect = secret.confirm(b"host", &welcome.signed_part());
+        if !ct_eq(&expect, &welcome.confirm) {
+            return Err(SessionError::AuthFailed);
+        }
+        txs.sealer = Some(Sealer::new(
+            secret.clone(),
+            Direction::ClientToHost,
+            p.rekey_shift,
+        ));
+        guard.opener = Some(Opener::new(secret, Direction::HostToClient, p.rekey_shift));
+    }
+    // r[impl session.handshake.validation]
+    // The Finish echoes the host's random: proof that we received the
+    // Welcome at our address.
+    let host_random = welcome.host_random;
+    txs.send(
+        Kind::Finish,
+        RANDOM_LEN,
+        |b| b.copy_from_slice(&host_random),
+        &stats.messages_sent,
+    )
+    .await?;
+    txs.tx.flush().await?;
+    Ok((p, host_random))
+}
+
+/// What one end accepts of agreed parameters: whether the client encrypts,
+/// the largest frame the client accepts, and the largest message and kind
+/// of the link they travel on.
+struct Limits {
+    encryption: bool,
+    max_frame: usize,
+    max_payload: usize,
+    stream: bool,
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The one check of agreed parameters, the same on both ends: the host
+/// runs it before it sends them (its refusal becomes a Reject with the
+/// reason), the client on the Welcome it received.
+fn check_params(p: &Params, l: &Limits) -> Result<(), (RejectReason, String)> {
+    use RejectReason::*;
+    if p.version != VERSION {
+        return Err((
+            Version,
+            format!("wire version {}, this end speaks {VERSION}", p.version),
+        ));
+    }
+    if p.encryption != l.encryption {
+        return Err((
+            Encryption,
+            format!(
+                "host encryption {}, client {}",
+                on_off(p.encryption),
+                on_off(l.encryption)
+            ),
+        ));
+    }
+    if p.max_frame as usize > l.max_frame {
+        return Err((
+            MaxFrame,
+            format!(
+                "host frames up to {} bytes, client accepts {}",
+                p.max_frame, l.max_frame
+            ),
+        ));
+    }
+    let m = p.max_message as usize;
+    let tag = if p.encryption { TAG_LEN } else { 0 };
+    if m > l.max_payload {
+        return Err((
+            ShardSize,
+            format!("messages of {m} bytes exceed the link's {}", l.max_payload),
+        ));
+    }
+    if m < crate::wire::MIN_MESSAGE {
+        return Err((
+            ShardSize,
+            format!(
+                "messages of {m} bytes; a session needs {}",
+                crate::wire::MIN_MESSAGE
+            ),
+        ));
+    }
+    if p.stream {
+        if !l.stream {
+            return Err((
+                ShardSize,
+                "frames sent whole need a stream link; this link is lossy".into(),
+            ));
+        }
+        if m <= OUTER_LEN + FRAME_HEADER_LEN + tag {
+            return Err((
+                ShardSize,
+                format!("messages of {m} bytes are too small for a frame part"),
+            ));
+        }
+    } else {
+        let s = p.shard_size as usize;
+        if s < 64 || !s.is_multiple_of(2) || OUTER_LEN + SHARD_HEADER_LEN + s + tag > m {
+            return Err((
+                ShardSize,
+                format!(
+                    "shard size {s} in messages of {m} bytes (at least 64, even, and it must fit)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// r[impl session.handshake.host]
+/// The host's answer to a Hello: the parameters it runs, or why not.
+fn agree(
+    hello: &Hello,
+    config: &HostConfig,
+    caps: LinkCaps,
+) -> Result<Params, (RejectReason, String)> {
+    if !hello.speaks_ours() {
+        return Err((
+            RejectReason::Version,
+            format!(
+                "host speaks version {VERSION}, client {}..={}",
+                hello.min_version, hello.max_version
+            ),
+        ));
+    }
+    let max_payload = caps
+        .max_payload
+        .min(hello.max_message as usize)
+        .min(u32::MAX as usize);
+    let tag = if config.psk.is_some() { TAG_LEN } else { 0 };
+    let stream = caps.is_stream();
+    let shard_size = if stream {
+        0
+    } else {
+        let room = max_payload.saturating_sub(OUTER_LEN + SHARD_HEADER_LEN + tag);
+        config.shard_size.min(room) & !1
+    };
+    let p = Params {
+        version: VERSION,
+        encryption: config.psk.is_some(),
+        stream,
+        fec: config.fec,
+        auto_threshold: AUTO_RS16_ABOVE as u16,
+        shard_size: shard_size as u16,
+        max_frame: config.max_frame as u32,
+        max_message: max_payload as u32,
+        parity_pct: config.parity_pct,
+        min_parity: config.min_parity,
+        rekey_shift: config.rekey_shift,
+    };
+    check_params(
+        &p,
+        &Limits {
+            encryption: hello.encryption,
+            max_frame: hello.max_frame as usize,
+            max_payload,
+            stream,
+        },
+    )?;
+    Ok(p)
+}
+
+/// The longest prefix of `s` of at most `n` bytes that ends on a char boundary.
+fn floor_char(s: &str, n: usize) -> usize {
+    let mut cut = n.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
+// r[impl session.handshake.client]
+/// The client's check of a Welcome: the same check as the host's, and the
+/// ranges the host's own configuration guarantees.
+fn check_welcome(w: &Welcome, config: &ClientConfig, caps: LinkCaps) -> Result<(), SessionError> {
+    let p = &w.params;
+    let limits = Limits {
+        encryption: config.psk.is_some(),
+        max_frame: config.max_frame,
+        max_payload: caps.max_payload,
+        stream: caps.is_stream(),
+    };
+    check_params(p, &limits).map_err(|(_, detail)| SessionError::Incompatible(detail))?;
+    if p.parity_pct > 100
+        || p.min_parity as usize > crate::fec::MAX_MIN_PARITY
+        || !(10..=40).contains(&p.rekey_shift)
+    {
+        return Err(SessionError::Incompatible(
+            "parity or rekey parameters out of range".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,6 +1024,86 @@ mod tests {
         crate::wire::write_outer(&mut m, crate::wire::Kind::Hello, 0);
         m.extend_from_slice(&hello_with_token(&h.to_bytes(), token));
         m
+    }
+
+    // r[verify session.handshake.host]
+    // r[verify session.handshake.client]
+    /// Both ends run one parameter check: what the host agrees the client
+    /// accepts, and each parameter the client cannot run is refused with
+    /// the same wording the host's Reject would carry.
+    #[test]
+    fn the_host_and_the_client_check_parameters_alike() {
+        let caps = LinkCaps::datagram(1472);
+        let hello = Hello {
+            min_version: VERSION,
+            max_version: VERSION,
+            random: [1; RANDOM_LEN],
+            encryption: true,
+            max_frame: 1 << 20,
+            max_message: 1472,
+        };
+        let host = HostConfig {
+            psk: Some(vec![7; 32]),
+            max_frame: 1 << 20,
+            ..Default::default()
+        };
+        let client = ClientConfig {
+            psk: Some(vec![7; 32]),
+            max_frame: 1 << 20,
+            ..Default::default()
+        };
+        let p = agree(&hello, &host, caps).expect("agreed");
+        let welcome = |p: Params| Welcome {
+            client_random: [1; RANDOM_LEN],
+            host_random: [2; RANDOM_LEN],
+            params: p,
+            confirm: [0; 16],
+        };
+        check_welcome(&welcome(p), &client, caps).expect("the client runs what the host agreed");
+        let refused =
+            |q: Params, c: &ClientConfig, caps: LinkCaps| match check_welcome(&welcome(q), c, caps)
+            {
+                Err(SessionError::Incompatible(s)) => s,
+                other => panic!("expected Incompatible, got {other:?}"),
+            };
+        assert!(refused(Params { version: 9, ..p }, &client, caps).contains("version 9"));
+        assert!(refused(p, &ClientConfig::default(), caps).contains("encryption on, client off"));
+        let small = ClientConfig {
+            max_frame: 1000,
+            ..client.clone()
+        };
+        let host_said = agree(
+            &Hello {
+                max_frame: 1000,
+                ..hello.clone()
+            },
+            &host,
+            caps,
+        )
+        .unwrap_err();
+        assert_eq!(host_said.0, RejectReason::MaxFrame);
+        assert_eq!(
+            refused(p, &small, caps),
+            host_said.1,
+            "one check, one wording"
+        );
+        for shard_size in [62, 65, 1460] {
+            let s = refused(Params { shard_size, ..p }, &client, caps);
+            assert!(s.contains("shard size"), "{shard_size}: {s}");
+        }
+        assert!(refused(Params { stream: true, ..p }, &client, caps).contains("stream link"));
+        assert!(refused(p, &client, LinkCaps::datagram(1200)).contains("exceed the link"));
+        assert!(
+            refused(
+                Params {
+                    rekey_shift: 50,
+                    ..p
+                },
+                &client,
+                caps
+            )
+            .contains("rekey")
+        );
     }
 
     // r[verify session.handshake.client]

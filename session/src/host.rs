@@ -13,21 +13,17 @@ use web_time::Instant;
 use crate::SessionError;
 use crate::bwe::Bwe;
 use crate::client::with_deadline;
-use crate::config::{AUTO_RS16_ABOVE, HostConfig};
-use crate::crypto::ct_eq;
-use crate::crypto::{Direction, Opener, Sealer, Secret, random};
-use crate::error::RejectReason;
+use crate::config::HostConfig;
 use crate::fec::{FecEncoder, Layout, max_data, parity_for};
 use crate::frame::FrameFlags;
-use crate::handshake::{Backoff, Budget, Hello, Params, WELCOME_LEN, Welcome, reject_body};
+use crate::handshake::{Params, host_side};
 use crate::input::{InputEvent, InputReceiver};
 use crate::open::{Dropped, Guard};
 use crate::pacer::{Pacer, PacingConfig, Release};
 use crate::stats::{HostCounters, HostStats, add, set};
 use crate::tx::TxState;
 use crate::wire::{
-    FRAME_HEADER_LEN, Feedback, FrameHeader, Kind, OUTER_LEN, RANDOM_LEN, SHARD_HEADER_LEN,
-    ShardHeader, TAG_LEN, VERSION, Writer,
+    FRAME_HEADER_LEN, Feedback, FrameHeader, Kind, SHARD_HEADER_LEN, ShardHeader, Writer,
 };
 
 /// A paced datagram: its kind and body, sealed when it leaves.
@@ -147,16 +143,7 @@ impl<T: LinkTx> Shared<T> {
     }
 }
 
-/// The longest prefix of `s` of at most `n` bytes that ends on a char boundary.
-fn floor_char(s: &str, n: usize) -> usize {
-    let mut cut = n.min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    cut
-}
-
-fn count_drop(stats: &HostCounters, d: Dropped) {
+pub(crate) fn count_drop(stats: &HostCounters, d: Dropped) {
     match d {
         Dropped::Malformed => add(&stats.malformed_dropped, 1),
         Dropped::Auth => add(&stats.auth_failures, 1),
@@ -230,88 +217,6 @@ pub struct HostEvents<T: LinkTx, R: LinkRx> {
     ended: bool,
 }
 
-// r[impl session.handshake.host]
-fn agree(
-    hello: &Hello,
-    config: &HostConfig,
-    caps: link_types::LinkCaps,
-) -> Result<Params, (RejectReason, String)> {
-    if !hello.speaks_ours() {
-        return Err((
-            RejectReason::Version,
-            format!(
-                "host speaks version {VERSION}, client {}..={}",
-                hello.min_version, hello.max_version
-            ),
-        ));
-    }
-    if hello.encryption != config.psk.is_some() {
-        return Err((
-            RejectReason::Encryption,
-            format!(
-                "host encryption {}, client {}",
-                if config.psk.is_some() { "on" } else { "off" },
-                if hello.encryption { "on" } else { "off" }
-            ),
-        ));
-    }
-    if (hello.max_frame as usize) < config.max_frame {
-        return Err((
-            RejectReason::MaxFrame,
-            format!(
-                "host frames up to {} bytes, client accepts {}",
-                config.max_frame, hello.max_frame
-            ),
-        ));
-    }
-    let max_message = caps
-        .max_payload
-        .min(hello.max_message as usize)
-        .min(u32::MAX as usize);
-    let tag = if config.psk.is_some() { TAG_LEN } else { 0 };
-    let stream = caps.is_stream();
-    if max_message < crate::wire::MIN_MESSAGE {
-        return Err((
-            RejectReason::ShardSize,
-            format!(
-                "messages of {max_message} bytes; a session needs {}",
-                crate::wire::MIN_MESSAGE
-            ),
-        ));
-    }
-    let mut shard_size = 0;
-    if stream {
-        if max_message <= OUTER_LEN + FRAME_HEADER_LEN + tag {
-            return Err((
-                RejectReason::ShardSize,
-                format!("messages of {max_message} bytes"),
-            ));
-        }
-    } else {
-        let room = max_message.saturating_sub(OUTER_LEN + SHARD_HEADER_LEN + tag);
-        shard_size = config.shard_size.min(room) & !1;
-        if shard_size < 64 {
-            return Err((
-                RejectReason::ShardSize,
-                format!("messages of {max_message} bytes leave {room} for a shard"),
-            ));
-        }
-    }
-    Ok(Params {
-        version: VERSION,
-        encryption: config.psk.is_some(),
-        stream,
-        fec: config.fec,
-        auto_threshold: AUTO_RS16_ABOVE as u16,
-        shard_size: shard_size as u16,
-        max_frame: config.max_frame as u32,
-        max_message: max_message as u32,
-        parity_pct: config.parity_pct,
-        min_parity: config.min_parity,
-        rekey_shift: config.rekey_shift,
-    })
-}
-
 impl<T: LinkTx> Host<T> {
     /// Wait for a client's handshake over `link` and return the frame sender
     /// and the event receiver.
@@ -338,152 +243,10 @@ impl<T: LinkTx> Host<T> {
         let mut guard = Guard::new();
         let start = Instant::now();
         let deadline = start + config.handshake_timeout;
-        let timeout = |stats: &HostCounters| SessionError::HandshakeTimeout {
-            waited: config.handshake_timeout,
-            auth_failures: stats.auth_failures.get(),
-        };
-        // Everything sent before the client's address is validated stays
-        // within 3x what arrived from it (stream links: validated by
-        // construction).
-        let mut budget = Budget::new(3, caps.reliable);
-        // Wait for a Hello.
-        let hello = loop {
-            let Some(r) = with_deadline(rx.recv(), deadline).await else {
-                return Err(timeout(&stats));
-            };
-            let Some(msg) = r? else {
-                return Err(SessionError::ClosedDuringHandshake);
-            };
-            budget.received(msg.len());
-            add(&stats.handshake_bytes_received, msg.len() as u64);
-            match guard.open(msg.as_slice()) {
-                Ok((Kind::Hello, _, body)) => match Hello::read(body) {
-                    Ok(h) => break h,
-                    Err(_) => add(&stats.malformed_dropped, 1),
-                },
-                Ok(_) => add(&stats.unexpected_dropped, 1),
-                Err(d) => count_drop(&stats, d),
-            }
-        };
-        let params = match agree(&hello, &config, caps) {
-            Ok(p) => p,
-            Err((reason, detail)) => {
-                // The reason's text is cut to fit the budget.
-                let room = budget.room().min(4096) as usize;
-                let fixed = txs.wire_len(Kind::Reject, 2);
-                let text = room.saturating_sub(fixed);
-                let mut body = reject_body(reason, &detail);
-                if body.len() > 2 + text {
-                    body = reject_body(reason, &detail[..floor_char(&detail, text)]);
-                }
-                let wire = txs.wire_len(Kind::Reject, body.len());
-                if budget.spend(wire) {
-                    txs.send(
-                        Kind::Reject,
-                        body.len(),
-                        |b| b.copy_from_slice(&body),
-                        &stats.messages_sent,
-                    )
-                    .await?;
-                    txs.tx.flush().await?;
-                    add(&stats.handshake_bytes_sent, wire as u64);
-                } else {
-                    add(&stats.amplification_held, 1);
-                }
-                return Err(SessionError::Rejected { reason, detail });
-            }
-        };
-        let mut host_random = [0u8; RANDOM_LEN];
-        random(&mut host_random).map_err(SessionError::Random)?;
-        let mut welcome = Welcome {
-            client_random: hello.random,
-            host_random,
-            params,
-            confirm: [0; 16],
-        };
-        if let Some(psk) = &config.psk {
-            let secret = Secret::derive(psk, &hello.random, &host_random);
-            welcome.confirm = secret.confirm(b"host", &welcome.signed_part());
-            txs.sealer = Some(Sealer::new(
-                secret.clone(),
-                Direction::HostToClient,
-                params.rekey_shift,
-            ));
-            guard.opener = Some(Opener::new(
-                secret,
-                Direction::ClientToHost,
-                params.rekey_shift,
-            ));
-        }
-        let welcome = welcome.to_bytes();
-        let welcome_wire = txs.wire_len(Kind::Welcome, WELCOME_LEN);
-        let encrypted = config.psk.is_some();
-        let mut backoff = Backoff::new(config.retransmit, deadline, caps.reliable);
-        // Whether the client proved its address (it received our Welcome).
-        let validated = 'hs: loop {
-            // r[impl session.handshake.amplification]
-            let until = if budget.spend(welcome_wire) {
-                txs.send(
-                    Kind::Welcome,
-                    WELCOME_LEN,
-                    |b| b.copy_from_slice(&welcome),
-                    &stats.messages_sent,
-                )
-                .await?;
-                txs.tx.flush().await?;
-                add(&stats.handshake_bytes_sent, welcome_wire as u64);
-                backoff.next_wait()
-            } else {
-                // Over budget: wait for more bytes from the client (its
-                // Hello resends) rather than resend on a timer.
-                add(&stats.amplification_held, 1);
-                deadline
-            };
-            loop {
-                let Some(r) = with_deadline(rx.recv(), until).await else {
-                    if Instant::now() >= deadline {
-                        return Err(timeout(&stats));
-                    }
-                    continue 'hs;
-                };
-                let Some(msg) = r? else {
-                    return Err(SessionError::ClosedDuringHandshake);
-                };
-                budget.received(msg.len());
-                add(&stats.handshake_bytes_received, msg.len() as u64);
-                match guard.open(msg.as_slice()) {
-                    // The client did not hear the Welcome: answer at once.
-                    Ok((Kind::Hello, _, body)) => {
-                        if Hello::read(body).is_ok_and(|h| h.random == hello.random) {
-                            continue 'hs;
-                        }
-                        add(&stats.unexpected_dropped, 1);
-                    }
-                    // r[impl session.handshake.validation]
-                    // A Finish proves the address when it is authentic
-                    // (encrypting: sealed with keys only our Welcome's
-                    // random gives) or echoes our random (in the clear).
-                    Ok((Kind::Finish, _, body)) => {
-                        break 'hs encrypted || ct_eq(body, &host_random);
-                    }
-                    // Anything authentic after the Finish: proof when
-                    // encrypting. In the clear it proves nothing, so the
-                    // Welcome is resent (the client answers with a Finish).
-                    Ok((Kind::Feedback | Kind::Input | Kind::Arrivals, _, _)) => {
-                        if encrypted {
-                            break 'hs true;
-                        }
-                        continue 'hs;
-                    }
-                    Ok(_) => add(&stats.unexpected_dropped, 1),
-                    Err(d) => count_drop(&stats, d),
-                }
-            }
-        };
-        if validated {
-            set(&stats.address_validated, 1);
-            txs.tx.mark_validated();
-        }
+        let params = host_side(
+            &mut txs, &mut rx, &mut guard, &config, caps, &stats, deadline,
+        )
+        .await?;
         tracing::debug!(?params, "host session established");
         set(&stats.parity_pct, params.parity_pct as u64);
         let bwe = Bwe::new(config.bwe);
