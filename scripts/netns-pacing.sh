@@ -78,6 +78,9 @@ run() {
     PORT=$((PORT + 2))
     local extra=()
     [[ -n "${NOPACE:-}" ]] && extra+=(nopace)
+    # Experiments: HOST_EXTRA="gain:1.0 noprobe" (see path_peer's usage).
+    # shellcheck disable=SC2206
+    [[ -n "${HOST_EXTRA:-}" ]] && extra+=($HOST_EXTRA)
     ip netns exec "$H" "$BIN" host $HA:$PORT $CA:$((PORT + 1)) "$secs" "$mode" "$@" "${extra[@]}" \
         >"$OUT/$name.host" &
     local hp=$!

@@ -3,7 +3,7 @@
 //! bottleneck on the host's side.
 //!
 //! ```text
-//! path_peer host   <bind> <peer> <seconds> (fixed:<bps> | follow | follow-idr) [nopace] [start:<bps>]
+//! path_peer host   <bind> <peer> <seconds> (fixed:<bps> | follow | follow-idr) [nopace] [start:<bps>] [gain:<f>] [noprobe]
 //! path_peer client <bind> <peer>
 //! ```
 //!
@@ -43,6 +43,15 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
+/// Estimator settings for experiments: the pacing gain (`gain:<f>`) and
+/// probing off (`noprobe`).
+#[derive(Default)]
+struct Tuning {
+    gain: Option<f64>,
+    noprobe: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn host(
     bind: SocketAddr,
     peer: SocketAddr,
@@ -51,6 +60,7 @@ async fn host(
     idr_on_request: bool,
     paced: bool,
     start: Option<u64>,
+    tuning: Tuning,
 ) -> Result<(), String> {
     let link = UdpLink::connect(bind, peer, &UdpConfig::default()).map_err(|e| e.to_string())?;
     let mut cfg = HostConfig {
@@ -63,6 +73,10 @@ async fn host(
     if let Some(s) = start {
         cfg.bwe.start_bps = s;
     }
+    if let Some(g) = tuning.gain {
+        cfg.bwe.pacing_gain = g;
+    }
+    cfg.bwe.probing = !tuning.noprobe;
     let (mut host, mut events) = Host::accept(link, cfg).await.map_err(|e| e.to_string())?;
     let t0 = wall_us();
     let begin = tokio::time::Instant::now();
@@ -217,7 +231,24 @@ async fn main() -> ExitCode {
                     .iter()
                     .find_map(|a| a.strip_prefix("start:"))
                     .and_then(|s| s.parse().ok());
-                host(addr(1)?, addr(2)?, seconds, fixed, idr, !nopace, start).await
+                let tuning = Tuning {
+                    gain: match args.iter().find_map(|a| a.strip_prefix("gain:")) {
+                        Some(g) => Some(g.parse().map_err(|_| format!("gain:{g}"))?),
+                        None => None,
+                    },
+                    noprobe: args.iter().any(|a| a == "noprobe"),
+                };
+                host(
+                    addr(1)?,
+                    addr(2)?,
+                    seconds,
+                    fixed,
+                    idr,
+                    !nopace,
+                    start,
+                    tuning,
+                )
+                .await
             };
             run.await
         }

@@ -159,6 +159,12 @@ pub struct Bwe {
     /// Sent bytes by send time, for the sending rate.
     /// (sent at, size, part of a probe) over the last `SENT_WINDOW_US`.
     sent_window: VecDeque<(u64, u32, bool)>,
+    /// When the first packet left (the initial probes' floor holds for a
+    /// while after it).
+    first_sent_at: Option<u64>,
+    /// The wait for the next periodic probe: shorter after one that did
+    /// not saturate the path.
+    probe_interval_us: u64,
     loss_window: (u32, u32),
     loss_window_start: Option<u64>,
     probes: Vec<(u32, ProbeStats)>,
@@ -192,6 +198,9 @@ const BETA: f64 = 0.85;
 const PROBE_US: u64 = 15_000;
 /// Periodic probing interval.
 const PROBE_INTERVAL_US: u64 = 3_000_000;
+/// How long after the first packet the initial probes' floor holds (the
+/// application's own rate is known after one sent-rate window; twice that).
+const INITIAL_PROBING_US: u64 = 2 * SENT_WINDOW_US;
 
 impl Bwe {
     /// A new estimator starting at `config.start_bps`.
@@ -212,6 +221,8 @@ impl Bwe {
             acked_avg_bps: None,
             peaks: VecDeque::new(),
             sent_window: VecDeque::new(),
+            first_sent_at: None,
+            probe_interval_us: PROBE_INTERVAL_US,
             loss_window: (0, 0),
             loss_window_start: None,
             probes: Vec::new(),
@@ -287,15 +298,21 @@ impl Bwe {
     }
 
     /// The highest rate worth probing for: twice what the application
-    /// sends (it cannot use more before its encoder follows the target up),
-    /// and never less than the initial probes' 6× `start_bps`.
+    /// sends (it cannot use more before its encoder follows the target up);
+    /// during the first `INITIAL_PROBING_US` after the first packet, while
+    /// the application's rate is not known yet, at least the initial
+    /// probes' 6× `start_bps`.
     pub fn probe_cap_bps(&self, now: u64) -> u64 {
         let start = self
             .config
             .start_bps
             .clamp(self.config.min_bps, self.config.max_bps);
+        let initial = self
+            .first_sent_at
+            .is_none_or(|t| now.saturating_sub(t) < INITIAL_PROBING_US);
+        let floor = if initial { start.saturating_mul(6) } else { 0 };
         (2 * self.app_sending_bps(now))
-            .max(start.saturating_mul(6))
+            .max(floor)
             .min(self.config.max_bps)
     }
 
@@ -323,6 +340,7 @@ impl Bwe {
         {
             self.history.pop_front();
         }
+        self.first_sent_at.get_or_insert(now);
         self.sent_window.push_back((now, size, probe.is_some()));
         while self
             .sent_window
@@ -368,7 +386,7 @@ impl Bwe {
             let calm = self
                 .last_overuse_at
                 .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US);
-            if since >= PROBE_INTERVAL_US && calm {
+            if since >= self.probe_interval_us && calm {
                 self.pending_probes.push_back(est * 2);
             }
         }
@@ -671,6 +689,11 @@ impl Bwe {
             if result > 0.7 * p.bps as f64 && (p.bps as f64) < self.config.max_bps as f64 {
                 self.pending_probes.clear();
                 self.pending_probes.push_back((2.0 * result) as u64);
+                // If the application's rate holds that probe back, the
+                // next periodic one comes sooner, once it followed.
+                self.probe_interval_us = PROBE_INTERVAL_US / 3;
+            } else {
+                self.probe_interval_us = PROBE_INTERVAL_US;
             }
         }
     }
