@@ -105,7 +105,7 @@ impl<T> Shared<T> {
         set(
             &st.pacing_bps,
             if self.pacing.enabled {
-                bwe.pacing_bps()
+                bwe.pacing_bps(self.now_us())
             } else {
                 0
             },
@@ -252,7 +252,7 @@ impl<T: LinkTx> Host<T> {
         let bwe = Bwe::new(config.bwe);
         // Padding datagrams are as large as shards.
         let padding = txs.wire_len(Kind::Padding, SHARD_HEADER_LEN + params.shard_size as usize);
-        let pacer = Pacer::new(config.pacing, bwe.pacing_bps(), padding);
+        let pacer = Pacer::new(config.pacing, bwe.pacing_bps(0), padding);
         let shared = Arc::new(Shared {
             tx: AsyncMutex::new(HostTx {
                 s: txs,
@@ -778,7 +778,8 @@ async fn pump<T: LinkTx>(
             if tx.pacer.is_empty() {
                 tx.floor_bps = 0;
             }
-            tx.pacer.set_rate(now, bwe.pacing_bps().max(tx.floor_bps));
+            tx.pacer
+                .set_rate(now, bwe.pacing_bps(now).max(tx.floor_bps));
             if tx.pacer.is_empty()
                 && tx.pacer.probing().is_none()
                 && let Some(c) = bwe.poll_probe(now)

@@ -253,9 +253,14 @@ impl Bwe {
         (self.delay_bps.min(self.loss_bps) as u64).clamp(self.config.min_bps, self.config.max_bps)
     }
 
-    /// The pacing rate: the estimate times `pacing_gain`.
-    pub fn pacing_bps(&self) -> u64 {
-        (self.estimate_bps() as f64 * self.config.pacing_gain) as u64
+    /// The pacing rate: the estimate times `pacing_gain`, but no more than
+    /// the estimate itself while the application sends under a third of it
+    /// (a keyframe then leaves at the estimate, not above what the path
+    /// was measured to carry).
+    pub fn pacing_bps(&self, now: u64) -> u64 {
+        let est = self.estimate_bps();
+        let gained = (est as f64 * self.config.pacing_gain) as u64;
+        gained.min(self.app_sending_bps(now).saturating_mul(3).max(est))
     }
 
     /// The detector's latest conclusion.

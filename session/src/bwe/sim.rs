@@ -133,7 +133,7 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
         ..PacingConfig::default()
     };
     // Items: (pn placeholder, frame index).
-    let mut pacer: Pacer<u32> = Pacer::new(pacing, est.pacing_bps(), PACKET);
+    let mut pacer: Pacer<u32> = Pacer::new(pacing, est.pacing_bps(0), PACKET);
     let mut out = Outcome::default();
     let end = seconds * 1_000_000;
     let mut pn = 0u64;
@@ -181,7 +181,7 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
         if pacer.is_empty() {
             floor = 0;
         }
-        pacer.set_rate(t, est.pacing_bps().max(floor));
+        pacer.set_rate(t, est.pacing_bps(t).max(floor));
         if pacer.is_empty()
             && pacer.probing().is_none()
             && let Some(c) = est.poll_probe(t)
