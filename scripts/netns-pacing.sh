@@ -6,7 +6,8 @@
 #      keyframe delivered, p99 latency <= keyframe transmission time + 15 ms
 #   b) 50 Mbit/s fixed through 200 Mbit/s, 5 ms queue: 0 frames lost
 #   c) target-following stream, capacity 50 -> 10 Mbit/s mid-stream: target
-#      <= 10 Mbit/s within 2 s, p99 back under 40 ms within 4 s, frames
+#      <= 10 Mbit/s within 2 s, p99 back under 40 ms within 4 s (the p99 of
+#      the frames sent from 4 s after the step to the end), frames
 #      lost during the step <= 1 s worth. Its encoder sends a keyframe at the
 #      start and on the client's request (at most 1/s), as game streaming
 #      does: with a periodic keyframe 8x a P-frame, one keyframe alone takes
@@ -142,10 +143,16 @@ elif case == "c":
     need(down is not None and down - step <= 2_000_000,
          f"target <= 10 Mbit/s {((down - step)/1e6) if down else float('nan'):.2f} s after the step")
     wins = c["windows"]
-    late = [w for w in wins if w[0] >= step + 4_000_000]
-    bad = [w for w in late if w[3] > 40_000]
-    need(late and not bad, f"p99 under 40 ms in every 250 ms window from 4 s after the step "
-         f"(worst {max((w[3] for w in late), default=0)/1000:.1f} ms)")
+    # The frames sent from 4 s after the step to the end (4 s, about 240
+    # frames): their p99 latency. (A 250 ms window holds 15 frames, so its
+    # "p99" is its slowest frame; the worst such window is printed, not
+    # checked: one late keyframe would make it a max-latency bound.)
+    late = sorted(l for t, l in c["frames_at"] if t >= step + 4_000_000)
+    p99 = late[min(len(late) - 1, int(len(late) * 0.99))] if late else 0
+    worst = max((w[3] for w in wins if w[0] >= step + 4_000_000), default=0)
+    need(len(late) >= 120 and p99 <= 40_000,
+         f"p99 {p99/1000:.1f} ms <= 40 ms over the {len(late)} frames from 4 s after the step "
+         f"(worst 250 ms window {worst/1000:.1f} ms)")
     lost = sum(w[2] for w in wins if w[0] >= step - 500_000)
     need(lost <= 60, f"frames lost around the step: {lost} (<= 60, one second)")
 elif case == "d":

@@ -64,16 +64,11 @@ COUNT=30000 FRAMES=120 bash scripts/netns-flood.sh
 
 step "pacing on a real path: link-session over UDP through a tbf bottleneck (network namespaces)"
 command -v python3 >/dev/null || { echo "python3 is missing (needed by scripts/netns-pacing.sh)" >&2; exit 1; }
-# Cases (a) 20 Mbit/s through 40, (d) the ramp and (e) the share beside a
-# TCP bulk flow (about 35 s). Not here yet (issue 12 stays open), run them
-# with `bash scripts/netns-pacing.sh quick b c`:
-# - (b), 50 Mbit/s through 200 with a 5 ms queue, loses one to four frames
-#   in about one run of three: its bottleneck drops 40-60 datagrams every
-#   run even while paced at half its rate; the cause is not found.
-# - (c), a target-following stream through a 50 -> 10 Mbit/s step, passed 8
-#   of 10 runs; the other two had one 250 ms window above 40 ms p99 after
-#   the step (a keyframe after a late loss, or a stalled host under load).
-bash scripts/netns-pacing.sh quick a d e
+# All five cases (issue 12): (a) 20 Mbit/s through 40, (b) 50 Mbit/s
+# through 200 with a 5 ms queue, (c) a target-following stream through a
+# 50 -> 10 Mbit/s step, (d) the ramp, (e) the share beside a TCP bulk flow
+# (about 80 s in all).
+bash scripts/netns-pacing.sh quick a b c d e
 
 step "WebSocket link in headless Chromium (conformance suite and browser tests)"
 bash scripts/browser-test.sh

@@ -153,6 +153,8 @@ async fn client(bind: SocketAddr, peer: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut lat: Vec<u64> = Vec::new();
+    // Every delivered frame: (send time, latency), for checks over a period.
+    let mut each: Vec<(u64, u64)> = Vec::new();
     // Per 250 ms window (by send time): latencies and losses.
     let mut windows: std::collections::BTreeMap<u64, (Vec<u64>, u32)> = Default::default();
     let (mut lost, mut keys_lost, mut keys) = (0u32, 0u32, 0u32);
@@ -170,6 +172,7 @@ async fn client(bind: SocketAddr, peer: SocketAddr) -> Result<(), String> {
                 let l = wall_us().saturating_sub(sent);
                 last_stamp = sent;
                 lat.push(l);
+                each.push((sent, l));
                 windows.entry(sent / 250_000).or_default().0.push(l);
                 if f.index % GOP == 0 {
                     keys += 1;
@@ -185,7 +188,9 @@ async fn client(bind: SocketAddr, peer: SocketAddr) -> Result<(), String> {
             }
         }
     }
-    let _ = input.close().await;
+    if let Err(e) = input.close().await {
+        eprintln!("path_peer: closing the input: {e}");
+    }
     let delivered = lat.len();
     lat.sort_unstable();
     let w: Vec<String> = windows
@@ -196,11 +201,15 @@ async fn client(bind: SocketAddr, peer: SocketAddr) -> Result<(), String> {
         })
         .collect();
     println!(
-        "{{\"role\":\"client\",\"frames\":{delivered},\"lost\":{lost},\"keyframes\":{keys},\"keyframes_lost\":{keys_lost},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"windows\":[{}],\"stats\":{}}}",
+        "{{\"role\":\"client\",\"frames\":{delivered},\"lost\":{lost},\"keyframes\":{keys},\"keyframes_lost\":{keys_lost},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"windows\":[{}],\"frames_at\":[{}],\"stats\":{}}}",
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or(0),
         w.join(","),
+        each.iter()
+            .map(|(t, l)| format!("[{t},{l}]"))
+            .collect::<Vec<_>>()
+            .join(","),
         client.stats().to_json()
     );
     Ok(())
