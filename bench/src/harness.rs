@@ -65,6 +65,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// One side of a case, for profiling it alone (`--side`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Our implementation.
+    Ours,
+    /// The baseline.
+    Baseline,
+}
+
 /// How a run reports.
 pub struct Runner {
     /// Suite name.
@@ -75,6 +84,8 @@ pub struct Runner {
     pub json: bool,
     /// Run only the case with this name, if set.
     pub only: Option<String>,
+    /// Run only this side of each case (for a profiler), if set.
+    pub side: Option<Side>,
     /// Results so far.
     pub outcomes: Vec<Outcome>,
 }
@@ -87,6 +98,7 @@ impl Runner {
             rounds,
             json,
             only: None,
+            side: None,
             outcomes: Vec::new(),
         }
     }
@@ -103,6 +115,23 @@ impl Runner {
             return;
         }
         eprintln!("[{}] {} ...", self.suite, case.case);
+        if let Some(side) = self.side {
+            // Profiling one side: its warm-up and rounds, no ratio.
+            let f = match side {
+                Side::Ours => &mut case.ours,
+                Side::Baseline => &mut case.baseline,
+            };
+            f();
+            let v: Vec<f64> = (0..self.rounds).map(|_| f()).collect();
+            eprintln!(
+                "[{}] {} {side:?} only: median {:.3} {}",
+                self.suite,
+                case.case,
+                median(v),
+                case.unit
+            );
+            return;
+        }
         (case.ours)();
         (case.baseline)();
         let mut ours = Vec::with_capacity(self.rounds);

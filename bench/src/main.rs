@@ -23,7 +23,7 @@ const SUITES: &[&str] = &["memory", "udp", "ws", "shm", "session", "handoff"];
 
 fn usage() -> String {
     format!(
-        "usage: link-bench <suite> [--quick] [--json] [--rounds N] [--case NAME]\nsuites: {}",
+        "usage: link-bench <suite> [--quick] [--json] [--rounds N] [--case NAME] [--side ours|baseline]\nsuites: {}\n--side: run one side only (for a profiler such as callgrind; no ratio is reported)",
         SUITES.join(", ")
     )
 }
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     let mut json = false;
     let mut rounds = None;
     let mut only = None;
+    let mut side = None;
     if std::env::args().nth(1).as_deref() == Some("__shm-child") {
         // The second process of the `shm` suite.
         shm::child(&std::env::args().nth(2).unwrap_or_default());
@@ -67,6 +68,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--side" => match args.next().as_deref() {
+                Some("ours") => side = Some(harness::Side::Ours),
+                Some("baseline") => side = Some(harness::Side::Baseline),
+                _ => {
+                    eprintln!("--side takes `ours` or `baseline`\n{}", usage());
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
                 println!("{}", usage());
                 return ExitCode::SUCCESS;
@@ -85,6 +94,7 @@ fn main() -> ExitCode {
     let rounds = rounds.unwrap_or(if quick { 3 } else { 7 });
     let mut runner = Runner::new(&suite, rounds, json);
     runner.only = only;
+    runner.side = side;
     match suite.as_str() {
         "memory" => memory::run(&mut runner, quick),
         "udp" => udp::run(&mut runner, quick),
