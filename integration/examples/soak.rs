@@ -612,12 +612,13 @@ fn client_udp_config() -> UdpConfig {
 async fn udp_viewer(
     a: Arc<Args>,
     i: u64,
+    bind: SocketAddr,
     faults: bool,
     stop_after: Option<u64>,
     abrupt: bool,
     input: Option<Duration>,
 ) -> ViewerResult {
-    let link = match UdpLink::connect(source(i), a.udp, &client_udp_config()) {
+    let link = match UdpLink::connect(bind, a.udp, &client_udp_config()) {
         Ok(l) => l,
         Err(e) => {
             return ViewerResult {
@@ -708,6 +709,7 @@ async fn swarm(a: Arc<Args>) -> Result<bool, String> {
         tasks.push(tokio::spawn(udp_viewer(
             a,
             i,
+            source(i),
             true,
             None,
             false,
@@ -1108,10 +1110,17 @@ async fn run_cycles(
                     ws_viewer(a.clone(), Some(frames), abrupt, None).await
                 } else {
                     // 64 source addresses: each sees a few handshakes a
-                    // second, within the endpoint's per-address limit.
+                    // second, within the endpoint's per-address limit. Every
+                    // cycle has its own port: a new client on the address
+                    // and port of a session the host still holds (one that
+                    // vanished, until its idle timeout) cannot connect, as
+                    // the session drops its Hello (see BENCHMARKS.md, Soak).
+                    let ip = source(100_000 + i % 64).ip();
+                    let port = 20_000 + (i / 64) % 12_000;
                     udp_viewer(
                         a.clone(),
-                        100_000 + i % 64,
+                        i,
+                        SocketAddr::new(ip, port as u16),
                         false,
                         Some(frames),
                         abrupt,
