@@ -91,6 +91,9 @@ bash scripts/netns-video.sh
 step "linkstream demo (the README's run command): UDP with loss and AES-GCM, shared memory across two processes, WebSocket, the video pipeline"
 cargo run --release -q -p linkstream -- demo --seconds 3
 
+step "load and soak, short version: one host, 200 UDP viewers with loss/duplication/reordering and 50 WebSocket viewers with TCP loss for 12 s (no frame corrupted, every frame accounted for, RSS flat), then 500 connect cycles (no fd, task or memory left behind); the 10-minute run is bash scripts/soak.sh"
+bash scripts/soak.sh --short
+
 step "video encoder benchmark smoke run (numbers are not checked here)"
 cargo run --release -q -p linkstream --example encoder_fps -- --frames 10 >/dev/null
 

@@ -555,18 +555,30 @@ fn count_offer(stats: &Counters, o: Offered) {
 }
 
 // r[impl udp.endpoint.idle]
-/// Forget peers that sent nothing for the idle timeout.
-fn sweep(shared: &Shared, idle: Duration) {
+// r[impl udp.endpoint.closed]
+/// Forget peers that sent nothing for the idle timeout (counted), and
+/// peers whose link's receiving half was dropped: their slot is free and a
+/// new datagram from their address makes a new link.
+fn sweep(shared: &Shared, idle: Option<Duration>) {
     let now = Instant::now();
     let mut peers = lock(&shared.peers);
-    let expired: Vec<SocketAddr> = peers
+    let done: Vec<(SocketAddr, bool)> = peers
         .map
         .iter()
-        .filter(|(_, q)| q.idle_for(idle, now))
-        .map(|(a, _)| *a)
+        .filter_map(|(a, q)| {
+            if q.receiver_gone() {
+                Some((*a, false))
+            } else if idle.is_some_and(|d| q.idle_for(d, now)) {
+                Some((*a, true))
+            } else {
+                None
+            }
+        })
         .collect();
-    for a in expired {
-        if let Some(q) = peers.remove(&a) {
+    for (a, expired) in done {
+        if let Some(q) = peers.remove(&a)
+            && expired
+        {
             shared.stats.peers_expired.add(1);
             q.end(LinkError::PeerGone);
         }
@@ -578,7 +590,9 @@ fn sweep(shared: &Shared, idle: Duration) {
 /// the last handle is gone.
 async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver) {
     let idle = shared.config.idle_timeout;
-    let tick = idle.map_or(Duration::from_secs(3600), |d| {
+    // The sweep also frees the slots of closed links: it runs at least
+    // once a second, idle timeout or not.
+    let tick = idle.map_or(Duration::from_secs(1), |d| {
         (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     });
     let mut reply = Vec::new();
@@ -604,11 +618,7 @@ async fn run(shared: Arc<Shared>, guard: Weak<TaskGuard>, mut receiver: Receiver
                     break e;
                 }
             },
-            _ = interval.tick(), if idle.is_some() => {
-                if let Some(d) = idle {
-                    sweep(&shared, d);
-                }
-            }
+            _ = interval.tick() => sweep(&shared, idle),
         }
     };
     for (_, q) in lock(&shared.peers).map.drain() {

@@ -151,6 +151,11 @@ impl PeerQueue {
         now.duration_since(lock(&self.state).last_seen) >= idle
     }
 
+    /// Whether the peer's receiving half was dropped.
+    pub(crate) fn receiver_gone(&self) -> bool {
+        !lock(&self.state).receiver_alive
+    }
+
     /// Datagrams waiting in the queue.
     pub(crate) fn queued(&self) -> usize {
         lock(&self.state).msgs.len()

@@ -233,7 +233,8 @@ async fn the_gate_answers_new_sources_statelessly_under_load() {
         .await
         .expect("first");
     assert_eq!(ep.unvalidated_count(), 1);
-    drop(l);
+    // Its link stays open (a closed one leaves the table: udp.endpoint.closed).
+    let _first = l;
     // Under load (one unvalidated peer): a reply and no state.
     let second = raw();
     second.send_to(b"hi", ep.local_addr()).unwrap();
@@ -329,4 +330,53 @@ async fn an_unvalidated_peer_queues_little_until_validated() {
         assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), b"y");
     }
     assert_eq!(ep.stats().snapshot().rx_peer_queue_full, 3);
+}
+
+// r[verify udp.endpoint.closed]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_peer_frees_its_slot_and_its_address_gets_in_again() {
+    // One slot and no idle timeout: only closing the link can free it.
+    let cfg = EndpointConfig {
+        max_peers: 1,
+        idle_timeout: None,
+        ..EndpointConfig::default()
+    };
+    let ep = UdpEndpoint::bind(v4(), cfg).unwrap();
+    let a = raw();
+    a.send_to(b"hello", ep.local_addr()).unwrap();
+    let l = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("a");
+    let (tx, mut rx) = l.split();
+    assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), b"hello");
+    tx.mark_validated();
+    assert_eq!(ep.peer_count(), 1);
+    drop((tx, rx));
+    // The table lets go of the peer within a second (polled for 5 s).
+    let mut waited = 0;
+    while ep.peer_count() > 0 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(ep.peer_count(), 0, "the closed peer still holds its slot");
+    // The same address and port is a new peer, and takes the free slot.
+    a.send_to(b"again", ep.local_addr()).unwrap();
+    let l = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("a again");
+    assert_eq!(l.peer_addr(), a.local_addr().unwrap());
+    let (tx, mut rx) = l.split();
+    assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), b"again");
+    tx.mark_validated();
+    let st = ep.stats().snapshot();
+    assert_eq!(st.peers_validated, 2, "{st:?}");
+    assert_eq!(st.validation_refused, 0, "{st:?}");
+    assert_eq!(st.peers_expired, 0, "closing is no expiry: {st:?}");
+    // And it works both ways.
+    let mut tx = tx;
+    tx.send(b"reply").await.unwrap();
+    tx.flush().await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = a.recv(&mut buf).expect("reply");
+    assert_eq!(&buf[..n], b"reply");
 }
