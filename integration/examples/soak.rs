@@ -42,11 +42,13 @@
 //!    half within `--cycle-rss-margin-mib` of after the first (the first
 //!    sets the allocator's high-water mark; receive slabs apart, as above).
 //!
-//! `rebind` reproduces a bug the cycles found (BENCHMARKS.md, Soak; it
-//! prints, it checks nothing): a UDP client that vanishes, then two new
-//! clients from the same address and port against a running `host`. Each
-//! new client's Hello reaches the old session, which drops it, so neither
-//! connects, and their Hellos keep the old session from idling out.
+//! `rebind` replays a bug the cycles found (BENCHMARKS.md, Soak; it
+//! prints, it checks nothing; the session tests check the fix): a UDP
+//! client that vanishes, then two new clients from the same address and
+//! port against a running `host`. Each new client's Hello reaches the old
+//! session; it used to drop them, so neither connected. Now the old
+//! session ends as a restart once the vanished client was silent for the
+//! host's `restart_grace`, and the new client gets a session of its own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1065,3 +1065,215 @@ async fn client_keyframe_request_reaches_the_host_once() {
     assert_eq!(requests, [3, 20]);
     assert_eq!((stats.frames_lost, stats.frames_delivered), (0, 40));
 }
+
+/// host <-> relay <-> client over a lossy in-memory path whose client-to-host
+/// direction the test controls: it can hold the client's messages back and
+/// inject a copy of the client's first message (its Hello). Returns the
+/// host's end, the client's end and the relay's task and controls.
+struct Relay {
+    hello: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inject: futures::channel::mpsc::UnboundedSender<Vec<u8>>,
+}
+
+fn relayed() -> (
+    impl Link,
+    impl Link,
+    Relay,
+    impl std::future::Future<Output = ()>,
+) {
+    use std::sync::atomic::Ordering;
+    let (h, r1) = datagram_memory();
+    let (r2, c) = datagram_memory();
+    // A lossy host end (the session then runs shards, feedback and idle
+    // timeouts), with loss too rare to matter here.
+    let (h, r1) = fault_pair(h, r1, FaultSpec::loss(1e-9), FaultSpec::none(), 1).unwrap();
+    let (mut r1_tx, mut r1_rx) = r1.split();
+    let (mut r2_tx, mut r2_rx) = r2.split();
+    let hello = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (inject, mut injected) = futures::channel::mpsc::unbounded::<Vec<u8>>();
+    let relay = Relay {
+        hello: hello.clone(),
+        mute: mute.clone(),
+        inject,
+    };
+    let task = async move {
+        use futures::StreamExt;
+        let down = async {
+            while let Ok(Some(m)) = r1_rx.recv().await {
+                if r2_tx.send(m.as_slice()).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let up = async {
+            loop {
+                tokio::select! {
+                    m = r2_rx.recv() => match m {
+                        Ok(Some(m)) => {
+                            hello.lock().unwrap().get_or_insert_with(|| m.to_vec());
+                            if !mute.load(Ordering::Relaxed) && r1_tx.send(m.as_slice()).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    },
+                    m = injected.next() => match m {
+                        Some(m) => {
+                            if r1_tx.send(&m).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        };
+        futures::join!(down, up);
+    };
+    (h, c, relay, task)
+}
+
+// r[verify session.host.restart]
+/// A Hello from a live client is counted and changes nothing; a Hello after
+/// the client fell silent for `restart_grace` ends the session with
+/// `ClientRestarted`.
+#[tokio::test]
+async fn a_hello_after_silence_ends_the_session_as_a_restart() {
+    use futures::FutureExt;
+    use std::sync::atomic::Ordering;
+    let (h, c, relay, task) = relayed();
+    let relay_task = tokio::spawn(task);
+    let host_cfg = HostConfig {
+        restart_grace: Duration::from_millis(500),
+        ..HostConfig::default()
+    };
+    let (host, client) = futures::join!(
+        Host::accept(h, host_cfg),
+        Client::connect(c, ClientConfig::default())
+    );
+    let (mut host, mut events) = host.expect("accept");
+    let (mut client, _input) = client.expect("connect");
+    let hello = relay
+        .hello
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the client's Hello");
+    let sending = async {
+        for i in 0u32.. {
+            if host
+                .send_frame(&i.to_le_bytes(), i as u64, FrameFlags::NONE)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let receiving = async { while let Ok(Some(_)) = client.next_frame().await {} };
+    let script = async {
+        // Live: frames flow, the client reports; a copy of its Hello arrives.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        relay.inject.unbounded_send(hello.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Silent: nothing from the client for more than the grace, then the
+        // Hello of a client that restarted on the same address and port.
+        relay.mute.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        relay.inject.unbounded_send(hello.clone()).unwrap();
+    };
+    let events_loop = async {
+        let mut frames_reported = 0u64;
+        let end = loop {
+            match events.next_event().await {
+                Ok(Some(HostEvent::LossReport(r))) => frames_reported = r.frames_delivered,
+                Ok(Some(_)) => {}
+                other => break other.map(|_| ()),
+            }
+        };
+        (end, frames_reported, relay.mute.load(Ordering::Relaxed))
+    };
+    let ((end, reported, muted), ()) = futures::select! {
+        r = futures::future::join(events_loop, script).fuse() => r,
+        _ = sending.fuse() => panic!("the host stopped sending"),
+        _ = receiving.fuse() => panic!("the client ended"),
+    };
+    assert!(
+        reported > 10,
+        "the session ran while the client was live: {reported} frames"
+    );
+    // Two Hellos arrived, and the session ended only once the client had
+    // fallen silent: the live client's Hello did not end it.
+    assert!(muted, "the session ended only after the client fell silent");
+    assert!(
+        matches!(end, Err(SessionError::ClientRestarted)),
+        "ended with {end:?}"
+    );
+    assert_eq!(events.stats().hellos_on_session, 2);
+    relay_task.abort();
+}
+
+// r[verify session.host.idle]
+/// A client that falls silent is timed out even while unauthentic messages
+/// and Hellos keep arriving from its address.
+#[tokio::test]
+async fn junk_from_a_silent_client_does_not_keep_the_session_alive() {
+    use futures::FutureExt;
+    use std::sync::atomic::Ordering;
+    let (h, c, relay, task) = relayed();
+    let relay_task = tokio::spawn(task);
+    let host_cfg = HostConfig {
+        psk: Some(PSK.to_vec()),
+        idle_timeout: Duration::from_millis(800),
+        // Larger than the idle timeout: only the idle rule can end it.
+        restart_grace: Duration::from_secs(60),
+        ..HostConfig::default()
+    };
+    let (host, client) =
+        futures::join!(Host::accept(h, host_cfg), Client::connect(c, enc_client()));
+    let (_host, mut events) = host.expect("accept");
+    let (mut client, _input) = client.expect("connect");
+    let hello = relay
+        .hello
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the client's Hello");
+    relay.mute.store(true, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let junk = async {
+        // A Hello and a sealed-looking Feedback that fails to open, every
+        // 50 ms, for far longer than the idle timeout.
+        let mut forged = vec![wire::VERSION, Kind::Feedback as u8];
+        forged.extend_from_slice(&[0xAB; 60]);
+        for _ in 0..100 {
+            relay.inject.unbounded_send(hello.clone()).unwrap();
+            relay.inject.unbounded_send(forged.clone()).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let receiving = async { while let Ok(Some(_)) = client.next_frame().await {} };
+    let end = futures::select! {
+        e = async { loop { match events.next_event().await { Ok(Some(_)) => {}, other => break other } } }.fuse() => e,
+        _ = junk.fuse() => panic!("the session outlived 5 s of junk with an 800 ms idle timeout"),
+        _ = receiving.fuse() => panic!("the client ended"),
+    };
+    assert!(
+        matches!(end, Err(SessionError::IdleTimeout(_))),
+        "ended with {end:?}"
+    );
+    let st = events.stats();
+    assert!(
+        st.hellos_on_session > 0
+            && st.auth_failures + st.malformed_dropped + st.replays_dropped > 0,
+        "{st:?}"
+    );
+    eprintln!(
+        "idle timeout after {:?} of junk (timeout 800 ms)",
+        started.elapsed()
+    );
+    relay_task.abort();
+}

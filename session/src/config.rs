@@ -44,8 +44,16 @@ pub struct HostConfig {
     pub rekey_shift: u8,
     /// On lossy links, `next_event` fails when nothing arrived from the
     /// client for this long (the client sends loss reports every
-    /// `feedback_interval`, so a live client is never idle).
+    /// `feedback_interval`, so a live client is never idle). Only
+    /// authentic session messages count: a stream of Hellos or of messages
+    /// that fail to open does not keep a session alive.
     pub idle_timeout: Duration,
+    /// On lossy links, a Hello on an established session (the client
+    /// restarted with the same address and port) ends the session with
+    /// `SessionError::ClientRestarted` once nothing authentic arrived from
+    /// the client for this long; a Hello while the client is live (a late
+    /// duplicate, or a forged one) is only counted.
+    pub restart_grace: Duration,
     /// Pacing of datagrams on lossy links (on by default).
     pub pacing: PacingConfig,
     /// Bandwidth estimation: start rate, bounds, probing.
@@ -66,6 +74,7 @@ impl Default for HostConfig {
             retransmit: Duration::from_millis(50),
             rekey_shift: DEFAULT_REKEY_SHIFT,
             idle_timeout: Duration::from_secs(10),
+            restart_grace: Duration::from_secs(1),
             pacing: PacingConfig::default(),
             bwe: BweConfig::default(),
         }

@@ -95,6 +95,10 @@ pub enum SessionError {
     ClosedDuringHandshake,
     /// Nothing arrived from the peer for this long (lossy links).
     IdleTimeout(Duration),
+    /// The client started a new handshake from the session's address (it
+    /// restarted) after being silent for the host's `restart_grace`; the
+    /// host should drop this session's link so the new one can begin.
+    ClientRestarted,
     /// The Reed-Solomon encoder refused a block (a shard layout it cannot
     /// code: a bug, not a configuration the caller chose).
     Fec(crate::fec::FecError),
@@ -139,6 +143,9 @@ impl fmt::Display for SessionError {
             SessionError::CounterExhausted => f.write_str("packet counter exhausted"),
             SessionError::ClosedDuringHandshake => f.write_str("link closed during the handshake"),
             SessionError::IdleTimeout(d) => write!(f, "nothing received from the peer for {d:?}"),
+            SessionError::ClientRestarted => {
+                f.write_str("the client restarted (a new handshake from its address)")
+            }
             SessionError::Fec(e) => write!(f, "encoding failed: {e}"),
         }
     }

@@ -213,6 +213,11 @@ pub struct HostEvents<T: LinkTx, R: LinkRx> {
     base_parity: u8,
     adaptive: bool,
     idle_timeout: Duration,
+    restart_grace: Duration,
+    /// When the last authentic session message from the client arrived.
+    last_heard: Instant,
+    /// A Hello ended the session (the client restarted).
+    restarted: bool,
     last_target_event: u64,
     ended: bool,
 }
@@ -294,6 +299,9 @@ impl<T: LinkTx> Host<T> {
                 base_parity: config.parity_pct,
                 adaptive: config.adaptive_parity,
                 idle_timeout: config.idle_timeout,
+                restart_grace: config.restart_grace,
+                last_heard: Instant::now(),
+                restarted: false,
                 ended: false,
             },
         ))
@@ -639,6 +647,9 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
             if !self.events.is_empty() {
                 continue;
             }
+            if self.restarted {
+                return Err(SessionError::ClientRestarted);
+            }
             if self.ended {
                 return Ok(None);
             }
@@ -648,7 +659,8 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
             let got = if self.shared.params.stream {
                 self.rx.recv().await
             } else {
-                let until = Instant::now() + self.idle_timeout;
+                // r[impl session.host.idle]
+                let until = self.last_heard + self.idle_timeout;
                 match with_deadline(self.rx.recv(), until).await {
                     Some(r) => r,
                     None => return Err(SessionError::IdleTimeout(self.idle_timeout)),
@@ -685,6 +697,25 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
                 return;
             }
         };
+        // r[impl session.host.restart]
+        if kind == Kind::Hello {
+            add(&st.hellos_on_session, 1);
+            if !shared.params.stream && self.last_heard.elapsed() >= self.restart_grace {
+                tracing::debug!(
+                    "a Hello after {:?} of silence: the client restarted",
+                    self.last_heard.elapsed()
+                );
+                self.restarted = true;
+            }
+            return;
+        }
+        // Only what a client sends keeps the session alive.
+        if matches!(
+            kind,
+            Kind::Finish | Kind::Input | Kind::Feedback | Kind::Bye | Kind::Arrivals
+        ) {
+            self.last_heard = Instant::now();
+        }
         match kind {
             Kind::Input => {
                 let events = &mut self.events;

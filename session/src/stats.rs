@@ -115,6 +115,9 @@ session_counters! {
         amplification_held,
         /// 1 once the client proved its address (its Finish showed it received the Welcome).
         address_validated,
+        /// Hellos that arrived on the established session (a late
+        /// duplicate, a forged one, or the client restarting).
+        hellos_on_session,
     }
 }
 
