@@ -78,6 +78,11 @@ pub struct ClientArgs {
     /// For wss://: trust this CA certificate (PEM) instead of the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Over UDP, end the session when nothing arrived from the host for N
+    /// seconds. A shorter outage is resumed in the same session, without a
+    /// new handshake.
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::util::idle_timeout)]
+    pub idle_timeout: f64,
 }
 
 // r[impl cli.client.input]
@@ -146,6 +151,15 @@ pub struct ClientReport {
     pub bottleneck_mbps: f64,
     /// Datagrams its full queue dropped.
     pub bottleneck_queue_dropped: u64,
+    /// The longest time between two consecutive decoded pictures, in
+    /// milliseconds (an outage, a loss waiting for its keyframe).
+    pub longest_gap_ms: f64,
+    /// When the last picture before that gap was decoded (microseconds
+    /// since the UNIX epoch, this machine's clock; 0 with fewer than two
+    /// pictures).
+    pub gap_start_us: u64,
+    /// When the first picture after that gap was decoded (same clock).
+    pub resumed_at_us: u64,
 }
 
 /// One received frame for the decoder thread.
@@ -182,6 +196,10 @@ struct DecodeStats {
     sent_to_reassembled: Vec<i64>,
     reassembled_to_decoded: Vec<u64>,
     capture_to_decoded: Vec<i64>,
+    /// When the previous picture was decoded (UNIX microseconds).
+    last_decoded_us: u64,
+    /// The longest time between two decoded pictures: (from, to).
+    longest_gap: Option<(u64, u64)>,
     out_error: Option<String>,
 }
 
@@ -261,6 +279,13 @@ fn decode_thread(
         };
         let decoded_us = now_us();
         s.decoded += 1;
+        if s.last_decoded_us != 0 {
+            let gap = decoded_us.saturating_sub(s.last_decoded_us);
+            if s.longest_gap.is_none_or(|(a, b)| gap > b - a) {
+                s.longest_gap = Some((s.last_decoded_us, decoded_us));
+            }
+        }
+        s.last_decoded_us = decoded_us;
         let (w, hgt) = (picture.width, picture.height);
         s.width = w as u64;
         s.height = hgt as u64;
@@ -346,6 +371,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
     let cfg = ClientConfig {
         psk: psk.clone(),
         handshake_timeout: timeout,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
         ..Default::default()
     };
     let url = args.url.trim().to_string();
@@ -641,6 +667,7 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
     };
     let min = d.psnr.iter().copied().fold(f64::INFINITY, f64::min);
     let offset_min_us = d.sent_to_reassembled.iter().copied().min().unwrap_or(0);
+    let (gap_start_us, resumed_at_us) = d.longest_gap.unwrap_or((0, 0));
     ClientReport {
         url: args.url.clone(),
         encrypted,
@@ -665,6 +692,9 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
         },
         clock: "shared: host timestamps compared with this machine's clock as they are (same machine, or synchronised clocks); see clock_offset_estimate_ms".into(),
         clock_offset_estimate_ms: offset_min_us as f64 / 1000.0,
+        longest_gap_ms: resumed_at_us.saturating_sub(gap_start_us) as f64 / 1000.0,
+        gap_start_us,
+        resumed_at_us,
         ..Default::default()
     }
 }

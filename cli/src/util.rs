@@ -60,3 +60,12 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
     }
 }
+
+/// An idle timeout in seconds (`--idle-timeout`): finite, from 0.1 s to an
+/// hour.
+pub fn idle_timeout(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if (0.1..=3600.0).contains(&x) => Ok(x),
+        _ => Err(format!("{v}: expected seconds from 0.1 to 3600")),
+    }
+}
