@@ -313,8 +313,12 @@ fn request_key(info: &ViewerInfo) {
     }
 }
 
+// r[impl cli.host.resume]
+// r[impl cli.host.idle]
 /// Serve one viewer: handshake, then frames out and events in until either
-/// side ends.
+/// side ends. A viewer cut off for less than the idle timeout stays in
+/// this session (its lost frames come back as a keyframe request); one
+/// silent for the idle timeout is freed and counted.
 async fn serve_viewer<L>(
     hub: Arc<Hub>,
     link: L,

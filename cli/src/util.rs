@@ -41,6 +41,15 @@ fn parse_hex(t: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// An idle timeout in seconds (`--idle-timeout`): finite, from 0.1 s to an
+/// hour.
+pub fn idle_timeout(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if (0.1..=3600.0).contains(&x) => Ok(x),
+        _ => Err(format!("{v}: expected seconds from 0.1 to 3600")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,13 +68,13 @@ mod tests {
         assert!(read_psk(&dir).unwrap_err().contains("at least 16"));
         let _ = std::fs::remove_file(&dir);
     }
-}
 
-/// An idle timeout in seconds (`--idle-timeout`): finite, from 0.1 s to an
-/// hour.
-pub fn idle_timeout(v: &str) -> Result<f64, String> {
-    match v.parse::<f64>() {
-        Ok(x) if (0.1..=3600.0).contains(&x) => Ok(x),
-        _ => Err(format!("{v}: expected seconds from 0.1 to 3600")),
+    #[test]
+    fn idle_timeouts_are_finite_seconds_from_a_tenth_to_an_hour() {
+        assert_eq!(idle_timeout("4"), Ok(4.0));
+        assert_eq!(idle_timeout("0.1"), Ok(0.1));
+        for bad in ["0", "0.05", "3601", "nan", "inf", "-1", "x", "1e300"] {
+            assert!(idle_timeout(bad).is_err(), "{bad}");
+        }
     }
 }
