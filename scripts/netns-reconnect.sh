@@ -36,9 +36,12 @@ OUTAGE=${OUTAGE:-2}
 # the encoder (a round trip: under a millisecond on veth; the 1/s keyframe
 # limit does not bind, A's last keyframe is seconds old), the next captured
 # picture is encoded as a keyframe (up to a frame interval, plus encoding)
-# and sent, and A decodes it. Measured 47-128 ms over 10 runs on a loaded
-# 2-core machine (median 58 ms); the bound leaves about 4x.
-RESUME_BOUND_MS=${RESUME_BOUND_MS:-500}
+# and sent, and A decodes it. Measured 47-475 ms over 30 runs on a 2-core
+# machine loaded by parallel builds (load average 5-7; median about 80 ms,
+# the slow ones waiting for the CPU to capture and encode). The bound stays
+# under the two 1 s waits that made it slow (a keyframe request held by the
+# 1/s limit, the kernel's ARP retransmission below), so either fails it.
+RESUME_BOUND_MS=${RESUME_BOUND_MS:-900}
 HOST_NS=reconn-h
 # Which end of A's veth pair goes down: A's own (default) or the host's.
 case ${DOWN_SIDE:-viewer} in
@@ -147,6 +150,7 @@ sleep 3
 kill -KILL "$c1_pid"
 wait "$c1_pid" 2>/dev/null || true
 kill_us=$(now_us)
+echo "kill $kill_us" >>"$WORK/times.err"
 client c2 3 --seconds 6
 c2_pid=$last_pid
 sleep 1
@@ -160,7 +164,7 @@ sleep "$OUTAGE"
 up_us=$(now_us)
 ip -n "$DOWN_NS" link set "$DOWN_DEV" up
 pin_neighbours 1
-echo "down $down_us up $up_us" >"$WORK/times.err"
+echo "down $down_us up $up_us" >>"$WORK/times.err"
 
 failed=0
 for n in a b c2; do
@@ -180,8 +184,8 @@ gap_ms=$(jq .longest_gap_ms "$a")
 resume_ms=$(jq -n "($(jq .resumed_at_us "$a") - $up_us) / 1000")
 stall_ms=$(jq -n "($(jq .gap_start_us "$a") - $down_us) / 1000")
 a_sessions=$(sessions 1)
-printf '  viewer A: link down %s s; last picture %.1f ms after down, first picture again %.1f ms after up (bound %s ms); longest gap %.1f ms; decoded %s, lost %s, skipped %s; host sessions from A: %s (%s keyframes granted, %s requests)\n' \
-    "$OUTAGE" "$stall_ms" "$resume_ms" "$RESUME_BOUND_MS" "$gap_ms" "$(jq .frames_decoded "$a")" \
+printf '  viewer A: link down %s s; last picture %.1f ms after down, first picture again %.1f ms after up (bound %s ms); longest gap %.1f ms; %s datagrams unsendable meanwhile; decoded %s, lost %s, skipped %s; host sessions from A: %s (%s keyframes granted, %s requests)\n' \
+    "$OUTAGE" "$stall_ms" "$resume_ms" "$RESUME_BOUND_MS" "$gap_ms" "$(jq .udp_send_dropped "$a")" "$(jq .frames_decoded "$a")" \
     "$(jq .frames_lost "$a")" "$(jq .frames_skipped "$a")" "$(jq length <<<"$a_sessions")" \
     "$(jq '.[0].keyframes_granted' <<<"$a_sessions")" "$(jq '.[0].keyframe_requests' <<<"$a_sessions")"
 jq -e '.resumed_at_us > 0' "$a" >/dev/null || fail "viewer A decoded fewer than two pictures"
@@ -191,6 +195,11 @@ jq -e --argjson d "$down_us" --argjson u "$up_us" '.gap_start_us >= $d - 200000 
 jq -en "$resume_ms < $RESUME_BOUND_MS" >/dev/null || fail "viewer A resumed $resume_ms ms after the path came back (bound $RESUME_BOUND_MS ms)"
 jq -e '.decode_errors == 0 and .index_mismatches == 0 and .frames_decoded >= 250' "$a" >/dev/null ||
     fail "viewer A: $(jq -c '{frames_decoded, decode_errors, index_mismatches}' "$a")"
+# Its own sends failed for want of a route meanwhile (ENETUNREACH): counted
+# and dropped, the link survived (rule udp.send.transient).
+if [[ $DOWN_NS == reconn-a ]]; then
+    jq -e '.udp_send_dropped > 0' "$a" >/dev/null || fail "viewer A never failed to send while its interface was down"
+fi
 # ... and it kept its session: one session from A's address, ended by A's
 # own Bye (not by the idle timeout), and no handshake besides the four.
 jq -e 'length == 1 and (.[0].end == "viewer closed")' <<<"$a_sessions" >/dev/null ||
@@ -200,11 +209,11 @@ jq -e '.viewers_joined == 4 and .handshake_failures == 0' "$H" >/dev/null ||
 
 b="$WORK/b.json"
 b_sent=$(jq '.[0].frames_sent' <<<"$(sessions 2)")
-printf '  viewer B: decoded %s of %s sent, lost %s, skipped %s, longest gap %.1f ms, host skip events %s\n' \
+printf '  viewer B: decoded %s of %s sent, lost %s, skipped %s, longest gap %.1f ms, socket receive queue drops %s, host skip events %s\n' \
     "$(jq .frames_decoded "$b")" "$b_sent" "$(jq .frames_lost "$b")" "$(jq .frames_skipped "$b")" \
-    "$(jq .longest_gap_ms "$b")" "$(jq '.[0].skip_events' <<<"$(sessions 2)")"
+    "$(jq .longest_gap_ms "$b")" "$(jq .udp_kernel_drops "$b")" "$(jq '.[0].skip_events' <<<"$(sessions 2)")"
 jq -e '.frames_lost == 0 and .frames_skipped == 0 and .decode_errors == 0 and .index_mismatches == 0' "$b" >/dev/null ||
-    fail "viewer B lost or skipped frames during A's outage"
+    fail "viewer B lost or skipped frames (while A's path was down and C was killed and restarted)"
 jq -e "(.frames_decoded * 100 >= $b_sent * 99) and .frames_decoded >= 300" "$b" >/dev/null ||
     fail "viewer B decoded $(jq .frames_decoded "$b") of $b_sent"
 jq -e ".longest_gap_ms < $OUTAGE * 500" "$b" >/dev/null || fail "viewer B stalled for $(jq .longest_gap_ms "$b") ms"

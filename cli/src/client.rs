@@ -151,6 +151,12 @@ pub struct ClientReport {
     pub bottleneck_mbps: f64,
     /// Datagrams its full queue dropped.
     pub bottleneck_queue_dropped: u64,
+    /// UDP: datagrams the kernel dropped because this viewer's socket
+    /// receive queue was full (the viewer fell behind).
+    pub udp_kernel_drops: u64,
+    /// UDP: datagrams that could not be sent (no route while the path was
+    /// down, a full send buffer), dropped and counted.
+    pub udp_send_dropped: u64,
     /// The longest time between two consecutive decoded pictures, in
     /// milliseconds (an outage, a loss waiting for its keyframe).
     pub longest_gap_ms: f64,
@@ -385,6 +391,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         };
         let link = link_udp::UdpLink::connect(local, peer, &link_udp::UdpConfig::default())
             .map_err(|e| format!("UDP {peer}: {e}"))?;
+        let udp = Some(link.stats());
         match args.simulate_bottleneck.filter(|m| *m > 0.0) {
             Some(mbps) => {
                 let spec = link_types::FaultSpec {
@@ -398,9 +405,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
                 let link = link_types::fault::wrap(link, spec, 0x5EED)
                     .map_err(|e| format!("--simulate-bottleneck {mbps}: {e}"))?;
                 let faults = link.stats();
-                view(link, cfg, &args, out, psk.is_some(), Some((mbps, faults))).await
+                let bottleneck = Some((mbps, faults));
+                view(link, cfg, &args, out, psk.is_some(), bottleneck, udp).await
             }
-            None => view(link, cfg, &args, out, psk.is_some(), None).await,
+            None => view(link, cfg, &args, out, psk.is_some(), None, udp).await,
         }
     } else if url.starts_with("ws://") || url.starts_with("wss://") {
         let scheme_end = url.find("://").map_or(0, |i| i + 3);
@@ -425,7 +433,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         if args.simulate_bottleneck.is_some() {
             return Err("--simulate-bottleneck is for udp:// (a WebSocket is paced by TCP)".into());
         }
-        view(link, cfg, &args, out, psk.is_some(), None).await
+        view(link, cfg, &args, out, psk.is_some(), None, None).await
     } else {
         Err(format!(
             "{url}: expected udp://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT"
@@ -440,6 +448,7 @@ async fn view<L>(
     out: Option<Out>,
     encrypted: bool,
     bottleneck: Option<(f64, link_types::fault::FaultStatsHandle)>,
+    udp: Option<link_udp::UdpStatsHandle>,
 ) -> Result<(), String>
 where
     L: Link + 'static,
@@ -616,6 +625,11 @@ where
     if let Some((mbps, faults)) = &bottleneck {
         r.bottleneck_mbps = *mbps;
         r.bottleneck_queue_dropped = faults.snapshot().queue_dropped;
+    }
+    if let Some(udp) = &udp {
+        let s = udp.snapshot();
+        r.udp_kernel_drops = s.rx_kernel_drops;
+        r.udp_send_dropped = s.tx_dropped;
     }
     let span = last_us.saturating_sub(first_us) as f64 / 1e6;
     if span > 0.0 {
