@@ -127,6 +127,9 @@ pub struct ClientReport {
     pub seconds: f64,
     pub frames_received: u64,
     pub frames_lost: u64,
+    /// Pieces of frames that arrived after their frame was given up as
+    /// lost (the sender stalled longer than the frame timeout, 100 ms).
+    pub late_shards: u64,
     pub fec_recovered: u64,
     pub frames_decoded: u64,
     pub decode_errors: u64,
@@ -618,6 +621,7 @@ where
     r.frames_lost = lost.max(stats.frames_lost);
     r.frames_skipped += decoder_behind;
     r.fec_recovered = stats.frames_recovered;
+    r.late_shards = stats.late_shards;
     r.input_sent = stats.input_sent;
     r.input_acked = stats.input_acked;
     r.input_rtt_ms = stats.input_rtt_us as f64 / 1000.0;
