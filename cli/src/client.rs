@@ -169,6 +169,26 @@ pub struct ClientReport {
     pub gap_start_us: u64,
     /// When the first picture after that gap was decoded (same clock).
     pub resumed_at_us: u64,
+    /// Every time between two decoded pictures of more than
+    /// [`GAP_REPORT_MS`] (an outage, a stall), oldest first, at most
+    /// [`MAX_GAPS`] of them.
+    pub gaps: Vec<Gap>,
+    /// How many such gaps there were (also those beyond `MAX_GAPS`).
+    pub gaps_count: u64,
+}
+
+/// Gaps between decoded pictures longer than this are listed.
+pub const GAP_REPORT_MS: u64 = 250;
+/// At most this many gaps are listed.
+pub const MAX_GAPS: usize = 64;
+
+/// A time without decoded pictures: the last picture before it and the
+/// first after it, in microseconds since the UNIX epoch (this machine's
+/// clock).
+#[derive(Debug, Clone, Default, Facet)]
+pub struct Gap {
+    pub from_us: u64,
+    pub to_us: u64,
 }
 
 /// One received frame for the decoder thread.
@@ -209,6 +229,8 @@ struct DecodeStats {
     last_decoded_us: u64,
     /// The longest time between two decoded pictures: (from, to).
     longest_gap: Option<(u64, u64)>,
+    gaps: Vec<Gap>,
+    gaps_count: u64,
     out_error: Option<String>,
 }
 
@@ -292,6 +314,15 @@ fn decode_thread(
             let gap = decoded_us.saturating_sub(s.last_decoded_us);
             if s.longest_gap.is_none_or(|(a, b)| gap > b - a) {
                 s.longest_gap = Some((s.last_decoded_us, decoded_us));
+            }
+            if gap > GAP_REPORT_MS * 1000 {
+                s.gaps_count += 1;
+                if s.gaps.len() < MAX_GAPS {
+                    s.gaps.push(Gap {
+                        from_us: s.last_decoded_us,
+                        to_us: decoded_us,
+                    });
+                }
             }
         }
         s.last_decoded_us = decoded_us;
@@ -713,6 +744,8 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
         longest_gap_ms: resumed_at_us.saturating_sub(gap_start_us) as f64 / 1000.0,
         gap_start_us,
         resumed_at_us,
+        gaps: std::mem::take(&mut d.gaps),
+        gaps_count: d.gaps_count,
         ..Default::default()
     }
 }
