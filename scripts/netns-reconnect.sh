@@ -40,11 +40,17 @@ OUTAGE=${OUTAGE:-2}
 # the encoder (a round trip: under a millisecond on veth; the 1/s keyframe
 # limit does not bind, A's last keyframe is seconds old), the next captured
 # picture is encoded as a keyframe (up to a frame interval, plus encoding)
-# and sent, and A decodes it. Measured 47-475 ms over 30 runs on a 2-core
-# machine loaded by parallel builds (load average 5-7; median about 80 ms,
-# the slow ones waiting for the CPU to capture and encode). The bound stays
-# under the two 1 s waits that made it slow (a keyframe request held by the
-# 1/s limit, the kernel's ARP retransmission below), so either fails it.
+# and sent, and A decodes it. The time is taken before `ip link set up`
+# runs, so it includes that command and the neighbour entries set again
+# after it (about 60 ms on a loaded machine). One traced run: first frame
+# at A and its loss report at the host +60 ms, keyframe granted +73 ms,
+# sent to B and C +75 ms but to A only at +116 ms: A's bandwidth estimate
+# fell from 6.75 to 1.0 Mbit/s on the outage's loss, so its keyframe is
+# paced at that rate. Measured 99-147 ms over 8 runs (640x360; 47-475 ms
+# over 30 runs at 720p under load average 5-7, the slow ones waiting for
+# the CPU). The bound stays under the two 1 s waits that made it slow (a
+# keyframe request held by the 1/s limit, the kernel's ARP retransmission
+# below), so either fails it.
 RESUME_BOUND_MS=${RESUME_BOUND_MS:-900}
 HOST_NS=reconn-h
 # Which end of A's veth pair goes down: A's own (default) or the host's.
