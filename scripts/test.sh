@@ -88,6 +88,9 @@ grep -q '^encoder: 120 frames' <<<"$report"
 step "video across network namespaces: host and capture in one, viewers in others (UDP and WebSocket, 720p30 at 4 Mbit/s, a throttled viewer)"
 bash scripts/netns-video.sh
 
+step "reconnect and resume across network namespaces: a viewer's veth down for 2 s (it resumes in its session, the other viewer unaffected), a viewer killed and restarted (its old session timed out and counted)"
+bash scripts/netns-reconnect.sh
+
 step "linkstream demo (the README's run command): UDP with loss and AES-GCM, shared memory across two processes, WebSocket, the video pipeline"
 cargo run --release -q -p linkstream -- demo --seconds 3
 

@@ -78,6 +78,11 @@ pub struct ClientArgs {
     /// For wss://: trust this CA certificate (PEM) instead of the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Over UDP, end the session when nothing arrived from the host for N
+    /// seconds. A shorter outage is resumed in the same session, without a
+    /// new handshake.
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::util::idle_timeout)]
+    pub idle_timeout: f64,
 }
 
 // r[impl cli.client.input]
@@ -122,6 +127,9 @@ pub struct ClientReport {
     pub seconds: f64,
     pub frames_received: u64,
     pub frames_lost: u64,
+    /// Pieces of frames that arrived after their frame was given up as
+    /// lost (the sender stalled longer than the frame timeout, 100 ms).
+    pub late_shards: u64,
     pub fec_recovered: u64,
     pub frames_decoded: u64,
     pub decode_errors: u64,
@@ -146,6 +154,41 @@ pub struct ClientReport {
     pub bottleneck_mbps: f64,
     /// Datagrams its full queue dropped.
     pub bottleneck_queue_dropped: u64,
+    /// UDP: datagrams the kernel dropped because this viewer's socket
+    /// receive queue was full (the viewer fell behind).
+    pub udp_kernel_drops: u64,
+    /// UDP: datagrams that could not be sent (no route while the path was
+    /// down, a full send buffer), dropped and counted.
+    pub udp_send_dropped: u64,
+    /// The longest time between two consecutive decoded pictures, in
+    /// milliseconds (an outage, a loss waiting for its keyframe).
+    pub longest_gap_ms: f64,
+    /// When the last picture before that gap was decoded (microseconds
+    /// since the UNIX epoch, this machine's clock; 0 with fewer than two
+    /// pictures).
+    pub gap_start_us: u64,
+    /// When the first picture after that gap was decoded (same clock).
+    pub resumed_at_us: u64,
+    /// Every time between two decoded pictures of more than
+    /// [`GAP_REPORT_MS`] (an outage, a stall), oldest first, at most
+    /// [`MAX_GAPS`] of them.
+    pub gaps: Vec<Gap>,
+    /// How many such gaps there were (also those beyond `MAX_GAPS`).
+    pub gaps_count: u64,
+}
+
+/// Gaps between decoded pictures longer than this are listed.
+pub const GAP_REPORT_MS: u64 = 250;
+/// At most this many gaps are listed.
+pub const MAX_GAPS: usize = 64;
+
+/// A time without decoded pictures: the last picture before it and the
+/// first after it, in microseconds since the UNIX epoch (this machine's
+/// clock).
+#[derive(Debug, Clone, Default, Facet)]
+pub struct Gap {
+    pub from_us: u64,
+    pub to_us: u64,
 }
 
 /// One received frame for the decoder thread.
@@ -182,6 +225,12 @@ struct DecodeStats {
     sent_to_reassembled: Vec<i64>,
     reassembled_to_decoded: Vec<u64>,
     capture_to_decoded: Vec<i64>,
+    /// When the previous picture was decoded (UNIX microseconds).
+    last_decoded_us: u64,
+    /// The longest time between two decoded pictures: (from, to).
+    longest_gap: Option<(u64, u64)>,
+    gaps: Vec<Gap>,
+    gaps_count: u64,
     out_error: Option<String>,
 }
 
@@ -261,6 +310,22 @@ fn decode_thread(
         };
         let decoded_us = now_us();
         s.decoded += 1;
+        if s.last_decoded_us != 0 {
+            let gap = decoded_us.saturating_sub(s.last_decoded_us);
+            if s.longest_gap.is_none_or(|(a, b)| gap > b - a) {
+                s.longest_gap = Some((s.last_decoded_us, decoded_us));
+            }
+            if gap > GAP_REPORT_MS * 1000 {
+                s.gaps_count += 1;
+                if s.gaps.len() < MAX_GAPS {
+                    s.gaps.push(Gap {
+                        from_us: s.last_decoded_us,
+                        to_us: decoded_us,
+                    });
+                }
+            }
+        }
+        s.last_decoded_us = decoded_us;
         let (w, hgt) = (picture.width, picture.height);
         s.width = w as u64;
         s.height = hgt as u64;
@@ -346,6 +411,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
     let cfg = ClientConfig {
         psk: psk.clone(),
         handshake_timeout: timeout,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
         ..Default::default()
     };
     let url = args.url.trim().to_string();
@@ -359,6 +425,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         };
         let link = link_udp::UdpLink::connect(local, peer, &link_udp::UdpConfig::default())
             .map_err(|e| format!("UDP {peer}: {e}"))?;
+        let udp = Some(link.stats());
         match args.simulate_bottleneck.filter(|m| *m > 0.0) {
             Some(mbps) => {
                 let spec = link_types::FaultSpec {
@@ -372,9 +439,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
                 let link = link_types::fault::wrap(link, spec, 0x5EED)
                     .map_err(|e| format!("--simulate-bottleneck {mbps}: {e}"))?;
                 let faults = link.stats();
-                view(link, cfg, &args, out, psk.is_some(), Some((mbps, faults))).await
+                let bottleneck = Some((mbps, faults));
+                view(link, cfg, &args, out, psk.is_some(), bottleneck, udp).await
             }
-            None => view(link, cfg, &args, out, psk.is_some(), None).await,
+            None => view(link, cfg, &args, out, psk.is_some(), None, udp).await,
         }
     } else if url.starts_with("ws://") || url.starts_with("wss://") {
         let scheme_end = url.find("://").map_or(0, |i| i + 3);
@@ -399,7 +467,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         if args.simulate_bottleneck.is_some() {
             return Err("--simulate-bottleneck is for udp:// (a WebSocket is paced by TCP)".into());
         }
-        view(link, cfg, &args, out, psk.is_some(), None).await
+        view(link, cfg, &args, out, psk.is_some(), None, None).await
     } else {
         Err(format!(
             "{url}: expected udp://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT"
@@ -414,6 +482,7 @@ async fn view<L>(
     out: Option<Out>,
     encrypted: bool,
     bottleneck: Option<(f64, link_types::fault::FaultStatsHandle)>,
+    udp: Option<link_udp::UdpStatsHandle>,
 ) -> Result<(), String>
 where
     L: Link + 'static,
@@ -583,6 +652,7 @@ where
     r.frames_lost = lost.max(stats.frames_lost);
     r.frames_skipped += decoder_behind;
     r.fec_recovered = stats.frames_recovered;
+    r.late_shards = stats.late_shards;
     r.input_sent = stats.input_sent;
     r.input_acked = stats.input_acked;
     r.input_rtt_ms = stats.input_rtt_us as f64 / 1000.0;
@@ -590,6 +660,11 @@ where
     if let Some((mbps, faults)) = &bottleneck {
         r.bottleneck_mbps = *mbps;
         r.bottleneck_queue_dropped = faults.snapshot().queue_dropped;
+    }
+    if let Some(udp) = &udp {
+        let s = udp.snapshot();
+        r.udp_kernel_drops = s.rx_kernel_drops;
+        r.udp_send_dropped = s.tx_dropped;
     }
     let span = last_us.saturating_sub(first_us) as f64 / 1e6;
     if span > 0.0 {
@@ -641,6 +716,7 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
     };
     let min = d.psnr.iter().copied().fold(f64::INFINITY, f64::min);
     let offset_min_us = d.sent_to_reassembled.iter().copied().min().unwrap_or(0);
+    let (gap_start_us, resumed_at_us) = d.longest_gap.unwrap_or((0, 0));
     ClientReport {
         url: args.url.clone(),
         encrypted,
@@ -665,6 +741,11 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
         },
         clock: "shared: host timestamps compared with this machine's clock as they are (same machine, or synchronised clocks); see clock_offset_estimate_ms".into(),
         clock_offset_estimate_ms: offset_min_us as f64 / 1000.0,
+        longest_gap_ms: resumed_at_us.saturating_sub(gap_start_us) as f64 / 1000.0,
+        gap_start_us,
+        resumed_at_us,
+        gaps: std::mem::take(&mut d.gaps),
+        gaps_count: d.gaps_count,
         ..Default::default()
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use facet::Facet;
-use link_session::{BweConfig, FrameFlags, Host, HostConfig, HostEvent};
+use link_session::{BweConfig, FrameFlags, Host, HostConfig, HostEvent, SessionError};
 use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
 use tokio::sync::{Notify, mpsc};
@@ -91,6 +91,11 @@ pub struct HostArgs {
     /// SHA-256 fingerprints.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub self_signed: bool,
+    /// Over UDP, end a viewer's session when nothing arrived from it for N
+    /// seconds (counted in `viewers_timed_out`). A viewer whose path comes
+    /// back sooner resumes in the same session, without a new handshake.
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::util::idle_timeout)]
+    pub idle_timeout: f64,
 }
 
 /// One encoded frame, shared by every viewer's queue.
@@ -160,6 +165,11 @@ pub struct HostReport {
     pub bitrate_bps: u64,
     pub handshake_failures: u64,
     pub ws_refused_paths: u64,
+    /// Sessions established (handshakes completed), over both transports.
+    pub viewers_joined: u64,
+    /// Sessions ended because nothing arrived from the viewer for
+    /// `--idle-timeout` (a viewer killed or cut off for good).
+    pub viewers_timed_out: u64,
     pub viewers: Vec<ViewerReport>,
 }
 
@@ -171,6 +181,8 @@ struct Hub {
     next_id: AtomicU64,
     handshake_failures: AtomicU64,
     ws_refused_paths: AtomicU64,
+    viewers_joined: AtomicU64,
+    viewers_timed_out: AtomicU64,
     stop: Notify,
     stopping: AtomicBool,
     queue: usize,
@@ -194,6 +206,8 @@ impl Hub {
             next_id: AtomicU64::new(1),
             handshake_failures: AtomicU64::new(0),
             ws_refused_paths: AtomicU64::new(0),
+            viewers_joined: AtomicU64::new(0),
+            viewers_timed_out: AtomicU64::new(0),
             stop: Notify::new(),
             stopping: AtomicBool::new(false),
             queue,
@@ -299,8 +313,12 @@ fn request_key(info: &ViewerInfo) {
     }
 }
 
+// r[impl cli.host.resume]
+// r[impl cli.host.idle]
 /// Serve one viewer: handshake, then frames out and events in until either
-/// side ends.
+/// side ends. A viewer cut off for less than the idle timeout stays in
+/// this session (its lost frames come back as a keyframe request); one
+/// silent for the idle timeout is freed and counted.
 async fn serve_viewer<L>(
     hub: Arc<Hub>,
     link: L,
@@ -325,6 +343,7 @@ async fn serve_viewer<L>(
         let _ = host.close().await;
         return;
     }
+    hub.viewers_joined.fetch_add(1, Relaxed);
     let (info, mut queue) = hub.register();
     info.target_bps.store(host.target_bitrate(), Relaxed);
     eprintln!(
@@ -381,6 +400,10 @@ async fn serve_viewer<L>(
                 Ok(Some(HostEvent::TargetBitrate { bps })) => info.target_bps.store(bps, Relaxed),
                 Ok(Some(_)) => {}
                 Ok(None) => break "viewer closed".to_string(),
+                Err(e @ SessionError::IdleTimeout(_)) => {
+                    hub.viewers_timed_out.fetch_add(1, Relaxed);
+                    break format!("viewer timed out: {e}");
+                }
                 Err(e) => break format!("viewer gone: {e}"),
             }
         };
@@ -554,6 +577,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         parity_pct: args.parity,
         adaptive_parity: true,
         max_frame: 4 << 20,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
         bwe: BweConfig {
             start_bps: args.bitrate,
             min_bps: args.min_bitrate.min(500_000),
@@ -663,6 +687,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     report.viewers = viewers;
     report.handshake_failures = hub.handshake_failures.load(Relaxed);
     report.ws_refused_paths = hub.ws_refused_paths.load(Relaxed);
+    report.viewers_joined = hub.viewers_joined.load(Relaxed);
+    report.viewers_timed_out = hub.viewers_timed_out.load(Relaxed);
     if args.json {
         println!(
             "{}",
@@ -823,9 +849,11 @@ async fn encode_loop(
         let viewers = lock(&hub.viewers).len();
         progress.update(report.frames_encoded, || {
             format!(
-                "linkstream host: {} frames encoded, {} viewers, {:.2} Mbit/s target",
+                "linkstream host: {} frames encoded, {} viewers ({} joined, {} timed out), {:.2} Mbit/s target",
                 report.frames_encoded,
                 viewers,
+                hub.viewers_joined.load(Relaxed),
+                hub.viewers_timed_out.load(Relaxed),
                 bitrate as f64 / 1e6
             )
         });
@@ -863,6 +891,10 @@ fn print_summary(r: &HostReport) {
         r.encode_ms.p50,
         r.encode_ms.p99,
         r.encoded_mbps
+    );
+    println!(
+        "viewers: {} joined, {} timed out, {} handshakes failed",
+        r.viewers_joined, r.viewers_timed_out, r.handshake_failures
     );
     println!(
         "{:>3} {:<4} {:<22} {:>7} {:>8} {:>6} {:>9} {:>6} {:>6}  end",

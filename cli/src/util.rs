@@ -41,6 +41,16 @@ fn parse_hex(t: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// An idle timeout in seconds (`--idle-timeout`): finite, from 1 s (ten
+/// of the client's 100 ms loss reports, so a live peer is never idle) to an
+/// hour.
+pub fn idle_timeout(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if (1.0..=3600.0).contains(&x) => Ok(x),
+        _ => Err(format!("{v}: expected seconds from 1 to 3600")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +68,15 @@ mod tests {
         std::fs::write(&dir, "short").unwrap();
         assert!(read_psk(&dir).unwrap_err().contains("at least 16"));
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn idle_timeouts_are_finite_seconds_from_one_to_an_hour() {
+        assert_eq!(idle_timeout("4"), Ok(4.0));
+        assert_eq!(idle_timeout("1"), Ok(1.0));
+        assert_eq!(idle_timeout("2.5"), Ok(2.5));
+        for bad in ["0", "0.5", "3601", "nan", "inf", "-1", "x", "1e300"] {
+            assert!(idle_timeout(bad).is_err(), "{bad}");
+        }
     }
 }

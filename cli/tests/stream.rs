@@ -242,3 +242,214 @@ fn typed_keys_reach_the_host() {
     let v = &host["viewers"][0];
     assert_eq!(num(v, "input_events"), 12.0, "{host}");
 }
+
+/// A UDP relay between a client and the host that can be paused: while
+/// paused it drops every datagram both ways (the path is gone); it counts
+/// the datagrams it passes to the client.
+struct Relay {
+    /// Where the client connects.
+    front: std::net::SocketAddr,
+    /// The host sees the relay's session from this address.
+    back: std::net::SocketAddr,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    to_client: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(host: std::net::SocketAddr) -> Relay {
+        use std::net::UdpSocket;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        use std::time::Duration;
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(host).unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        let relay = Relay {
+            front: front.local_addr().unwrap(),
+            back: back.local_addr().unwrap(),
+            paused: Arc::new(AtomicBool::new(false)),
+            to_client: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let client = Arc::new(std::sync::Mutex::new(None));
+        let (front, back) = (Arc::new(front), Arc::new(back));
+        {
+            let (front, back, client) = (front.clone(), back.clone(), client.clone());
+            let (paused, stop) = (relay.paused.clone(), relay.stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *client.lock().unwrap() = Some(from);
+                        if !paused.load(Relaxed) {
+                            let _ = back.send(&buf[..n]);
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (paused, stop, count) = (
+                relay.paused.clone(),
+                relay.stop.clone(),
+                relay.to_client.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Relaxed) {
+                    if let Ok(n) = back.recv(&mut buf)
+                        && !paused.load(Relaxed)
+                        && let Some(to) = *client.lock().unwrap()
+                    {
+                        let _ = front.send_to(&buf[..n], to);
+                        count.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+        }
+        relay
+    }
+
+    fn passed_to_client(&self) -> u64 {
+        self.to_client.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Microseconds since the UNIX epoch (the client's JSON uses this clock).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// Wait (at most `secs` seconds) until `cond` holds.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "waited {secs} s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+// r[verify cli.host.resume]
+// r[verify cli.host.idle]
+/// Two viewers: A behind a relay whose path is cut for 1.5 s and comes
+/// back; C killed (SIGKILL) and started again. A resumes decoding in the
+/// same session (one handshake); the killed C's session is freed by the
+/// host's idle timeout and counted, and its new process gets a new session.
+/// Pass/fail on counters and the order of events, not on durations.
+#[test]
+fn an_interrupted_viewer_resumes_in_its_session_and_a_killed_one_is_timed_out() {
+    let (host, urls) = start_host(
+        &[
+            "--udp",
+            "127.0.0.1:0",
+            "--source",
+            "testsrc:640x360@30",
+            "--bitrate",
+            "1000000",
+            "--idle-timeout",
+            "2",
+            "--seconds",
+            "12",
+        ],
+        1,
+    );
+    let url = &urls[0];
+    let host_addr: std::net::SocketAddr = url.trim_start_matches("udp://").parse().unwrap();
+    let relay = Relay::start(host_addr);
+    let spawn = |url: &str, seconds: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["client", url, "--json"]);
+        if let Some(s) = seconds {
+            c.args(["--seconds", s]);
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn(&format!("udp://{}", relay.front), Some("9"));
+    let c1 = spawn(url, None);
+    // A streams; then its path goes away and comes back.
+    wait_for(20, "frames through the relay", || {
+        relay.passed_to_client() > 200
+    });
+    relay.set_paused(true);
+    let paused_at = relay.passed_to_client();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let unpaused_us = now_us();
+    relay.set_paused(false);
+    // C is killed without a word, and started again (a new port).
+    let mut c1 = c1;
+    c1.kill().unwrap();
+    let _ = c1.wait();
+    let c2 = spawn(url, Some("3"));
+    wait_for(20, "frames after the path came back", || {
+        relay.passed_to_client() > paused_at + 100
+    });
+    let report = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let a = report(a);
+    let c2 = report(c2);
+    let out = host.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let host = json(&String::from_utf8_lossy(&out.stdout));
+    // A: frames were lost in the outage, and pictures were decoded again
+    // after it, by the same process (a client never handshakes twice).
+    assert!(num(&a, "frames_lost") > 0.0, "the outage lost nothing: {a}");
+    // The outage is a gap in A's pictures that spans the path's return:
+    // pictures before it, and again after it.
+    let u = unpaused_us as f64;
+    let spans = a["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| num(g, "from_us") < u && num(g, "to_us") > u);
+    assert!(spans, "no picture decoded after the path came back: {a}");
+    assert_eq!(num(&a, "decode_errors"), 0.0, "{a}");
+    assert_eq!(num(&a, "index_mismatches"), 0.0, "{a}");
+    // The host: one session from the relay, ended by A's Bye; three
+    // handshakes in all (A, C, C again), one session timed out: C's first.
+    let viewers = host["viewers"].as_array().unwrap();
+    let from = |peer: &str| -> Vec<&serde_json::Value> {
+        viewers.iter().filter(|v| v["peer"] == peer).collect()
+    };
+    let a_sessions = from(&relay.back.to_string());
+    assert_eq!(a_sessions.len(), 1, "{host}");
+    assert_eq!(a_sessions[0]["end"], "viewer closed", "{host}");
+    assert_eq!(num(&host, "viewers_joined"), 3.0, "{host}");
+    assert_eq!(num(&host, "viewers_timed_out"), 1.0, "{host}");
+    let timed_out: Vec<_> = viewers
+        .iter()
+        .filter(|v| v["end"].as_str().unwrap().starts_with("viewer timed out"))
+        .collect();
+    assert_eq!(timed_out.len(), 1, "{host}");
+    assert_ne!(timed_out[0]["peer"], relay.back.to_string().as_str());
+    // The new C decoded pictures in its own session.
+    assert!(num(&c2, "frames_decoded") > 0.0, "{c2}");
+    assert_eq!(num(&c2, "decode_errors"), 0.0, "{c2}");
+}

@@ -210,8 +210,14 @@ impl Receiver {
                     self.refresh_kernel_drops();
                     self.socket.readable().await.map_err(LinkError::from)?;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    // An ICMP port-unreachable for an earlier send.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)
+                    ) =>
+                {
+                    // An ICMP port-, host- or net-unreachable for an
+                    // earlier send.
                     self.stats.rx_transient_errors.add(1);
                 }
                 Err(e) => return Err(LinkError::from(e)),

@@ -18,9 +18,9 @@ link_types::counters! {
         tx_gso_sends,
         /// Times the kernel refused GSO and the link fell back to plain `sendmmsg`.
         tx_gso_fallbacks,
-        /// Transient send errors (ECONNREFUSED from stale ICMP, ENOBUFS) that were counted and survived.
+        /// Transient send errors (ECONNREFUSED from stale ICMP, ENOBUFS, no route: ENETUNREACH, EHOSTUNREACH, ENETDOWN, EHOSTDOWN) that were counted and survived.
         tx_transient_errors,
-        /// Datagrams the kernel would not take and that were dropped (ENOBUFS, EMSGSIZE).
+        /// Datagrams the kernel would not take and that were dropped (ENOBUFS, EMSGSIZE, EPERM, no route).
         tx_dropped,
         /// Times a sender waited for the socket to become writable.
         tx_waits,
@@ -38,7 +38,7 @@ link_types::counters! {
         rx_truncated,
         /// Datagrams the kernel dropped because the socket's receive queue was full (the socket's `sk_drops`, read with `SO_MEMINFO`: the counter `SO_RXQ_OVFL` reports).
         rx_kernel_drops,
-        /// Transient receive errors (ECONNREFUSED from ICMP) that were counted and survived.
+        /// Transient receive errors (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH from ICMP) that were counted and survived.
         rx_transient_errors,
         /// Receive slabs allocated beyond the initial ring because the application held datagrams of every slab.
         rx_buffer_growth,

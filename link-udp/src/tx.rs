@@ -239,11 +239,20 @@ impl UdpTx {
                         refused_in_a_row += 1;
                     } else if matches!(
                         errno,
-                        libc::ENOBUFS | libc::ECONNREFUSED | libc::EMSGSIZE | libc::EPERM
+                        libc::ENOBUFS
+                            | libc::ECONNREFUSED
+                            | libc::EMSGSIZE
+                            | libc::EPERM
+                            | libc::ENETUNREACH
+                            | libc::EHOSTUNREACH
+                            | libc::ENETDOWN
+                            | libc::EHOSTDOWN
                     ) {
                         // The kernel would not take this datagram: drop it,
-                        // counted, and carry on with the rest.
-                        if errno == libc::ENOBUFS || errno == libc::ECONNREFUSED {
+                        // counted, and carry on with the rest. No route (an
+                        // interface down, a path gone) is transient too: the
+                        // path may come back, and the session resumes.
+                        if !matches!(errno, libc::EMSGSIZE | libc::EPERM) {
                             self.stats.tx_transient_errors.add(1);
                         }
                         self.stats.tx_dropped.add(1);
