@@ -133,6 +133,9 @@ pub struct BweStats {
     pub delay_bps: u64,
     /// The loss-based estimate.
     pub loss_bps: u64,
+    /// Packets lost to outages of the path (a run of losses sent over
+    /// 250 ms with nothing arriving), kept out of the loss-based estimate.
+    pub outage_packets: u64,
 }
 
 /// The bandwidth estimator (see the module docs).
@@ -162,6 +165,11 @@ pub struct Bwe {
     /// When the first packet left (the initial probes' floor holds for a
     /// while after it).
     first_sent_at: Option<u64>,
+    /// The current run of losses: when its first packet was sent, and how
+    /// many are not yet counted (`session.bwe.outage`).
+    loss_run: Option<(u64, u32)>,
+    /// The current run of losses is an outage.
+    in_outage: bool,
     /// The wait for the next periodic probe: shorter after one that did
     /// not saturate the path.
     probe_interval_us: u64,
@@ -190,6 +198,10 @@ const SENT_WINDOW_US: u64 = 500_000;
 const MAX_HISTORY: usize = 1 << 16;
 /// Send history older than this is forgotten.
 const HISTORY_US: u64 = 2_000_000;
+/// Consecutive losses (nothing arriving between them) sent over this long
+/// are an outage of the path, not congestion: a bottleneck, however
+/// full, keeps delivering at its rate.
+const OUTAGE_US: u64 = 250_000;
 /// Multiplicative increase per second far from the known capacity.
 const MULT_INCREASE: f64 = 0.08;
 /// Decrease factor on overuse.
@@ -222,6 +234,8 @@ impl Bwe {
             peaks: VecDeque::new(),
             sent_window: VecDeque::new(),
             first_sent_at: None,
+            loss_run: None,
+            in_outage: false,
             probe_interval_us: PROBE_INTERVAL_US,
             loss_window: (0, 0),
             loss_window_start: None,
@@ -447,8 +461,29 @@ impl Bwe {
             }
             self.history[i].reported = true;
             match a.at_us {
-                None => lost += 1,
+                // r[impl session.bwe.outage]
+                // A loss is held back while it may be part of an outage:
+                // a run of losses, nothing arriving between them.
+                None => {
+                    let run = self.loss_run.get_or_insert((s.at, 0));
+                    run.1 += 1;
+                    if s.at.saturating_sub(run.0) >= OUTAGE_US {
+                        self.stats.outage_packets += run.1 as u64;
+                        run.1 = 0;
+                        run.0 = s.at;
+                        self.in_outage = true;
+                    }
+                }
                 Some(at) => {
+                    if let Some((_, n)) = self.loss_run.take() {
+                        if self.in_outage {
+                            // The rest of an outage: not congestion.
+                            self.stats.outage_packets += n as u64;
+                        } else {
+                            lost += n;
+                        }
+                    }
+                    self.in_outage = false;
                     got += 1;
                     self.trend.packet(s.at, at);
                     self.acked.push_back((at, s.size));

@@ -44,9 +44,17 @@ pub(crate) struct Net {
     /// Random loss before the queue.
     pub loss: f64,
     pub seed: u64,
+    /// The path is down from..to (µs): every packet and every report that
+    /// would cross it is lost.
+    pub outage: Option<(u64, u64)>,
 }
 
 impl Net {
+    fn down_at(&self, t: u64) -> bool {
+        self.outage
+            .is_some_and(|(from, to)| (from..to).contains(&t))
+    }
+
     fn capacity_at(&self, t: u64) -> u64 {
         self.capacity
             .iter()
@@ -68,6 +76,7 @@ pub(crate) struct Outcome {
     pub sent_packets: u64,
     pub lost_queue: u64,
     pub lost_random: u64,
+    pub lost_outage: u64,
     pub probes: u64,
     /// The fastest probe cluster started, bits per second.
     pub max_probe_bps: u64,
@@ -220,7 +229,9 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
             while queue.front().is_some_and(|&(d, _)| d <= t) {
                 queued -= queue.pop_front().unwrap().1;
             }
-            if rng.unit() < net.loss {
+            if net.down_at(t) {
+                out.lost_outage += 1;
+            } else if rng.unit() < net.loss {
                 out.lost_random += 1;
             } else if queued + size as u64 > net.queue_bytes {
                 out.lost_queue += 1;
@@ -261,7 +272,9 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
                 }
                 next_report_pn = hi + 1;
                 client_arrivals.clear();
-                reports.push_back((t + net.delay_us, v));
+                if !net.down_at(t) {
+                    reports.push_back((t + net.delay_us, v));
+                }
             }
         }
         while reports.front().is_some_and(|r| r.0 <= t) {
@@ -315,6 +328,7 @@ mod tests {
             delay_us: delay_ms * 1000,
             loss,
             seed: 42,
+            outage: None,
         }
     }
 
@@ -332,6 +346,35 @@ mod tests {
             o.lost_random,
             o.probes
         )
+    }
+
+    // r[verify session.bwe.outage]
+    /// A path that goes down for 2 s and comes back as it was: the losses
+    /// of the outage are not read as congestion, so the estimate stays
+    /// near where it was.
+    #[test]
+    fn an_outage_is_not_congestion() {
+        let n = Net {
+            outage: Some((6 * S, 8 * S)),
+            ..net(vec![(0, 20 * M)], 50, 20, 0.0)
+        };
+        let o = run(&n, App::Follow, BweConfig::default(), true, 14);
+        let before = o.estimate_at(6 * S - 100_000);
+        assert!(before >= 12 * M, "{}", show(&o));
+        assert!(o.lost_outage > 1000, "{}", o.lost_outage);
+        let after = o
+            .estimate
+            .iter()
+            .filter(|(t, _)| (8 * S..10 * S).contains(t))
+            .map(|e| e.1)
+            .min()
+            .expect("samples");
+        assert!(
+            after * 10 >= before * 8,
+            "before {before}, lowest in the 2 s after the outage {after}: {}",
+            show(&o)
+        );
+        eprintln!("outage: before {before}, lowest after {after}");
     }
 
     // r[verify session.bwe.delay]
