@@ -10,6 +10,9 @@ struct Plain(WsConfig);
 
 impl LinkFactory for Plain {
     type Link = WsLink;
+    fn exact_capacity(&self) -> bool {
+        false
+    }
     async fn pair(&self) -> (WsLink, WsLink) {
         let mut server = WsServer::bind("127.0.0.1:0".parse().unwrap(), self.0.clone())
             .await
@@ -39,6 +42,9 @@ impl Tls {
 
 impl LinkFactory for Tls {
     type Link = WsLink;
+    fn exact_capacity(&self) -> bool {
+        false
+    }
     async fn pair(&self) -> (WsLink, WsLink) {
         let config = WsConfig::default();
         let mut server = WsServer::bind_tls(

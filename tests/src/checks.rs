@@ -464,11 +464,18 @@ pub async fn cancelled_reserve_holds_nothing<F: LinkFactory>(f: &F) {
         };
         futures::join!(flush, read);
         let again = fill_until_blocked(&mut tx, len, f.settle(), FILL_LIMIT).await;
+        // 100 cancelled reserves that each kept a unit would take 100; the
+        // kernel's buffers under a TCP link move by a few percent.
+        let slack = if f.exact_capacity() {
+            0
+        } else {
+            (sent / 20).min(50)
+        };
         assert!(
-            again >= sent,
+            again + slack >= sent,
             "the link took {sent} messages before 100 cancelled reserves and only {again} \
-             after: cancelled reserves kept {} units of capacity",
-            sent - again
+             after: cancelled reserves kept {} units of capacity (allowed: {slack})",
+            sent.saturating_sub(again)
         );
         let read = read_until_reserve_granted(&mut tx, &mut rx, again, len).await;
         drain_in_order(&mut tx, &mut rx, read, again).await;
