@@ -61,10 +61,6 @@ struct Probe {
     sent_packets: u32,
 }
 
-/// A release batch holds at least what the pacing rate allows in this long
-/// (the timer's resolution is about a millisecond).
-const BATCH_SPAN_US: u64 = 1_000;
-
 /// The pacer core (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Pacer<T> {
@@ -190,7 +186,7 @@ impl<T> Pacer<T> {
         // Wait for a whole batch's worth (or all that is queued, or the
         // bucket's size if smaller): releasing each datagram as soon as its
         // own tokens arrive would cost one system call per datagram.
-        let batch = (self.batch() * self.padding_size) as f64;
+        let batch = (self.config.batch.max(1) * self.padding_size) as f64;
         let queued = if self.probe.is_some() {
             batch
         } else {
@@ -227,15 +223,9 @@ impl<T> Pacer<T> {
         self.config.latency_budget.as_micros() as u64
     }
 
-    /// Datagrams per release batch: `batch`, or what the rate allows in
-    /// `BATCH_SPAN_US` if more (fewer wake-ups and system calls at high
-    /// rates), never more than the bucket holds.
+    /// Datagrams per release batch.
     pub(crate) fn batch(&self) -> usize {
-        let per_span = (self.current_rate() as f64 / 8.0 * BATCH_SPAN_US as f64
-            / 1e6
-            / self.padding_size as f64) as usize;
-        let bucket = (self.cap() / self.padding_size as f64) as usize;
-        self.config.batch.max(1).max(per_span.min(bucket))
+        self.config.batch.max(1)
     }
 }
 
@@ -299,21 +289,16 @@ mod tests {
         // 2 ms at 100 Mbit/s = 25 KB = 20 datagrams (+1 for the sign).
         assert!(n <= 21, "{n} datagrams in the first burst");
         assert!(n >= 8, "at least a batch");
-        // Then the next release waits for a whole batch: what 100 Mbit/s
-        // allows in 1 ms (10 datagrams of 1250 bytes, more than the
-        // configured 8), plus what the last one overdrew (at most one
-        // datagram: 100 µs).
-        assert_eq!(p.batch(), 10);
+        // Then the next release waits for a whole batch: 8 datagrams of
+        // 1250 bytes at 100 Mbit/s take 800 µs (plus what the last one
+        // overdrew, at most one datagram: 100 µs).
         let next = p.next_at(1_000_000).unwrap();
-        assert!((1_000_900..=1_001_100).contains(&next), "next at {next}");
+        assert!((1_000_700..=1_000_900).contains(&next), "next at {next}");
         let mut m = 0;
         while p.pop(next, &mut ended).is_some() {
             m += 1;
         }
-        assert!((10..=11).contains(&m), "{m} datagrams in the next batch");
-        // At a low rate the configured batch holds: 8 datagrams.
-        let slow: Pacer<u32> = Pacer::new(PacingConfig::default(), 10_000_000, 1250);
-        assert_eq!(slow.batch(), 8);
+        assert!((8..=9).contains(&m), "{m} datagrams in the next batch");
     }
 
     #[test]
