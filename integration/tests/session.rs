@@ -1076,6 +1076,17 @@ struct Relay {
     inject: futures::channel::mpsc::UnboundedSender<Vec<u8>>,
 }
 
+impl Relay {
+    /// The client's first message, as it went to the host.
+    fn hello(&self) -> Vec<u8> {
+        self.hello
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the client's Hello")
+    }
+}
+
 fn relayed() -> (
     impl Link,
     impl Link,
@@ -1155,12 +1166,7 @@ async fn a_hello_after_silence_ends_the_session_as_a_restart() {
     );
     let (mut host, mut events) = host.expect("accept");
     let (mut client, _input) = client.expect("connect");
-    let hello = relay
-        .hello
-        .lock()
-        .unwrap()
-        .clone()
-        .expect("the client's Hello");
+    let hello = relay.hello();
     let sending = async {
         for i in 0u32.. {
             if host
@@ -1236,12 +1242,7 @@ async fn junk_from_a_silent_client_does_not_keep_the_session_alive() {
         futures::join!(Host::accept(h, host_cfg), Client::connect(c, enc_client()));
     let (_host, mut events) = host.expect("accept");
     let (mut client, _input) = client.expect("connect");
-    let hello = relay
-        .hello
-        .lock()
-        .unwrap()
-        .clone()
-        .expect("the client's Hello");
+    let hello = relay.hello();
     relay.mute.store(true, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let junk = async {
