@@ -43,15 +43,15 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
-/// Estimator settings for experiments: the pacing gain (`gain:<f>`) and
-/// probing off (`noprobe`).
+/// Estimator settings: the start rate (`start:<bps>`), and for
+/// experiments the pacing gain (`gain:<f>`) and probing off (`noprobe`).
 #[derive(Default)]
 struct Tuning {
+    start: Option<u64>,
     gain: Option<f64>,
     noprobe: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn host(
     bind: SocketAddr,
     peer: SocketAddr,
@@ -59,7 +59,6 @@ async fn host(
     fixed: Option<u64>,
     idr_on_request: bool,
     paced: bool,
-    start: Option<u64>,
     tuning: Tuning,
 ) -> Result<(), String> {
     let link = UdpLink::connect(bind, peer, &UdpConfig::default()).map_err(|e| e.to_string())?;
@@ -70,7 +69,7 @@ async fn host(
         },
         ..HostConfig::default()
     };
-    if let Some(s) = start {
+    if let Some(s) = tuning.start {
         cfg.bwe.start_bps = s;
     }
     if let Some(g) = tuning.gain {
@@ -236,28 +235,18 @@ async fn main() -> ExitCode {
                 };
                 let idr = mode == "follow-idr";
                 let nopace = args.iter().any(|a| a == "nopace");
-                let start = args
-                    .iter()
-                    .find_map(|a| a.strip_prefix("start:"))
-                    .and_then(|s| s.parse().ok());
                 let tuning = Tuning {
+                    start: args
+                        .iter()
+                        .find_map(|a| a.strip_prefix("start:"))
+                        .and_then(|s| s.parse().ok()),
                     gain: match args.iter().find_map(|a| a.strip_prefix("gain:")) {
                         Some(g) => Some(g.parse().map_err(|_| format!("gain:{g}"))?),
                         None => None,
                     },
                     noprobe: args.iter().any(|a| a == "noprobe"),
                 };
-                host(
-                    addr(1)?,
-                    addr(2)?,
-                    seconds,
-                    fixed,
-                    idr,
-                    !nopace,
-                    start,
-                    tuning,
-                )
-                .await
+                host(addr(1)?, addr(2)?, seconds, fixed, idr, !nopace, tuning).await
             };
             run.await
         }

@@ -165,11 +165,9 @@ pub struct Bwe {
     /// When the first packet left (the initial probes' floor holds for a
     /// while after it).
     first_sent_at: Option<u64>,
-    /// The current run of losses: when its first packet was sent, and how
-    /// many are not yet counted (`session.bwe.outage`).
-    loss_run: Option<(u64, u32)>,
-    /// The current run of losses is an outage.
-    in_outage: bool,
+    /// The current run of losses, not yet counted: when its first and its
+    /// last packet were sent, and how many (`session.bwe.outage`).
+    loss_run: Option<(u64, u64, u32)>,
     /// The wait for the next periodic probe: shorter after one that did
     /// not saturate the path.
     probe_interval_us: u64,
@@ -235,7 +233,6 @@ impl Bwe {
             sent_window: VecDeque::new(),
             first_sent_at: None,
             loss_run: None,
-            in_outage: false,
             probe_interval_us: PROBE_INTERVAL_US,
             loss_window: (0, 0),
             loss_window_start: None,
@@ -465,25 +462,20 @@ impl Bwe {
                 // A loss is held back while it may be part of an outage:
                 // a run of losses, nothing arriving between them.
                 None => {
-                    let run = self.loss_run.get_or_insert((s.at, 0));
-                    run.1 += 1;
-                    if s.at.saturating_sub(run.0) >= OUTAGE_US {
-                        self.stats.outage_packets += run.1 as u64;
-                        run.1 = 0;
-                        run.0 = s.at;
-                        self.in_outage = true;
-                    }
+                    let run = self.loss_run.get_or_insert((s.at, s.at, 0));
+                    run.1 = s.at;
+                    run.2 += 1;
                 }
                 Some(at) => {
-                    if let Some((_, n)) = self.loss_run.take() {
-                        if self.in_outage {
-                            // The rest of an outage: not congestion.
+                    // The run ended: an outage if its packets were sent
+                    // over `OUTAGE_US`, otherwise ordinary losses.
+                    if let Some((first, last, n)) = self.loss_run.take() {
+                        if last.saturating_sub(first) >= OUTAGE_US {
                             self.stats.outage_packets += n as u64;
                         } else {
                             lost += n;
                         }
                     }
-                    self.in_outage = false;
                     got += 1;
                     self.trend.packet(s.at, at);
                     self.acked.push_back((at, s.size));
