@@ -162,6 +162,9 @@ pub struct Bwe {
     /// Sent bytes by send time, for the sending rate.
     /// (sent at, size, part of a probe) over the last `SENT_WINDOW_US`.
     sent_window: VecDeque<(u64, u32, bool)>,
+    /// Bytes in `sent_window`: all, and those of probes (kept as it
+    /// changes: the pacer asks for the application's rate every batch).
+    sent_window_bytes: (u64, u64),
     /// When the first packet left (the initial probes' floor holds for a
     /// while after it).
     first_sent_at: Option<u64>,
@@ -231,6 +234,7 @@ impl Bwe {
             acked_avg_bps: None,
             peaks: VecDeque::new(),
             sent_window: VecDeque::new(),
+            sent_window_bytes: (0, 0),
             first_sent_at: None,
             loss_run: None,
             probe_interval_us: PROBE_INTERVAL_US,
@@ -304,12 +308,8 @@ impl Bwe {
             return 0;
         };
         let span = now.saturating_sub(first).max(50_000);
-        let bytes: u64 = self
-            .sent_window
-            .iter()
-            .filter(|&&(_, _, probe)| with_probes || !probe)
-            .map(|&(_, s, _)| s as u64)
-            .sum();
+        let (all, probes) = self.sent_window_bytes;
+        let bytes = if with_probes { all } else { all - probes };
         bytes * 8 * 1_000_000 / span
     }
 
@@ -358,12 +358,18 @@ impl Bwe {
         }
         self.first_sent_at.get_or_insert(now);
         self.sent_window.push_back((now, size, probe.is_some()));
-        while self
-            .sent_window
-            .front()
-            .is_some_and(|&(t, _, _)| now.saturating_sub(t) > SENT_WINDOW_US)
+        self.sent_window_bytes.0 += size as u64;
+        if probe.is_some() {
+            self.sent_window_bytes.1 += size as u64;
+        }
+        while let Some(&(t, old, was_probe)) = self.sent_window.front()
+            && now.saturating_sub(t) > SENT_WINDOW_US
         {
             self.sent_window.pop_front();
+            self.sent_window_bytes.0 -= old as u64;
+            if was_probe {
+                self.sent_window_bytes.1 -= old as u64;
+            }
         }
         if let Some(id) = probe
             && let Some((_, p)) = self.probes.iter_mut().find(|(i, _)| *i == id)
