@@ -90,7 +90,7 @@ struct Sent {
     reported: bool,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ProbeStats {
     sent_packets: u32,
     sent_bytes: u64,
@@ -99,12 +99,40 @@ struct ProbeStats {
     first_send: Option<u64>,
     last_send: u64,
     last_send_size: u32,
-    first_arrival: Option<u64>,
-    first_arrival_size: u32,
-    last_arrival: u64,
-    recv_bytes: u64,
+    /// (arrival µs, bytes) of the cluster's packets that arrived, the
+    /// first `MAX_PROBE_ARRIVALS`.
+    arrivals: Vec<(u64, u32)>,
     done_sending: bool,
     bps: u64,
+}
+
+/// Arrivals kept per probe cluster (a 5 ms cluster at 10 Gbit/s is about
+/// 5,000 full-size packets; beyond this many the rest only count).
+const MAX_PROBE_ARRIVALS: usize = 8192;
+
+impl ProbeStats {
+    /// The receive rate over the later half of the cluster's arrivals
+    /// (by bytes), bits per second. A bottleneck with a token bucket lets
+    /// a cluster's first bytes through at once, so a rate over all of them
+    /// overstates its capacity (by a fifth, for a 5 ms cluster through a
+    /// `tbf` with a 1 ms bucket); by the middle of the cluster the bucket
+    /// is spent and the arrivals come at the rate the path carries.
+    fn recv_bps(&mut self) -> Option<f64> {
+        let a = &mut self.arrivals;
+        a.sort_unstable();
+        let total: u64 = a.iter().map(|x| x.1 as u64).sum();
+        // The arrival that completes the first half: the later half's rate
+        // is its bytes after it over the time from it to the last.
+        let mut seen = 0u64;
+        let mid = a.iter().position(|x| {
+            seen += x.1 as u64;
+            seen * 2 >= total
+        })?;
+        let mid = mid.min(a.len().saturating_sub(3));
+        let span = a.last()?.0.checked_sub(a[mid].0)?;
+        let bytes: u64 = a[mid + 1..].iter().map(|x| x.1 as u64).sum();
+        (span > 0 && bytes > 0).then(|| bytes as f64 * 8e6 / span as f64)
+    }
 }
 
 /// Rate-control state of the delay-based controller.
@@ -180,6 +208,8 @@ pub struct Bwe {
     pending_probes: VecDeque<u64>,
     next_probe_id: u32,
     last_probe_at: Option<u64>,
+    /// The latest cluster started: its id and rate.
+    last_probe: Option<(u32, u64)>,
     last_overuse_at: Option<u64>,
     last_loss_decrease: Option<u64>,
     stats: BweStats,
@@ -207,8 +237,17 @@ const OUTAGE_US: u64 = 250_000;
 const MULT_INCREASE: f64 = 0.08;
 /// Decrease factor on overuse.
 const BETA: f64 = 0.85;
-/// Probe clusters last this long at their rate.
-const PROBE_US: u64 = 15_000;
+/// Probe clusters last this long at their rate. Short: a cluster at `r`
+/// through a bottleneck of capacity `c < r` adds `(r − c) · PROBE_US` to its
+/// queue, so at up to 2c it adds at most 5 ms of the capacity; a shallow
+/// queue (5 ms) holds that, where a 15 ms cluster (GCC's) overfilled it and
+/// dropped the frame data behind it.
+const PROBE_US: u64 = 5_000;
+/// Packets in a probe cluster at least, whatever its rate: fewer, sent in
+/// the pacer's 1 ms bursts, give no usable rate (a cluster at 30 Mbit/s
+/// is 14 packets in 5 ms). At low rates the cluster is then longer than
+/// `PROBE_US`; what it adds to a queue stays under this many packets.
+const PROBE_MIN_PACKETS: u32 = 20;
 /// Periodic probing interval.
 const PROBE_INTERVAL_US: u64 = 3_000_000;
 /// How long after the first packet the initial probes' floor holds (the
@@ -244,6 +283,7 @@ impl Bwe {
             pending_probes: VecDeque::new(),
             next_probe_id: 1,
             last_probe_at: None,
+            last_probe: None,
             last_overuse_at: None,
             last_loss_decrease: None,
             stats: BweStats::default(),
@@ -420,6 +460,7 @@ impl Bwe {
         let id = self.next_probe_id;
         self.next_probe_id = self.next_probe_id.wrapping_add(1).max(1);
         self.last_probe_at = Some(now);
+        self.last_probe = Some((id, bps));
         self.stats.probes += 1;
         self.probes.push((
             id,
@@ -431,12 +472,12 @@ impl Bwe {
         if self.probes.len() > 8 {
             self.probes.remove(0);
         }
-        let bytes = (bps * PROBE_US / 8 / 1_000_000).max(6 * 1200);
+        let bytes = (bps * PROBE_US / 8 / 1_000_000).max(PROBE_MIN_PACKETS as u64 * 1200);
         Some(ProbeCluster {
             id,
             bps,
             bytes,
-            min_packets: 5,
+            min_packets: PROBE_MIN_PACKETS,
         })
     }
 
@@ -670,28 +711,22 @@ impl Bwe {
         p.reported += 1;
         if let Some(at) = at {
             p.recv_packets += 1;
-            p.recv_bytes += s.size as u64;
-            match p.first_arrival {
-                Some(f) if f <= at => {}
-                _ => {
-                    p.first_arrival = Some(at);
-                    p.first_arrival_size = s.size;
-                }
+            if p.arrivals.len() < MAX_PROBE_ARRIVALS {
+                p.arrivals.push((at, s.size));
             }
-            p.last_arrival = p.last_arrival.max(at);
         }
     }
 
     fn finish_probes(&mut self) {
         let mut results = Vec::new();
-        self.probes.retain(|(_, p)| {
+        self.probes.retain_mut(|(id, p)| {
             if !(p.done_sending && p.reported >= p.sent_packets && p.sent_packets > 0) {
                 return true;
             }
-            results.push(*p);
+            results.push((*id, std::mem::take(p)));
             false
         });
-        for p in results {
+        for (p_id, mut p) in results {
             // At least 80% must have arrived.
             if (p.recv_packets as u64) * 5 < (p.sent_packets as u64) * 4 || p.recv_packets < 3 {
                 continue;
@@ -699,18 +734,24 @@ impl Bwe {
             let send_us = p
                 .last_send
                 .saturating_sub(p.first_send.unwrap_or(p.last_send));
-            let recv_us = p
-                .last_arrival
-                .saturating_sub(p.first_arrival.unwrap_or(p.last_arrival));
-            if send_us == 0 || recv_us == 0 {
+            let Some(recv_bps) = p.recv_bps() else {
+                continue;
+            };
+            if send_us == 0 {
                 continue;
             }
-            let send_bps = (p.sent_bytes - p.last_send_size as u64) as f64 * 8e6 / send_us as f64;
-            let recv_bps =
-                (p.recv_bytes - p.first_arrival_size as u64) as f64 * 8e6 / recv_us as f64;
+            // The pacer sends a cluster in bursts on its timer's ticks, so
+            // a rate from its first to its last send reads high; it sent at
+            // most at the cluster's rate (less when the host fell behind).
+            let send_bps = ((p.sent_bytes - p.last_send_size as u64) as f64 * 8e6 / send_us as f64)
+                .min(p.bps as f64);
             let mut result = send_bps.min(recv_bps);
             if recv_bps < 0.9 * send_bps {
-                result = 0.95 * recv_bps;
+                // Saturated. 0.9×, not GCC's 0.95×: the client stamps an
+                // arrival when it handles the datagram, and a batch it
+                // handles at once reads as arriving together (through a
+                // 200 Mbit/s tbf the later half read 10% high).
+                result = 0.9 * recv_bps;
             }
             // A cluster measures at most the rate it was sent for: a higher
             // figure is the bucket's burst at its start, not capacity.
@@ -722,6 +763,15 @@ impl Bwe {
             }
             if result > self.loss_bps {
                 self.loss_bps = result.min(self.config.max_bps as f64);
+            }
+            // A cluster started after this one already went as high as a
+            // further probe would (the initial 6× after the 3×): its own
+            // result decides.
+            let covered = self
+                .last_probe
+                .is_some_and(|(id, bps)| id != p_id && bps as f64 >= 1.8 * result);
+            if covered {
+                continue;
             }
             // The link was not saturated: probe further.
             if result > 0.7 * p.bps as f64 && (p.bps as f64) < self.config.max_bps as f64 {

@@ -47,6 +47,9 @@ pub(crate) struct Net {
     /// The path is down from..to (µs): every packet and every report that
     /// would cross it is lost.
     pub outage: Option<(u64, u64)>,
+    /// The bottleneck's token bucket, bytes (as `tbf`'s `burst`): after an
+    /// idle moment this much leaves at once. 0: a plain serialising link.
+    pub burst_bytes: u64,
 }
 
 impl Net {
@@ -131,6 +134,8 @@ struct InFlight {
 
 const PACKET: usize = 1200;
 const TICK: u64 = 100;
+/// The host's timer resolution (tokio's): the pacer wakes on it.
+const PACER_TICK: u64 = 1000;
 
 /// Run `seconds` of a 60 fps stream (a keyframe 8× a P-frame every 60
 /// frames) through `net`, paced (or not) at the estimator's rate.
@@ -147,6 +152,8 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
     let end = seconds * 1_000_000;
     let mut pn = 0u64;
     let mut link_free = 0u64;
+    // The bucket's tokens (bytes) at `link_free`.
+    let mut tokens = 0f64;
     let mut queue: VecDeque<(u64, u64)> = VecDeque::new(); // (departure, bytes)
     let mut queued = 0u64;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
@@ -161,6 +168,7 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
     let mut frame_no = 0u32;
     let mut next_sample = 0u64;
     let mut floor = 0u64;
+    let mut frame_pushed_at = u64::MAX;
     let mut t = 0u64;
     while t < end {
         // Application: a frame every 1/60 s.
@@ -184,6 +192,7 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
             frame_packets.push((t, n, 0, key));
             frame_last.push(0);
             frame_no += 1;
+            frame_pushed_at = t;
             next_frame += 1_000_000 / 60;
         }
         // Pacer (or line rate).
@@ -200,7 +209,13 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
                 est.probe_sent(c.id);
             }
         }
+        // The host's pacer sleeps on a timer of 1 ms resolution: it releases
+        // when a frame was just submitted and on whole milliseconds.
+        let pacer_awake = t.is_multiple_of(PACER_TICK) || t == frame_pushed_at;
         loop {
+            if !pacer_awake {
+                break;
+            }
             let mut ended = None;
             let r = if paced {
                 pacer.pop(t, &mut ended)
@@ -236,9 +251,17 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
             } else if queued + size as u64 > net.queue_bytes {
                 out.lost_queue += 1;
             } else {
-                let cap = net.capacity_at(t);
+                let cap = net.capacity_at(t) as f64;
                 let start = link_free.max(t);
-                let dep = start + size as u64 * 8 * 1_000_000 / cap;
+                let have = (tokens + (start - link_free) as f64 * cap / 8e6)
+                    .min(net.burst_bytes.max(size as u64) as f64);
+                let dep = if have >= size as f64 {
+                    tokens = have - size as f64;
+                    start
+                } else {
+                    tokens = 0.0;
+                    start + ((size as f64 - have) * 8e6 / cap).ceil() as u64
+                };
                 link_free = dep;
                 queue.push_back((dep, size as u64));
                 queued += size as u64;
@@ -252,7 +275,7 @@ pub(crate) fn run(net: &Net, app: App, bwe: BweConfig, paced: bool, seconds: u64
         // Deliveries.
         while flight.front().is_some_and(|f| f.arrival <= t) {
             let f = flight.pop_front().unwrap();
-            client_arrivals.push((f.pn, t));
+            client_arrivals.push((f.pn, f.arrival));
         }
         // Client feedback every 50 ms.
         if t >= next_feedback {
@@ -329,6 +352,7 @@ mod tests {
             loss,
             seed: 42,
             outage: None,
+            burst_bytes: 0,
         }
     }
 
@@ -506,5 +530,36 @@ mod tests {
             "unpaced lost {} keyframes",
             keys_lost(&unpaced)
         );
+    }
+
+    // r[verify session.bwe.probe]
+    /// Case (b) of the real-path tests: 50 Mbit/s through 200 Mbit/s with
+    /// 5 ms of queue, starting at the stream's rate. The initial probes go
+    /// to 150 and 300 Mbit/s; a 300 Mbit/s cluster as long as 15 ms put
+    /// 187 KB into a 125 KB queue and dropped frame data behind it (24-29
+    /// packets here), a 5 ms one fits.
+    #[test]
+    fn a_probe_above_capacity_does_not_overfill_a_5_ms_queue() {
+        for delay_ms in [0, 1, 5] {
+            // The real test's tbf: a bucket of 1 ms at the rate + 3000 B.
+            let n = Net {
+                burst_bytes: 200 * M / 8 / 1000 + 3000,
+                ..net(vec![(0, 200 * M)], 5, delay_ms, 0.0)
+            };
+            let cfg = BweConfig {
+                start_bps: 50 * M,
+                ..BweConfig::default()
+            };
+            let o = run(&n, App::Fixed(50 * M), cfg, true, 10);
+            assert!(o.max_probe_bps > 200 * M, "{}", show(&o));
+            assert_eq!(o.lost_queue, 0, "delay {delay_ms} ms: {}", show(&o));
+            assert_eq!(o.frames_lost(0, 10 * S), 0, "{}", show(&o));
+            // The probes found the capacity, and not more: the bucket's
+            // burst at a cluster's start is not capacity.
+            for t in [2 * S, 9 * S] {
+                let e = o.estimate_at(t);
+                assert!((150 * M..=200 * M).contains(&e), "{}", show(&o));
+            }
+        }
     }
 }
