@@ -562,4 +562,47 @@ mod tests {
             }
         }
     }
+
+    // r[verify session.bwe.probe]
+    /// The initial 3× cluster comes back unsaturated after the 6× one was
+    /// already sent: the 6× one's result decides, and no third cluster
+    /// goes to 6× again (through a 5 ms queue it dropped frame data).
+    #[test]
+    fn no_further_probe_where_a_later_cluster_already_went() {
+        let mut b = Bwe::new(BweConfig {
+            start_bps: 50 * M,
+            ..BweConfig::default()
+        });
+        let (mut pn, mut now) = (0u64, 0u64);
+        let mut sent = Vec::new(); // (pn, sent at, cluster)
+        for _ in 0..2 {
+            let c = b.poll_probe(now).expect("an initial probe");
+            let n = c.bytes.div_ceil(1200).max(c.min_packets as u64);
+            for _ in 0..n {
+                b.on_sent(pn, 1200, now, Some(c.id));
+                sent.push((pn, now, c.id));
+                pn += 1;
+                now += 1200 * 8 * 1_000_000 / c.bps;
+            }
+            b.probe_sent(c.id);
+        }
+        // A 200 Mbit/s path: each packet leaves when the bottleneck is free.
+        let mut free = 0u64;
+        let arrivals: Vec<Arrival> = sent
+            .iter()
+            .map(|&(pn, at, _)| {
+                free = free.max(at) + 1200 * 8 * 1_000_000 / (200 * M);
+                Arrival {
+                    pn,
+                    at_us: Some(free + 1000),
+                }
+            })
+            .collect();
+        let split = sent.iter().position(|s| s.2 != sent[0].2).expect("two");
+        b.on_feedback(&arrivals[..split], now + 10_000);
+        b.on_feedback(&arrivals[split..], now + 20_000);
+        let est = b.estimate_bps();
+        assert!((150 * M..=200 * M).contains(&est), "estimate {est}");
+        assert_eq!(b.poll_probe(now + 21_000), None);
+    }
 }
