@@ -209,6 +209,7 @@ impl UdpTx {
                     self.stats.tx_datagrams.add(datagrams as u64);
                     self.stats.tx_bytes.add(bytes as u64);
                     self.stats.tx_syscalls.add(1);
+                    self.stats.tx_messages.add(sent as u64);
                     self.stats.tx_gso_sends.add(gso_sends as u64);
                     self.head += datagrams;
                 }
