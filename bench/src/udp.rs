@@ -162,6 +162,7 @@ fn raw_socket(gro: bool) -> UdpSocket {
 /// Raw sender: blocking `sendmmsg` of 64 datagrams, or of 10 GSO messages
 /// (9 × 54 segments and one of 26: the link's 512-datagram ring), until
 /// `stop`; counts what the kernel took.
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
     let fd = sock.as_raw_fd();
     // Distinct memory for each of 512 datagrams, as the link's send ring
@@ -253,6 +254,7 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
 /// Raw receiver: blocking `recvmmsg` into 64 buffers, or 8 of 64 KiB with
 /// GRO (counting `len / segment` datagrams per buffer), until quiet after
 /// `done`.
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
     let fd = sock.as_raw_fd();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -351,6 +353,7 @@ fn link_config(mode: Mode) -> UdpConfig {
     }
 }
 
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) -> Count {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -383,6 +386,7 @@ fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) -
     })
 }
 
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -> Count {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -552,9 +556,7 @@ pub fn run(runner: &mut Runner, quick: bool) {
                 Side::Ours => &[Pair::OursOurs, Pair::OursToRaw, Pair::RawToOurs],
                 Side::Baseline => &[Pair::RawRaw],
             };
-            for &pair in pairs {
-                sample(pair, mode, dur / 4);
-            }
+            // No warm-up: the totals printed cover all the profiler saw.
             let mut shapes = [(0u64, Shape::default()); 3];
             for _ in 0..runner.rounds {
                 for (k, &pair) in pairs.iter().enumerate() {

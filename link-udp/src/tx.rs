@@ -4,8 +4,9 @@
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use link_types::{LinkCaps, LinkError, LinkTx, LinkTxPermit, WriteSlot};
+use link_types::{LinkCaps, LinkError, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot};
 use socket2::SockAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -17,6 +18,15 @@ use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
+
+/// What one `sendmmsg` attempt came to.
+enum Step {
+    /// Datagrams went out, or were dropped and counted, or GSO was turned
+    /// off: try again with what is left.
+    Progress,
+    /// The socket's send buffer is full: wait for writability.
+    WouldBlock,
+}
 
 /// Datagrams a send ring holds at first (it grows to `send_ring`).
 const INITIAL_SLOTS: usize = 4;
@@ -49,10 +59,16 @@ pub struct UdpTx {
     capacity: usize,
     /// Bytes of `ring` in use.
     fill: usize,
-    offsets: Vec<u32>,
+    /// Length of each queued datagram. Their offsets follow from the
+    /// packing: each starts where the previous ended.
     lens: Vec<u32>,
     /// First queued datagram not yet sent.
     head: usize,
+    /// Where datagram `head` starts in `ring`.
+    head_off: usize,
+    /// ECONNREFUSED errors in a row (stale ICMP) while draining: retried up
+    /// to 3 times, then the datagram is dropped.
+    refused_in_a_row: u32,
     /// Datagrams committed into the ring.
     queued: usize,
     gso: bool,
@@ -104,9 +120,10 @@ impl UdpTx {
             ring: vec![0; ring.min(INITIAL_SLOTS) * caps.max_payload],
             capacity: ring,
             fill: 0,
-            offsets: vec![0; ring.min(INITIAL_SLOTS)],
             lens: vec![0; ring.min(INITIAL_SLOTS)],
             head: 0,
+            head_off: 0,
+            refused_in_a_row: 0,
             queued: 0,
             gso,
             caps,
@@ -140,6 +157,7 @@ impl UdpTx {
     fn plan<'a>(&'a self, iovs: &mut [IoSlice<'a>], msgs: &mut [SendMsg]) -> (usize, usize) {
         let (mut ni, mut nm) = (0, 0);
         let mut i = self.head;
+        let mut start = self.head_off;
         while i < self.queued && nm < MAX_BATCH {
             let len = self.lens[i] as usize;
             let mut count = 1;
@@ -158,117 +176,180 @@ impl UdpTx {
                     }
                 }
             }
-            // The run is contiguous in the packed ring: one iovec.
-            let start = self.offsets[i] as usize;
-            let end = self.offsets[i + count - 1] as usize + self.lens[i + count - 1] as usize;
-            iovs[ni] = IoSlice::new(&self.ring[start..end]);
+            // The run is contiguous in the packed ring: one iovec. All but
+            // its last datagram are `len` long.
+            let bytes = len * (count - 1) + self.lens[i + count - 1] as usize;
+            iovs[ni] = IoSlice::new(&self.ring[start..start + bytes]);
             ni += 1;
             msgs[nm] = SendMsg {
                 iov_start: ni - 1,
                 iov_count: 1,
                 datagrams: count,
+                bytes,
                 segment: if count > 1 { len as u16 } else { 0 },
             };
             nm += 1;
             i += count;
+            start += bytes;
         }
         (ni, nm)
     }
 
     // r[impl udp.send.batch]
-    // r[impl udp.send.gso-fallback]
-    // r[impl udp.send.transient]
     /// Send everything queued, waiting for the socket when its buffer is full.
-    async fn drain(&mut self) -> Result<(), LinkError> {
+    ///
+    /// Each `sendmmsg` is tried first; only when the kernel says EAGAIN does
+    /// it wait for writability (tokio readiness). Written as a poll function
+    /// so that `reserve`, which calls it when the ring is full, is a small
+    /// future that the compiler inlines into the caller's loop.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
         if let Some(e) = &self.error {
-            return Err(e.clone());
+            return Poll::Ready(Err(e.clone()));
         }
-        let mut refused_in_a_row = 0;
         while self.head < self.queued {
-            let mut iovs = [IoSlice::new(&[]); MAX_BATCH];
-            let mut msgs = [SendMsg {
-                iov_start: 0,
-                iov_count: 0,
-                datagrams: 0,
-                segment: 0,
-            }; MAX_BATCH];
-            let (ni, nm) = self.plan(&mut iovs, &mut msgs);
-            let fd = self.socket.as_raw_fd();
-            let dest = self.dest.as_ref();
-            let result = self.socket.try_io(Interest::WRITABLE, || {
-                sys::send_batch(fd, dest, &iovs[..ni], &msgs[..nm])
-            });
-            match result {
-                Ok(sent) => {
-                    refused_in_a_row = 0;
-                    let datagrams: usize = msgs[..sent].iter().map(|m| m.datagrams).sum();
-                    let bytes: usize = (self.head..self.head + datagrams)
-                        .map(|k| self.lens[k] as usize)
-                        .sum();
-                    let gso_sends = msgs[..sent].iter().filter(|m| m.segment > 0).count();
-                    self.stats.tx_datagrams.add(datagrams as u64);
-                    self.stats.tx_bytes.add(bytes as u64);
-                    self.stats.tx_syscalls.add(1);
-                    self.stats.tx_messages.add(sent as u64);
-                    self.stats.tx_gso_sends.add(gso_sends as u64);
-                    self.head += datagrams;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stats.tx_waits.add(1);
-                    if let Err(e) = self.socket.writable().await {
-                        return Err(self.fail(e));
-                    }
-                }
-                Err(e) => {
-                    let errno = e.raw_os_error().unwrap_or(0);
-                    let gso_refused = matches!(
-                        errno,
-                        libc::EIO
-                            | libc::EINVAL
-                            | libc::ENOPROTOOPT
-                            | libc::EMSGSIZE
-                            | libc::EOPNOTSUPP
-                    );
-                    if msgs[0].segment > 0 && gso_refused {
-                        tracing::warn!(error = %e, "kernel refused UDP GSO; falling back to plain sendmmsg");
-                        self.stats.tx_gso_fallbacks.add(1);
-                        self.gso = false;
-                    } else if errno == libc::ECONNREFUSED && refused_in_a_row < 3 {
-                        // A stale ICMP port-unreachable surfaced here; the
-                        // datagrams were not sent. Try again.
-                        self.stats.tx_transient_errors.add(1);
-                        refused_in_a_row += 1;
-                    } else if matches!(
-                        errno,
-                        libc::ENOBUFS
-                            | libc::ECONNREFUSED
-                            | libc::EMSGSIZE
-                            | libc::EPERM
-                            | libc::ENETUNREACH
-                            | libc::EHOSTUNREACH
-                            | libc::ENETDOWN
-                            | libc::EHOSTDOWN
-                    ) {
-                        // The kernel would not take this datagram: drop it,
-                        // counted, and carry on with the rest. No route (an
-                        // interface down, a path gone) is transient too: the
-                        // path may come back, and the session resumes.
-                        if !matches!(errno, libc::EMSGSIZE | libc::EPERM) {
-                            self.stats.tx_transient_errors.add(1);
-                        }
-                        self.stats.tx_dropped.add(1);
-                        self.head += 1;
-                        refused_in_a_row = 0;
-                    } else {
-                        return Err(self.fail(e));
-                    }
+            if let Step::WouldBlock = self.send_step()? {
+                self.stats.tx_waits.add(1);
+                match self.socket.poll_send_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(e))),
+                    Poll::Ready(Ok(())) => {}
                 }
             }
         }
         self.head = 0;
+        self.head_off = 0;
         self.queued = 0;
         self.fill = 0;
-        Ok(())
+        self.refused_in_a_row = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    // r[impl udp.send.gso-fallback]
+    // r[impl udp.send.transient]
+    /// One `sendmmsg` of the next batch from `head`, and what became of it.
+    fn send_step(&mut self) -> Result<Step, LinkError> {
+        let mut iovs = [IoSlice::new(&[]); MAX_BATCH];
+        let mut msgs = [SendMsg {
+            iov_start: 0,
+            iov_count: 0,
+            datagrams: 0,
+            bytes: 0,
+            segment: 0,
+        }; MAX_BATCH];
+        let (ni, nm) = self.plan(&mut iovs, &mut msgs);
+        let fd = self.socket.as_raw_fd();
+        let dest = self.dest.as_ref();
+        let result = self.socket.try_io(Interest::WRITABLE, || {
+            sys::send_batch(fd, dest, &iovs[..ni], &msgs[..nm])
+        });
+        match result {
+            Ok(sent) => {
+                self.refused_in_a_row = 0;
+                let (mut datagrams, mut bytes, mut gso_sends) = (0, 0, 0);
+                for m in &msgs[..sent] {
+                    datagrams += m.datagrams;
+                    bytes += m.bytes;
+                    gso_sends += usize::from(m.segment > 0);
+                }
+                self.stats.tx_datagrams.add(datagrams as u64);
+                self.stats.tx_bytes.add(bytes as u64);
+                self.stats.tx_syscalls.add(1);
+                self.stats.tx_messages.add(sent as u64);
+                self.stats.tx_gso_sends.add(gso_sends as u64);
+                self.head += datagrams;
+                self.head_off += bytes;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::WouldBlock),
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(0);
+                let gso_refused = matches!(
+                    errno,
+                    libc::EIO
+                        | libc::EINVAL
+                        | libc::ENOPROTOOPT
+                        | libc::EMSGSIZE
+                        | libc::EOPNOTSUPP
+                );
+                if msgs[0].segment > 0 && gso_refused {
+                    tracing::warn!(error = %e, "kernel refused UDP GSO; falling back to plain sendmmsg");
+                    self.stats.tx_gso_fallbacks.add(1);
+                    self.gso = false;
+                } else if errno == libc::ECONNREFUSED && self.refused_in_a_row < 3 {
+                    // A stale ICMP port-unreachable surfaced here; the
+                    // datagrams were not sent. Try again.
+                    self.stats.tx_transient_errors.add(1);
+                    self.refused_in_a_row += 1;
+                } else if matches!(
+                    errno,
+                    libc::ENOBUFS
+                        | libc::ECONNREFUSED
+                        | libc::EMSGSIZE
+                        | libc::EPERM
+                        | libc::ENETUNREACH
+                        | libc::EHOSTUNREACH
+                        | libc::ENETDOWN
+                        | libc::EHOSTDOWN
+                ) {
+                    // The kernel would not take this datagram: drop it,
+                    // counted, and carry on with the rest. No route (an
+                    // interface down, a path gone) is transient too: the
+                    // path may come back, and the session resumes.
+                    if !matches!(errno, libc::EMSGSIZE | libc::EPERM) {
+                        self.stats.tx_transient_errors.add(1);
+                    }
+                    self.stats.tx_dropped.add(1);
+                    self.head_off += self.lens[self.head] as usize;
+                    self.head += 1;
+                    self.refused_in_a_row = 0;
+                } else {
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        Ok(Step::Progress)
+    }
+
+    /// Whether a permit can take a datagram of the maximum payload now.
+    #[inline]
+    fn has_room(&self) -> bool {
+        self.queued < self.lens.len() && self.fill + self.caps.max_payload <= self.ring.len()
+    }
+
+    /// `reserve` on a closed or failed link, or with the ring full.
+    /// Ready when a permit may be handed out: at once on a live link whose
+    /// ring has room (the per-datagram case, inlined), else the slow path.
+    #[inline]
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
+        if self.has_room() && !self.closed && self.error.is_none() {
+            Poll::Ready(Ok(()))
+        } else {
+            self.poll_room_slow(cx)
+        }
+    }
+
+    /// `reserve` on a closed or failed link, or with the ring full.
+    #[inline(never)]
+    fn poll_room_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LinkError>> {
+        if self.closed {
+            return Poll::Ready(Err(LinkError::Closed));
+        }
+        if let Some(e) = &self.error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if !self.has_room() {
+            if self.lens.len() < self.capacity {
+                // Not yet at its configured size: grow (once per doubling
+                // in the link's life), keep queueing.
+                let slots = (self.lens.len() * 2).min(self.capacity);
+                self.ring.resize(slots * self.caps.max_payload, 0);
+                self.lens.resize(slots, 0);
+            } else {
+                // The ring is full: this is the reserve that would wait, so
+                // it transmits what is queued first.
+                return self.poll_drain(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn fail(&mut self, e: io::Error) -> LinkError {
@@ -288,34 +369,34 @@ impl LinkTx for UdpTx {
 
     // r[impl link.reserve.permit-holds]
     // r[impl link.reserve.cancel]
-    async fn reserve(&mut self) -> Result<UdpPermit<'_>, LinkError> {
-        if self.closed {
-            return Err(LinkError::Closed);
-        }
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        // A permit must be able to take a datagram of the maximum payload.
-        if self.queued == self.lens.len() || self.fill + self.caps.max_payload > self.ring.len() {
-            if self.lens.len() < self.capacity {
-                // Not yet at its configured size: grow (once per doubling
-                // in the link's life), keep queueing.
-                let slots = (self.lens.len() * 2).min(self.capacity);
-                self.ring.resize(slots * self.caps.max_payload, 0);
-                self.offsets.resize(slots, 0);
-                self.lens.resize(slots, 0);
-            } else {
-                // The ring is full: this is the reserve that would wait, so
-                // it transmits what is queued first.
-                self.drain().await?;
+    fn reserve(&mut self) -> impl MaybeSendFuture<Output = Result<UdpPermit<'_>, LinkError>> {
+        // A poll function over the half itself: the future is one pointer,
+        // and the common case (room in the ring) is a few compares inlined
+        // into the caller. Dropping it while it waits for writability
+        // leaves the ring as it was: what was sent is gone from it, the
+        // rest stays queued.
+        let mut tx = Some(self);
+        std::future::poll_fn(move |cx| {
+            // Polled again after it completed (a caller's bug): an error,
+            // not a panic.
+            let Some(t) = tx.as_mut() else {
+                return Poll::Ready(Err(LinkError::Closed));
+            };
+            match t.poll_room(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
-        }
-        Ok(UdpPermit { tx: self })
+            match tx.take() {
+                Some(tx) => Poll::Ready(Ok(UdpPermit { tx })),
+                None => Poll::Ready(Err(LinkError::Closed)),
+            }
+        })
     }
 
     // r[impl link.flush]
     async fn flush(&mut self) -> Result<(), LinkError> {
-        self.drain().await
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
     }
 
     // r[impl link.close.send-after]
@@ -324,7 +405,7 @@ impl LinkTx for UdpTx {
             return Ok(());
         }
         self.closed = true;
-        self.drain().await
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
     }
 
     // r[impl udp.endpoint.validation]
@@ -392,7 +473,6 @@ impl WriteSlot for UdpSlot<'_> {
             }
             tx.stats.unvalidated_tx_bytes.add(self.len as u64);
         }
-        tx.offsets[tx.queued] = tx.fill as u32;
         tx.lens[tx.queued] = self.len as u32;
         tx.fill += self.len;
         tx.queued += 1;
