@@ -3,8 +3,8 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 
 use link_types::{LinkCaps, LinkError, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot};
 use socket2::SockAddr;
@@ -18,6 +18,39 @@ use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
+
+/// The sending halves waiting for one socket to become writable.
+///
+/// tokio keeps a single waker per socket for `poll_send_ready`; the halves
+/// of an endpoint share one socket, so each registers its own waker here
+/// and the socket gets this one, which wakes them all.
+#[derive(Default)]
+pub(crate) struct SendWaiters {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl SendWaiters {
+    /// Remember `waker` (once) until the socket becomes writable.
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl Wake for SendWaiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
 
 /// What one `sendmmsg` attempt came to.
 enum Step {
@@ -49,6 +82,10 @@ pub(crate) struct TxPeer {
 /// `flush`, or when `reserve` finds the ring full.
 pub struct UdpTx {
     socket: Arc<UdpSocket>,
+    /// Every half sending on `socket` that waits for writability.
+    waiters: Arc<SendWaiters>,
+    /// The waker handed to the socket: wakes all of `waiters`.
+    wake_all: Waker,
     dest: Option<SockAddr>,
     /// Datagram bytes, packed: each slot starts where the previous ended, so
     /// a run of equal-size datagrams is one contiguous region (one iovec).
@@ -84,6 +121,9 @@ pub struct UdpTx {
 pub(crate) struct TxSetup {
     /// The socket to send from (shared by an endpoint's links).
     pub(crate) socket: Arc<UdpSocket>,
+    /// The halves waiting for that socket to become writable (shared by
+    /// an endpoint's links, like the socket).
+    pub(crate) waiters: Arc<SendWaiters>,
     /// The peer, for an unconnected (endpoint) socket; `None` when the
     /// socket is connected.
     pub(crate) dest: Option<SockAddr>,
@@ -106,6 +146,7 @@ impl UdpTx {
     pub(crate) fn new(setup: TxSetup) -> Self {
         let TxSetup {
             socket,
+            waiters,
             dest,
             ring,
             gso,
@@ -116,6 +157,8 @@ impl UdpTx {
         } = setup;
         UdpTx {
             socket,
+            wake_all: Waker::from(waiters.clone()),
+            waiters,
             dest,
             ring: vec![0; ring.min(INITIAL_SLOTS) * caps.max_payload],
             capacity: ring,
@@ -209,7 +252,9 @@ impl UdpTx {
         while self.head < self.queued {
             if let Step::WouldBlock = self.send_step()? {
                 self.stats.tx_waits.add(1);
-                match self.socket.poll_send_ready(cx) {
+                self.waiters.register(cx.waker());
+                let mut all = Context::from_waker(&self.wake_all);
+                match self.socket.poll_send_ready(&mut all) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail(e))),
                     Poll::Ready(Ok(())) => {}
@@ -315,7 +360,6 @@ impl UdpTx {
         self.queued < self.lens.len() && self.fill + self.caps.max_payload <= self.ring.len()
     }
 
-    /// `reserve` on a closed or failed link, or with the ring full.
     /// Ready when a permit may be handed out: at once on a live link whose
     /// ring has room (the per-datagram case, inlined), else the slow path.
     #[inline]
@@ -477,5 +521,115 @@ impl WriteSlot for UdpSlot<'_> {
         tx.fill += self.len;
         tx.queued += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A sending half on `socket` (connected), waiting through `waiters`.
+    fn half(socket: &Arc<UdpSocket>, waiters: &Arc<SendWaiters>, stats: &Arc<Counters>) -> UdpTx {
+        UdpTx::new(TxSetup {
+            socket: socket.clone(),
+            waiters: waiters.clone(),
+            dest: None,
+            ring: 64,
+            gso: false,
+            caps: LinkCaps::datagram(1000),
+            stats: stats.clone(),
+            guard: None,
+            peer: None,
+        })
+    }
+
+    async fn send(tx: &mut UdpTx, n: usize, mark: u8) {
+        for _ in 0..n {
+            let mut slot = tx.reserve().await.unwrap().alloc(1000).unwrap();
+            slot.as_mut_slice()[0] = mark;
+            slot.commit().unwrap();
+        }
+        tx.flush().await.unwrap();
+    }
+
+    // r[verify udp.send.batch]
+    /// Two halves sharing one socket (as an endpoint's links do) both find
+    /// its buffer full and wait; when it drains, both are woken and finish,
+    /// and nothing was dropped. The socket is one end of a Unix datagram
+    /// pair (a full peer queue gives EAGAIN, which loopback UDP never does);
+    /// the link's code sees an ordinary non-blocking socket.
+    #[tokio::test(flavor = "current_thread")]
+    async fn halves_sharing_a_socket_all_wake_when_it_drains() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let socket = Arc::new(UdpSocket::from_std(OwnedFd::from(ours).into()).unwrap());
+        let waiters = Arc::new(SendWaiters::default());
+        let stats = Arc::new(Counters::default());
+        let (mut a, mut b) = (
+            half(&socket, &waiters, &stats),
+            half(&socket, &waiters, &stats),
+        );
+        const EACH: usize = 2_000;
+        // The reader starts late, so that both halves find the queue full.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            theirs
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let (mut got, mut buf) = ([0usize; 2], [0u8; 2000]);
+            while got[0] + got[1] < 2 * EACH {
+                let n = theirs.recv(&mut buf).expect("a datagram within 5 s");
+                assert_eq!(n, 1000);
+                got[usize::from(buf[0] == b'b')] += 1;
+            }
+            got
+        });
+        let ta = tokio::spawn(async move { send(&mut a, EACH, b'a').await });
+        let tb = tokio::spawn(async move { send(&mut b, EACH, b'b').await });
+        // A half that is never woken hangs here: the bound only turns that
+        // hang into a failure (the run takes well under a second).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            ta.await.unwrap();
+            tb.await.unwrap();
+        })
+        .await
+        .expect("both halves finished: neither was left waiting");
+        assert_eq!(reader.join().unwrap(), [EACH, EACH]);
+        let s = stats.snapshot();
+        assert_eq!(s.tx_datagrams, 2 * EACH as u64);
+        assert_eq!(s.tx_dropped, 0);
+        assert!(s.tx_waits >= 2, "both halves should have waited: {s:?}");
+    }
+
+    /// The shared waker wakes every registered waker once, and a waker
+    /// registered twice is kept once.
+    #[test]
+    fn send_waiters_wake_each_registered_waker_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (c1, c2) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (w1, w2) = (Waker::from(c1.clone()), Waker::from(c2.clone()));
+        let waiters = Arc::new(SendWaiters::default());
+        waiters.register(&w1);
+        waiters.register(&w1);
+        waiters.register(&w2);
+        Waker::from(waiters.clone()).wake_by_ref();
+        assert_eq!(c1.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c2.0.load(Ordering::SeqCst), 1);
+        // Woken wakers are forgotten: a second wake reaches nobody.
+        Waker::from(waiters).wake();
+        assert_eq!(c1.0.load(Ordering::SeqCst), 1);
     }
 }
