@@ -21,6 +21,13 @@
 //! the thread's context counts, loopback delivery included; time spent
 //! preempted by other load does not). A fast receiver with a slow sender is
 //! visible as such.
+//!
+//! For a profiler, `--side ours` runs ours → ours, ours → raw receiver and
+//! raw sender → ours (each of our halves also against the raw counterpart
+//! of the baseline), `--side baseline` raw → raw, without warm-up; threads
+//! are named after their pair and role (`ours>raw tx`, `raw>raw rx`, …),
+//! and the link's sending loop is a function of its own (`link_send`, for
+//! `callgrind --toggle-collect`).
 
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};

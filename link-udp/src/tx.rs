@@ -19,6 +19,9 @@ use crate::sys::{self, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, SendMsg};
 /// Keeps an endpoint's receive task alive while any of its links exist.
 pub(crate) type Guard = Option<Arc<dyn Send + Sync>>;
 
+/// Most wakers a socket's `SendWaiters` keeps (see `register`).
+const MAX_WAITERS: usize = 256;
+
 /// The sending halves waiting for one socket to become writable.
 ///
 /// tokio keeps a single waker per socket for `poll_send_ready`; the halves
@@ -30,12 +33,20 @@ pub(crate) struct SendWaiters {
 }
 
 impl SendWaiters {
-    /// Remember `waker` (once) until the socket becomes writable.
+    /// Remember `waker` (once) until the socket becomes writable. The list
+    /// is bounded: beyond `MAX_WAITERS` (waiters of tasks that went away,
+    /// say) all are woken early, which costs them one more try.
     fn register(&self, waker: &Waker) {
         let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        if wakers.iter().any(|w| w.will_wake(waker)) {
+            return;
         }
+        if wakers.len() >= MAX_WAITERS {
+            for w in wakers.drain(..) {
+                w.wake();
+            }
+        }
+        wakers.push(waker.clone());
     }
 }
 
@@ -605,8 +616,8 @@ mod tests {
         assert!(s.tx_waits >= 2, "both halves should have waited: {s:?}");
     }
 
-    /// The shared waker wakes every registered waker once, and a waker
-    /// registered twice is kept once.
+    /// The shared waker wakes every registered waker once, a waker
+    /// registered twice is kept once, and the list stays bounded.
     #[test]
     fn send_waiters_wake_each_registered_waker_once() {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -629,7 +640,21 @@ mod tests {
         assert_eq!(c1.0.load(Ordering::SeqCst), 1);
         assert_eq!(c2.0.load(Ordering::SeqCst), 1);
         // Woken wakers are forgotten: a second wake reaches nobody.
-        Waker::from(waiters).wake();
+        Waker::from(waiters.clone()).wake_by_ref();
         assert_eq!(c1.0.load(Ordering::SeqCst), 1);
+        // The list is bounded: one more than it keeps wakes all it held.
+        let many: Vec<_> = (0..=MAX_WAITERS)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        for c in &many {
+            waiters.register(&Waker::from(c.clone()));
+        }
+        let woken =
+            |cs: &[Arc<Count>]| cs.iter().map(|c| c.0.load(Ordering::SeqCst)).sum::<usize>();
+        assert_eq!(woken(&many[..MAX_WAITERS]), MAX_WAITERS);
+        assert_eq!(woken(&many[MAX_WAITERS..]), 0);
+        assert_eq!(waiters.wakers.lock().unwrap().len(), 1);
+        Waker::from(waiters).wake();
+        assert_eq!(woken(&many[MAX_WAITERS..]), 1);
     }
 }
