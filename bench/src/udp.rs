@@ -4,17 +4,30 @@
 //! Three modes, each link configuration against the raw loops in the same
 //! mode: plain `sendmmsg` → `recvmmsg`; GSO send → `recvmmsg`; GSO send →
 //! GRO receive. The raw loops are written here against libc, with blocking
-//! sockets, and batch as the link does: `sendmmsg` of 64 datagrams, or of 9
-//! GSO messages of 54 segments each (the link drains its 512-datagram ring
-//! the same way); `recvmmsg` into 64 buffers, or 8 GRO buffers of 64 KiB
-//! (the link's `GRO_BATCH`).
+//! sockets, and batch as the link does: `sendmmsg` of 64 datagrams, or one
+//! `sendmmsg` of 10 GSO messages (9 × 54 segments and one of 26: the link
+//! drains its 512-datagram ring so; the bench prints both senders' batch
+//! shapes to check), from 512 distinct datagrams whose first byte is
+//! written before each send, as the link's sender writes its slots;
+//! `recvmmsg` into 64 buffers, or 8 GRO buffers of 64 KiB (the link's
+//! `GRO_BATCH`).
 //!
 //! Each round runs four pairs: raw → raw (the baseline), ours → ours, ours →
-//! raw receiver and raw sender → ours. For each, three figures: datagrams/s
-//! handed to the kernel by the sender, datagrams/s received, and the share
-//! of sent datagrams that arrived (the rest were dropped by the kernel for
-//! a full receive queue). A fast receiver with a slow sender is visible as
-//! such.
+//! raw receiver and raw sender → ours. For each, five figures: datagrams/s
+//! handed to the kernel by the sender, datagrams/s received, the share of
+//! sent datagrams that arrived (the rest were dropped by the kernel for a
+//! full receive queue), and the CPU time per datagram of the sending and of
+//! the receiving thread (`CLOCK_THREAD_CPUTIME_ID`: the kernel's work in
+//! the thread's context counts, loopback delivery included; time spent
+//! preempted by other load does not). A fast receiver with a slow sender is
+//! visible as such.
+//!
+//! For a profiler, `--side ours` runs ours → ours, ours → raw receiver and
+//! raw sender → ours (each of our halves also against the raw counterpart
+//! of the baseline), `--side baseline` raw → raw, without warm-up; threads
+//! are named after their pair and role (`ours>raw tx`, `raw>raw rx`, …),
+//! and the link's sending loop is a function of its own (`link_send`, for
+//! `callgrind --toggle-collect`).
 
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
@@ -27,16 +40,19 @@ use futures::FutureExt;
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 use link_udp::{UdpConfig, UdpLink};
 
-use crate::harness::{Better, Outcome, Runner, median, pin};
+use crate::harness::{Better, Outcome, Runner, Side, median, pin};
 
 const LEN: usize = 1200;
 const BATCH: usize = 64;
 /// Datagrams per raw GSO message: as many 1200-byte segments as fit 65000
 /// bytes (the link's `MAX_GSO_BYTES`).
 const GSO_SEGS: usize = 54;
-/// GSO messages per raw `sendmmsg`: the link's 512-datagram send ring in
-/// runs of 54.
-const GSO_MSGS: usize = 9;
+/// Datagrams per raw GSO `sendmmsg`: the link's send ring (`send_ring`,
+/// 512 by default), which it drains in one `sendmmsg` when full.
+const RING: usize = 512;
+/// GSO messages per raw `sendmmsg`: the ring in runs of 54, the last run
+/// shorter (9 × 54 + 26), as the link cuts it.
+const GSO_MSGS: usize = RING.div_ceil(GSO_SEGS);
 /// GRO buffers per raw `recvmmsg` (the link's `GRO_BATCH`).
 const GRO_BUFS: usize = 8;
 const SOL_UDP: libc::c_int = 17;
@@ -56,12 +72,62 @@ enum Mode {
 struct Count {
     datagrams: u64,
     span: Duration,
+    /// A sender's batch shape: `sendmmsg` calls, messages they took, and
+    /// waits for writability (zero for a receiver).
+    shape: Shape,
+    /// CPU time the thread used (its own and the kernel's work in its
+    /// context, softirqs included), unaffected by time it sat preempted.
+    cpu: Duration,
+}
+
+/// How a sender batched: what its system calls carried.
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    /// `sendmmsg` calls that took something.
+    calls: u64,
+    /// Messages those calls took (a GSO message carries several datagrams).
+    msgs: u64,
+    /// Waits for the socket to become writable (ours) or calls that took
+    /// fewer messages than offered (raw).
+    waits: u64,
+}
+
+impl Shape {
+    fn add(&mut self, o: Shape) {
+        self.calls += o.calls;
+        self.msgs += o.msgs;
+        self.waits += o.waits;
+    }
 }
 
 impl Count {
     fn rate(&self) -> f64 {
         self.datagrams as f64 / self.span.as_secs_f64().max(1e-9)
     }
+
+    /// CPU nanoseconds per datagram.
+    fn cpu_per_datagram(&self) -> f64 {
+        self.cpu.as_nanos() as f64 / self.datagrams.max(1) as f64
+    }
+}
+
+/// The calling thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Duration {
+    // SAFETY: `ts` is a valid timespec on the stack for the call.
+    let ts = unsafe {
+        let mut ts: libc::timespec = zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        ts
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Run `f` on this thread and record the CPU time it took in its count.
+fn with_cpu(f: impl FnOnce() -> Count) -> Count {
+    let start = thread_cpu();
+    let mut c = f();
+    c.cpu = thread_cpu() - start;
+    c
 }
 
 /// One sample of one pair.
@@ -100,18 +166,34 @@ fn raw_socket(gro: bool) -> UdpSocket {
     s
 }
 
-/// Raw sender: blocking `sendmmsg` of 64 datagrams, or of 9 GSO messages
-/// of 54 segments each, until `stop`; counts what the kernel took.
+/// Raw sender: blocking `sendmmsg` of 64 datagrams, or of 10 GSO messages
+/// (9 × 54 segments and one of 26: the link's 512-datagram ring), until
+/// `stop`; counts what the kernel took.
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
     let fd = sock.as_raw_fd();
-    let payload = vec![0x5Au8; LEN * GSO_SEGS.max(BATCH)];
+    // Distinct memory for each of 512 datagrams, as the link's send ring
+    // holds (and as any sender of fresh data has): one GSO `sendmmsg`
+    // carries all of it, plain calls take 64 datagrams of it in turn.
+    let mut payload = vec![0u8; LEN * RING];
+    let per_call = if gso { RING } else { BATCH };
+    let mut base = 0;
     let start = Instant::now();
     let mut sent = 0u64;
     #[repr(C, align(8))]
     #[derive(Clone, Copy)]
     struct Cmsg([u8; 32]);
     let mut cbufs = [Cmsg([0; 32]); GSO_MSGS];
+    let mut shape = Shape::default();
     while !stop.load(Ordering::Relaxed) {
+        // Write each datagram before it goes out (its first byte), as the
+        // link's sender does into its slots.
+        if !gso {
+            base = (base + BATCH) % RING;
+        }
+        for d in base..base + per_call {
+            payload[d * LEN] = 0x5A;
+        }
         if gso {
             // SAFETY: all-zero iovec/mmsghdr arrays are valid; each header
             // points at its own iovec (into `payload`) and its own 32-byte
@@ -120,9 +202,10 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
                 let mut iovs: [libc::iovec; GSO_MSGS] = zeroed();
                 let mut hdrs: [libc::mmsghdr; GSO_MSGS] = zeroed();
                 for i in 0..GSO_MSGS {
+                    let segs = GSO_SEGS.min(RING - i * GSO_SEGS);
                     iovs[i] = libc::iovec {
-                        iov_base: payload.as_ptr() as *mut libc::c_void,
-                        iov_len: LEN * GSO_SEGS,
+                        iov_base: payload.as_ptr().add(i * GSO_SEGS * LEN) as *mut libc::c_void,
+                        iov_len: LEN * segs,
                     };
                     let msg = &mut hdrs[i].msg_hdr;
                     msg.msg_iov = &mut iovs[i];
@@ -137,7 +220,10 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
                 }
                 let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), GSO_MSGS as u32, 0);
                 if n > 0 {
-                    sent += n as u64 * GSO_SEGS as u64;
+                    sent += (RING.min(n as usize * GSO_SEGS)) as u64;
+                    shape.calls += 1;
+                    shape.msgs += n as u64;
+                    shape.waits += u64::from((n as usize) < GSO_MSGS);
                 }
             }
         } else {
@@ -148,7 +234,7 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
                 let mut hdrs: [libc::mmsghdr; BATCH] = zeroed();
                 for i in 0..BATCH {
                     iovs[i] = libc::iovec {
-                        iov_base: payload.as_ptr().add(i * LEN) as *mut libc::c_void,
+                        iov_base: payload.as_ptr().add((base + i) * LEN) as *mut libc::c_void,
                         iov_len: LEN,
                     };
                     hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
@@ -157,6 +243,9 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
                 let n = libc::sendmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, 0);
                 if n > 0 {
                     sent += n as u64;
+                    shape.calls += 1;
+                    shape.msgs += n as u64;
+                    shape.waits += u64::from((n as usize) < BATCH);
                 }
             }
         }
@@ -164,12 +253,15 @@ fn raw_send(sock: &UdpSocket, gso: bool, stop: &AtomicBool) -> Count {
     Count {
         datagrams: sent,
         span: start.elapsed(),
+        shape,
+        cpu: Duration::ZERO,
     }
 }
 
 /// Raw receiver: blocking `recvmmsg` into 64 buffers, or 8 of 64 KiB with
 /// GRO (counting `len / segment` datagrams per buffer), until quiet after
 /// `done`.
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
     let fd = sock.as_raw_fd();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -255,6 +347,8 @@ fn raw_recv(sock: &UdpSocket, gro: bool, done: &AtomicBool) -> Count {
     Count {
         datagrams: n,
         span: first.map_or(Duration::ZERO, |f| last - f),
+        shape: Shape::default(),
+        cpu: Duration::ZERO,
     }
 }
 
@@ -266,6 +360,7 @@ fn link_config(mode: Mode) -> UdpConfig {
     }
 }
 
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) -> Count {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -284,13 +379,21 @@ fn link_send(sock: UdpSocket, peer: SocketAddr, mode: Mode, stop: &AtomicBool) -
             }
         }
         tx.flush().await.unwrap();
+        let s = stats.snapshot();
         Count {
-            datagrams: stats.snapshot().tx_datagrams,
+            datagrams: s.tx_datagrams,
             span: start.elapsed(),
+            shape: Shape {
+                calls: s.tx_syscalls,
+                msgs: s.tx_messages,
+                waits: s.tx_waits,
+            },
+            cpu: Duration::ZERO,
         }
     })
 }
 
+#[inline(never)] // a frame of its own in profiles (callgrind --toggle-collect)
 fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -> Count {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -337,6 +440,8 @@ fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -
         Count {
             datagrams: n,
             span: first.map_or(Duration::ZERO, |f| last - f),
+            shape: Shape::default(),
+            cpu: Duration::ZERO,
         }
     })
 }
@@ -368,38 +473,67 @@ fn sample(pair: Pair, mode: Mode, dur: Duration) -> Sample {
     rx_sock.connect(tx_addr).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
+    // Named threads, so that a profile separates the sides
+    // (`perf report --comm "ours>raw tx"`).
     let receiver = {
         let done = done.clone();
-        std::thread::spawn(move || {
+        let name = format!("{} rx", side_label(pair));
+        std::thread::Builder::new().name(name).spawn(move || {
             pin(1);
             if pair.ours_recv() {
-                link_recv(rx_sock, tx_addr, mode, &done)
+                with_cpu(|| link_recv(rx_sock, tx_addr, mode, &done))
             } else {
                 if mode == Mode::GsoGro {
                     setopt(rx_sock.as_raw_fd(), SOL_UDP, UDP_GRO, 1);
                 }
-                raw_recv(&rx_sock, mode == Mode::GsoGro, &done)
+                with_cpu(|| raw_recv(&rx_sock, mode == Mode::GsoGro, &done))
             }
         })
-    };
+    }
+    .unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let sender = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
+        let name = format!("{} tx", side_label(pair));
+        std::thread::Builder::new().name(name).spawn(move || {
             pin(0);
             if pair.ours_send() {
-                link_send(tx_sock, rx_addr, mode, &stop)
+                with_cpu(|| link_send(tx_sock, rx_addr, mode, &stop))
             } else {
-                raw_send(&tx_sock, mode != Mode::Plain, &stop)
+                with_cpu(|| raw_send(&tx_sock, mode != Mode::Plain, &stop))
             }
         })
-    };
+    }
+    .unwrap();
     std::thread::sleep(dur);
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     done.store(true, Ordering::Relaxed);
     let received = receiver.join().unwrap();
     Sample { sent, received }
+}
+
+fn side_label(pair: Pair) -> &'static str {
+    match pair {
+        Pair::RawRaw => "raw>raw",
+        Pair::OursOurs => "ours>ours",
+        Pair::OursToRaw => "ours>raw",
+        Pair::RawToOurs => "raw>ours",
+    }
+}
+
+/// A sender's batch shape on stderr: datagrams per message (a GSO message
+/// carries several), messages per `sendmmsg`, and how often it waited.
+fn print_shape(mode: &str, pair: &str, sent: u64, s: Shape) {
+    let per = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+    eprintln!(
+        "[udp] {mode} {pair}: sender batches: {:.1} datagrams/message, {:.2} messages/sendmmsg, {} sendmmsg, {} waits ({:.4} per sendmmsg)",
+        per(sent, s.msgs),
+        per(s.msgs, s.calls),
+        s.calls,
+        s.waits,
+        per(s.waits, s.calls),
+    );
 }
 
 /// Run the `udp` suite.
@@ -419,6 +553,38 @@ pub fn run(runner: &mut Runner, quick: bool) {
             continue;
         }
         eprintln!("[udp] {name} ...");
+        if let Some(side) = runner.side {
+            // Profiling one side, no ratio. Ours: ours → ours, and our
+            // sender into the raw receiver and the raw sender into ours (each
+            // of our halves against the same counterpart as in raw → raw,
+            // the baseline). Threads are named after their pair and role:
+            // `ours>raw tx`, `raw>ours rx`, ...
+            let pairs: &[Pair] = match side {
+                Side::Ours => &[Pair::OursOurs, Pair::OursToRaw, Pair::RawToOurs],
+                Side::Baseline => &[Pair::RawRaw],
+            };
+            // No warm-up: the totals printed cover all the profiler saw.
+            let mut shapes = [(0u64, Shape::default()); 3];
+            for _ in 0..runner.rounds {
+                for (k, &pair) in pairs.iter().enumerate() {
+                    let s = sample(pair, mode, dur);
+                    eprintln!(
+                        "[udp] {name} {}: sent {:.0}/s ({:.1} sender CPU ns each), received {:.0}/s ({:.1} receiver CPU ns each)",
+                        side_label(pair),
+                        s.sent.rate(),
+                        s.sent.cpu_per_datagram(),
+                        s.received.rate(),
+                        s.received.cpu_per_datagram(),
+                    );
+                    shapes[k].0 += s.sent.datagrams;
+                    shapes[k].1.add(s.sent.shape);
+                }
+            }
+            for (k, &pair) in pairs.iter().enumerate() {
+                print_shape(name, side_label(pair), shapes[k].0, shapes[k].1);
+            }
+            continue;
+        }
         let all = [
             Pair::RawRaw,
             Pair::OursOurs,
@@ -429,8 +595,11 @@ pub fn run(runner: &mut Runner, quick: bool) {
         for p in all {
             sample(p, mode, dur / 4);
         }
-        // Per pair: send rates, receive rates, delivered shares.
-        let mut figs: Vec<[Vec<f64>; 3]> = (0..all.len()).map(|_| Default::default()).collect();
+        // Per pair: send rates, receive rates, delivered shares, CPU per
+        // datagram of each side; and the senders' batch shapes, summed over
+        // the rounds.
+        let mut figs: Vec<[Vec<f64>; 5]> = (0..all.len()).map(|_| Default::default()).collect();
+        let mut shapes = [(0u64, Shape::default()); 4];
         for round in 0..runner.rounds {
             for k in 0..all.len() {
                 let i = (k + round) % all.len();
@@ -438,19 +607,25 @@ pub fn run(runner: &mut Runner, quick: bool) {
                 figs[i][0].push(s.sent.rate());
                 figs[i][1].push(s.received.rate());
                 figs[i][2].push(s.received.datagrams as f64 / s.sent.datagrams.max(1) as f64);
+                figs[i][3].push(s.sent.cpu_per_datagram());
+                figs[i][4].push(s.received.cpu_per_datagram());
+                shapes[i].0 += s.sent.datagrams;
+                shapes[i].1.add(s.sent.shape);
             }
         }
-        let med: Vec<[f64; 3]> = figs
-            .into_iter()
-            .map(|[a, b, c]| [median(a), median(b), median(c)])
-            .collect();
+        for (i, (sent, shape)) in shapes.iter().enumerate() {
+            print_shape(name, side_label(all[i]), *sent, *shape);
+        }
+        let med: Vec<[f64; 5]> = figs.into_iter().map(|f| f.map(median)).collect();
         for (j, (pair, label)) in pairs.iter().enumerate() {
             let i = j + 1;
             debug_assert!(all[i] == *pair);
-            for (m, (metric, unit)) in [
-                ("sent_per_s", "dgram/s"),
-                ("received_per_s", "dgram/s"),
-                ("delivered_share", "fraction"),
+            for (m, (metric, unit, better)) in [
+                ("sent_per_s", "dgram/s", Better::Higher),
+                ("received_per_s", "dgram/s", Better::Higher),
+                ("delivered_share", "fraction", Better::Higher),
+                ("sender_cpu_per_dgram", "ns", Better::Lower),
+                ("receiver_cpu_per_dgram", "ns", Better::Lower),
             ]
             .into_iter()
             .enumerate()
@@ -464,7 +639,7 @@ pub fn run(runner: &mut Runner, quick: bool) {
                     baseline: med[0][m],
                     baseline_name: baseline.into(),
                     ratio: med[i][m] / med[0][m],
-                    better: Better::Higher,
+                    better,
                 });
             }
         }

@@ -23,7 +23,7 @@ use crate::peer::{Offered, PeerQueue, lock};
 use crate::rx::{Receiver, ReceiverSetup, RxSource, Sources, UdpRx};
 use crate::socket::{SocketInfo, open};
 use crate::stats::{Counters, UdpStatsHandle};
-use crate::tx::{TxPeer, TxSetup, UdpTx};
+use crate::tx::{SendWaiters, TxPeer, TxSetup, UdpTx};
 
 /// Links of peers that appeared, waiting for `accept`.
 struct Accepted {
@@ -153,6 +153,8 @@ impl RateLimiter {
 
 struct Shared {
     socket: Arc<UdpSocket>,
+    /// The links' sending halves waiting for `socket` to become writable.
+    send_waiters: Arc<SendWaiters>,
     config: EndpointConfig,
     info: SocketInfo,
     caps: LinkCaps,
@@ -243,6 +245,7 @@ impl UdpEndpoint {
         });
         let shared = Arc::new(Shared {
             socket,
+            send_waiters: Default::default(),
             caps: LinkCaps::datagram(info.max_payload),
             config,
             info,
@@ -359,6 +362,7 @@ fn make_link(
     let guard_rx: Arc<dyn Send + Sync> = guard.clone();
     let tx = UdpTx::new(TxSetup {
         socket: shared.socket.clone(),
+        waiters: shared.send_waiters.clone(),
         dest: Some(peer.into()),
         ring: cfg.send_ring,
         gso: cfg.gso,

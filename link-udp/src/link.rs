@@ -78,6 +78,7 @@ impl UdpLink {
         let caps = LinkCaps::datagram(info.max_payload);
         let tx = UdpTx::new(TxSetup {
             socket: socket.clone(),
+            waiters: Default::default(),
             dest: None,
             ring: config.send_ring,
             gso: config.gso,

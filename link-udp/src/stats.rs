@@ -14,6 +14,8 @@ link_types::counters! {
         tx_bytes,
         /// `sendmmsg` calls that sent something.
         tx_syscalls,
+        /// Messages those calls handed to the kernel: a datagram on its own, or a GSO run.
+        tx_messages,
         /// Messages sent as a GSO run (each carries several datagrams).
         tx_gso_sends,
         /// Times the kernel refused GSO and the link fell back to plain `sendmmsg`.
