@@ -4,7 +4,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::link::WsLink;
-use super::stream::Stream;
+use super::stream::{Spare, Stream};
 use super::tls::ClientTls;
 use crate::{WsConfig, WsError};
 
@@ -78,7 +78,7 @@ impl WsLink {
             };
             let (ws, _resp) = tokio_tungstenite::client_async_with_config(
                 request,
-                stream,
+                Spare::new(stream),
                 Some(super::ws_config(config)),
             )
             .await

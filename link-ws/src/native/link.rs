@@ -1,5 +1,6 @@
 //! The native WebSocket link: one binary WebSocket message per link message.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as TError, Message};
 
-use super::stream::Stream;
+use super::stream::{SPARE, Spare};
 use crate::close;
 use crate::stats::{Counters, WsStatsHandle};
 use crate::{WsConfig, WsMessage};
@@ -38,7 +39,7 @@ struct Conn {
 }
 
 struct Io {
-    ws: WebSocketStream<Stream>,
+    ws: WebSocketStream<Spare>,
     counters: Arc<Counters>,
     /// Once the connection is over, what the sending half reports.
     ended: Option<LinkError>,
@@ -70,7 +71,9 @@ impl std::fmt::Debug for WsLink {
 }
 
 impl WsLink {
-    pub(crate) fn new(ws: WebSocketStream<Stream>, config: &WsConfig) -> WsLink {
+    pub(crate) fn new(mut ws: WebSocketStream<Spare>, config: &WsConfig) -> WsLink {
+        // The handshake's reads say nothing about the framing layer's buffer.
+        ws.get_mut().forget_room();
         let counters = Arc::new(Counters::default());
         let conn = Arc::new(Conn {
             io: Mutex::new(Io {
@@ -98,7 +101,11 @@ impl WsLink {
                 staging: BytesMut::new(),
                 closed: false,
             },
-            rx: WsRx { conn, end: None },
+            rx: WsRx {
+                conn,
+                ready: VecDeque::with_capacity(RX_BATCH),
+                end: None,
+            },
         }
     }
 
@@ -521,13 +528,26 @@ impl WriteSlot for WsSlot<'_> {
 /// The receiving half of a [`WsLink`].
 pub struct WsRx {
     conn: Arc<Conn>,
-    /// How the connection ended, once read.
+    /// Messages taken from the framing layer under one lock and not yet
+    /// returned by `recv`, oldest first: at most [`RX_BATCH`] messages, and
+    /// more than one only while they total under [`RX_BATCH_BYTES`].
+    ready: VecDeque<WsMessage>,
+    /// How the connection ended, once read (returned after `ready`).
     end: Option<Result<(), LinkError>>,
 }
+
+/// The most messages taken from the framing layer under one lock.
+const RX_BATCH: usize = 32;
+/// A batch stops growing once its payloads reach this many bytes, so
+/// that only small messages are taken several at a time (a large one is
+/// taken alone, as before) and the batch holds little of the framing
+/// layer's read buffer.
+const RX_BATCH_BYTES: usize = 4 << 10;
 
 impl std::fmt::Debug for WsRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsRx")
+            .field("ready", &self.ready.len())
             .field("end", &self.end)
             .finish_non_exhaustive()
     }
@@ -553,15 +573,16 @@ impl WsRx {
     // r[impl link.recv.cancel]
     // r[impl link.close.sticky]
     // r[impl link.error.sticky]
-    /// One message per lock: a received message's bytes are a view into
-    /// the framing layer's read buffer, and holding views while it reads
-    /// more (a batch) makes it allocate and zero a fresh buffer instead of
-    /// reusing its own; measured, that cost more than the lock it saves.
+    /// Messages come from a small local batch: when it is empty, one lock
+    /// of the framing layer takes every message that is ready, up to
+    /// [`RX_BATCH`] small ones (see [`WsRx::fill`]); the counters count a
+    /// message when it is returned here.
     #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<WsMessage>, LinkError>> {
-        if self.end.is_none()
-            && let Some(m) = self.read_one(cx)
-        {
+        if self.ready.is_empty() && self.end.is_none() {
+            self.fill(cx);
+        }
+        if let Some(m) = self.ready.pop_front() {
             let c = &self.conn.counters;
             c.rx_messages.bump(1);
             c.rx_bytes.bump(m.data.len() as u64);
@@ -573,97 +594,124 @@ impl WsRx {
         }
     }
 
-    /// The next message, if one is there; otherwise records the end when
-    /// the connection ended (and returns `None`).
+    /// Take the messages that are ready from the framing layer, under one
+    /// lock: the first, then more while they are small (a batch of at most
+    /// [`RX_BATCH`] messages and, past its first, under [`RX_BATCH_BYTES`]).
+    /// Stops at the first `Pending` (the task's waker is then registered
+    /// with the socket, which matters only when nothing was taken) or at
+    /// the end of the connection, which is recorded and returned after the
+    /// messages before it.
     #[inline(never)]
-    fn read_one(&mut self, cx: &mut Context<'_>) -> Option<WsMessage> {
-        let conn = &self.conn;
-        let c = &conn.counters;
+    fn fill(&mut self, cx: &mut Context<'_>) {
+        let conn = &*self.conn;
         let mut io = conn.lock();
-        loop {
-            let item = match Pin::new(&mut io.ws).poll_next(cx) {
-                Poll::Pending => return None,
-                Poll::Ready(item) => item,
-            };
-            let end = match item {
-                Some(Ok(Message::Binary(b))) => {
-                    return Some(WsMessage {
-                        data: Backing::from_bytes(b),
-                        text: false,
-                    });
+        let mut bytes = 0;
+        // After the first message, another is taken only while the last
+        // read left room for a small frame in the framing layer's buffer:
+        // parsing it then needs no more room (which the buffer could not
+        // make in place while this batch refers to it).
+        while self.ready.is_empty()
+            || (self.ready.len() < RX_BATCH
+                && bytes < RX_BATCH_BYTES
+                && io.ws.get_ref().room() >= SPARE)
+        {
+            match read_one(conn, &mut io, cx) {
+                Poll::Ready(Ok(m)) => {
+                    bytes += m.data.len();
+                    self.ready.push_back(m);
                 }
-                Some(Ok(Message::Text(t))) if conn.accept_text => {
-                    return Some(WsMessage {
-                        data: Backing::from_bytes(t.into()),
-                        text: true,
-                    });
+                Poll::Ready(Err(end)) => {
+                    self.end = Some(end);
+                    return;
                 }
-                Some(Ok(Message::Text(_))) => {
-                    c.rx_text_rejected.bump(1);
-                    send_close(
-                        &mut io,
-                        close::UNSUPPORTED,
-                        "text messages are not accepted",
-                        cx,
-                    );
-                    Err(LinkError::protocol(
-                        "peer sent a text message; only binary messages are accepted",
-                    ))
-                }
-                Some(Ok(Message::Ping(_))) => {
-                    c.pings.bump(1);
-                    continue;
-                }
-                Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(frame))) => {
-                    // The framing layer has queued the reply; push it out.
-                    let _ = Pin::new(&mut io.ws).poll_flush(cx);
-                    match frame {
-                        None => close::end_for_close(None, ""),
-                        Some(f) => close::end_for_close(Some(u16::from(f.code)), &f.reason),
-                    }
-                }
-                Some(Err(TError::Capacity(e))) => {
-                    c.rx_oversize.bump(1);
-                    send_close(
-                        &mut io,
-                        close::TOO_BIG,
-                        "message above the maximum payload",
-                        cx,
-                    );
-                    Err(LinkError::protocol(format!(
-                        "incoming message above the maximum payload of {} bytes: {e}",
-                        conn.caps.max_payload
-                    )))
-                }
-                Some(Err(TError::Utf8(e))) => {
-                    c.rx_protocol_errors.bump(1);
-                    send_close(&mut io, close::INVALID_PAYLOAD, "text is not UTF-8", cx);
-                    Err(LinkError::protocol(format!(
-                        "invalid UTF-8 in a text message: {e}"
-                    )))
-                }
-                Some(Err(TError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
-                    Err(LinkError::PeerGone)
-                }
-                Some(Err(TError::Protocol(e))) => {
-                    c.rx_protocol_errors.bump(1);
-                    send_close(&mut io, close::PROTOCOL, "protocol error", cx);
-                    Err(LinkError::protocol(format!(
-                        "WebSocket protocol error: {e}"
-                    )))
-                }
-                Some(Err(TError::Io(e))) => Err(io_error(e)),
-                Some(Err(e)) => Err(LinkError::transport(e)),
-                None => Err(LinkError::PeerGone),
-            };
-            if io.ended.is_none() {
-                io.ended = Some(LinkError::PeerGone);
-                conn.ended.store(true, Ordering::Release);
+                Poll::Pending => return,
             }
-            self.end = Some(end);
-            return None;
         }
+    }
+}
+
+/// The next message from the framing layer, if one is there; when the
+/// connection ended, how (`Ok(())` for a normal close), after marking the
+/// connection as over for the sending half.
+#[inline]
+fn read_one(
+    conn: &Conn,
+    io: &mut Io,
+    cx: &mut Context<'_>,
+) -> Poll<Result<WsMessage, Result<(), LinkError>>> {
+    let c = &conn.counters;
+    loop {
+        let item = match Pin::new(&mut io.ws).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let end = match item {
+            Some(Ok(Message::Binary(b))) => {
+                return Poll::Ready(Ok(WsMessage {
+                    data: Backing::from_bytes(b),
+                    text: false,
+                }));
+            }
+            Some(Ok(Message::Text(t))) if conn.accept_text => {
+                return Poll::Ready(Ok(WsMessage {
+                    data: Backing::from_bytes(t.into()),
+                    text: true,
+                }));
+            }
+            Some(Ok(Message::Text(_))) => {
+                c.rx_text_rejected.bump(1);
+                send_close(io, close::UNSUPPORTED, "text messages are not accepted", cx);
+                Err(LinkError::protocol(
+                    "peer sent a text message; only binary messages are accepted",
+                ))
+            }
+            Some(Ok(Message::Ping(_))) => {
+                c.pings.bump(1);
+                continue;
+            }
+            Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(frame))) => {
+                // The framing layer has queued the reply; push it out.
+                let _ = Pin::new(&mut io.ws).poll_flush(cx);
+                match frame {
+                    None => close::end_for_close(None, ""),
+                    Some(f) => close::end_for_close(Some(u16::from(f.code)), &f.reason),
+                }
+            }
+            Some(Err(TError::Capacity(e))) => {
+                c.rx_oversize.bump(1);
+                send_close(io, close::TOO_BIG, "message above the maximum payload", cx);
+                Err(LinkError::protocol(format!(
+                    "incoming message above the maximum payload of {} bytes: {e}",
+                    conn.caps.max_payload
+                )))
+            }
+            Some(Err(TError::Utf8(e))) => {
+                c.rx_protocol_errors.bump(1);
+                send_close(io, close::INVALID_PAYLOAD, "text is not UTF-8", cx);
+                Err(LinkError::protocol(format!(
+                    "invalid UTF-8 in a text message: {e}"
+                )))
+            }
+            Some(Err(TError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                Err(LinkError::PeerGone)
+            }
+            Some(Err(TError::Protocol(e))) => {
+                c.rx_protocol_errors.bump(1);
+                send_close(io, close::PROTOCOL, "protocol error", cx);
+                Err(LinkError::protocol(format!(
+                    "WebSocket protocol error: {e}"
+                )))
+            }
+            Some(Err(TError::Io(e))) => Err(io_error(e)),
+            Some(Err(e)) => Err(LinkError::transport(e)),
+            None => Err(LinkError::PeerGone),
+        };
+        if io.ended.is_none() {
+            io.ended = Some(LinkError::PeerGone);
+            conn.ended.store(true, Ordering::Release);
+        }
+        return Poll::Ready(Err(end));
     }
 }
 
@@ -682,6 +730,12 @@ impl LinkRx for WsRx {
 // r[impl link.rx.drop]
 impl Drop for WsRx {
     fn drop(&mut self) {
+        // Messages taken from the framing layer but never returned by
+        // `recv` are discarded with the half, and counted.
+        if !self.ready.is_empty() {
+            let unread: usize = self.ready.iter().map(|m| m.data.len()).sum();
+            self.conn.counters.rx_discarded_bytes.bump(unread as u64);
+        }
         if self.end.is_some() {
             return;
         }

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use super::http::{HttpRoutes, Routed, route};
 use super::link::WsLink;
-use super::stream::Stream;
+use super::stream::{Spare, Stream};
 use super::tls::TlsServer;
 use crate::{WsConfig, WsError};
 
@@ -278,7 +278,7 @@ async fn handshake(
         Ok(resp)
     };
     let ws = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        Spare::new(stream),
         callback,
         Some(super::ws_config(config)),
     )
