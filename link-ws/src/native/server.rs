@@ -221,7 +221,16 @@ async fn accept_loop(
                 }
                 Ok(Ok(Handshake::Link(link, path))) => {
                     counters.accepted.fetch_add(1, Relaxed);
-                    let _ = send.send((WsAccepted { link, path, peer }, permit)).await;
+                    let _ = send
+                        .send((
+                            WsAccepted {
+                                link: *link,
+                                path,
+                                peer,
+                            },
+                            permit,
+                        ))
+                        .await;
                 }
                 Ok(Err(e)) => {
                     counters.handshakes_failed.fetch_add(1, Relaxed);
@@ -237,7 +246,7 @@ async fn accept_loop(
 }
 
 enum Handshake {
-    Link(WsLink, String),
+    Link(Box<WsLink>, String),
     Http(u16),
 }
 
@@ -284,5 +293,5 @@ async fn handshake(
     )
     .await
     .map_err(|e| WsError::Handshake(Box::new(e)))?;
-    Ok(Handshake::Link(WsLink::new(ws, config), path))
+    Ok(Handshake::Link(Box::new(WsLink::new(ws, config)), path))
 }
