@@ -3,23 +3,21 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use futures::{Sink, Stream as _};
 use link_types::{
     Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot,
 };
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as TError, Message};
 
-use super::stream::{SPARE, Spare};
+use super::framed::{Framed, Half};
+use super::stream::SPARE;
 use crate::close;
 use crate::stats::{Counters, WsStatsHandle};
 use crate::{WsConfig, WsMessage};
@@ -39,7 +37,7 @@ struct Conn {
 }
 
 struct Io {
-    ws: WebSocketStream<Spare>,
+    ws: Framed,
     counters: Arc<Counters>,
     /// Once the connection is over, what the sending half reports.
     ended: Option<LinkError>,
@@ -71,9 +69,9 @@ impl std::fmt::Debug for WsLink {
 }
 
 impl WsLink {
-    pub(crate) fn new(mut ws: WebSocketStream<Spare>, config: &WsConfig) -> WsLink {
+    pub(crate) fn new(mut ws: Framed, config: &WsConfig) -> WsLink {
         // The handshake's reads say nothing about the framing layer's buffer.
-        ws.get_mut().forget_room();
+        ws.sock_mut().stream_mut().forget_room();
         let counters = Arc::new(Counters::default());
         let conn = Arc::new(Conn {
             io: Mutex::new(Io {
@@ -152,17 +150,15 @@ fn io_error(e: io::Error) -> LinkError {
     }
 }
 
-/// Queue a close frame and push it out as far as the socket takes it now.
-fn send_close(io: &mut Io, code: u16, reason: &'static str, cx: &mut Context<'_>) {
+/// Queue a close frame and push it out as far as the socket takes it now;
+/// `half` is the caller.
+fn send_close(io: &mut Io, half: Half, code: u16, reason: &'static str, cx: &mut Context<'_>) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    if Pin::new(&mut io.ws)
-        .start_send(Message::Close(Some(frame)))
-        .is_ok()
-    {
-        let _ = Pin::new(&mut io.ws).poll_flush(cx);
+    if io.ws.start_send(Message::Close(Some(frame))).is_ok() {
+        let _ = io.ws.poll_flush(half, cx);
     }
 }
 
@@ -203,7 +199,7 @@ impl Outbox {
         io.counters.tx_bytes.bump(self.pending_bytes as u64);
         self.pending_bytes = 0;
         for m in self.pending.drain(..) {
-            if let Err(e) = Pin::new(&mut io.ws).start_send(m) {
+            if let Err(e) = io.ws.start_send(m) {
                 return Err(fail(&mut self.error, io, e));
             }
         }
@@ -291,13 +287,13 @@ impl WsTx {
             return Poll::Ready(Err(e));
         }
         if self.out.queued >= self.conn.queue {
-            match Pin::new(&mut io.ws).poll_flush(cx) {
+            match io.ws.poll_flush(Half::Tx, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => self.out.queued = 0,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(fail(&mut self.out.error, &io, e))),
             }
         }
-        match Pin::new(&mut io.ws).poll_ready(cx) {
+        match io.ws.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => {
                 self.out.unchecked = 0;
@@ -382,7 +378,7 @@ impl LinkTx for WsTx {
             if let Err(e) = self.out.hand_over(&mut io) {
                 return Poll::Ready(Err(e));
             }
-            match Pin::new(&mut io.ws).poll_flush(cx) {
+            match io.ws.poll_flush(Half::Tx, cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => {
                     self.out.queued = 0;
@@ -419,7 +415,7 @@ impl LinkTx for WsTx {
                     code: CloseCode::Normal,
                     reason: "".into(),
                 };
-                match Pin::new(&mut io.ws).start_send(Message::Close(Some(frame))) {
+                match io.ws.start_send(Message::Close(Some(frame))) {
                     Ok(()) => {}
                     // The peer closed first: its close was answered already.
                     Err(TError::Protocol(ProtocolError::SendAfterClosing))
@@ -433,7 +429,7 @@ impl LinkTx for WsTx {
                     }
                 }
             }
-            match Pin::new(&mut io.ws).poll_flush(cx) {
+            match io.ws.poll_flush(Half::Tx, cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(r) => {
                     self.closed = true;
@@ -467,6 +463,7 @@ impl Drop for WsTx {
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
+                Half::Tx,
                 close::GOING_AWAY,
                 "sender dropped without close",
                 &mut Context::from_waker(&waker),
@@ -605,6 +602,7 @@ impl WsRx {
     fn fill(&mut self, cx: &mut Context<'_>) {
         let conn = &*self.conn;
         let mut io = conn.lock();
+        io.ws.register_rx(cx);
         let mut bytes = 0;
         // After the first message, another is taken only while the last
         // read left room for a small frame in the framing layer's buffer:
@@ -613,7 +611,7 @@ impl WsRx {
         while self.ready.is_empty()
             || (self.ready.len() < RX_BATCH
                 && bytes < RX_BATCH_BYTES
-                && io.ws.get_ref().room() >= SPARE)
+                && io.ws.sock().stream().room() >= SPARE)
         {
             match read_one(conn, &mut io, cx) {
                 Poll::Ready(Ok(m)) => {
@@ -641,7 +639,7 @@ fn read_one(
 ) -> Poll<Result<WsMessage, Result<(), LinkError>>> {
     let c = &conn.counters;
     loop {
-        let item = match Pin::new(&mut io.ws).poll_next(cx) {
+        let item = match io.ws.read() {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(item) => item,
         };
@@ -660,7 +658,13 @@ fn read_one(
             }
             Some(Ok(Message::Text(_))) => {
                 c.rx_text_rejected.bump(1);
-                send_close(io, close::UNSUPPORTED, "text messages are not accepted", cx);
+                send_close(
+                    io,
+                    Half::Rx,
+                    close::UNSUPPORTED,
+                    "text messages are not accepted",
+                    cx,
+                );
                 Err(LinkError::protocol(
                     "peer sent a text message; only binary messages are accepted",
                 ))
@@ -672,7 +676,7 @@ fn read_one(
             Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
             Some(Ok(Message::Close(frame))) => {
                 // The framing layer has queued the reply; push it out.
-                let _ = Pin::new(&mut io.ws).poll_flush(cx);
+                let _ = io.ws.poll_flush(Half::Rx, cx);
                 match frame {
                     None => close::end_for_close(None, ""),
                     Some(f) => close::end_for_close(Some(u16::from(f.code)), &f.reason),
@@ -680,7 +684,13 @@ fn read_one(
             }
             Some(Err(TError::Capacity(e))) => {
                 c.rx_oversize.bump(1);
-                send_close(io, close::TOO_BIG, "message above the maximum payload", cx);
+                send_close(
+                    io,
+                    Half::Rx,
+                    close::TOO_BIG,
+                    "message above the maximum payload",
+                    cx,
+                );
                 Err(LinkError::protocol(format!(
                     "incoming message above the maximum payload of {} bytes: {e}",
                     conn.caps.max_payload
@@ -688,7 +698,13 @@ fn read_one(
             }
             Some(Err(TError::Utf8(e))) => {
                 c.rx_protocol_errors.bump(1);
-                send_close(io, close::INVALID_PAYLOAD, "text is not UTF-8", cx);
+                send_close(
+                    io,
+                    Half::Rx,
+                    close::INVALID_PAYLOAD,
+                    "text is not UTF-8",
+                    cx,
+                );
                 Err(LinkError::protocol(format!(
                     "invalid UTF-8 in a text message: {e}"
                 )))
@@ -698,7 +714,7 @@ fn read_one(
             }
             Some(Err(TError::Protocol(e))) => {
                 c.rx_protocol_errors.bump(1);
-                send_close(io, close::PROTOCOL, "protocol error", cx);
+                send_close(io, Half::Rx, close::PROTOCOL, "protocol error", cx);
                 Err(LinkError::protocol(format!(
                     "WebSocket protocol error: {e}"
                 )))
@@ -747,6 +763,7 @@ impl Drop for WsRx {
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
+                Half::Rx,
                 close::GOING_AWAY,
                 "receiver dropped",
                 &mut Context::from_waker(&waker),
@@ -766,7 +783,7 @@ impl Drop for WsRx {
 /// `LinkError::PeerGone`.
 fn abandon_reading(io: &Io) {
     use std::mem::MaybeUninit;
-    let sock = socket2::SockRef::from(io.ws.get_ref().tcp());
+    let sock = socket2::SockRef::from(io.ws.sock().stream().tcp());
     if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
         tracing::debug!("shutdown(write) after the receiver was dropped: {e}");
     }

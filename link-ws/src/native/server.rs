@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response, ServerHandshake};
 
+use super::framed::{self, Framed, Sock};
 use super::http::{HttpRoutes, Routed, route};
 use super::link::WsLink;
 use super::stream::{Spare, Stream};
@@ -286,12 +287,15 @@ async fn handshake(
             .unwrap_or_else(|| "/".into());
         Ok(resp)
     };
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
-        Spare::new(stream),
+    let ws = framed::handshake(ServerHandshake::start(
+        Sock::new(Spare::new(stream)),
         callback,
         Some(super::ws_config(config)),
-    )
+    ))
     .await
     .map_err(|e| WsError::Handshake(Box::new(e)))?;
-    Ok(Handshake::Link(Box::new(WsLink::new(ws, config)), path))
+    Ok(Handshake::Link(
+        Box::new(WsLink::new(Framed::new(ws), config)),
+        path,
+    ))
 }
