@@ -362,6 +362,41 @@ async fn a_peer_that_never_reads_learns_of_a_dropped_receiver() {
     );
 }
 
+// r[verify ws.drop]
+// r[verify link.rx.drop]
+/// Small messages that arrived but were never returned by `recv` when the
+/// receiving half is dropped (taken ahead in the link's batch, read ahead
+/// by the framing layer, or still in the socket) are all counted as
+/// discarded.
+#[tokio::test]
+async fn messages_read_ahead_count_as_discarded_when_the_receiver_goes() {
+    let mut s = server(WsConfig::default()).await;
+    let (mut raw, link) = raw_client(&mut s, "/").await;
+    let stats = link.stats();
+    let (_tx, mut rx) = link.split();
+    const N: usize = 100;
+    const LEN: usize = 64;
+    for i in 0..N {
+        raw.feed(Message::binary(vec![i as u8; LEN]))
+            .await
+            .expect("feed");
+    }
+    raw.flush().await.expect("flush");
+    // Let them all arrive, so that the first `recv` finds them together.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = recv_within(&mut rx).await.expect("recv").expect("message");
+    assert_eq!(&first[..], &[0u8; LEN][..]);
+    assert_eq!(stats.snapshot().rx_messages, 1);
+    drop(rx);
+    let discarded = stats.snapshot().rx_discarded_bytes;
+    assert!(
+        discarded >= ((N - 1) * LEN) as u64,
+        "discarded {discarded} bytes, expected at least {} (the {} messages not returned)",
+        (N - 1) * LEN,
+        N - 1
+    );
+}
+
 // r[verify ws.server]
 /// The server accepts many connections at once and tells each link's
 /// request path and peer address.

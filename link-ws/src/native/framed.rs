@@ -248,6 +248,24 @@ impl Framed {
         }
     }
 
+    /// The payload bytes of the messages the framing layer holds already
+    /// read (those after the last one returned), taken and dropped without
+    /// reading the socket again; for counting what a dropped receiver
+    /// discards. At most `limit` messages are taken.
+    pub(crate) fn discard_buffered(&mut self, limit: usize) -> u64 {
+        self.ws.get_mut().stream_mut().hold_reads();
+        let mut bytes = 0u64;
+        for _ in 0..limit {
+            match self.read() {
+                Poll::Ready(Some(Ok(Message::Binary(b)))) => bytes += b.len() as u64,
+                Poll::Ready(Some(Ok(Message::Text(t)))) => bytes += t.len() as u64,
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(_) | Poll::Pending => break,
+            }
+        }
+        bytes
+    }
+
     /// Hand one message to the framing layer (buffered; written out when
     /// its buffer fills, without waiting).
     pub(crate) fn start_send(&mut self, m: Message) -> Result<(), TError> {

@@ -768,7 +768,7 @@ impl Drop for WsRx {
                 "receiver dropped",
                 &mut Context::from_waker(&waker),
             );
-            abandon_reading(&io);
+            abandon_reading(&mut io);
         }
     }
 }
@@ -778,11 +778,16 @@ impl Drop for WsRx {
 /// (its writes would otherwise fill the socket buffers and then wait
 /// forever). The write side is shut after the close frame (as far as the
 /// socket took it), what already arrived is discarded (counted in
-/// `rx_discarded_bytes`), and the read side is shut: the kernel answers
-/// any later data with a reset, which the peer's next write reports as
-/// `LinkError::PeerGone`.
-fn abandon_reading(io: &Io) {
+/// `rx_discarded_bytes`: the messages the framing layer had read ahead,
+/// then the bytes waiting in the socket), and the read side is shut: the
+/// kernel answers any later data with a reset, which the peer's next write
+/// reports as `LinkError::PeerGone`.
+fn abandon_reading(io: &mut Io) {
     use std::mem::MaybeUninit;
+    // Its read buffer holds at most a buffer's worth of complete messages
+    // (a partial frame at its end is not counted).
+    let buffered = io.ws.discard_buffered(1 << 16);
+    io.counters.rx_discarded_bytes.bump(buffered);
     let sock = socket2::SockRef::from(io.ws.sock().stream().tcp());
     if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
         tracing::debug!("shutdown(write) after the receiver was dropped: {e}");

@@ -127,11 +127,18 @@ pub(crate) struct Spare {
     /// Bytes left free after the framing layer's buffer by the last read
     /// (a lower bound: the buffer only gains room until the next read).
     room: usize,
+    /// Reads answer "not ready" without touching the socket (set when the
+    /// receiving half goes, to take what the framing layer already holds).
+    held: bool,
 }
 
 impl Spare {
     pub(crate) fn new(stream: Stream) -> Spare {
-        Spare { stream, room: 0 }
+        Spare {
+            stream,
+            room: 0,
+            held: false,
+        }
     }
 
     /// The TCP connection under the stream.
@@ -144,6 +151,11 @@ impl Spare {
     #[inline]
     pub(crate) fn room(&self) -> usize {
         self.room
+    }
+
+    /// From now on, reads answer "not ready" without reading the socket.
+    pub(crate) fn hold_reads(&mut self) {
+        self.held = true;
     }
 
     /// Forget the room seen so far (reads before the framing layer's own
@@ -160,6 +172,9 @@ impl AsyncRead for Spare {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.held {
+            return Poll::Pending;
+        }
         let offered = buf.remaining();
         if offered <= 2 * SPARE {
             let r = Pin::new(&mut this.stream).poll_read(cx, buf);
