@@ -87,7 +87,7 @@ impl WsLink {
             let (ws, _resp) = framed::handshake(start)
                 .await
                 .map_err(|e| WsError::Handshake(Box::new(e)))?;
-            Ok(WsLink::new(Framed::new(ws), config))
+            Ok(WsLink::new(Framed::new(ws, false), config))
         };
         tokio::time::timeout(config.handshake_timeout, work)
             .await

@@ -54,15 +54,18 @@ impl Wake for Wakers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        for half in [Half::Rx, Half::Tx] {
-            // Cloned out so that no lock is held while the task is woken.
-            let w = self
-                .slot(half)
+        // Cloned out so that no lock is held while a task is woken.
+        let take = |half| {
+            self.slot(half)
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if let Some(w) = w {
-                w.wake();
+                .clone()
+        };
+        match (take(Half::Rx), take(Half::Tx)) {
+            // Both halves in one task: wake it once.
+            (Some(rx), Some(tx)) if rx.will_wake(&tx) => rx.wake(),
+            (rx, tx) => {
+                rx.into_iter().chain(tx).for_each(Waker::wake);
             }
         }
     }
@@ -198,16 +201,36 @@ pub(crate) struct Framed {
     ready: bool,
     /// The connection ended (a normal close or an error was returned).
     ended: bool,
+    /// Whether incoming frames carry a mask (a server's do), for the
+    /// estimate of their size on the wire.
+    masked: bool,
+}
+
+/// The size of a single frame carrying `len` payload bytes, with the mask
+/// when `masked` (a fragmented message is counted as one frame: an
+/// estimate).
+#[inline]
+fn wire_len(len: usize, masked: bool) -> usize {
+    let ext = if len >= 1 << 16 {
+        8
+    } else if len >= 126 {
+        2
+    } else {
+        0
+    };
+    2 + ext + if masked { 4 } else { 0 } + len
 }
 
 impl Framed {
-    /// After a handshake: forget its task's waker.
-    pub(crate) fn new(mut ws: WebSocket<Sock>) -> Framed {
+    /// After a handshake: forget its task's waker. `masked`: incoming
+    /// frames are masked (this is the server side).
+    pub(crate) fn new(mut ws: WebSocket<Sock>, masked: bool) -> Framed {
         ws.get_mut().forget_wakers();
         Framed {
             ws,
             ready: true,
             ended: false,
+            masked,
         }
     }
 
@@ -235,7 +258,17 @@ impl Framed {
             return Poll::Ready(None);
         }
         match self.ws.read() {
-            Ok(m) => Poll::Ready(Some(Ok(m))),
+            Ok(m) => {
+                let len = match &m {
+                    Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+                    Message::Text(t) => t.len(),
+                    Message::Close(Some(f)) => 2 + f.reason.len(),
+                    Message::Close(None) | Message::Frame(_) => 0,
+                };
+                let n = wire_len(len, self.masked);
+                self.ws.get_mut().stream_mut().parsed(n);
+                Poll::Ready(Some(Ok(m)))
+            }
             Err(TError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
             Err(TError::ConnectionClosed | TError::AlreadyClosed) => {
                 self.ended = true;

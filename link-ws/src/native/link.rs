@@ -607,11 +607,14 @@ impl WsRx {
         // After the first message, another is taken only while the last
         // read left room for a small frame in the framing layer's buffer:
         // parsing it then needs no more room (which the buffer could not
-        // make in place while this batch refers to it).
+        // make in place while this batch refers to it); and only while
+        // read bytes remain unparsed: otherwise the next attempt would be a
+        // read of an empty socket, which the next `recv` makes anyway.
         while self.ready.is_empty()
             || (self.ready.len() < RX_BATCH
                 && bytes < RX_BATCH_BYTES
-                && io.ws.sock().stream().room() >= SPARE)
+                && io.ws.sock().stream().room() >= SPARE
+                && io.ws.sock().stream().unparsed() > 0)
         {
             match read_one(conn, &mut io, cx) {
                 Poll::Ready(Ok(m)) => {

@@ -295,7 +295,7 @@ async fn handshake(
     .await
     .map_err(|e| WsError::Handshake(Box::new(e)))?;
     Ok(Handshake::Link(
-        Box::new(WsLink::new(Framed::new(ws), config)),
+        Box::new(WsLink::new(Framed::new(ws, true), config)),
         path,
     ))
 }

@@ -113,7 +113,8 @@ pub(crate) const SPARE: usize = 4 << 10;
 
 /// The stream under the framing layer of a link: it reads so that the
 /// framing layer's read buffer keeps [`SPARE`] bytes free at its end, and
-/// remembers how much room the last read left there.
+/// remembers how much room the last read left there and how many bytes
+/// read are not yet parsed into messages.
 ///
 /// Why: the framing layer asks its read buffer for room for every frame
 /// it parses. When there is none, the buffer moves its unread bytes to its
@@ -121,12 +122,18 @@ pub(crate) const SPARE: usize = 4 << 10;
 /// allocates a new buffer and copies them there. The receiving half takes
 /// several small messages at a time ([`super::link`]) and so holds some of
 /// them while the next is parsed; it does so only while the room left by
-/// the last read shows that parsing a small frame needs no more.
+/// the last read shows that parsing a small frame needs no more, and only
+/// while read bytes remain unparsed (so that a batch does not end in a
+/// read of an empty socket that the next `recv` would make anyway).
 pub(crate) struct Spare {
     stream: Stream,
     /// Bytes left free after the framing layer's buffer by the last read
     /// (a lower bound: the buffer only gains room until the next read).
     room: usize,
+    /// Bytes read and not yet parsed into messages, as far as the framing
+    /// layer's caller counts them with [`Spare::parsed`] (an estimate; it
+    /// only decides when a batch stops).
+    unparsed: usize,
     /// Reads answer "not ready" without touching the socket (set when the
     /// receiving half goes, to take what the framing layer already holds).
     held: bool,
@@ -137,6 +144,7 @@ impl Spare {
         Spare {
             stream,
             room: 0,
+            unparsed: 0,
             held: false,
         }
     }
@@ -153,6 +161,18 @@ impl Spare {
         self.room
     }
 
+    /// Bytes read and not yet counted as parsed (an estimate).
+    #[inline]
+    pub(crate) fn unparsed(&self) -> usize {
+        self.unparsed
+    }
+
+    /// `n` bytes of what was read were parsed into a message.
+    #[inline]
+    pub(crate) fn parsed(&mut self, n: usize) {
+        self.unparsed = self.unparsed.saturating_sub(n);
+    }
+
     /// From now on, reads answer "not ready" without reading the socket.
     pub(crate) fn hold_reads(&mut self) {
         self.held = true;
@@ -162,6 +182,7 @@ impl Spare {
     /// read buffer existed say nothing about it).
     pub(crate) fn forget_room(&mut self) {
         self.room = 0;
+        self.unparsed = 0;
     }
 }
 
@@ -180,6 +201,7 @@ impl AsyncRead for Spare {
             let r = Pin::new(&mut this.stream).poll_read(cx, buf);
             if r.is_ready() {
                 this.room = buf.remaining();
+                this.unparsed += offered - buf.remaining();
             }
             return r;
         }
@@ -191,6 +213,7 @@ impl AsyncRead for Spare {
         buf.advance(n);
         if r.is_ready() {
             this.room = buf.remaining();
+            this.unparsed += n;
         }
         r
     }
