@@ -1,6 +1,7 @@
 //! `ws`: the WebSocket link against the framing crates used directly, on
-//! loopback TCP: tokio-tungstenite (which the link is built on) and
-//! tokio-websockets (the other candidate). One-way throughput at 64 B,
+//! loopback TCP: tokio-tungstenite (the async wrapper of tungstenite, whose
+//! framing the link drives itself) and tokio-websockets (the other
+//! candidate). One-way throughput at 64 B,
 //! 16 KiB and 1 MiB, and the 64 B round trip.
 //!
 //! Every sample sets up a fresh connection (not timed) between two threads,

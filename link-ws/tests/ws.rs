@@ -79,6 +79,61 @@ async fn text_message_is_a_protocol_error() {
     assert_eq!(close_code(&mut raw).await, Some(1003));
 }
 
+// r[verify ws.close.eof]
+// r[verify ws.message.text]
+/// Small messages that arrive together are returned in order, each once,
+/// and an end that arrives with them (a normal close, or a refused text
+/// message) comes after all of them.
+#[tokio::test]
+async fn an_end_that_arrives_with_messages_comes_after_them() {
+    for end_with_text in [false, true] {
+        let mut s = server(WsConfig::default()).await;
+        let (mut raw, link) = raw_client(&mut s, "/").await;
+        let stats = link.stats();
+        let (_tx, mut rx) = link.split();
+        const N: usize = 300;
+        for i in 0..N {
+            let msg = Message::binary(vec![(i % 251) as u8; 1 + i % 200]);
+            raw.feed(msg).await.expect("feed");
+        }
+        if end_with_text {
+            raw.feed(Message::text("no")).await.expect("feed text");
+        } else {
+            raw.feed(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await
+            .expect("feed close");
+        }
+        raw.flush().await.expect("flush");
+        // Let everything arrive, so that reads find many messages at once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for i in 0..N {
+            let m = recv_within(&mut rx)
+                .await
+                .unwrap_or_else(|e| panic!("message {i}: {e:?}"))
+                .unwrap_or_else(|| panic!("message {i}: end too early"));
+            assert_eq!(
+                &m[..],
+                &vec![(i % 251) as u8; 1 + i % 200][..],
+                "message {i}"
+            );
+        }
+        for _ in 0..2 {
+            match recv_within(&mut rx).await {
+                Ok(None) if !end_with_text => {}
+                Err(LinkError::Protocol(_)) if end_with_text => {}
+                other => panic!(
+                    "end (text: {end_with_text}): {:?}",
+                    other.map(|m| m.map(|b| b.len()))
+                ),
+            }
+        }
+        assert_eq!(stats.snapshot().rx_messages, N as u64);
+    }
+}
+
 /// With `accept_text`, text arrives with its kind.
 #[tokio::test]
 async fn text_is_delivered_when_accepted() {
@@ -359,6 +414,41 @@ async fn a_peer_that_never_reads_learns_of_a_dropped_receiver() {
         stats.snapshot().rx_discarded_bytes >= 8 * (64 << 10),
         "discarded {} bytes",
         stats.snapshot().rx_discarded_bytes
+    );
+}
+
+// r[verify ws.drop]
+// r[verify link.rx.drop]
+/// Small messages that arrived but were never returned by `recv` when the
+/// receiving half is dropped (taken ahead in the link's batch, read ahead
+/// by the framing layer, or still in the socket) are all counted as
+/// discarded.
+#[tokio::test]
+async fn messages_read_ahead_count_as_discarded_when_the_receiver_goes() {
+    let mut s = server(WsConfig::default()).await;
+    let (mut raw, link) = raw_client(&mut s, "/").await;
+    let stats = link.stats();
+    let (_tx, mut rx) = link.split();
+    const N: usize = 100;
+    const LEN: usize = 64;
+    for i in 0..N {
+        raw.feed(Message::binary(vec![i as u8; LEN]))
+            .await
+            .expect("feed");
+    }
+    raw.flush().await.expect("flush");
+    // Let them all arrive, so that the first `recv` finds them together.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = recv_within(&mut rx).await.expect("recv").expect("message");
+    assert_eq!(&first[..], &[0u8; LEN][..]);
+    assert_eq!(stats.snapshot().rx_messages, 1);
+    drop(rx);
+    let discarded = stats.snapshot().rx_discarded_bytes;
+    assert!(
+        discarded >= ((N - 1) * LEN) as u64,
+        "discarded {discarded} bytes, expected at least {} (the {} messages not returned)",
+        (N - 1) * LEN,
+        N - 1
     );
 }
 

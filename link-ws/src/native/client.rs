@@ -1,10 +1,12 @@
 //! The native WebSocket client.
 
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::ClientHandshake;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::framed::{self, Framed, Sock};
 use super::link::WsLink;
-use super::stream::Stream;
+use super::stream::{Spare, Stream};
 use super::tls::ClientTls;
 use crate::{WsConfig, WsError};
 
@@ -76,14 +78,16 @@ impl WsLink {
             } else {
                 Stream::Plain(tcp)
             };
-            let (ws, _resp) = tokio_tungstenite::client_async_with_config(
+            let start = ClientHandshake::start(
+                Sock::new(Spare::new(stream)),
                 request,
-                stream,
                 Some(super::ws_config(config)),
             )
-            .await
             .map_err(|e| WsError::Handshake(Box::new(e)))?;
-            Ok(WsLink::new(ws, config))
+            let (ws, _resp) = framed::handshake(start)
+                .await
+                .map_err(|e| WsError::Handshake(Box::new(e)))?;
+            Ok(WsLink::new(Framed::new(ws, false), config))
         };
         tokio::time::timeout(config.handshake_timeout, work)
             .await

@@ -1,24 +1,23 @@
 //! The native WebSocket link: one binary WebSocket message per link message.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use futures::{Sink, Stream as _};
 use link_types::{
     Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot,
 };
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as TError, Message};
 
-use super::stream::Stream;
+use super::framed::{Framed, Half};
+use super::stream::SPARE;
 use crate::close;
 use crate::stats::{Counters, WsStatsHandle};
 use crate::{WsConfig, WsMessage};
@@ -38,7 +37,7 @@ struct Conn {
 }
 
 struct Io {
-    ws: WebSocketStream<Stream>,
+    ws: Framed,
     counters: Arc<Counters>,
     /// Once the connection is over, what the sending half reports.
     ended: Option<LinkError>,
@@ -70,7 +69,9 @@ impl std::fmt::Debug for WsLink {
 }
 
 impl WsLink {
-    pub(crate) fn new(ws: WebSocketStream<Stream>, config: &WsConfig) -> WsLink {
+    pub(crate) fn new(mut ws: Framed, config: &WsConfig) -> WsLink {
+        // The handshake's reads say nothing about the framing layer's buffer.
+        ws.sock_mut().stream_mut().forget_room();
         let counters = Arc::new(Counters::default());
         let conn = Arc::new(Conn {
             io: Mutex::new(Io {
@@ -98,7 +99,11 @@ impl WsLink {
                 staging: BytesMut::new(),
                 closed: false,
             },
-            rx: WsRx { conn, end: None },
+            rx: WsRx {
+                conn,
+                ready: VecDeque::with_capacity(RX_BATCH),
+                end: None,
+            },
         }
     }
 
@@ -145,17 +150,15 @@ fn io_error(e: io::Error) -> LinkError {
     }
 }
 
-/// Queue a close frame and push it out as far as the socket takes it now.
-fn send_close(io: &mut Io, code: u16, reason: &'static str, cx: &mut Context<'_>) {
+/// Queue a close frame and push it out as far as the socket takes it now;
+/// `half` is the caller.
+fn send_close(io: &mut Io, half: Half, code: u16, reason: &'static str, cx: &mut Context<'_>) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    if Pin::new(&mut io.ws)
-        .start_send(Message::Close(Some(frame)))
-        .is_ok()
-    {
-        let _ = Pin::new(&mut io.ws).poll_flush(cx);
+    if io.ws.start_send(Message::Close(Some(frame))).is_ok() {
+        let _ = io.ws.poll_flush(half, cx);
     }
 }
 
@@ -196,7 +199,7 @@ impl Outbox {
         io.counters.tx_bytes.bump(self.pending_bytes as u64);
         self.pending_bytes = 0;
         for m in self.pending.drain(..) {
-            if let Err(e) = Pin::new(&mut io.ws).start_send(m) {
+            if let Err(e) = io.ws.start_send(m) {
                 return Err(fail(&mut self.error, io, e));
             }
         }
@@ -284,13 +287,13 @@ impl WsTx {
             return Poll::Ready(Err(e));
         }
         if self.out.queued >= self.conn.queue {
-            match Pin::new(&mut io.ws).poll_flush(cx) {
+            match io.ws.poll_flush(Half::Tx, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => self.out.queued = 0,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(fail(&mut self.out.error, &io, e))),
             }
         }
-        match Pin::new(&mut io.ws).poll_ready(cx) {
+        match io.ws.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => {
                 self.out.unchecked = 0;
@@ -375,7 +378,7 @@ impl LinkTx for WsTx {
             if let Err(e) = self.out.hand_over(&mut io) {
                 return Poll::Ready(Err(e));
             }
-            match Pin::new(&mut io.ws).poll_flush(cx) {
+            match io.ws.poll_flush(Half::Tx, cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => {
                     self.out.queued = 0;
@@ -412,7 +415,7 @@ impl LinkTx for WsTx {
                     code: CloseCode::Normal,
                     reason: "".into(),
                 };
-                match Pin::new(&mut io.ws).start_send(Message::Close(Some(frame))) {
+                match io.ws.start_send(Message::Close(Some(frame))) {
                     Ok(()) => {}
                     // The peer closed first: its close was answered already.
                     Err(TError::Protocol(ProtocolError::SendAfterClosing))
@@ -426,7 +429,7 @@ impl LinkTx for WsTx {
                     }
                 }
             }
-            match Pin::new(&mut io.ws).poll_flush(cx) {
+            match io.ws.poll_flush(Half::Tx, cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(r) => {
                     self.closed = true;
@@ -460,6 +463,7 @@ impl Drop for WsTx {
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
+                Half::Tx,
                 close::GOING_AWAY,
                 "sender dropped without close",
                 &mut Context::from_waker(&waker),
@@ -521,13 +525,26 @@ impl WriteSlot for WsSlot<'_> {
 /// The receiving half of a [`WsLink`].
 pub struct WsRx {
     conn: Arc<Conn>,
-    /// How the connection ended, once read.
+    /// Messages taken from the framing layer under one lock and not yet
+    /// returned by `recv`, oldest first: at most [`RX_BATCH`] messages, and
+    /// more than one only while they total under [`RX_BATCH_BYTES`].
+    ready: VecDeque<WsMessage>,
+    /// How the connection ended, once read (returned after `ready`).
     end: Option<Result<(), LinkError>>,
 }
+
+/// The most messages taken from the framing layer under one lock.
+const RX_BATCH: usize = 32;
+/// A batch stops growing once its payloads reach this many bytes, so
+/// that only small messages are taken several at a time (a large one is
+/// taken alone, as before) and the batch holds little of the framing
+/// layer's read buffer.
+const RX_BATCH_BYTES: usize = 4 << 10;
 
 impl std::fmt::Debug for WsRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsRx")
+            .field("ready", &self.ready.len())
             .field("end", &self.end)
             .finish_non_exhaustive()
     }
@@ -553,15 +570,16 @@ impl WsRx {
     // r[impl link.recv.cancel]
     // r[impl link.close.sticky]
     // r[impl link.error.sticky]
-    /// One message per lock: a received message's bytes are a view into
-    /// the framing layer's read buffer, and holding views while it reads
-    /// more (a batch) makes it allocate and zero a fresh buffer instead of
-    /// reusing its own; measured, that cost more than the lock it saves.
+    /// Messages come from a small local batch: when it is empty, one lock
+    /// of the framing layer takes every message that is ready, up to
+    /// [`RX_BATCH`] small ones (see [`WsRx::fill`]); the counters count a
+    /// message when it is returned here.
     #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<WsMessage>, LinkError>> {
-        if self.end.is_none()
-            && let Some(m) = self.read_one(cx)
-        {
+        if self.ready.is_empty() && self.end.is_none() {
+            self.fill(cx);
+        }
+        if let Some(m) = self.ready.pop_front() {
             let c = &self.conn.counters;
             c.rx_messages.bump(1);
             c.rx_bytes.bump(m.data.len() as u64);
@@ -573,97 +591,146 @@ impl WsRx {
         }
     }
 
-    /// The next message, if one is there; otherwise records the end when
-    /// the connection ended (and returns `None`).
+    /// Take the messages that are ready from the framing layer, under one
+    /// lock: the first, then more while they are small (a batch of at most
+    /// [`RX_BATCH`] messages and, past its first, under [`RX_BATCH_BYTES`]).
+    /// Stops at the first `Pending` (the task's waker is then registered
+    /// with the socket, which matters only when nothing was taken) or at
+    /// the end of the connection, which is recorded and returned after the
+    /// messages before it.
     #[inline(never)]
-    fn read_one(&mut self, cx: &mut Context<'_>) -> Option<WsMessage> {
-        let conn = &self.conn;
-        let c = &conn.counters;
+    fn fill(&mut self, cx: &mut Context<'_>) {
+        let conn = &*self.conn;
         let mut io = conn.lock();
-        loop {
-            let item = match Pin::new(&mut io.ws).poll_next(cx) {
-                Poll::Pending => return None,
-                Poll::Ready(item) => item,
-            };
-            let end = match item {
-                Some(Ok(Message::Binary(b))) => {
-                    return Some(WsMessage {
-                        data: Backing::from_bytes(b),
-                        text: false,
-                    });
+        io.ws.register_rx(cx);
+        let mut bytes = 0;
+        // After the first message, another is taken only while the last
+        // read left room for a small frame in the framing layer's buffer:
+        // parsing it then needs no more room (which the buffer could not
+        // make in place while this batch refers to it); and only while
+        // read bytes remain unparsed: otherwise the next attempt would be a
+        // read of an empty socket, which the next `recv` makes anyway.
+        while self.ready.is_empty()
+            || (self.ready.len() < RX_BATCH
+                && bytes < RX_BATCH_BYTES
+                && io.ws.sock().stream().room() >= SPARE
+                && io.ws.sock().stream().unparsed() > 0)
+        {
+            match read_one(conn, &mut io, cx) {
+                Poll::Ready(Ok(m)) => {
+                    bytes += m.data.len();
+                    self.ready.push_back(m);
                 }
-                Some(Ok(Message::Text(t))) if conn.accept_text => {
-                    return Some(WsMessage {
-                        data: Backing::from_bytes(t.into()),
-                        text: true,
-                    });
+                Poll::Ready(Err(end)) => {
+                    self.end = Some(end);
+                    return;
                 }
-                Some(Ok(Message::Text(_))) => {
-                    c.rx_text_rejected.bump(1);
-                    send_close(
-                        &mut io,
-                        close::UNSUPPORTED,
-                        "text messages are not accepted",
-                        cx,
-                    );
-                    Err(LinkError::protocol(
-                        "peer sent a text message; only binary messages are accepted",
-                    ))
-                }
-                Some(Ok(Message::Ping(_))) => {
-                    c.pings.bump(1);
-                    continue;
-                }
-                Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(frame))) => {
-                    // The framing layer has queued the reply; push it out.
-                    let _ = Pin::new(&mut io.ws).poll_flush(cx);
-                    match frame {
-                        None => close::end_for_close(None, ""),
-                        Some(f) => close::end_for_close(Some(u16::from(f.code)), &f.reason),
-                    }
-                }
-                Some(Err(TError::Capacity(e))) => {
-                    c.rx_oversize.bump(1);
-                    send_close(
-                        &mut io,
-                        close::TOO_BIG,
-                        "message above the maximum payload",
-                        cx,
-                    );
-                    Err(LinkError::protocol(format!(
-                        "incoming message above the maximum payload of {} bytes: {e}",
-                        conn.caps.max_payload
-                    )))
-                }
-                Some(Err(TError::Utf8(e))) => {
-                    c.rx_protocol_errors.bump(1);
-                    send_close(&mut io, close::INVALID_PAYLOAD, "text is not UTF-8", cx);
-                    Err(LinkError::protocol(format!(
-                        "invalid UTF-8 in a text message: {e}"
-                    )))
-                }
-                Some(Err(TError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
-                    Err(LinkError::PeerGone)
-                }
-                Some(Err(TError::Protocol(e))) => {
-                    c.rx_protocol_errors.bump(1);
-                    send_close(&mut io, close::PROTOCOL, "protocol error", cx);
-                    Err(LinkError::protocol(format!(
-                        "WebSocket protocol error: {e}"
-                    )))
-                }
-                Some(Err(TError::Io(e))) => Err(io_error(e)),
-                Some(Err(e)) => Err(LinkError::transport(e)),
-                None => Err(LinkError::PeerGone),
-            };
-            if io.ended.is_none() {
-                io.ended = Some(LinkError::PeerGone);
-                conn.ended.store(true, Ordering::Release);
+                Poll::Pending => return,
             }
-            self.end = Some(end);
-            return None;
         }
+    }
+}
+
+/// The next message from the framing layer, if one is there; when the
+/// connection ended, how (`Ok(())` for a normal close), after marking the
+/// connection as over for the sending half.
+#[inline]
+fn read_one(
+    conn: &Conn,
+    io: &mut Io,
+    cx: &mut Context<'_>,
+) -> Poll<Result<WsMessage, Result<(), LinkError>>> {
+    let c = &conn.counters;
+    loop {
+        let item = match io.ws.read() {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let end = match item {
+            Some(Ok(Message::Binary(b))) => {
+                return Poll::Ready(Ok(WsMessage {
+                    data: Backing::from_bytes(b),
+                    text: false,
+                }));
+            }
+            Some(Ok(Message::Text(t))) if conn.accept_text => {
+                return Poll::Ready(Ok(WsMessage {
+                    data: Backing::from_bytes(t.into()),
+                    text: true,
+                }));
+            }
+            Some(Ok(Message::Text(_))) => {
+                c.rx_text_rejected.bump(1);
+                send_close(
+                    io,
+                    Half::Rx,
+                    close::UNSUPPORTED,
+                    "text messages are not accepted",
+                    cx,
+                );
+                Err(LinkError::protocol(
+                    "peer sent a text message; only binary messages are accepted",
+                ))
+            }
+            Some(Ok(Message::Ping(_))) => {
+                c.pings.bump(1);
+                continue;
+            }
+            Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(frame))) => {
+                // The framing layer has queued the reply; push it out.
+                let _ = io.ws.poll_flush(Half::Rx, cx);
+                match frame {
+                    None => close::end_for_close(None, ""),
+                    Some(f) => close::end_for_close(Some(u16::from(f.code)), &f.reason),
+                }
+            }
+            Some(Err(TError::Capacity(e))) => {
+                c.rx_oversize.bump(1);
+                send_close(
+                    io,
+                    Half::Rx,
+                    close::TOO_BIG,
+                    "message above the maximum payload",
+                    cx,
+                );
+                Err(LinkError::protocol(format!(
+                    "incoming message above the maximum payload of {} bytes: {e}",
+                    conn.caps.max_payload
+                )))
+            }
+            Some(Err(TError::Utf8(e))) => {
+                c.rx_protocol_errors.bump(1);
+                send_close(
+                    io,
+                    Half::Rx,
+                    close::INVALID_PAYLOAD,
+                    "text is not UTF-8",
+                    cx,
+                );
+                Err(LinkError::protocol(format!(
+                    "invalid UTF-8 in a text message: {e}"
+                )))
+            }
+            Some(Err(TError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                Err(LinkError::PeerGone)
+            }
+            Some(Err(TError::Protocol(e))) => {
+                c.rx_protocol_errors.bump(1);
+                send_close(io, Half::Rx, close::PROTOCOL, "protocol error", cx);
+                Err(LinkError::protocol(format!(
+                    "WebSocket protocol error: {e}"
+                )))
+            }
+            Some(Err(TError::Io(e))) => Err(io_error(e)),
+            Some(Err(e)) => Err(LinkError::transport(e)),
+            None => Err(LinkError::PeerGone),
+        };
+        if io.ended.is_none() {
+            io.ended = Some(LinkError::PeerGone);
+            conn.ended.store(true, Ordering::Release);
+        }
+        return Poll::Ready(Err(end));
     }
 }
 
@@ -682,6 +749,12 @@ impl LinkRx for WsRx {
 // r[impl link.rx.drop]
 impl Drop for WsRx {
     fn drop(&mut self) {
+        // Messages taken from the framing layer but never returned by
+        // `recv` are discarded with the half, and counted.
+        if !self.ready.is_empty() {
+            let unread: usize = self.ready.iter().map(|m| m.data.len()).sum();
+            self.conn.counters.rx_discarded_bytes.bump(unread as u64);
+        }
         if self.end.is_some() {
             return;
         }
@@ -693,11 +766,12 @@ impl Drop for WsRx {
             let waker = futures::task::noop_waker();
             send_close(
                 &mut io,
+                Half::Rx,
                 close::GOING_AWAY,
                 "receiver dropped",
                 &mut Context::from_waker(&waker),
             );
-            abandon_reading(&io);
+            abandon_reading(&mut io);
         }
     }
 }
@@ -707,12 +781,17 @@ impl Drop for WsRx {
 /// (its writes would otherwise fill the socket buffers and then wait
 /// forever). The write side is shut after the close frame (as far as the
 /// socket took it), what already arrived is discarded (counted in
-/// `rx_discarded_bytes`), and the read side is shut: the kernel answers
-/// any later data with a reset, which the peer's next write reports as
-/// `LinkError::PeerGone`.
-fn abandon_reading(io: &Io) {
+/// `rx_discarded_bytes`: the messages the framing layer had read ahead,
+/// then the bytes waiting in the socket), and the read side is shut: the
+/// kernel answers any later data with a reset, which the peer's next write
+/// reports as `LinkError::PeerGone`.
+fn abandon_reading(io: &mut Io) {
     use std::mem::MaybeUninit;
-    let sock = socket2::SockRef::from(io.ws.get_ref().tcp());
+    // Its read buffer holds at most a buffer's worth of complete messages
+    // (a partial frame at its end is not counted).
+    let buffered = io.ws.discard_buffered(1 << 16);
+    io.counters.rx_discarded_bytes.bump(buffered);
+    let sock = socket2::SockRef::from(io.ws.sock().stream().tcp());
     if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
         tracing::debug!("shutdown(write) after the receiver was dropped: {e}");
     }

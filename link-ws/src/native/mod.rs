@@ -1,6 +1,7 @@
 //! The native (tokio) implementation.
 
 mod client;
+mod framed;
 mod http;
 mod link;
 mod server;

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response, ServerHandshake};
 
+use super::framed::{self, Framed, Sock};
 use super::http::{HttpRoutes, Routed, route};
 use super::link::WsLink;
-use super::stream::Stream;
+use super::stream::{Spare, Stream};
 use super::tls::TlsServer;
 use crate::{WsConfig, WsError};
 
@@ -221,7 +222,16 @@ async fn accept_loop(
                 }
                 Ok(Ok(Handshake::Link(link, path))) => {
                     counters.accepted.fetch_add(1, Relaxed);
-                    let _ = send.send((WsAccepted { link, path, peer }, permit)).await;
+                    let _ = send
+                        .send((
+                            WsAccepted {
+                                link: *link,
+                                path,
+                                peer,
+                            },
+                            permit,
+                        ))
+                        .await;
                 }
                 Ok(Err(e)) => {
                     counters.handshakes_failed.fetch_add(1, Relaxed);
@@ -237,7 +247,7 @@ async fn accept_loop(
 }
 
 enum Handshake {
-    Link(WsLink, String),
+    Link(Box<WsLink>, String),
     Http(u16),
 }
 
@@ -277,12 +287,15 @@ async fn handshake(
             .unwrap_or_else(|| "/".into());
         Ok(resp)
     };
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+    let ws = framed::handshake(ServerHandshake::start(
+        Sock::new(Spare::new(stream)),
         callback,
         Some(super::ws_config(config)),
-    )
+    ))
     .await
     .map_err(|e| WsError::Handshake(Box::new(e)))?;
-    Ok(Handshake::Link(WsLink::new(ws, config), path))
+    Ok(Handshake::Link(
+        Box::new(WsLink::new(Framed::new(ws, true), config)),
+        path,
+    ))
 }
