@@ -187,6 +187,8 @@ struct PacedRun {
     /// Frames delivered of frames sent.
     delivered: u64,
     sent: u64,
+    /// Whether the pacer ran.
+    paced: bool,
 }
 
 /// A relay between the host and the client on loopback that timestamps
@@ -393,6 +395,7 @@ fn pacing_run(paced: bool, seconds: f64, stream_bps: u64, estimate_bps: u64) -> 
         allowance_per_ms: pacing_bps / 8.0 / 1000.0 / size.max(1) as f64,
         delivered,
         sent,
+        paced,
     }
 }
 
@@ -508,9 +511,12 @@ pub fn run(runner: &mut Runner, quick: bool) {
     // A run that lost a frame measured something else: the bench fails.
     fn checked(r: PacedRun) -> PacedRun {
         assert_eq!(
-            r.delivered, r.sent,
-            "only {} of {} frames delivered",
-            r.delivered, r.sent
+            r.delivered,
+            r.sent,
+            "{}: only {} of {} frames delivered",
+            if r.paced { "paced" } else { "not paced" },
+            r.delivered,
+            r.sent
         );
         r
     }
