@@ -792,16 +792,21 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
 }
 
 // r[impl session.pacing.drive]
-/// Release queued datagrams on the pacer's schedule: a batch when the
-/// bucket allows, then a sleep until the next one is due (waits shorter
-/// than [`SPIN_US`] are not slept). With `until_empty`, returns once the
-/// queue (and a probe cluster started when it emptied) is out.
+// r[impl session.pacing.release]
+/// Release queued datagrams on the pacer's schedule: at each wake-up all
+/// that is due, flushed once, then a sleep until the next release is due
+/// (waits shorter than [`SPIN_US`] are not slept). With `until_empty`,
+/// returns once the queue (and a probe cluster started when it emptied) is
+/// out.
 async fn pump<T: LinkTx>(
     shared: &Shared<T>,
     tx: &mut HostTx<T>,
     until_empty: bool,
 ) -> Result<(), SessionError> {
     let st = &shared.stats;
+    // One timer for the whole call, re-armed for each sleep: each new
+    // `Delay`, and each dropped one, wakes the timer's thread.
+    let mut timer: Option<futures_timer::Delay> = None;
     loop {
         let mut now = shared.now_us();
         {
@@ -828,16 +833,23 @@ async fn pump<T: LinkTx>(
                 if !until_empty {
                     return Ok(());
                 }
-                futures_timer::Delay::new(Duration::from_micros(at - now)).await;
+                let wait = Duration::from_micros(at - now);
+                let delay = match &mut timer {
+                    Some(d) => {
+                        d.reset(wait);
+                        d
+                    }
+                    None => timer.insert(futures_timer::Delay::new(wait)),
+                };
+                delay.await;
                 continue;
             }
             Some(at) => now = now.max(at),
         }
         let mut ended = None;
-        for _ in 0..tx.pacer.batch() {
-            match tx.pacer.pop(now, &mut ended) {
-                None => break,
-                Some(Release::Item((kind, body))) => {
+        while let Some(release) = tx.pacer.pop(now, &mut ended) {
+            match release {
+                Release::Item((kind, body)) => {
                     let wire = tx.wire_len(kind, body.len());
                     tx.s.send(
                         kind,
@@ -850,7 +862,7 @@ async fn pump<T: LinkTx>(
                     tx.sent.push((pn, wire, None));
                     tx.pool.push(body);
                 }
-                Some(Release::Padding { size, probe }) => {
+                Release::Padding { size, probe } => {
                     let body_len = size.saturating_sub(tx.wire_len(Kind::Padding, 0));
                     tx.s.send(Kind::Padding, body_len, |b| b.fill(0), &st.messages_sent)
                         .await?;
