@@ -135,6 +135,14 @@ impl ProbeStats {
     }
 }
 
+/// The latest probe cluster started: its id, rate and start time.
+#[derive(Debug, Clone, Copy)]
+struct LastProbe {
+    id: u32,
+    bps: u64,
+    at: u64,
+}
+
 /// Rate-control state of the delay-based controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RateState {
@@ -207,9 +215,8 @@ pub struct Bwe {
     probes: Vec<(u32, ProbeStats)>,
     pending_probes: VecDeque<u64>,
     next_probe_id: u32,
-    last_probe_at: Option<u64>,
-    /// The latest cluster started: its id and rate.
-    last_probe: Option<(u32, u64)>,
+    /// The latest cluster started.
+    last_probe: Option<LastProbe>,
     last_overuse_at: Option<u64>,
     last_loss_decrease: Option<u64>,
     stats: BweStats,
@@ -282,7 +289,6 @@ impl Bwe {
             probes: Vec::new(),
             pending_probes: VecDeque::new(),
             next_probe_id: 1,
-            last_probe_at: None,
             last_probe: None,
             last_overuse_at: None,
             last_loss_decrease: None,
@@ -443,8 +449,8 @@ impl Bwe {
         self.pending_probes.retain(|&bps| worth(bps));
         if self.pending_probes.is_empty() && worth(est * 2) {
             let since = self
-                .last_probe_at
-                .map_or(u64::MAX, |t| now.saturating_sub(t));
+                .last_probe
+                .map_or(u64::MAX, |l| now.saturating_sub(l.at));
             let calm = self
                 .last_overuse_at
                 .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US);
@@ -459,8 +465,7 @@ impl Bwe {
             .clamp(self.config.min_bps, self.config.max_bps);
         let id = self.next_probe_id;
         self.next_probe_id = self.next_probe_id.wrapping_add(1).max(1);
-        self.last_probe_at = Some(now);
-        self.last_probe = Some((id, bps));
+        self.last_probe = Some(LastProbe { id, bps, at: now });
         self.stats.probes += 1;
         self.probes.push((
             id,
@@ -769,7 +774,7 @@ impl Bwe {
             // result decides.
             let covered = self
                 .last_probe
-                .is_some_and(|(id, bps)| id != p_id && bps as f64 >= 1.8 * result);
+                .is_some_and(|l| l.id != p_id && l.bps as f64 >= 1.8 * result);
             if covered {
                 continue;
             }
