@@ -1,7 +1,6 @@
 //! The client: handshake, frames in, input out.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::config::ClientConfig;
 use crate::frame::{ClientEvent, Frame};
 use crate::handshake::{Params, client_side};
 use crate::input::{InputEvent, InputSender};
-use crate::open::{Dropped, Guard};
+use crate::open::Guard;
 use crate::reassembly::{Output, Reassembler, Reject};
 use crate::stats::{ClientCounters, ClientStats, add, set};
 use crate::tx::TxState;
@@ -37,23 +36,6 @@ struct Shared<T> {
     params: Params,
     /// Input needs no retransmission (stream link).
     stream: bool,
-}
-
-/// Wait for `fut` until `until`; `None` on timeout.
-pub(crate) async fn with_deadline<F: Future>(fut: F, until: Instant) -> Option<F::Output> {
-    let wait = until.saturating_duration_since(Instant::now());
-    match select(pin!(fut), Delay::new(wait)).await {
-        Either::Left((v, _)) => Some(v),
-        Either::Right(_) => None,
-    }
-}
-
-pub(crate) fn count_drop(stats: &ClientCounters, d: Dropped) {
-    match d {
-        Dropped::Malformed => add(&stats.malformed_dropped, 1),
-        Dropped::Auth => add(&stats.auth_failures, 1),
-        Dropped::Replay => add(&stats.replays_dropped, 1),
-    }
 }
 
 /// The client's receiving side: [`next_frame`](Client::next_frame).
@@ -522,7 +504,7 @@ impl<T: LinkTx, R: LinkRx> Client<T, R> {
         let (kind, pn, body) = match self.guard.open(msg.as_slice()) {
             Ok(x) => x,
             Err(d) => {
-                count_drop(stats, d);
+                stats.count_drop(d);
                 return;
             }
         };

@@ -12,13 +12,12 @@ use web_time::Instant;
 
 use crate::SessionError;
 use crate::bwe::Bwe;
-use crate::client::with_deadline;
 use crate::config::HostConfig;
 use crate::fec::{FecEncoder, Layout, max_data, parity_for};
 use crate::frame::FrameFlags;
 use crate::handshake::{Params, host_side};
 use crate::input::{InputEvent, InputReceiver};
-use crate::open::{Dropped, Guard};
+use crate::open::{Guard, with_deadline};
 use crate::pacer::{Pacer, PacingConfig, Release};
 use crate::stats::{HostCounters, HostStats, add, set};
 use crate::tx::TxState;
@@ -140,14 +139,6 @@ impl<T: LinkTx> Shared<T> {
             tx.try_flush()?;
         }
         Ok(())
-    }
-}
-
-pub(crate) fn count_drop(stats: &HostCounters, d: Dropped) {
-    match d {
-        Dropped::Malformed => add(&stats.malformed_dropped, 1),
-        Dropped::Auth => add(&stats.auth_failures, 1),
-        Dropped::Replay => add(&stats.replays_dropped, 1),
     }
 }
 
@@ -693,7 +684,7 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
         let (kind, body) = match self.guard.open(msg) {
             Ok((k, _, b)) => (k, b),
             Err(d) => {
-                count_drop(st, d);
+                st.count_drop(d);
                 return;
             }
         };

@@ -1,8 +1,25 @@
-//! The receiving side's checks shared by host and client: outer header,
-//! replay window, authentication.
+//! The receiving side's pieces shared by host and client (and their
+//! handshakes): a receive with a deadline, and the checks of every message
+//! (outer header, replay window, authentication).
+
+use std::future::Future;
+use std::pin::pin;
+
+use futures::future::{Either, select};
+use futures_timer::Delay;
+use web_time::Instant;
 
 use crate::crypto::{Opener, Replay, ReplayWindow};
 use crate::wire::{Kind, OUTER_LEN, TAG_LEN, read_outer};
+
+/// Wait for `fut` until `until`; `None` on timeout.
+pub(crate) async fn with_deadline<F: Future>(fut: F, until: Instant) -> Option<F::Output> {
+    let wait = until.saturating_duration_since(Instant::now());
+    match select(pin!(fut), Delay::new(wait)).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
 
 /// Why a received message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

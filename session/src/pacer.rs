@@ -2,8 +2,8 @@
 //! pacing rate instead of at line rate.
 //!
 //! This is the sans-I/O core: a FIFO of queued datagrams and a token bucket
-//! filled at the pacing rate. The caller asks [`Pacer::pop`] for the next
-//! datagram that may leave at `now` and [`Pacer::next_at`] for when the next
+//! filled at the pacing rate. The caller asks `Pacer::pop` for the next
+//! datagram that may leave at `now` and `Pacer::next_at` for when the next
 //! one may; time is microseconds on the caller's clock. Between frames, a
 //! probe cluster of padding may run at a higher rate (see
 //! [`crate::bwe::Bwe::poll_probe`]).

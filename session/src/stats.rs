@@ -4,6 +4,8 @@
 use facet::Facet;
 use link_types::Counter;
 
+use crate::open::Dropped;
+
 // r[impl session.stats]
 /// The session's counters, in the one pattern of every crate
 /// (`link_types::counters!`): a live struct the session's tasks count in,
@@ -27,6 +29,23 @@ macro_rules! session_counters {
             }
         }
     };
+}
+
+/// Count a dropped message under its reason, the same three counters on
+/// both ends.
+macro_rules! count_drop {
+    ($($cnt:ident),*) => {$(
+        impl $cnt {
+            /// Count a message the receiving checks dropped.
+            pub(crate) fn count_drop(&self, d: Dropped) {
+                match d {
+                    Dropped::Malformed => add(&self.malformed_dropped, 1),
+                    Dropped::Auth => add(&self.auth_failures, 1),
+                    Dropped::Replay => add(&self.replays_dropped, 1),
+                }
+            }
+        }
+    )*};
 }
 
 /// Count `n` events (from any task).
@@ -184,3 +203,5 @@ session_counters! {
         retries_followed,
     }
 }
+
+count_drop!(HostCounters, ClientCounters);

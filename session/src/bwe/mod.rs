@@ -14,7 +14,7 @@
 //! to send. Nothing here reads a clock or does I/O, so a deterministic
 //! network simulator drives it in tests.
 //!
-//! Structure: a delay-gradient detector ([trendline](trendline)) over
+//! Structure: a delay-gradient detector (`trendline.rs`) over
 //! send-time groups drives an AIMD rate controller (overuse: down to 0.85×
 //! the acknowledged rate; normal: up, multiplicatively far from the last
 //! known capacity and additively near it); a loss-based controller caps it
