@@ -152,4 +152,3 @@ pub(super) fn finish_graceful(mut child: Child) {
     }
     finish(child);
 }
-
