@@ -36,28 +36,20 @@ VF=ampvf$$
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/amp_flood"
 OUT=$(mktemp -d)
 
-for tool in ip nft jq; do
-    command -v "$tool" >/dev/null || { echo "FAILED: $tool is missing" >&2; exit 1; }
-done
+source scripts/lib/netns.sh
+need_tools netns-flood ip nft jq
 
 cleanup() {
     for p in ${HOST_PID:-} ${SPOOF_PID:-}; do kill "$p" 2>/dev/null || true; done
-    ip netns del "$H" 2>/dev/null || true
-    ip netns del "$F" 2>/dev/null || true
+    ns_cleanup
     rm -rf "$OUT"
 }
 trap cleanup EXIT
 
 cargo build --release -q -p link-integration --example amp_flood
 
-ip netns add "$H"
-ip netns add "$F"
-ip link add "$VH" netns "$H" type veth peer name "$VF" netns "$F"
-ip -n "$H" addr add 198.18.0.1/24 dev "$VH"
-ip -n "$F" addr add 198.18.0.2/24 dev "$VF"
-for ns in "$H" "$F"; do ip -n "$ns" link set lo up; done
-ip -n "$H" link set "$VH" up
-ip -n "$F" link set "$VF" up
+ns_add "$H" "$F"
+ns_pair "$H" "$VH" 198.18.0.1/24 "$F" "$VF" 198.18.0.2/24
 # Answers to the forged sources go back to F (which drops them: it owns none).
 ip -n "$H" route add 198.18.4.0/22 via 198.18.0.2
 ip netns exec "$H" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0

@@ -15,28 +15,22 @@ A=lsA$$
 B=lsB$$
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/loss_peer"
 
+source scripts/lib/netns.sh
+need_tools netns-loss ip nft tc
+
 cleanup() {
     [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null || true
-    ip netns del "$A" 2>/dev/null || true
-    ip netns del "$B" 2>/dev/null || true
+    ns_cleanup
 }
 trap cleanup EXIT
 
 cargo build --release -q -p link-udp --example loss_peer
 
-ip netns add "$A"
-ip netns add "$B"
-ip link add "va$$" netns "$A" type veth peer name "vb$$" netns "$B"
-ip -n "$A" addr add 198.18.0.1/30 dev "va$$"
-ip -n "$B" addr add 198.18.0.2/30 dev "vb$$"
-for ns in "$A" "$B"; do
-    ip -n "$ns" link set lo up
-done
+ns_add "$A" "$B"
 # A GSO super-packet would cross the veth whole and be dropped whole; a real
 # NIC segments before the wire. One segment per packet makes the kernel
 # segment in software, so loss hits datagrams one by one.
-ip -n "$A" link set "va$$" gso_max_segs 1 up
-ip -n "$B" link set "vb$$" gso_max_segs 1 up
+ns_pair "$A" "va$$" 198.18.0.1/30 "$B" "vb$$" 198.18.0.2/30 1
 
 for ns in "$A" "$B"; do
     ip netns exec "$ns" nft -f - <<NFT

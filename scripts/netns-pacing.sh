@@ -28,9 +28,8 @@ cd "$(dirname "$0")/.."
 
 [[ ${1:-} == quick || ${1:-} == long ]] && shift
 CASES=${*:-a b c d e}
-for tool in ip tc python3; do
-    command -v "$tool" >/dev/null || { echo "netns-pacing: $tool is missing" >&2; exit 1; }
-done
+source scripts/lib/netns.sh
+need_tools netns-pacing ip tc python3
 H=pacing-h$$
 C=pacing-c$$
 VH=pch$$
@@ -43,8 +42,7 @@ PIDS=()
 
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    ip netns del "$H" 2>/dev/null || true
-    ip netns del "$C" 2>/dev/null || true
+    ns_cleanup
     [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$OUT"/* "$KEEP"/ 2>/dev/null
     rm -rf "$OUT"
 }
@@ -52,15 +50,9 @@ trap cleanup EXIT
 
 cargo build --release -q -p link-integration --example path_peer
 
-ip netns add "$H"
-ip netns add "$C"
-ip link add "$VH" netns "$H" type veth peer name "$VC" netns "$C"
-ip -n "$H" addr add $HA/30 dev "$VH"
-ip -n "$C" addr add $CA/30 dev "$VC"
-for ns in "$H" "$C"; do ip -n "$ns" link set lo up; done
+ns_add "$H" "$C"
 # One segment per packet: tbf sees datagrams, as a real NIC's queue would.
-ip -n "$H" link set "$VH" gso_max_segs 1 up
-ip -n "$C" link set "$VC" gso_max_segs 1 up
+ns_pair "$H" "$VH" $HA/30 "$C" "$VC" $CA/30 1
 
 # bottleneck RATE_MBIT QUEUE_MS [change]
 bottleneck() {

@@ -2,7 +2,7 @@
 # Reconnect and resume over real UDP across network namespaces (rules
 # cli.host.resume and cli.host.idle): `linkstream host` (testsrc
 # 640x360@30 at 1.5 Mbit/s, AES-GCM, --idle-timeout 4) in namespace
-# reconn-h; viewers A, B and C (`linkstream client udp://...`) each in its
+# reconn-h$$; viewers A, B and C (`linkstream client udp://...`) each in its
 # own namespace behind its own veth pair.
 #
 # 1. Outage: viewer A's veth (its own end, in its namespace) goes down for
@@ -52,54 +52,39 @@ OUTAGE=${OUTAGE:-2}
 # keyframe request held by the 1/s limit, the kernel's ARP retransmission
 # below), so either fails it.
 RESUME_BOUND_MS=${RESUME_BOUND_MS:-900}
-HOST_NS=reconn-h
+HOST_NS=reconn-h$$
+CLIENTS=(reconn-a$$ reconn-b$$ reconn-c$$)
+# Veth ends: rch$$-N in the host's namespace, rcc$$-N in viewer N's.
+VH=rch$$- VC=rcc$$-
 # Which end of A's veth pair goes down: A's own (default) or the host's.
 case ${DOWN_SIDE:-viewer} in
-viewer) DOWN_NS=reconn-a DOWN_DEV=rcc1 ;;
-host) DOWN_NS=reconn-h DOWN_DEV=rch1 ;;
+viewer) DOWN_NS=${CLIENTS[0]} DOWN_DEV=${VC}1 ;;
+host) DOWN_NS=$HOST_NS DOWN_DEV=${VH}1 ;;
 *) echo "netns-reconnect: DOWN_SIDE is viewer or host" >&2; exit 1 ;;
 esac
-CLIENTS=(reconn-a reconn-b reconn-c)
 WORK=$(mktemp -d)
 PIDS=()
 
-cleanup_ns() {
-    ip netns del "$HOST_NS" 2>/dev/null || true
-    for c in "${CLIENTS[@]}"; do ip netns del "$c" 2>/dev/null || true; done
-}
+source scripts/lib/netns.sh
 cleanup() {
     for p in "${PIDS[@]:-}"; do
         [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
     done
-    cleanup_ns
+    ns_cleanup
     # KEEP_LOGS=DIR keeps the processes' output there.
     [[ -n "${KEEP_LOGS:-}" ]] && mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.json "$WORK"/*.err "$KEEP_LOGS"/ 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for tool in ip jq; do
-    command -v "$tool" >/dev/null || { echo "netns-reconnect: $tool is missing" >&2; exit 1; }
-done
+need_tools netns-reconnect ip jq
 
 cargo build --release -q -p linkstream
 # A private copy: other builds in a shared target directory cannot swap it.
 BIN="$WORK/linkstream"
 cp "${CARGO_TARGET_DIR:-target}/release/linkstream" "$BIN"
 
-cleanup_ns
-ip netns add "$HOST_NS"
-ip -n "$HOST_NS" link set lo up
-for i in 1 2 3; do
-    ns=${CLIENTS[$((i - 1))]}
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    ip link add "rch$i" netns "$HOST_NS" type veth peer name "rcc$i" netns "$ns"
-    ip -n "$HOST_NS" addr add "198.19.$i.1/30" dev "rch$i"
-    ip -n "$ns" addr add "198.19.$i.2/30" dev "rcc$i"
-    ip -n "$HOST_NS" link set "rch$i" up
-    ip -n "$ns" link set "rcc$i" up
-done
+ns_star "$HOST_NS" 198.19 "$VH" "$VC" "${CLIENTS[@]}"
 # Fixed neighbour (ARP) entries on both ends of every pair. An interface
 # set down loses its entries and the kernel must resolve the other end
 # again when it comes up; its first ARP request can be sent before the
@@ -112,8 +97,8 @@ done
 mac() { ip -n "$1" -j link show "$2" | jq -r '.[0].address'; }
 pin_neighbours() {
     local i=$1 ns=${CLIENTS[$(($1 - 1))]}
-    ip -n "$HOST_NS" neigh replace "198.19.$i.2" lladdr "$(mac "$ns" "rcc$i")" dev "rch$i" nud permanent
-    ip -n "$ns" neigh replace "198.19.$i.1" lladdr "$(mac "$HOST_NS" "rch$i")" dev "rcc$i" nud permanent
+    ip -n "$HOST_NS" neigh replace "198.19.$i.2" lladdr "$(mac "$ns" "$VC$i")" dev "$VH$i" nud permanent
+    ip -n "$ns" neigh replace "198.19.$i.1" lladdr "$(mac "$HOST_NS" "$VH$i")" dev "$VC$i" nud permanent
 }
 for i in 1 2 3; do pin_neighbours "$i"; done
 
@@ -208,7 +193,7 @@ jq -e '.decode_errors == 0 and .index_mismatches == 0 and .frames_decoded >= 250
     fail "viewer A: $(jq -c '{frames_decoded, decode_errors, index_mismatches}' "$a")"
 # Its own sends failed for want of a route meanwhile (ENETUNREACH): counted
 # and dropped, the link survived (rule udp.send.transient).
-if [[ $DOWN_NS == reconn-a ]]; then
+if [[ $DOWN_NS == "${CLIENTS[0]}" ]]; then
     jq -e '.udp_send_dropped > 0' "$a" >/dev/null || fail "viewer A never failed to send while its interface was down"
 fi
 # ... and it kept its session: one session from A's address, ended by A's

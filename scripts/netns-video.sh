@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real pipeline across network namespaces: `linkstream host` (with the
-# capture process it spawns) in namespace video-h, each viewer
-# (`linkstream client`) in its own namespace video-c1.., joined to the host
+# capture process it spawns) in namespace video-h$$, each viewer
+# (`linkstream client`) in its own namespace video-c1-$$.., joined to the host
 # by its own veth pair. testsrc 1280x720@30 at 4 Mbit/s, AES-GCM.
 #
 # Run A (10 s): three viewers at once, 2 over UDP and 1 over WebSocket.
@@ -25,49 +25,33 @@ SLOW_RATE=${SLOW_RATE:-1mbit}
 # The encoder follows the lowest viewer target but not below this floor:
 # above the throttled viewer's rate, so that viewer is the one that skips.
 MIN_BITRATE=${MIN_BITRATE:-3000000}
-HOST_NS=video-h
-CLIENTS=(video-c1 video-c2 video-c3 video-c4)
+HOST_NS=video-h$$
+CLIENTS=(video-c1-$$ video-c2-$$ video-c3-$$ video-c4-$$)
+# Veth ends: vvh$$-N in the host's namespace, vvc$$-N in viewer N's.
+VH=vvh$$- VC=vvc$$-
 WORK=$(mktemp -d)
 PIDS=()
 
+source scripts/lib/netns.sh
 cleanup() {
     for p in "${PIDS[@]:-}"; do
         [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
     done
-    ip netns del "$HOST_NS" 2>/dev/null || true
-    for c in "${CLIENTS[@]}"; do ip netns del "$c" 2>/dev/null || true; done
+    ns_cleanup
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for tool in ip tc jq; do
-    command -v "$tool" >/dev/null || { echo "netns-video: $tool is missing" >&2; exit 1; }
-done
+need_tools netns-video ip tc jq
 
 cargo build --release -q -p linkstream
 # A private copy: other builds in a shared target directory cannot swap it.
 BIN="$WORK/linkstream"
 cp "${CARGO_TARGET_DIR:-target}/release/linkstream" "$BIN"
 
-cleanup_ns() {
-    ip netns del "$HOST_NS" 2>/dev/null || true
-    for c in "${CLIENTS[@]}"; do ip netns del "$c" 2>/dev/null || true; done
-}
-cleanup_ns
-ip netns add "$HOST_NS"
-ip -n "$HOST_NS" link set lo up
-for i in 1 2 3 4; do
-    ns=${CLIENTS[$((i - 1))]}
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    ip link add "vvh$i" netns "$HOST_NS" type veth peer name "vvc$i" netns "$ns"
-    ip -n "$HOST_NS" addr add "198.18.$i.1/30" dev "vvh$i"
-    ip -n "$ns" addr add "198.18.$i.2/30" dev "vvc$i"
-    ip -n "$HOST_NS" link set "vvh$i" up
-    ip -n "$ns" link set "vvc$i" up
-done
+ns_star "$HOST_NS" 198.18 "$VH" "$VC" "${CLIENTS[@]}"
 # Viewer 4's direction from the host: a token bucket below the stream.
-ip netns exec "$HOST_NS" tc qdisc add dev vvh4 root tbf rate "$SLOW_RATE" burst 16kb limit 64kb
+ip netns exec "$HOST_NS" tc qdisc add dev "${VH}4" root tbf rate "$SLOW_RATE" burst 16kb limit 64kb
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/key"
 URLS=("udp://198.18.1.1:7000" "ws://198.18.2.1:7001" "udp://198.18.3.1:7000" "ws://198.18.4.1:7001")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Load and soak of the host side (issue 16, part 3): one host process (one
 # UdpEndpoint, one WsServer, a link-session Host per viewer) and a viewer
-# swarm in another process (integration/examples/soak.rs says what each
-# checks):
+# swarm in another process (integration/examples/soak/main.rs says what
+# each checks):
 #   - the soak: 200 UDP viewers through the fault injector (loss 1-5%,
 #     duplication 0-2%, reordering 0-5%, seeded per viewer) and 50
 #     WebSocket viewers whose TCP segments nftables drops at random (1% each
@@ -51,21 +51,19 @@ NS=soak$$
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/soak"
 OUT=$(mktemp -d)
 
-for tool in ip nft; do
-    command -v "$tool" >/dev/null || { echo "FAILED: $tool is missing" >&2; exit 1; }
-done
+source scripts/lib/netns.sh
+need_tools soak ip nft
 
 cleanup() {
     [ -n "${HOST_PID:-}" ] && kill "$HOST_PID" 2>/dev/null || true
-    ip netns del "$NS" 2>/dev/null || true
+    ns_cleanup
     rm -rf "$OUT"
 }
 trap cleanup EXIT
 
 cargo build --release -q -p link-integration --example soak
 
-ip netns add "$NS"
-ip -n "$NS" link set lo up
+ns_add "$NS"
 # Every viewer and cycle has an open socket in the swarm: room for them.
 ulimit -n "$(ulimit -Hn)"
 ip netns exec "$NS" nft -f - <<NFT

@@ -72,7 +72,7 @@ enum Inner {
 /// - **shared slice** ([`Backing::shared_slice`]): a range of a
 ///   reference-counted buffer that holds several messages (a UDP receive
 ///   slab: the slab is reused once its last datagram is dropped);
-/// - **bytes** ([`Backing::from_bytes`], feature `bytes`): a `bytes::Bytes`
+/// - **bytes** (`Backing::from_bytes`, with the feature `bytes`): a `bytes::Bytes`
 ///   from a framing library (the native WebSocket link).
 ///
 /// It is cheap to move, derefs to `[u8]`, and stays valid whatever happens

@@ -7,67 +7,9 @@ use std::time::Duration;
 use link_shm::ShmLink;
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 
-use super::{iox, link_config, raw, read_all, runtime};
+use super::common::{Role, link_config, read_all, runtime};
+use super::{iox, raw};
 use crate::harness::pin;
-
-/// What the child process does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
-    /// Echo 64 B messages on our link, spinning while it waits.
-    LinkEchoSpin,
-    /// Echo 64 B messages on our link, sleeping while it waits.
-    LinkEchoSleep,
-    /// Read frames on our link in full; answer an 8-byte message with the sum.
-    LinkSink,
-    /// iceoryx2 echo, with the setup of our comparison.
-    IoxEcho,
-    /// iceoryx2 echo as iceoryx2's own benchmark does it (pre-loaned sample).
-    IoxEchoOwn,
-    /// iceoryx2 frame reader.
-    IoxSink,
-    /// Raw atomic ping-pong.
-    AtomicEcho,
-    /// Bare 64 B ring echo.
-    RingEcho,
-    /// Bare two-process frame pipeline reader.
-    PipeSink,
-    /// Blocking eventfd ping-pong.
-    EventfdEcho,
-    /// Unix socket echo.
-    UdsEcho,
-    /// Unix socket frame reader.
-    UdsSink,
-}
-
-const ROLES: [(Role, &str); 12] = [
-    (Role::LinkEchoSpin, "link-echo-spin"),
-    (Role::LinkEchoSleep, "link-echo-sleep"),
-    (Role::LinkSink, "link-sink"),
-    (Role::IoxEcho, "iox-echo"),
-    (Role::IoxEchoOwn, "iox-echo-own"),
-    (Role::IoxSink, "iox-sink"),
-    (Role::AtomicEcho, "atomic-echo"),
-    (Role::RingEcho, "ring-echo"),
-    (Role::PipeSink, "pipe-sink"),
-    (Role::EventfdEcho, "eventfd-echo"),
-    (Role::UdsEcho, "uds-echo"),
-    (Role::UdsSink, "uds-sink"),
-];
-
-impl Role {
-    /// The role's name on the child's command line.
-    pub(super) fn name(self) -> &'static str {
-        ROLES
-            .iter()
-            .find(|(r, _)| *r == self)
-            .map(|(_, n)| *n)
-            .expect("every role is named")
-    }
-
-    fn from_name(name: &str) -> Option<Role> {
-        ROLES.iter().find(|(_, n)| *n == name).map(|(r, _)| *r)
-    }
-}
 
 /// The child side of every case.
 pub fn child(name: &str) {

@@ -12,8 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::child::Role;
-use super::{FRAME, FRAME_SLOTS, child_command, finish_graceful, read_all};
+use super::common::{FRAME, FRAME_SLOTS, Role, child_command, finish_graceful, read_all};
 use crate::harness::pin;
 
 /// Which iceoryx2 setup a case uses.

@@ -15,107 +15,26 @@
 //!   user would pick instead, in two labelled setups (see [`iox`]).
 //!
 //! The second process is this binary again (`link-bench __shm-child
-//! <role>`, see [`child`]), pinned to CPU 1 while the parent runs on CPU 0,
+//! <role>`, see [`child`]; the roles and what both sides share are in
+//! [`common`]), pinned to CPU 1 while the parent runs on CPU 0,
 //! for ours and the baselines alike.
 
 mod child;
+mod common;
 mod iox;
 mod raw;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use link_shm::{ShmConfig, ShmLink};
+use link_shm::ShmLink;
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
 
-use child::Role;
 pub use child::child;
+use common::{FRAME, Role, child_command, link_config};
+pub(crate) use common::{finish, inherited, pass_fd, read_all, runtime};
 use iox::Setup;
 
 use crate::harness::{Better, Case, Runner, pin};
-
-const FRAME: usize = 8 << 20;
-
-/// Frame buffers in flight, for our link (large slots), iceoryx2
-/// (subscriber buffer) and the bare pipeline alike. Two measured best on
-/// this machine for every one of them: each more 8 MiB buffer in the cycle
-/// pushes the working set further out of the shared cache (a bare
-/// two-process pipeline ran at 1.05x a one-process fill-and-read with 2
-/// buffers, 0.85x with 3, 0.65x with 4, 0.53x with 6).
-const FRAME_SLOTS: usize = 2;
-
-pub(crate) fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn link_config(spin: Duration) -> ShmConfig {
-    ShmConfig {
-        large_size: FRAME,
-        large_count: FRAME_SLOTS,
-        spin,
-        ..ShmConfig::default()
-    }
-}
-
-fn child_command(role: Role) -> Command {
-    let mut c = Command::new(std::env::current_exe().expect("own path"));
-    c.arg("__shm-child").arg(role.name()).stdin(Stdio::null());
-    c
-}
-
-/// Sum of every byte, eight at a time: the reader touches the whole frame.
-pub(crate) fn read_all(b: &[u8]) -> u64 {
-    let mut s = 0u64;
-    let chunks = b.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        s = s.wrapping_add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-    }
-    for &x in rest {
-        s = s.wrapping_add(x as u64);
-    }
-    s
-}
-
-/// Keep a descriptor open across `exec` and name it to the child.
-pub(crate) fn pass_fd(cmd: &mut Command, name: &str, fd: &impl AsRawFd) {
-    // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
-    unsafe {
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0);
-    }
-    cmd.env(name, fd.as_raw_fd().to_string());
-}
-
-/// Adopt a descriptor named by the parent in the environment.
-pub(crate) fn inherited(name: &str) -> OwnedFd {
-    let fd: i32 = std::env::var(name)
-        .expect("fd variable")
-        .parse()
-        .expect("fd number");
-    // SAFETY: the parent passed this descriptor to us for our sole use.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-pub(crate) fn finish(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Let a child that was told to stop exit by itself (so that iceoryx2 can
-/// clean up its node), killing it only if it does not.
-fn finish_graceful(mut child: Child) {
-    for _ in 0..200 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    finish(child);
-}
 
 /// Our link, 64 B round trips; one-way latency in µs.
 fn link_latency(spin: bool, count: usize) -> f64 {

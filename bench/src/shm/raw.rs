@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use link_shm::bench_support::Mapping;
 
-use super::child::Role;
-use super::{FRAME, FRAME_SLOTS, child_command, finish, inherited, pass_fd, read_all};
+use super::common::{
+    FRAME, FRAME_SLOTS, Role, child_command, finish, inherited, pass_fd, read_all,
+};
 use crate::harness::pin;
 
 /// 64-bit words at the start of a shared mapping (and the bytes after).
