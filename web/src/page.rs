@@ -430,9 +430,12 @@ impl LinkstreamViewer {
     #[wasm_bindgen(constructor)]
     pub fn new(
         canvas: JsValue,
-        url: String,
+        url: JsValue,
         options: JsValue,
     ) -> Result<LinkstreamViewer, JsValue> {
+        let url = url
+            .as_string()
+            .ok_or_else(|| bad("LinkstreamViewer: the stream URL must be a string"))?;
         let canvas: HtmlCanvasElement = canvas
             .dyn_into()
             .map_err(|_| bad("LinkstreamViewer: the first argument must be a <canvas> element"))?;

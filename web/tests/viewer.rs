@@ -111,7 +111,8 @@ fn dispatch(target: &JsValue, js: &str) {
 async fn a_viewer_decodes_fires_events_and_reports_stats() {
     let url = stream_url();
     let c = canvas();
-    let v = LinkstreamViewer::new(c.clone(), url.clone(), JsValue::UNDEFINED).expect("viewer");
+    let v =
+        LinkstreamViewer::new(c.clone(), url.clone().into(), JsValue::UNDEFINED).expect("viewer");
     let connects = record(&v, "connect");
     let frames = record(&v, "frame");
     let states = record(&v, "state");
@@ -184,22 +185,31 @@ async fn a_viewer_decodes_fires_events_and_reports_stats() {
     for (what, r) in [
         (
             "a div",
-            LinkstreamViewer::new(div, url.clone(), JsValue::UNDEFINED).err(),
+            LinkstreamViewer::new(div, url.clone().into(), JsValue::UNDEFINED).err(),
         ),
         (
             "an http URL",
-            LinkstreamViewer::new(canvas_js(), url.replace("ws:", "http:"), JsValue::UNDEFINED)
-                .err(),
+            LinkstreamViewer::new(
+                canvas_js(),
+                url.replace("ws:", "http:").into(),
+                JsValue::UNDEFINED,
+            )
+            .err(),
         ),
         (
             "a psk not hex",
-            LinkstreamViewer::new(canvas_js(), url.clone(), options(&[("psk", "zz".into())])).err(),
+            LinkstreamViewer::new(
+                canvas_js(),
+                url.clone().into(),
+                options(&[("psk", "zz".into())]),
+            )
+            .err(),
         ),
         (
             "an empty psk",
             LinkstreamViewer::new(
                 canvas_js(),
-                url.clone(),
+                url.clone().into(),
                 options(&[("psk", js_sys::Uint8Array::new_with_length(0).into())]),
             )
             .err(),
@@ -208,14 +218,18 @@ async fn a_viewer_decodes_fires_events_and_reports_stats() {
             "reconnect not a bool",
             LinkstreamViewer::new(
                 canvas_js(),
-                url.clone(),
+                url.clone().into(),
                 options(&[("reconnect", 1.into())]),
             )
             .err(),
         ),
         (
+            "a URL that is not a string",
+            LinkstreamViewer::new(canvas_js(), JsValue::NULL, JsValue::UNDEFINED).err(),
+        ),
+        (
             "options not an object",
-            LinkstreamViewer::new(canvas_js(), url.clone(), 5.into()).err(),
+            LinkstreamViewer::new(canvas_js(), url.clone().into(), 5.into()).err(),
         ),
     ] {
         let e = r.unwrap_or_else(|| panic!("{what}: accepted"));
@@ -243,7 +257,7 @@ fn canvas_js() -> JsValue {
 #[wasm_bindgen_test]
 async fn close_stops_everything() {
     let c = canvas();
-    let v = LinkstreamViewer::new(c.clone(), stream_url(), JsValue::UNDEFINED).unwrap();
+    let v = LinkstreamViewer::new(c.clone(), stream_url().into(), JsValue::UNDEFINED).unwrap();
     let frames = record(&v, "frame");
     let disconnects = record(&v, "disconnect");
     let states = record(&v, "state");
@@ -366,12 +380,16 @@ async fn input_comes_from_the_key_target_except_local_keys() {
     let local = js_sys::Array::of1(&"F2".into());
     let v = LinkstreamViewer::new(
         c.clone(),
-        stream_url(),
+        stream_url().into(),
         options(&[("keyTarget", keys.clone()), ("localKeys", local.into())]),
     )
     .unwrap();
-    let off =
-        LinkstreamViewer::new(canvas(), stream_url(), options(&[("input", false.into())])).unwrap();
+    let off = LinkstreamViewer::new(
+        canvas(),
+        stream_url().into(),
+        options(&[("input", false.into())]),
+    )
+    .unwrap();
     assert!(
         until(20.0, || get(&stats(&v), "connected").as_bool()
             == Some(true)
