@@ -84,7 +84,7 @@ bash scripts/netns-pacing.sh quick a b c d e
 step "WebSocket link in headless Chromium (conformance suite and browser tests)"
 bash scripts/browser-test.sh
 
-step "browser page in headless Chromium over WebDriver against a real host: decode, canvas index, screenshot, input, mid-stream join, reconnect, wss with --self-signed"
+step "browser page in headless Chromium over WebDriver against a real host: decode, canvas index, screenshot, input, mid-stream join, reconnect, wss with --self-signed; a page of another origin using the viewer API (events, stats, close); the API's wasm-bindgen tests"
 bash scripts/browser-page.sh
 
 step "Autobahn WebSocket test cases (kosoku) against our server and our client"

@@ -1,7 +1,9 @@
-//! The page (wasm32 only): connection loop, WebCodecs decoding, canvas,
-//! input, stats overlay and `window.linkstreamStats()`.
+//! The viewer (wasm32 only): [`LinkstreamViewer`], the JavaScript API the
+//! served page and any other page use. One viewer owns a canvas, a stream
+//! URL and its options: the connection loop, WebCodecs decoding, drawing,
+//! input capture, the stats and the events; `close()` stops all of it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::pin::pin;
 use std::rc::Rc;
@@ -9,14 +11,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::future::{Either, select};
+use futures::future::{AbortHandle, Either, abortable, select};
 use futures_timer::Delay;
 use link_session::{Client, ClientConfig, ClientEvent, ClientStats, Frame, InputEvent, TouchPhase};
 use link_ws::{WsConfig, WsLink};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
-    AddEventListenerOptions, CanvasRenderingContext2d, Document, HtmlCanvasElement, HtmlElement,
+    AddEventListenerOptions, CanvasRenderingContext2d, Document, EventTarget, HtmlCanvasElement,
     KeyboardEvent, MouseEvent, TouchEvent, WheelEvent, Window,
 };
 
@@ -30,6 +32,13 @@ const KEYFRAME_REQUEST_EVERY_MS: f64 = 500.0;
 const SAMPLES: usize = 1000;
 /// Input events waiting to be sent, at most (more are dropped, counted).
 const INPUT_QUEUE: usize = 4096;
+/// The reconnect delay after a session that was established (doubling up
+/// to [`BACKOFF_MAX`] while attempts keep failing).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The events a viewer fires.
+const EVENTS: [&str; 4] = ["connect", "disconnect", "frame", "state"];
 
 // WebCodecs, bound here (web-sys has them only behind an unstable cfg).
 #[wasm_bindgen]
@@ -104,7 +113,7 @@ fn push_sample(v: &mut VecDeque<f64>, x: f64) {
     v.push_back(x);
 }
 
-/// The counters `window.linkstreamStats()` reports.
+/// The counters `stats()` reports.
 #[derive(Default)]
 struct Counters {
     frames_received: u64,
@@ -128,16 +137,22 @@ struct Counters {
     input_unmapped: u64,
 }
 
+/// What the `frame` event reports about a frame, carried from its arrival
+/// to its display.
+#[derive(Clone, Copy)]
+struct FrameInfo {
+    capture_index: u64,
+    bytes: usize,
+    keyframe: bool,
+    capture_us: u64,
+    received_ms: f64,
+    decoded_ms: f64,
+}
+
 /// A decoded frame waiting for the next animation frame.
 struct Decoded {
     frame: VideoFrame,
-    capture_us: u64,
-}
-
-struct Pending {
-    capture_index: u64,
-    received_ms: f64,
-    capture_us: u64,
+    info: FrameInfo,
 }
 
 type DecoderCallbacks = (Closure<dyn FnMut(VideoFrame)>, Closure<dyn FnMut(JsValue)>);
@@ -147,6 +162,8 @@ struct Viewer {
     c: Counters,
     state: String,
     connected: bool,
+    /// Set by `close()`: nothing runs any more.
+    closed: bool,
     decoder: Option<VideoDecoder>,
     /// The decoder's output and error callbacks: kept while it lives,
     /// dropped (after `close`, so never called again) with it.
@@ -155,7 +172,8 @@ struct Viewer {
     size: (u16, u16),
     waiting_keyframe: bool,
     in_flight: u32,
-    pending: VecDeque<Pending>,
+    /// Frames handed to the decoder, in order, until their output.
+    pending: VecDeque<FrameInfo>,
     latest: Option<Decoded>,
     want_keyframe: bool,
     last_keyframe_request_ms: f64,
@@ -165,15 +183,13 @@ struct Viewer {
     decode_ms: VecDeque<f64>,
     latency_ms: VecDeque<f64>,
     session: ClientStats,
-    /// (time ms, frames displayed, bytes received) at the last overlay
-    /// update, for the rates.
+    /// (time ms, frames displayed, bytes received) at the last rate
+    /// update.
     rate_base: (f64, u64, u64),
     fps: f64,
     kbps: f64,
     canvas: HtmlCanvasElement,
     ctx: CanvasRenderingContext2d,
-    overlay: HtmlElement,
-    status: HtmlElement,
     input: Option<mpsc::Sender<InputEvent>>,
     /// When the current session was established (performance.now, ms).
     session_ms: f64,
@@ -181,6 +197,10 @@ struct Viewer {
     picture_after_connect_ms: Option<f64>,
     /// Page start (navigation) to the first picture drawn.
     first_picture_ms: Option<f64>,
+    /// The page's event callbacks: (event name, function).
+    callbacks: Vec<(String, js_sys::Function)>,
+    /// `KeyboardEvent.code`s left to the page (not sent to the host).
+    local_keys: Vec<String>,
 }
 
 type Shared = Rc<RefCell<Viewer>>;
@@ -193,159 +213,482 @@ fn document() -> Document {
     window().document().expect("a document")
 }
 
-fn element<T: JsCast>(id: &str) -> Result<T, JsValue> {
-    document()
-        .get_element_by_id(id)
-        .ok_or_else(|| JsValue::from_str(&format!("page has no #{id}")))?
-        .dyn_into::<T>()
-        .map_err(|_| JsValue::from_str(&format!("#{id} has the wrong element type")))
+fn log(msg: &str) {
+    web_sys::console::log_1(&JsValue::from_str(msg));
 }
 
-/// The page's entry point (called by the wasm-bindgen glue at load).
-#[wasm_bindgen(start)]
-pub fn start() -> Result<(), JsValue> {
-    let canvas: HtmlCanvasElement = element("screen")?;
-    let ctx = canvas
-        .get_context("2d")?
-        .ok_or("no 2d context")?
-        .dyn_into::<CanvasRenderingContext2d>()?;
-    let viewer = Rc::new(RefCell::new(Viewer {
-        c: Counters::default(),
-        state: "starting".into(),
-        connected: false,
-        decoder: None,
-        decoder_callbacks: None,
-        codec: String::new(),
-        size: (0, 0),
-        waiting_keyframe: true,
-        in_flight: 0,
-        pending: VecDeque::new(),
-        latest: None,
-        want_keyframe: false,
-        last_keyframe_request_ms: f64::NEG_INFINITY,
-        last_frame_index: None,
-        last_session_frame: 0,
-        target_kbps: 0,
-        decode_ms: VecDeque::new(),
-        latency_ms: VecDeque::new(),
-        session: ClientStats::default(),
-        rate_base: (now_ms(), 0, 0),
-        fps: 0.0,
-        kbps: 0.0,
-        canvas,
-        ctx,
-        overlay: element("overlay")?,
-        status: element("state")?,
-        input: None,
-        session_ms: 0.0,
-        picture_after_connect_ms: None,
-        first_picture_ms: None,
-    }));
-
-    let stats_fn = {
-        let v = viewer.clone();
-        Closure::<dyn Fn() -> JsValue>::new(move || {
-            let json = stats_json(&v.borrow());
-            js_sys::JSON::parse(&json).unwrap_or(JsValue::NULL)
-        })
+/// Call the page's callbacks for `kind` with `detail` (its `type` set to
+/// `kind`). Never called with the viewer borrowed: a callback may call
+/// `stats()` or `close()`. A callback that throws is logged and the others
+/// still run.
+// r[impl web.api.events]
+fn emit(v: &Shared, kind: &str, detail: js_sys::Object) {
+    let callbacks: Vec<js_sys::Function> = {
+        let vb = v.borrow();
+        if vb.closed {
+            return;
+        }
+        vb.callbacks
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, f)| f.clone())
+            .collect()
     };
-    js_sys::Reflect::set(
-        &window(),
-        &"linkstreamStats".into(),
-        stats_fn.as_ref().unchecked_ref(),
-    )?;
-    stats_fn.forget();
-
-    install_input(&viewer)?;
-    start_animation(viewer.clone());
-    wasm_bindgen_futures::spawn_local(overlay_loop(viewer.clone()));
-
-    match psk_from_fragment() {
-        Ok(psk) => wasm_bindgen_futures::spawn_local(connection_loop(viewer, psk)),
-        Err(why) => set_state(&viewer, &why),
+    if callbacks.is_empty() {
+        return;
     }
-    Ok(())
+    set(&detail, "type", &kind.into());
+    let detail: JsValue = detail.into();
+    for f in callbacks {
+        if let Err(e) = f.call1(&JsValue::NULL, &detail) {
+            log(&format!("linkstream: a {kind} event listener threw: {e:?}"));
+        }
+    }
 }
 
-/// The PSK from the URL fragment `#psk=<hex>` (the fragment never reaches
-/// the server).
-fn psk_from_fragment() -> Result<Option<Vec<u8>>, String> {
-    let hash = window().location().hash().unwrap_or_default();
-    let Some(hex) = hash
+/// The PSK of `#psk=<hex>` in a URL fragment (`location.hash`), if any.
+fn psk_from_hash(hash: &str) -> Result<Option<Vec<u8>>, String> {
+    match hash
         .trim_start_matches('#')
         .split('&')
         .find_map(|kv| kv.strip_prefix("psk="))
-    else {
-        return Ok(None);
-    };
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return Err("the #psk= in the URL is not hex".into());
+    {
+        None => Ok(None),
+        Some(hex) => parse_hex(hex)
+            .map(Some)
+            .ok_or_else(|| "the #psk= in the URL is not hex".into()),
+    }
+}
+
+fn parse_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.is_ascii() {
+        return None;
     }
     (0..hex.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map(Some)
-        .map_err(|_| "the #psk= in the URL is not hex".into())
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
 }
 
-fn stream_url() -> String {
-    let loc = window().location();
-    let proto = if loc.protocol().unwrap_or_default() == "https:" {
-        "wss:"
-    } else {
-        "ws:"
-    };
-    format!("{proto}//{}/stream", loc.host().unwrap_or_default())
+/// The pre-shared key in a URL fragment as `linkstream host` prints it in
+/// its join URLs (`#psk=<hex>`; pass `location.hash`): a `Uint8Array` for
+/// the viewer's `psk` option, `undefined` when the fragment has none.
+/// Throws when the key is not hex.
+#[wasm_bindgen(js_name = pskFromFragment)]
+pub fn psk_from_fragment(hash: &str) -> Result<Option<js_sys::Uint8Array>, JsValue> {
+    psk_from_hash(hash)
+        .map(|k| k.map(|k| js_sys::Uint8Array::from(&k[..])))
+        .map_err(|e| js_sys::Error::new(&e).into())
+}
+
+/// The options of [`LinkstreamViewer::new`], read from a JS object.
+struct Options {
+    psk: Option<Vec<u8>>,
+    reconnect: bool,
+    input: bool,
+    key_target: Option<EventTarget>,
+    local_keys: Vec<String>,
+}
+
+fn bad(msg: &str) -> JsValue {
+    js_sys::Error::new(msg).into()
+}
+
+impl Options {
+    fn from_js(o: &JsValue) -> Result<Options, JsValue> {
+        let mut opts = Options {
+            psk: None,
+            reconnect: true,
+            input: true,
+            key_target: None,
+            local_keys: Vec::new(),
+        };
+        if o.is_undefined() || o.is_null() {
+            return Ok(opts);
+        }
+        if !o.is_object() {
+            return Err(bad("LinkstreamViewer: options must be an object"));
+        }
+        let get = |k: &str| {
+            js_sys::Reflect::get(o, &JsValue::from_str(k))
+                .ok()
+                .filter(|v| !v.is_undefined() && !v.is_null())
+        };
+        if let Some(p) = get("psk") {
+            let key = if let Some(s) = p.as_string() {
+                parse_hex(&s).ok_or_else(|| bad("options.psk: a string key must be hex"))?
+            } else if let Some(a) = p.dyn_ref::<js_sys::Uint8Array>() {
+                a.to_vec()
+            } else {
+                return Err(bad("options.psk: a Uint8Array or a hex string"));
+            };
+            if key.is_empty() {
+                return Err(bad("options.psk: the key is empty"));
+            }
+            opts.psk = Some(key);
+        }
+        let flag = |k: &str, default: bool| match get(k) {
+            None => Ok(default),
+            Some(b) => b
+                .as_bool()
+                .ok_or_else(|| bad(&format!("options.{k}: true or false"))),
+        };
+        opts.reconnect = flag("reconnect", true)?;
+        opts.input = flag("input", true)?;
+        if let Some(t) = get("keyTarget") {
+            opts.key_target = Some(
+                t.dyn_into::<EventTarget>()
+                    .map_err(|_| bad("options.keyTarget: an EventTarget (window, an element)"))?,
+            );
+        }
+        if let Some(keys) = get("localKeys") {
+            let keys = keys
+                .dyn_into::<js_sys::Array>()
+                .map_err(|_| bad("options.localKeys: an array of KeyboardEvent.code strings"))?;
+            for k in keys.iter() {
+                opts.local_keys.push(k.as_string().ok_or_else(|| {
+                    bad("options.localKeys: an array of KeyboardEvent.code strings")
+                })?);
+            }
+        }
+        Ok(opts)
+    }
+}
+
+/// What `close()` stops: the connection and rate tasks, the animation
+/// frame loop and the input listeners.
+struct Running {
+    tasks: Vec<AbortHandle>,
+    animation: Animation,
+    listeners: Vec<Listener>,
+}
+
+/// The animation frame callback.
+type Tick = Closure<dyn FnMut(f64)>;
+
+/// The animation frame loop: its pending request and its callback.
+struct Animation {
+    id: Rc<Cell<Option<i32>>>,
+    callback: Rc<RefCell<Option<Tick>>>,
+}
+
+/// A DOM event listener, removed by `close()`.
+struct Listener {
+    target: EventTarget,
+    kind: &'static str,
+    callback: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+/// A linkstream viewer on a canvas: connects to a host's stream URL,
+/// decodes its H.264 with WebCodecs onto the canvas, sends keyboard, mouse,
+/// wheel and touch input back, reconnects when the connection drops.
+///
+/// ```js
+/// import init, { LinkstreamViewer, pskFromFragment } from "./linkstream_web.js";
+/// await init({ module_or_path: "./linkstream_web_bg.wasm" });
+/// const viewer = new LinkstreamViewer(canvas, "ws://host:7001/stream", {
+///   psk: pskFromFragment(location.hash),
+/// });
+/// viewer.addEventListener("frame", (e) => console.log(e.index, e.width, e.height));
+/// console.log(viewer.stats().frames_decoded);
+/// viewer.close();
+/// ```
+///
+/// Options (all optional): `psk` (`Uint8Array` or hex string: the host's
+/// pre-shared key), `reconnect` (default `true`: reconnect after 100 ms,
+/// doubling to 1 s while attempts fail), `input` (default `true`: capture
+/// keyboard, mouse, wheel and touch), `keyTarget` (where keys are listened
+/// for; default the canvas, which then needs focus), `localKeys`
+/// (`KeyboardEvent.code`s the viewer leaves to the page, e.g. `["F2"]`).
+///
+/// Events (`addEventListener(name, callback)`, the callback gets one
+/// object with `type` set to the name): `connect` (`url`, `connects`),
+/// `disconnect` (`reason`, `established`: whether the session had started,
+/// `reconnectInMs`: the delay before the next attempt, or `null` when the
+/// viewer does not reconnect), `frame` for each frame drawn (`index`: the
+/// host's capture index, `width`, `height`, `bytes`: its encoded size,
+/// `keyframe`, `captureUs`: the host's capture time in µs since the Unix
+/// epoch on the host's clock, `receivedMs`, `decodedMs`, `displayedMs` on
+/// this page's `performance.now()` clock), `state` (`state`: the text the
+/// served page shows).
+#[wasm_bindgen]
+pub struct LinkstreamViewer {
+    shared: Shared,
+    /// `None` once closed. In a cell so that `close()` takes `&self`: an
+    /// event callback it fires may still call `stats()`.
+    running: RefCell<Option<Running>>,
+}
+
+#[wasm_bindgen]
+impl LinkstreamViewer {
+    /// A viewer on `canvas` (an `HTMLCanvasElement`; the viewer takes its
+    /// 2D context and sets its size to the video's) for the stream at `url`
+    /// (`ws://HOST:PORT/stream` or `wss://...`), with `options` (see the
+    /// type). It starts connecting at once. Throws on a bad canvas, URL or
+    /// option.
+    // r[impl web.api.viewer]
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        canvas: JsValue,
+        url: JsValue,
+        options: JsValue,
+    ) -> Result<LinkstreamViewer, JsValue> {
+        let url = url
+            .as_string()
+            .ok_or_else(|| bad("LinkstreamViewer: the stream URL must be a string"))?;
+        let canvas: HtmlCanvasElement = canvas
+            .dyn_into()
+            .map_err(|_| bad("LinkstreamViewer: the first argument must be a <canvas> element"))?;
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(bad(&format!(
+                "LinkstreamViewer: the stream URL must be ws:// or wss://, not {url:?}"
+            )));
+        }
+        let opts = Options::from_js(&options)?;
+        let ctx = canvas
+            .get_context("2d")?
+            .ok_or_else(|| bad("LinkstreamViewer: the canvas has another kind of context"))?
+            .dyn_into::<CanvasRenderingContext2d>()?;
+        let shared = Rc::new(RefCell::new(Viewer {
+            c: Counters::default(),
+            state: "starting".into(),
+            connected: false,
+            closed: false,
+            decoder: None,
+            decoder_callbacks: None,
+            codec: String::new(),
+            size: (0, 0),
+            waiting_keyframe: true,
+            in_flight: 0,
+            pending: VecDeque::new(),
+            latest: None,
+            want_keyframe: false,
+            last_keyframe_request_ms: f64::NEG_INFINITY,
+            last_frame_index: None,
+            last_session_frame: 0,
+            target_kbps: 0,
+            decode_ms: VecDeque::new(),
+            latency_ms: VecDeque::new(),
+            session: ClientStats::default(),
+            rate_base: (now_ms(), 0, 0),
+            fps: 0.0,
+            kbps: 0.0,
+            canvas: canvas.clone(),
+            ctx,
+            input: None,
+            session_ms: 0.0,
+            picture_after_connect_ms: None,
+            first_picture_ms: None,
+            callbacks: Vec::new(),
+            local_keys: opts.local_keys.clone(),
+        }));
+        let listeners = if opts.input {
+            let key_target = opts.key_target.clone().unwrap_or_else(|| canvas.into());
+            install_input(&shared, &key_target)?
+        } else {
+            Vec::new()
+        };
+        let animation = start_animation(shared.clone());
+        let (conn, conn_handle) = abortable(connection_loop(
+            shared.clone(),
+            url,
+            opts.psk,
+            opts.reconnect,
+        ));
+        let (rates, rates_handle) = abortable(rate_loop(shared.clone()));
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = conn.await;
+        });
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = rates.await;
+        });
+        Ok(LinkstreamViewer {
+            shared,
+            running: RefCell::new(Some(Running {
+                tasks: vec![conn_handle, rates_handle],
+                animation,
+                listeners,
+            })),
+        })
+    }
+
+    /// A snapshot of the viewer's counters as a plain object: connection
+    /// (`connected`, `state`, `connects`, `reconnects`), frames
+    /// (`frames_received`, `bytes_received`, `frames_decoded`,
+    /// `frames_displayed`, `frames_dropped` and why, `decode_errors`,
+    /// `envelope_errors`, `keyframe_requests`), the picture
+    /// (`last_frame_index`, `canvas_index`: the burned-in index read back
+    /// from the canvas, `width`, `height`, `codec`), rates (`fps`, `kbps`,
+    /// `target_kbps`), the session (`frames_lost`, `frames_recovered`),
+    /// timings (`decode_ms_p50/p95`, `latency_ms_p50/p99`,
+    /// `picture_after_connect_ms`, `first_picture_ms`, `now_ms`) and input
+    /// (`input_sent`, `input_dropped`, `input_unmapped`). Works after
+    /// `close()` too (the final counts).
+    // r[impl web.api.stats]
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        let json = {
+            let v = self
+                .shared
+                .try_borrow()
+                .map_err(|_| bad("LinkstreamViewer.stats: the viewer is busy"))?;
+            stats_json(&v)
+        };
+        js_sys::JSON::parse(&json)
+    }
+
+    /// Call `callback` with each event `kind` (`connect`, `disconnect`,
+    /// `frame`, `state`); throws on another name. Nothing after `close()`.
+    #[wasm_bindgen(js_name = addEventListener)]
+    pub fn add_event_listener(
+        &self,
+        kind: &str,
+        callback: js_sys::Function,
+    ) -> Result<(), JsValue> {
+        if !EVENTS.contains(&kind) {
+            return Err(bad(&format!(
+                "LinkstreamViewer: no event {kind:?} (events: {})",
+                EVENTS.join(", ")
+            )));
+        }
+        let mut v = self.shared.borrow_mut();
+        if !v.closed {
+            v.callbacks.push((kind.to_owned(), callback));
+        }
+        Ok(())
+    }
+
+    /// Stop calling `callback` for `kind`.
+    #[wasm_bindgen(js_name = removeEventListener)]
+    pub fn remove_event_listener(&self, kind: &str, callback: &js_sys::Function) {
+        let target: &JsValue = callback.as_ref();
+        self.shared.borrow_mut().callbacks.retain(|(k, f)| {
+            let f: &JsValue = f.as_ref();
+            !(k == kind && f == target)
+        });
+    }
+
+    /// Whether `close()` was called.
+    #[wasm_bindgen(getter)]
+    pub fn closed(&self) -> bool {
+        self.shared.borrow().closed
+    }
+
+    /// Stop everything: close the connection (the host sees the viewer
+    /// leave), the decoder and any frame waiting to be drawn; stop the
+    /// animation frame loop and the timers; remove the input listeners and
+    /// release the pointer lock; forget the event callbacks (a connected
+    /// viewer fires `disconnect` with reason `"closed"` first). The canvas
+    /// keeps its last picture. `stats()` still answers. Calling it again
+    /// does nothing.
+    // r[impl web.api.close]
+    pub fn close(&self) {
+        let Some(run) = self.running.borrow_mut().take() else {
+            return;
+        };
+        let was_connected = self.shared.borrow().connected;
+        if was_connected {
+            let d = js_sys::Object::new();
+            set(&d, "reason", &"closed".into());
+            set(&d, "established", &true.into());
+            set(&d, "reconnectInMs", &JsValue::NULL);
+            emit(&self.shared, "disconnect", d);
+        }
+        for t in &run.tasks {
+            t.abort();
+        }
+        if let Some(id) = run.animation.id.take() {
+            let _ = window().cancel_animation_frame(id);
+        }
+        // Breaks the callback's reference to itself.
+        drop(run.animation.callback.borrow_mut().take());
+        for l in &run.listeners {
+            let _ = l
+                .target
+                .remove_event_listener_with_callback(l.kind, l.callback.as_ref().unchecked_ref());
+        }
+        drop(run.listeners);
+        let locked = document().pointer_lock_element();
+        let mut v = self.shared.borrow_mut();
+        if locked.is_some_and(|el| el == *v.canvas.as_ref()) {
+            document().exit_pointer_lock();
+        }
+        v.closed = true;
+        v.connected = false;
+        v.input = None;
+        v.state = "closed".into();
+        if let Some(d) = v.decoder.take() {
+            let _ = d.close();
+        }
+        v.decoder_callbacks = None;
+        v.in_flight = 0;
+        v.pending.clear();
+        if let Some(d) = v.latest.take() {
+            d.frame.close();
+        }
+        v.callbacks.clear();
+    }
+}
+
+impl Drop for LinkstreamViewer {
+    /// `viewer.free()` from JS: close first.
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 fn set_state(v: &Shared, state: &str) {
-    let mut v = v.borrow_mut();
-    v.state = state.to_owned();
-    v.status.set_text_content(Some(state));
-    let _ = v
-        .status
-        .class_list()
-        .toggle_with_force("ok", state == "connected");
+    {
+        let mut vb = v.borrow_mut();
+        if vb.closed {
+            return;
+        }
+        vb.state = state.to_owned();
+    }
+    let d = js_sys::Object::new();
+    set(&d, "state", &state.into());
+    emit(v, "state", d);
 }
 
-async fn connection_loop(v: Shared, psk: Option<Vec<u8>>) {
-    let url = stream_url();
-    let mut backoff = Duration::from_millis(100);
+// r[impl web.api.reconnect]
+async fn connection_loop(v: Shared, url: String, psk: Option<Vec<u8>>, reconnect: bool) {
+    let mut backoff = BACKOFF_MIN;
     loop {
         set_state(&v, &format!("connecting to {url}"));
-        let why = match session(&v, &url, psk.clone()).await {
-            Ok(established) => {
-                if established {
-                    backoff = Duration::from_millis(100);
-                }
-                "the host ended the session".to_string()
-            }
-            Err((established, why)) => {
-                if established {
-                    backoff = Duration::from_millis(100);
-                }
-                why
-            }
+        let (established, why) = match session(&v, &url, psk.clone()).await {
+            Ok(established) => (established, "the host ended the session".to_string()),
+            Err((established, why)) => (established, why),
         };
+        if established {
+            backoff = BACKOFF_MIN;
+        }
         {
             let mut vb = v.borrow_mut();
+            if vb.closed {
+                return;
+            }
             vb.connected = false;
             vb.input = None;
         }
+        log(&format!("linkstream: disconnected: {why}"));
+        let d = js_sys::Object::new();
+        set(&d, "reason", &why.as_str().into());
+        set(&d, "established", &established.into());
+        if !reconnect {
+            set(&d, "reconnectInMs", &JsValue::NULL);
+            set_state(&v, &format!("disconnected ({why})"));
+            emit(&v, "disconnect", d);
+            return;
+        }
         let ms = backoff.as_millis();
+        set(&d, "reconnectInMs", &(ms as f64).into());
         set_state(
             &v,
             &format!("disconnected ({why}); reconnecting in {ms} ms"),
         );
-        tracing_log(&format!("linkstream: disconnected: {why}"));
+        emit(&v, "disconnect", d);
         Delay::new(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-fn tracing_log(msg: &str) {
-    web_sys::console::log_1(&JsValue::from_str(msg));
 }
 
 /// One connection: link, session, frames and input until it ends.
@@ -362,8 +705,11 @@ async fn session(v: &Shared, url: &str, psk: Option<Vec<u8>>) -> Result<bool, (b
         .await
         .map_err(|e| (false, e.to_string()))?;
     let (tx, mut rx) = mpsc::channel::<InputEvent>(INPUT_QUEUE);
-    {
+    let connects = {
         let mut vb = v.borrow_mut();
+        if vb.closed {
+            return Err((true, "closed".into()));
+        }
         vb.c.connects += 1;
         if vb.c.connects > 1 {
             vb.c.reconnects += 1;
@@ -377,13 +723,21 @@ async fn session(v: &Shared, url: &str, psk: Option<Vec<u8>>) -> Result<bool, (b
         vb.waiting_keyframe = true;
         vb.want_keyframe = false;
         vb.last_keyframe_request_ms = f64::NEG_INFINITY;
-    }
+        vb.c.connects
+    };
     set_state(v, "connected");
+    let d = js_sys::Object::new();
+    set(&d, "url", &url.into());
+    set(&d, "connects", &(connects as f64).into());
+    emit(v, "connect", d);
     loop {
         // Keyframe wanted (decoder error, skipped frames, new session):
         // ask the host, at most every KEYFRAME_REQUEST_EVERY_MS.
         {
             let mut vb = v.borrow_mut();
+            if vb.closed {
+                return Err((true, "closed".into()));
+            }
             let now = now_ms();
             if vb.want_keyframe && now - vb.last_keyframe_request_ms >= KEYFRAME_REQUEST_EVERY_MS {
                 vb.want_keyframe = false;
@@ -399,6 +753,9 @@ async fn session(v: &Shared, url: &str, psk: Option<Vec<u8>>) -> Result<bool, (b
         match next {
             Either::Left(Ok(Some(ClientEvent::Frame(f)))) => {
                 let mut vb = v.borrow_mut();
+                if vb.closed {
+                    return Err((true, "closed".into()));
+                }
                 vb.session = client.stats();
                 on_frame(v, &mut vb, f);
             }
@@ -420,7 +777,6 @@ async fn session(v: &Shared, url: &str, psk: Option<Vec<u8>>) -> Result<bool, (b
         }
     }
 }
-
 fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     let received_ms = now_ms();
     v.c.frames_received += 1;
@@ -431,7 +787,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
         Err(e) => {
             v.c.envelope_errors += 1;
             v.c.frames_dropped += 1;
-            tracing_log(&format!("linkstream: frame {}: {e}", f.index));
+            log(&format!("linkstream: frame {}: {e}", f.index));
             return;
         }
     };
@@ -458,7 +814,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
                 v.c.decode_errors += 1;
                 v.c.frames_dropped += 1;
                 v.want_keyframe = true;
-                tracing_log(&format!("linkstream: decoder for {codec}: {e:?}"));
+                log(&format!("linkstream: decoder for {codec}: {e:?}"));
                 return;
             }
         }
@@ -498,17 +854,20 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     match submitted {
         Ok(()) => {
             v.in_flight += 1;
-            v.pending.push_back(Pending {
+            v.pending.push_back(FrameInfo {
                 capture_index: env.capture_index,
-                received_ms,
+                bytes: env.access_unit.len(),
+                keyframe,
                 capture_us: env.capture_us,
+                received_ms,
+                decoded_ms: 0.0,
             });
             while v.pending.len() > 64 {
                 v.pending.pop_front();
             }
         }
         Err(e) => {
-            tracing_log(&format!("linkstream: decode: {e:?}"));
+            log(&format!("linkstream: decode: {e:?}"));
             decoder_failed(v);
         }
     }
@@ -550,7 +909,7 @@ fn new_decoder(
     });
     let weak = Rc::downgrade(shared);
     let error = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
-        tracing_log(&format!("linkstream: decoder error: {e:?}"));
+        log(&format!("linkstream: decoder error: {e:?}"));
         if let Some(s) = weak.upgrade() {
             decoder_failed(&mut s.borrow_mut());
         }
@@ -580,64 +939,107 @@ fn on_output(v: &mut Viewer, frame: VideoFrame) {
     v.in_flight = v.in_flight.saturating_sub(1);
     v.c.frames_decoded += 1;
     let ts = frame.timestamp() as u64;
-    let mut capture_us = 0;
+    let mut info = FrameInfo {
+        capture_index: ts,
+        bytes: 0,
+        keyframe: false,
+        capture_us: 0,
+        received_ms: now,
+        decoded_ms: now,
+    };
     while let Some(p) = v.pending.pop_front() {
         if p.capture_index == ts {
             push_sample(&mut v.decode_ms, now - p.received_ms);
-            capture_us = p.capture_us;
+            info = FrameInfo {
+                decoded_ms: now,
+                ..p
+            };
             break;
         }
     }
-    if let Some(old) = v.latest.replace(Decoded { frame, capture_us }) {
+    if let Some(old) = v.latest.replace(Decoded { frame, info }) {
         old.frame.close();
         v.c.frames_superseded += 1;
     }
 }
 
-/// Draw the newest decoded frame at every animation frame.
-fn start_animation(v: Shared) {
-    type Tick = Closure<dyn FnMut(f64)>;
-    let cb: Rc<RefCell<Option<Tick>>> = Rc::new(RefCell::new(None));
-    let again = cb.clone();
-    *cb.borrow_mut() = Some(Closure::new(move |_t: f64| {
+/// Draw the newest decoded frame at every animation frame, until
+/// `close()` cancels the pending request and drops the callback.
+fn start_animation(v: Shared) -> Animation {
+    let animation = Animation {
+        id: Rc::new(Cell::new(None)),
+        callback: Rc::new(RefCell::new(None)),
+    };
+    let (again, id) = (animation.callback.clone(), animation.id.clone());
+    *animation.callback.borrow_mut() = Some(Closure::new(move |_t: f64| {
+        id.set(None);
         draw(&v);
+        // None once close() ran (possibly from a frame event just now).
         if let Some(c) = again.borrow().as_ref() {
-            let _ = window().request_animation_frame(c.as_ref().unchecked_ref());
+            id.set(
+                window()
+                    .request_animation_frame(c.as_ref().unchecked_ref())
+                    .ok(),
+            );
         }
     }));
-    if let Some(c) = cb.borrow().as_ref() {
-        let _ = window().request_animation_frame(c.as_ref().unchecked_ref());
+    if let Some(c) = animation.callback.borrow().as_ref() {
+        animation.id.set(
+            window()
+                .request_animation_frame(c.as_ref().unchecked_ref())
+                .ok(),
+        );
     }
+    animation
 }
 
-fn draw(v: &Shared) {
-    let mut v = v.borrow_mut();
-    let Some(d) = v.latest.take() else { return };
-    let (w, h) = (d.frame.display_width(), d.frame.display_height());
-    if v.canvas.width() != w || v.canvas.height() != h {
-        v.canvas.set_width(w);
-        v.canvas.set_height(h);
-    }
-    v.ctx
-        .unchecked_ref::<Ctx2d>()
-        .draw_frame(&d.frame, 0.0, 0.0);
-    d.frame.close();
-    v.c.frames_displayed += 1;
-    let now = now_ms();
-    if v.connected && v.picture_after_connect_ms.is_none() {
-        v.picture_after_connect_ms = Some(now - v.session_ms);
-    }
-    v.first_picture_ms.get_or_insert(now);
-    // Capture to displayed, on the host's clock: meaningful where the
-    // clocks agree (one machine, or synchronised); kept only if plausible.
-    let latency = js_sys::Date::now() - d.capture_us as f64 / 1000.0;
-    if d.capture_us > 0 && (0.0..10_000.0).contains(&latency) {
-        push_sample(&mut v.latency_ms, latency);
-    }
+fn draw(shared: &Shared) {
+    let detail = {
+        let mut v = shared.borrow_mut();
+        if v.closed {
+            return;
+        }
+        let Some(d) = v.latest.take() else { return };
+        let (w, h) = (d.frame.display_width(), d.frame.display_height());
+        if v.canvas.width() != w || v.canvas.height() != h {
+            v.canvas.set_width(w);
+            v.canvas.set_height(h);
+        }
+        v.ctx
+            .unchecked_ref::<Ctx2d>()
+            .draw_frame(&d.frame, 0.0, 0.0);
+        d.frame.close();
+        v.c.frames_displayed += 1;
+        let now = now_ms();
+        if v.connected && v.picture_after_connect_ms.is_none() {
+            v.picture_after_connect_ms = Some(now - v.session_ms);
+        }
+        v.first_picture_ms.get_or_insert(now);
+        // Capture to displayed, on the host's clock: meaningful where the
+        // clocks agree (one machine, or synchronised); kept only if
+        // plausible.
+        let i = d.info;
+        let latency = js_sys::Date::now() - i.capture_us as f64 / 1000.0;
+        if i.capture_us > 0 && (0.0..10_000.0).contains(&latency) {
+            push_sample(&mut v.latency_ms, latency);
+        }
+        let detail = js_sys::Object::new();
+        set(&detail, "index", &(i.capture_index as f64).into());
+        set(&detail, "width", &w.into());
+        set(&detail, "height", &h.into());
+        set(&detail, "bytes", &(i.bytes as f64).into());
+        set(&detail, "keyframe", &i.keyframe.into());
+        set(&detail, "captureUs", &(i.capture_us as f64).into());
+        set(&detail, "receivedMs", &i.received_ms.into());
+        set(&detail, "decodedMs", &i.decoded_ms.into());
+        set(&detail, "displayedMs", &now.into());
+        detail
+    };
+    emit(shared, "frame", detail);
 }
 
-/// Refresh the overlay (and the rates) twice a second.
-async fn overlay_loop(v: Shared) {
+/// Update the frame and bit rates twice a second.
+async fn rate_loop(v: Shared) {
     loop {
         Delay::new(Duration::from_millis(500)).await;
         let mut vb = v.borrow_mut();
@@ -647,36 +1049,6 @@ async fn overlay_loop(v: Shared) {
         vb.fps = (vb.c.frames_displayed - f0) as f64 / dt;
         vb.kbps = (vb.c.bytes_received - b0) as f64 * 8.0 / 1000.0 / dt;
         vb.rate_base = (now, vb.c.frames_displayed, vb.c.bytes_received);
-        if vb.overlay.hidden() {
-            continue;
-        }
-        let fmt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.1}"));
-        let text = format!(
-            "{}\n{}x{} {}\nfps {:.1}  bitrate {:.0} kbit/s  target {} kbit/s\n\
-             decoded {}  dropped {}  decode errors {}\n\
-             frames lost {}  FEC-recovered {}\n\
-             decode ms p50 {} p95 {}\nlatency ms p50 {} p99 {} (host clock)\n\
-             input sent {}  reconnects {}\n[F2] hide",
-            vb.state,
-            vb.size.0,
-            vb.size.1,
-            vb.codec,
-            vb.fps,
-            vb.kbps,
-            vb.target_kbps,
-            vb.c.frames_decoded,
-            vb.c.frames_dropped,
-            vb.c.decode_errors,
-            vb.session.frames_lost,
-            vb.session.frames_recovered,
-            fmt(percentile(&vb.decode_ms, 50.0)),
-            fmt(percentile(&vb.decode_ms, 95.0)),
-            fmt(percentile(&vb.latency_ms, 50.0)),
-            fmt(percentile(&vb.latency_ms, 99.0)),
-            vb.c.input_sent,
-            vb.c.reconnects,
-        );
-        vb.overlay.set_text_content(Some(&text));
     }
 }
 
@@ -835,87 +1207,105 @@ fn hid_usage(code: &str) -> Option<u32> {
     })
 }
 
-fn listen<E: wasm_bindgen::convert::FromWasmAbi + 'static>(
-    target: &web_sys::EventTarget,
-    kind: &str,
+/// Listen for `kind` on `target` as long as the viewer runs (`close()`
+/// removes the listener).
+fn listen<E: JsCast + 'static>(
+    out: &mut Vec<Listener>,
+    target: &EventTarget,
+    kind: &'static str,
     passive: bool,
-    f: impl FnMut(E) + 'static,
+    mut f: impl FnMut(E) + 'static,
 ) -> Result<(), JsValue> {
-    let cb = Closure::<dyn FnMut(E)>::new(f);
+    let callback = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+        f(e.unchecked_into::<E>())
+    });
     let opts = AddEventListenerOptions::new();
     opts.set_passive(passive);
     target.add_event_listener_with_callback_and_add_event_listener_options(
         kind,
-        cb.as_ref().unchecked_ref(),
+        callback.as_ref().unchecked_ref(),
         &opts,
     )?;
-    // The listeners live as long as the page.
-    cb.forget();
+    out.push(Listener {
+        target: target.clone(),
+        kind,
+        callback,
+    });
     Ok(())
 }
 
-fn install_input(v: &Shared) -> Result<(), JsValue> {
-    let win: web_sys::EventTarget = window().into();
+/// Keys on `key_target`; mouse, wheel and touch on the canvas.
+// r[impl web.api.input]
+fn install_input(v: &Shared, key_target: &EventTarget) -> Result<Vec<Listener>, JsValue> {
+    let mut out = Vec::new();
     let canvas = v.borrow().canvas.clone();
-    let target: web_sys::EventTarget = canvas.clone().into();
+    let target: EventTarget = canvas.clone().into();
 
     for (kind, down) in [("keydown", true), ("keyup", false)] {
         let v = v.clone();
-        listen(&win, kind, false, move |e: KeyboardEvent| {
-            if e.code() == "F2" {
-                // F2 toggles the stats overlay; not sent to the host.
-                if down {
-                    let o = v.borrow().overlay.clone();
-                    o.set_hidden(!o.hidden());
+        listen(
+            &mut out,
+            key_target,
+            kind,
+            false,
+            move |e: KeyboardEvent| {
+                let code = e.code();
+                if v.borrow().local_keys.contains(&code) {
+                    // The page's own key: left to it, not sent.
+                    return;
                 }
+                let Some(code) = hid_usage(&code) else {
+                    v.borrow_mut().c.input_unmapped += 1;
+                    return;
+                };
                 e.prevent_default();
-                return;
-            }
-            let Some(code) = hid_usage(&e.code()) else {
-                v.borrow_mut().c.input_unmapped += 1;
-                return;
-            };
-            e.prevent_default();
-            let mods = e.shift_key() as u16
-                | (e.ctrl_key() as u16) << 1
-                | (e.alt_key() as u16) << 2
-                | (e.meta_key() as u16) << 3;
-            send(&v, InputEvent::Key { code, down, mods });
-        })?;
+                let mods = e.shift_key() as u16
+                    | (e.ctrl_key() as u16) << 1
+                    | (e.alt_key() as u16) << 2
+                    | (e.meta_key() as u16) << 3;
+                send(&v, InputEvent::Key { code, down, mods });
+            },
+        )?;
     }
 
     {
         let (v, c) = (v.clone(), canvas.clone());
-        listen(&target, "mousemove", true, move |e: MouseEvent| {
-            let locked = document()
-                .pointer_lock_element()
-                .is_some_and(|el| el == *c.as_ref());
-            if locked {
-                send(
-                    &v,
-                    InputEvent::MouseMove {
-                        dx: e.movement_x(),
-                        dy: e.movement_y(),
-                    },
-                );
-            } else {
-                // Canvas pixels = video pixels, whatever the CSS size.
-                let (cw, ch) = (c.client_width().max(1), c.client_height().max(1));
-                let x = e.offset_x() as i64 * c.width() as i64 / cw as i64;
-                let y = e.offset_y() as i64 * c.height() as i64 / ch as i64;
-                send(
-                    &v,
-                    InputEvent::MouseAbs {
-                        x: x as i32,
-                        y: y as i32,
-                    },
-                );
-            }
-        })?;
+        listen(
+            &mut out,
+            &target,
+            "mousemove",
+            true,
+            move |e: MouseEvent| {
+                let locked = document()
+                    .pointer_lock_element()
+                    .is_some_and(|el| el == *c.as_ref());
+                if locked {
+                    send(
+                        &v,
+                        InputEvent::MouseMove {
+                            dx: e.movement_x(),
+                            dy: e.movement_y(),
+                        },
+                    );
+                } else {
+                    // Canvas pixels = video pixels, whatever the CSS size.
+                    let (cw, ch) = (c.client_width().max(1), c.client_height().max(1));
+                    let x = e.offset_x() as i64 * c.width() as i64 / cw as i64;
+                    let y = e.offset_y() as i64 * c.height() as i64 / ch as i64;
+                    send(
+                        &v,
+                        InputEvent::MouseAbs {
+                            x: x as i32,
+                            y: y as i32,
+                        },
+                    );
+                }
+            },
+        )?;
     }
     for (kind, down) in [("mousedown", true), ("mouseup", false)] {
         let v = v.clone();
-        listen(&target, kind, false, move |e: MouseEvent| {
+        listen(&mut out, &target, kind, false, move |e: MouseEvent| {
             e.prevent_default();
             send(
                 &v,
@@ -928,7 +1318,7 @@ fn install_input(v: &Shared) -> Result<(), JsValue> {
     }
     {
         let v = v.clone();
-        listen(&target, "wheel", false, move |e: WheelEvent| {
+        listen(&mut out, &target, "wheel", false, move |e: WheelEvent| {
             e.prevent_default();
             // Lines and pages as pixels (40 per line, 800 per page).
             let k = match e.delta_mode() {
@@ -945,16 +1335,22 @@ fn install_input(v: &Shared) -> Result<(), JsValue> {
             );
         })?;
     }
-    listen(&target, "contextmenu", false, |e: MouseEvent| {
+    listen(&mut out, &target, "contextmenu", false, |e: MouseEvent| {
         e.prevent_default()
     })?;
     {
         // Double-click captures the pointer (relative motion); Escape
         // releases it (the browser's own rule).
         let c = canvas.clone();
-        listen(&target, "dblclick", true, move |_e: MouseEvent| {
-            c.request_pointer_lock();
-        })?;
+        listen(
+            &mut out,
+            &target,
+            "dblclick",
+            true,
+            move |_e: MouseEvent| {
+                c.request_pointer_lock();
+            },
+        )?;
     }
     for (kind, phase) in [
         ("touchstart", TouchPhase::Start),
@@ -963,7 +1359,7 @@ fn install_input(v: &Shared) -> Result<(), JsValue> {
         ("touchcancel", TouchPhase::Cancel),
     ] {
         let (v, c) = (v.clone(), canvas.clone());
-        listen(&target, kind, false, move |e: TouchEvent| {
+        listen(&mut out, &target, kind, false, move |e: TouchEvent| {
             e.prevent_default();
             let r = c.get_bounding_client_rect();
             let touches = e.changed_touches();
@@ -983,5 +1379,5 @@ fn install_input(v: &Shared) -> Result<(), JsValue> {
             }
         })?;
     }
-    Ok(())
+    Ok(out)
 }

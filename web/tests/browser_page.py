@@ -16,20 +16,31 @@ Checks (each prints one line; any failure exits non-zero):
              reconnects and shows frames again within 2 s
   tls        the same page over https/wss with --self-signed, Chromium given
              the certificate's SPKI fingerprint
+  embed      web/examples/embed.html, a page of another origin (its own small
+             HTTP server on another port, the module files beside it) using
+             the viewer's JavaScript API against a host with a PSK: frames
+             decoded, stats(), the connect/frame/disconnect events (the host
+             stopped and restarted), bad arguments refused, and close()
+             stopping everything (no frame, event, animation frame, timer or
+             input after it; the host sees the viewer leave)
   measure    (with --measure) decode time and capture->displayed latency
              percentiles and the page's CPU, printed as JSON lines
 """
 
 import argparse
 import base64
+import functools
+import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -372,6 +383,245 @@ def check_tls(wd, binary, source):
         os.unlink(psk.name)
 
 
+# ------------------------------------------------------------------ embed
+
+EMBED_HTML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "embed.html")
+MODULE_FILES = ("linkstream_web.js", "linkstream_web_bg.wasm")
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".wasm": "application/wasm",
+    }
+
+    def log_message(self, *args):
+        pass
+
+
+class StaticServer:
+    """A tiny HTTP server for one directory: the embedding page's origin."""
+
+    def __init__(self, directory):
+        handler = functools.partial(QuietFiles, directory=directory)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# The page's record of events, the viewer's stats and whether it is closed,
+# read in one script (so they are consistent with each other).
+EMBED_STATE = """
+const e = window.embed;
+if (!e) return null;
+return {seen: e.seen, stats: e.viewer ? e.viewer.stats() : null,
+        closed: e.viewer ? e.viewer.closed : null, origin: location.origin,
+        raf: window.__raf === undefined ? null : window.__raf,
+        timeouts: window.__timeouts === undefined ? null : window.__timeouts};
+"""
+
+# Bad arguments: each must throw, with a message.
+EMBED_BAD_ARGS = """
+const V = window.embed.viewer.constructor;
+const c = document.createElement('canvas');
+const url = arguments[0];
+const out = {};
+const tryit = (name, f) => { try { f(); out[name] = null; } catch (e) { out[name] = String(e && e.message || e); } };
+tryit('not a canvas', () => new V(document.createElement('div'), url, {}));
+tryit('http url', () => new V(c, url.replace('ws:', 'http:'), {}));
+tryit('psk not hex', () => new V(c, url, {psk: 'xyz'}));
+tryit('psk a number', () => new V(c, url, {psk: 5}));
+tryit('reconnect not a bool', () => new V(c, url, {reconnect: 'yes'}));
+tryit('no such event', () => window.embed.viewer.addEventListener('frames', () => {}));
+return out;
+"""
+
+# Count the page's animation frame requests and timers from now on.
+EMBED_COUNT = """
+window.__raf = 0; window.__timeouts = 0;
+const raf = window.requestAnimationFrame.bind(window);
+window.requestAnimationFrame = (cb) => { window.__raf++; return raf(cb); };
+const st = window.setTimeout.bind(window);
+window.setTimeout = (...a) => { window.__timeouts++; return st(...a); };
+"""
+
+# close(), with the stats and the event counts just before, and the
+# counters reset.
+EMBED_CLOSE = """
+const e = window.embed;
+const before = e.viewer.stats();
+const frames = e.seen.frames, disconnects = e.seen.disconnect.length;
+e.viewer.close();
+e.viewer.close();
+window.__raf = 0; window.__timeouts = 0;
+return {before, frames, disconnects};
+"""
+
+# Input at the closed viewer's canvas (its key target): nothing may count it.
+EMBED_INPUT = """
+const c = document.getElementById('video');
+c.dispatchEvent(new KeyboardEvent('keydown', {code: 'KeyA', bubbles: true, cancelable: true}));
+c.dispatchEvent(new KeyboardEvent('keydown', {code: 'NoSuchKey', bubbles: true, cancelable: true}));
+c.dispatchEvent(new WheelEvent('wheel', {deltaY: 3, bubbles: true, cancelable: true}));
+c.dispatchEvent(new MouseEvent('mousedown', {button: 0, bubbles: true, cancelable: true}));
+"""
+
+
+def embed_wait(s, pred, timeout):
+    deadline = time.time() + timeout
+    st = None
+    while time.time() < deadline:
+        st = s.js(EMBED_STATE)
+        if st and st["seen"]["errors"]:
+            fail(f"embed: the page could not start: {st['seen']['errors']}")
+        if st and st["stats"] and pred(st):
+            return st, True
+        time.sleep(0.05)
+    return st, False
+
+
+def check_embed(wd, binary, source, served_keys):
+    port = free_port()
+    psk = tempfile.NamedTemporaryFile("w", prefix="web-psk-", delete=False)
+    key = os.urandom(16).hex()
+    psk.write(key + "\n")
+    psk.close()
+    extra = ["--psk-file", psk.name]
+    host = Host(binary, port, source, extra=extra)
+    d = tempfile.mkdtemp(prefix="web-embed-")
+    srv = None
+    s = None
+    try:
+        # The module files, as the host serves them, beside the page.
+        for name in MODULE_FILES:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/assets/{name}", timeout=10) as r:
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(r.read())
+        shutil.copy(EMBED_HTML, os.path.join(d, "embed.html"))
+        srv = StaticServer(d)
+        stream = f"ws://127.0.0.1:{port}/stream"
+        s = wd.session()
+        s.go(f"http://localhost:{srv.port}/embed.html?stream={stream}#psk={key}")
+
+        # Frames, stats() and the connect and frame events.
+        st, ok = embed_wait(s, lambda x: x["stats"]["frames_decoded"] >= 60 and x["seen"]["frames"] >= 30, 20)
+        if not ok:
+            fail(f"embed: no frames within 20 s: {st}\nhost:\n{host.text()[-2000:]}")
+        a = st
+        time.sleep(0.5)
+        b = s.js(EMBED_STATE)
+        stats, seen = b["stats"], b["seen"]
+        log(
+            f"embed: page at {b['origin']} (host at http://127.0.0.1:{port}) with the PSK: "
+            f"frames_decoded={stats['frames_decoded']} decode_errors={stats['decode_errors']} "
+            f"frame events {seen['frames']} = frames_displayed {stats['frames_displayed']}, "
+            f"connect events {[(c['url'], c['connects']) for c in seen['connect']]}"
+        )
+        if b["origin"] == f"http://127.0.0.1:{port}":
+            fail("embed: the page is on the host's origin")
+        if stats["decode_errors"] != 0 or not stats["connected"]:
+            fail(f"embed: decode errors or not connected: {stats}")
+        if set(stats) != served_keys:
+            fail(f"embed: stats() has other fields than the served page's linkstreamStats(): {sorted(set(stats) ^ served_keys)}")
+        if seen["frames"] != stats["frames_displayed"]:
+            fail(f"embed: {seen['frames']} frame events for {stats['frames_displayed']} frames displayed")
+        if [(c["type"], c["url"], c["connects"]) for c in seen["connect"]] != [("connect", stream, 1)]:
+            fail(f"embed: want one connect event for {stream}: {seen['connect']}")
+        f0, f1 = a["seen"]["lastFrame"], seen["lastFrame"]
+        w, h = (int(x) for x in source.split(":")[1].split("@")[0].split("x"))
+        if f1["type"] != "frame" or (f1["width"], f1["height"]) != (w, h) or f1["bytes"] <= 0:
+            fail(f"embed: frame event: want type frame, {w}x{h}, bytes > 0: {f1}")
+        if not f1["index"] > f0["index"]:
+            fail(f"embed: the frame events' index did not advance: {f0['index']} -> {f1['index']}")
+        if abs(f1["index"] - stats["last_frame_index"]) > 30:
+            fail(f"embed: frame event index {f1['index']} far from last_frame_index {stats['last_frame_index']}")
+        if not (f1["captureUs"] > 0 and f1["receivedMs"] <= f1["decodedMs"] <= f1["displayedMs"]):
+            fail(f"embed: frame event timestamps out of order: {f1}")
+        log(f"embed: last frame event {json.dumps(f1)}")
+
+        bad = s.js(EMBED_BAD_ARGS, stream)
+        for name, msg in bad.items():
+            if not msg:
+                fail(f"embed: {name}: accepted, want an error")
+        log("embed: bad arguments refused: " + "; ".join(f"{k}: {v}" for k, v in bad.items()))
+
+        # The host goes away: a disconnect event; it comes back: a second
+        # connect event and frames again.
+        host.stop()
+        st, ok = embed_wait(s, lambda x: len(x["seen"]["disconnect"]) >= 1 and not x["stats"]["connected"], 10)
+        if not ok:
+            fail(f"embed: no disconnect event after the host stopped: {st}")
+        dis = st["seen"]["disconnect"][0]
+        if not (dis["type"] == "disconnect" and dis["established"] is True and dis["reason"]
+                and isinstance(dis["reconnectInMs"], (int, float))):
+            fail(f"embed: disconnect event: {dis}")
+        log(f"embed: disconnect event {json.dumps(dis)}")
+        host = Host(binary, port, source, extra=extra)
+        base = st["seen"]["frames"]
+        st, ok = embed_wait(s, lambda x: len(x["seen"]["connect"]) >= 2 and x["seen"]["frames"] > base + 10, 15)
+        if not ok:
+            fail(f"embed: no second connect event and frames after the host came back: {st}")
+        if st["seen"]["connect"][1]["connects"] != 2 or st["stats"]["reconnects"] != 1:
+            fail(f"embed: second connect event: {st['seen']['connect']}, reconnects {st['stats']['reconnects']}")
+        log(f"embed: the host restarted: connect event {st['seen']['connect'][1]['connects']}, frames again")
+
+        # close(): nothing runs any more.
+        s.js(EMBED_COUNT)
+        time.sleep(1.0)
+        st = s.js(EMBED_STATE)
+        if not (st["raf"] > 10 and st["timeouts"] >= 1):
+            fail(f"embed: the animation frames and timers were not seen running before close(): raf {st['raf']} timeouts {st['timeouts']}")
+        running = (st["raf"], st["timeouts"])
+        left_before = len(re.findall(r"viewer \d+ left", host.text()))
+        c = s.js(EMBED_CLOSE)
+        before = c["before"]
+        deadline = time.time() + 10
+        while time.time() < deadline and len(re.findall(r"viewer \d+ left", host.text())) == left_before:
+            time.sleep(0.05)
+        if len(re.findall(r"viewer \d+ left", host.text())) == left_before:
+            fail(f"embed: the host did not see the viewer leave after close():\n{host.text()[-1500:]}")
+        time.sleep(1.5)
+        s.js(EMBED_INPUT)
+        time.sleep(0.3)
+        st = s.js(EMBED_STATE)
+        after, seen = st["stats"], st["seen"]
+        if len(seen["disconnect"]) != c["disconnects"] + 1 or seen["disconnect"][-1]["reason"] != "closed" \
+                or seen["disconnect"][-1]["reconnectInMs"] is not None:
+            fail(f"embed: close() fired no disconnect event with reason 'closed': {seen['disconnect']}")
+        same = ["frames_received", "bytes_received", "frames_decoded", "frames_displayed", "connects",
+                "input_sent", "input_dropped", "input_unmapped", "fps", "kbps"]
+        changed = {k: (before[k], after[k]) for k in same if before[k] != after[k]}
+        if changed:
+            fail(f"embed: counters moved after close(): {changed}")
+        if seen["frames"] != c["frames"]:
+            fail(f"embed: {seen['frames'] - c['frames']} frame events after close()")
+        if st["raf"] != 0 or st["timeouts"] != 0:
+            fail(f"embed: after close(): {st['raf']} animation frames, {st['timeouts']} timers requested")
+        if not (st["closed"] is True and after["connected"] is False and after["state"] == "closed"):
+            fail(f"embed: after close(): closed {st['closed']}, connected {after['connected']}, state {after['state']!r}")
+        if before["fps"] <= 0:
+            fail(f"embed: fps was {before['fps']} before close()")
+        log(
+            f"embed: close(): disconnect event 'closed', the host saw the viewer leave; in 1.8 s after it: "
+            f"0 frames (received {after['frames_received']}), 0 frame events, 0 animation frames "
+            f"(were {running[0]} in 1 s), 0 timers (were {running[1]}), input ignored, fps frozen at {after['fps']}"
+        )
+    finally:
+        if s:
+            s.close()
+        if srv:
+            srv.stop()
+        host.stop()
+        shutil.rmtree(d, ignore_errors=True)
+        os.unlink(psk.name)
+
+
 def cpu_ticks(pids):
     total = 0
     for pid in pids:
@@ -453,6 +703,8 @@ def main():
     ap.add_argument("--measure", action="append", default=[], metavar="SOURCE",
                     help="only measure with this source (repeatable)")
     ap.add_argument("--measure-seconds", type=float, default=10)
+    ap.add_argument("--only-embed", action="store_true",
+                    help="only the embed check (and the served page's stats fields it compares with)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     wd = WebDriver(a.chromedriver, a.chromium)
@@ -464,8 +716,21 @@ def main():
             return
         host = Host(a.binary, free_port(), a.source)
         s = wd.session()
+        if a.only_embed:
+            try:
+                s.go(f"http://127.0.0.1:{host.port}/")
+                st, ok = wait_for(s, lambda x: x["connected"], 15)
+                if not ok:
+                    fail(f"the served page did not connect: {st}")
+                served_keys = set(st)
+            finally:
+                s.close()
+            check_embed(wd, a.binary, a.source, served_keys)
+            log("browser page: embed check passed")
+            return
         try:
             check_load(s, host)
+            served_keys = set(s.stats())
             check_index(s)
             check_screenshot(s, a.out)
             check_input(s, host)
@@ -474,6 +739,9 @@ def main():
         finally:
             s.close()
         check_tls(wd, a.binary, a.source)
+        t0 = time.time()
+        check_embed(wd, a.binary, a.source, served_keys)
+        log(f"embed: {time.time() - t0:.1f} s")
         log("browser page: all checks passed")
     finally:
         if host:
