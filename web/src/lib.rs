@@ -9,13 +9,12 @@
 //! and touch go back to the host as input events. `window.linkstreamStats()`
 //! returns a JSON snapshot of its counters for automation.
 //!
-//! The modules [`envelope`], [`h264`] and [`burned`] are plain Rust and
-//! build (and are tested) on every target; the page itself exists only on
-//! wasm32.
+//! The video envelope, the burned-in index reader, the stream path and the
+//! `#psk=` fragment are `link-video`'s core, shared with the host and the
+//! native client. The module [`h264`] is plain Rust and builds (and is
+//! tested) on every target; the page itself exists only on wasm32.
 #![deny(missing_docs)]
 
-pub mod burned;
-pub mod envelope;
 pub mod h264;
 
 #[cfg(target_arch = "wasm32")]

@@ -20,7 +20,8 @@ use web_sys::{
     KeyboardEvent, MouseEvent, TouchEvent, WheelEvent, Window,
 };
 
-use crate::{burned, envelope, h264};
+use crate::h264;
+use link_video::{VideoHeader, index, stream};
 
 /// Frames handed to the decoder and not yet output, at most.
 const MAX_IN_FLIGHT: u32 = 3;
@@ -271,32 +272,13 @@ pub fn start() -> Result<(), JsValue> {
 /// the server).
 fn psk_from_fragment() -> Result<Option<Vec<u8>>, String> {
     let hash = window().location().hash().unwrap_or_default();
-    let Some(hex) = hash
-        .trim_start_matches('#')
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("psk="))
-    else {
-        return Ok(None);
-    };
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return Err("the #psk= in the URL is not hex".into());
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map(Some)
-        .map_err(|_| "the #psk= in the URL is not hex".into())
+    stream::parse_psk_fragment(&hash).map_err(|e| e.to_string())
 }
 
 fn stream_url() -> String {
     let loc = window().location();
-    let proto = if loc.protocol().unwrap_or_default() == "https:" {
-        "wss:"
-    } else {
-        "ws:"
-    };
-    format!("{proto}//{}/stream", loc.host().unwrap_or_default())
+    let tls = loc.protocol().unwrap_or_default() == "https:";
+    stream::stream_url(&loc.host().unwrap_or_default(), tls)
 }
 
 fn set_state(v: &Shared, state: &str) {
@@ -426,7 +408,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     v.c.frames_received += 1;
     v.c.bytes_received += f.data().len() as u64;
     v.last_session_frame = f.index;
-    let env = match envelope::parse(f.data()) {
+    let (env, access_unit) = match VideoHeader::parse(f.data()) {
         Ok(e) => e,
         Err(e) => {
             v.c.envelope_errors += 1;
@@ -439,7 +421,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     v.target_kbps = env.target_kbps;
     let keyframe = env.keyframe || f.flags.is_keyframe();
     if keyframe {
-        let codec = h264::codec_string(env.access_unit);
+        let codec = h264::codec_string(access_unit);
         let usable = v
             .decoder
             .as_ref()
@@ -484,11 +466,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
         &(if keyframe { "key" } else { "delta" }).into(),
     );
     set(&init, "timestamp", &(env.capture_index as f64).into());
-    set(
-        &init,
-        "data",
-        &js_sys::Uint8Array::from(env.access_unit).into(),
-    );
+    set(&init, "data", &js_sys::Uint8Array::from(access_unit).into());
     let submitted = EncodedVideoChunk::new(&init).and_then(|chunk| {
         v.decoder
             .as_ref()
@@ -683,9 +661,9 @@ async fn overlay_loop(v: Shared) {
 /// The burned-in index read back from the canvas pixels.
 fn canvas_index(v: &Viewer) -> Option<u32> {
     let w = v.canvas.width() as usize;
-    let b = burned::block_size(w)?;
+    let b = index::block_size(w)?;
     let data = v.ctx.get_image_data(0.0, 0.0, w as f64, b as f64).ok()?;
-    burned::read_rgba(&data.data(), w)
+    index::read_rgba(&data.data(), w).map(|v| v as u32)
 }
 
 fn stats_json(v: &Viewer) -> String {
