@@ -441,7 +441,7 @@ async fn demo_ws(s: &DemoArgs) -> Result<LinkResult, String> {
 #[derive(Debug, Clone, Default, Facet)]
 struct VideoResult {
     link: String,
-    host: crate::host::HostReport,
+    host: crate::report::HostReport,
     viewers: Vec<crate::client::ClientReport>,
 }
 

@@ -380,7 +380,6 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let outcome = encode_loop(
         &hub.hub,
         link,
-        &args,
         (width, height, fps),
         deadline,
         &mut report,
@@ -479,7 +478,6 @@ fn println_join(url: &str, key_hint: &str) {
 async fn encode_loop(
     hub: &Hub,
     link: ShmLink,
-    args: &HostArgs,
     (width, height, fps): (usize, usize, f64),
     deadline: Option<tokio::time::Instant>,
     report: &mut HostReport,
