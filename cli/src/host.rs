@@ -377,14 +377,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let deadline = args
         .seconds
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let outcome = encode_loop(
-        &hub.hub,
-        link,
-        (width, height, fps),
-        deadline,
-        &mut report,
-    )
-    .await;
+    let outcome = encode_loop(&hub.hub, link, (width, height, fps), deadline, &mut report).await;
     // Stop: no new viewers, every queue closes (each viewer's session
     // sends its Bye after the frames already queued).
     hub.hub.stop();
