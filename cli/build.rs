@@ -32,6 +32,8 @@ fn main() {
         "web/Cargo.toml",
         "link-ws/src",
         "link-ws/Cargo.toml",
+        "link-video/src",
+        "link-video/Cargo.toml",
         "session/src",
         "session/Cargo.toml",
         "link-types/src",

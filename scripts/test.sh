@@ -46,13 +46,15 @@ mapfile -t publishable < <(cargo metadata --no-deps --format-version 1 --locked 
 echo "publishable: ${publishable[*]}"
 cargo package --locked --allow-dirty "${publishable[@]/#/--package=}"
 
-step "wasm32: link-types, the session and the browser WebSocket link build; clippy on the wasm code"
+step "wasm32: link-types, the session, link-video's core and the browser WebSocket link build; clippy on the wasm code"
 cargo check -p link-types --target wasm32-unknown-unknown
 cargo check -p link-session --target wasm32-unknown-unknown
 cargo clippy -p link-session --target wasm32-unknown-unknown -- -D warnings
 cargo build -p link-ws --target wasm32-unknown-unknown
 LINK_WS_PEER=127.0.0.1:1 cargo clippy -p link-ws --target wasm32-unknown-unknown --lib --tests -- -D warnings
 cargo clippy -p linkstream-web --target wasm32-unknown-unknown -- -D warnings
+cargo check -p link-video --target wasm32-unknown-unknown --no-default-features
+cargo clippy -p link-video --target wasm32-unknown-unknown --no-default-features -- -D warnings
 
 step "spec coverage"
 cargo test -p link-spec --test coverage -- --nocapture every_rule_is_implemented_and_verified
@@ -109,7 +111,10 @@ step "load and soak, short version: one host, 200 UDP viewers with loss/duplicat
 bash scripts/soak.sh --short
 
 step "video encoder benchmark smoke run (numbers are not checked here)"
-cargo run --release -q -p linkstream --example encoder_fps -- --frames 10 >/dev/null
+cargo run --release -q -p link-video --example encoder_fps -- --frames 10 >/dev/null
+
+step "link-video examples: minimal_host and minimal_viewer over loopback UDP, 90 frames decoded with their burned-in index (about 5 s once built)"
+bash scripts/video-examples.sh
 
 step "benchmark harness smoke run (numbers are not checked here)"
 cargo run --release -q -p link-bench -- memory --quick --json --rounds 1 >/dev/null

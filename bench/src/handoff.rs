@@ -33,14 +33,15 @@ use std::time::{Duration, Instant};
 
 use link_shm::{ShmConfig, ShmLink};
 use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
+use link_video::i420_len;
+use link_video::slot::FrameHeader;
 
 use crate::harness::{Better, Outcome, Runner, median, pin};
 use crate::shm::{finish, inherited, pass_fd, read_all, runtime};
 
-/// Bytes of the capture header in front of each picture (as
-/// `cli/src/capture.rs`'s `LSCF` header).
-const HEADER: usize = 32;
-const MAGIC: [u8; 4] = *b"LSCF";
+/// Bytes of the capture header in front of each picture (link-video's
+/// `LSCF` slot header, as `linkstream capture` writes it).
+const HEADER: usize = link_video::slot::HEADER_LEN;
 /// Frames at the start of a sample that are not counted.
 const WARMUP: usize = 5;
 /// Frames per second of the paced mode.
@@ -51,12 +52,8 @@ const DEPTH: usize = 3;
 /// The picture sizes measured.
 const SIZES: [(usize, usize); 2] = [(1280, 720), (1920, 1080)];
 
-fn i420_len(w: usize, h: usize) -> usize {
-    w * h + 2 * (w / 2) * (h / 2)
-}
-
 /// The capture's segment for frames of `frame_len` bytes
-/// (`cli/src/capture.rs` `shm_config`).
+/// (`linkstream capture`'s `shm_config`).
 fn link_config(frame_len: usize) -> ShmConfig {
     ShmConfig {
         large_size: (HEADER + frame_len).next_multiple_of(64),
@@ -78,28 +75,32 @@ fn process_cpu_ns() -> u64 {
 }
 
 fn write_header(buf: &mut [u8], index: u64, w: usize, h: usize) {
-    buf[0..4].copy_from_slice(&MAGIC);
-    buf[4..6].copy_from_slice(&(w as u16).to_le_bytes());
-    buf[6..8].copy_from_slice(&(h as u16).to_le_bytes());
-    buf[8..16].copy_from_slice(&index.to_le_bytes());
-    let now = std::time::SystemTime::now()
+    let capture_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
-    buf[16..24].copy_from_slice(&now.to_le_bytes());
-    buf[24..32].fill(0);
+    FrameHeader {
+        width: w as u16,
+        height: h as u16,
+        index,
+        capture_us,
+        dropped: 0,
+        fps_milli: 0,
+    }
+    .write(buf)
+    .expect("the slot holds the header");
 }
 
 /// The reader's check: the frame is the one expected, of the right size.
 fn check_frame(buf: &[u8], index: u64, w: usize, h: usize) {
-    assert_eq!(buf.len(), HEADER + i420_len(w, h), "frame {index}: length");
-    assert_eq!(buf[0..4], MAGIC, "frame {index}: magic");
+    let (hdr, picture) = FrameHeader::parse(buf).unwrap_or_else(|e| panic!("frame {index}: {e}"));
     assert_eq!(
-        u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes")),
-        index,
-        "frames arrive in order, none lost"
+        (hdr.width as usize, hdr.height as usize),
+        (w, h),
+        "frame {index}: size"
     );
-    assert_eq!(buf[HEADER], index as u8, "frame {index}: picture");
+    assert_eq!(hdr.index, index, "frames arrive in order, none lost");
+    assert_eq!(picture[0], index as u8, "frame {index}: picture");
 }
 
 /// The writer's frame rate: `fps == 0` writes as fast as it can.

@@ -5,20 +5,9 @@
 //! at the source's frame rate; a frame whose slot is not free by the next
 //! tick (the encoder is behind) is dropped and counted.
 //!
-//! # Slot layout
-//! Each slot holds a 32-byte little-endian header, then the I420 picture
-//! (Y plane `width * height` bytes, then U and V, `width/2 * height/2`
-//! each, rows packed):
-//!
-//! | offset | size | field |
-//! | --- | --- | --- |
-//! | 0 | 4 | magic `LSCF` |
-//! | 4 | 2 | width |
-//! | 6 | 2 | height |
-//! | 8 | 8 | capture index (the index burned into a test-pattern picture; the frame number of a file) |
-//! | 16 | 8 | capture time, microseconds since the UNIX epoch |
-//! | 24 | 4 | frames dropped by the capture process so far (no free slot in time) |
-//! | 28 | 4 | frame rate, frames per 1000 s |
+//! Each slot holds the header of [`link_video::slot`] (magic `LSCF`, size,
+//! capture index and time, drops so far, frame rate), then the I420
+//! picture.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,82 +15,8 @@ use std::time::Duration;
 use link_shm::{ShmConfig, ShmLink};
 use link_types::{Link, LinkTx, LinkTxPermit, WriteSlot};
 
-use crate::util::now_us;
-#[cfg(test)]
-use crate::video::TestSrc;
-use crate::video::{self, Source, SourceSpec};
-
-/// Length of the header in front of each captured picture.
-pub const HEADER_LEN: usize = 32;
-/// First four bytes of a capture slot.
-pub const MAGIC: [u8; 4] = *b"LSCF";
-
-/// The header of one captured frame in a shared-memory slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
-    /// Picture width.
-    pub width: u16,
-    /// Picture height.
-    pub height: u16,
-    /// Capture index.
-    pub index: u64,
-    /// Capture time, microseconds since the UNIX epoch.
-    pub capture_us: u64,
-    /// Frames the capture process dropped so far.
-    pub dropped: u32,
-    /// Frames per 1000 seconds.
-    pub fps_milli: u32,
-}
-
-impl FrameHeader {
-    /// Write the header into `out[..HEADER_LEN]`.
-    pub fn write(&self, out: &mut [u8]) {
-        let h = &mut out[..HEADER_LEN];
-        h[0..4].copy_from_slice(&MAGIC);
-        h[4..6].copy_from_slice(&self.width.to_le_bytes());
-        h[6..8].copy_from_slice(&self.height.to_le_bytes());
-        h[8..16].copy_from_slice(&self.index.to_le_bytes());
-        h[16..24].copy_from_slice(&self.capture_us.to_le_bytes());
-        h[24..28].copy_from_slice(&self.dropped.to_le_bytes());
-        h[28..32].copy_from_slice(&self.fps_milli.to_le_bytes());
-    }
-
-    /// Parse a slot: the header and the picture behind it, checked to be
-    /// exactly one I420 picture of the header's size.
-    pub fn parse(buf: &[u8]) -> Result<(FrameHeader, &[u8]), String> {
-        let Some((h, picture)) = buf.split_first_chunk::<HEADER_LEN>() else {
-            return Err(format!("capture slot of {} bytes has no header", buf.len()));
-        };
-        if h[0..4] != MAGIC {
-            return Err(format!("capture slot has magic {:02x?}", &h[0..4]));
-        }
-        let u16_at = |o: usize| u16::from_le_bytes([h[o], h[o + 1]]);
-        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let u64_at = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h[o..o + 8]);
-            u64::from_le_bytes(b)
-        };
-        let hdr = FrameHeader {
-            width: u16_at(4),
-            height: u16_at(6),
-            index: u64_at(8),
-            capture_us: u64_at(16),
-            dropped: u32_at(24),
-            fps_milli: u32_at(28),
-        };
-        let want = video::i420_len(hdr.width as usize, hdr.height as usize);
-        if hdr.width == 0 || hdr.height == 0 || picture.len() != want {
-            return Err(format!(
-                "capture slot of {}x{} carries {} picture bytes, expected {want}",
-                hdr.width,
-                hdr.height,
-                picture.len()
-            ));
-        }
-        Ok((hdr, picture))
-    }
-}
+use link_video::slot::{FrameHeader, HEADER_LEN};
+use link_video::{Source, SourceSpec, now_us};
 
 /// Options of `linkstream capture`.
 #[derive(Debug, Clone, clap::Args)]
@@ -196,7 +111,8 @@ pub async fn produce(
             dropped: sum.dropped.min(u32::MAX as u64) as u32,
             fps_milli: fps.saturating_mul(1000),
         }
-        .write(buf);
+        .write(buf)
+        .map_err(|e| format!("capture: {e}"))?;
         if slot.commit().is_err() {
             break;
         }
@@ -228,27 +144,7 @@ pub async fn run(args: CaptureArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_round_trips_and_bad_slots_are_refused() {
-        let h = FrameHeader {
-            width: 640,
-            height: 360,
-            index: 1 << 40,
-            capture_us: 123_456_789,
-            dropped: 3,
-            fps_milli: 30_000,
-        };
-        let mut slot = vec![0u8; HEADER_LEN + video::i420_len(640, 360)];
-        h.write(&mut slot);
-        let (got, pic) = FrameHeader::parse(&slot).unwrap();
-        assert_eq!(got, h);
-        assert_eq!(pic.len(), video::i420_len(640, 360));
-        assert!(FrameHeader::parse(&slot[..slot.len() - 1]).is_err());
-        assert!(FrameHeader::parse(&slot[..10]).is_err());
-        slot[0] = b'X';
-        assert!(FrameHeader::parse(&slot).unwrap_err().contains("magic"));
-    }
+    use link_video::TestSrc;
 
     // r[verify cli.capture.slot]
     /// Frames go from the capture side into shared-memory slots and arrive
@@ -269,7 +165,7 @@ mod tests {
             src.render(h.index, &mut want).unwrap();
             assert_eq!(pic, &want[..], "frame {}", h.index);
             let y = &pic[..640 * 360];
-            assert_eq!(video::testsrc::read_index(y, 640, 360), Some(h.index));
+            assert_eq!(link_video::index::read_index(y, 640, 360), Some(h.index));
             assert!(h.capture_us > 0);
             n += 1;
         }

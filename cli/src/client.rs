@@ -27,7 +27,8 @@ use link_types::Link;
 use crate::progress::Progress;
 use crate::report::Quantiles;
 use crate::util::{now_us, read_psk};
-use crate::video::{self, TestSrc, VideoHeader};
+use link_video::index::{read_index, unwrap_index};
+use link_video::{Decoder as _, OpenH264Decoder, TestSrc, VideoHeader, psnr_yuv};
 
 /// Options of `linkstream client`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +40,7 @@ pub struct ClientArgs {
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
     /// Stop after N seconds (default: until the host ends the stream).
-    #[arg(long, value_name = "N", value_parser = crate::demo::non_negative)]
+    #[arg(long, value_name = "N", value_parser = crate::util::non_negative)]
     pub seconds: Option<f64>,
     /// Write the stream to FILE.h264 (the access units) or FILE.y4m (the
     /// decoded pictures).
@@ -58,7 +59,7 @@ pub struct ClientArgs {
     #[arg(long)]
     pub terminal_input: bool,
     /// Give up connecting after N seconds.
-    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::demo::non_negative)]
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = crate::util::non_negative)]
     pub timeout: f64,
     /// Compute PSNR on every Nth decoded picture (the index is checked on all).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -73,7 +74,7 @@ pub struct ClientArgs {
     /// For testing on one machine: receive UDP through a simulated
     /// bottleneck of MBPS Mbit/s (50 ms queue, 5 ms delay), so that the
     /// host's pacing and bandwidth estimation have a path to adapt to.
-    #[arg(long, value_name = "MBPS", value_parser = crate::demo::non_negative)]
+    #[arg(long, value_name = "MBPS", value_parser = crate::util::non_negative)]
     pub simulate_bottleneck: Option<f64>,
     /// For wss://: trust this CA certificate (PEM) instead of the system roots.
     #[arg(long, value_name = "FILE")]
@@ -265,7 +266,7 @@ fn decode_thread(
     live: Arc<Live>,
 ) -> DecodeStats {
     let mut s = DecodeStats::default();
-    let mut decoder = match video::Decoder::new() {
+    let mut decoder = match OpenH264Decoder::new() {
         Ok(d) => d,
         Err(e) => {
             s.out_error = Some(format!("decoder: {e}"));
@@ -345,10 +346,10 @@ fn decode_thread(
         live.last_latency_us
             .store(decoded_us.saturating_sub(h.capture_us), Relaxed);
         // The burned-in index.
-        match video::testsrc::read_index(&yuv[..w * hgt], w, hgt) {
+        match read_index(&yuv[..w * hgt], w, hgt) {
             Some(low) => {
                 s.index_checked += 1;
-                let index = video::testsrc::unwrap_index(low, h.capture_index);
+                let index = unwrap_index(low, h.capture_index);
                 if index != h.capture_index {
                     s.index_mismatches += 1;
                 } else if s.decoded % psnr_every == 0 || s.psnr.is_empty() {
@@ -362,7 +363,7 @@ fn decode_thread(
                     }
                     if let Some((t, buf)) = &mut reference
                         && t.render(index, buf).is_ok()
-                        && let Ok(db) = video::psnr_yuv(yuv, buf, w, hgt)
+                        && let Ok(db) = psnr_yuv(yuv, buf, w, hgt)
                     {
                         s.psnr.push(db);
                     }
@@ -449,7 +450,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         let full = if url[scheme_end..].contains('/') {
             url.clone()
         } else {
-            format!("{url}/stream")
+            format!("{url}{}", link_video::stream::STREAM_PATH)
         };
         let ws_cfg = link_ws::WsConfig {
             handshake_timeout: timeout,

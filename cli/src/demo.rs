@@ -12,7 +12,7 @@ use link_types::{Bottleneck, FaultSpec, Link, fault_pair};
 
 use crate::progress::Progress;
 use crate::report::{LinkResult, print_table};
-use crate::util::now_us;
+use crate::util::{non_negative, now_us, number};
 use crate::workload::{fill_frame, frame_ok, frame_size};
 
 /// Options of `linkstream demo`.
@@ -63,24 +63,6 @@ pub struct DemoArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-fn number(v: &str) -> Result<f64, String> {
-    v.parse::<f64>()
-        .ok()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| format!("not a number: {v}"))
-}
-
-/// A finite number >= 0.
-pub fn non_negative(v: &str) -> Result<f64, String> {
-    number(v).and_then(|x| {
-        if x >= 0.0 {
-            Ok(x)
-        } else {
-            Err(format!("{v} is below 0"))
-        }
-    })
 }
 
 fn positive(v: &str) -> Result<f64, String> {
@@ -459,7 +441,7 @@ async fn demo_ws(s: &DemoArgs) -> Result<LinkResult, String> {
 #[derive(Debug, Clone, Default, Facet)]
 struct VideoResult {
     link: String,
-    host: crate::host::HostReport,
+    host: crate::report::HostReport,
     viewers: Vec<crate::client::ClientReport>,
 }
 
@@ -470,6 +452,9 @@ struct VideoResult {
 async fn demo_video(s: &DemoArgs) -> Result<VideoResult, String> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
+    if let Some(line) = link_video::build::slow_encoder_warning() {
+        eprintln!("linkstream demo: {line}");
+    }
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let key = std::env::temp_dir().join(format!("linkstream-demo-{}.key", std::process::id()));
     std::fs::write(&key, "6c696e6b73747265616d2064656d6f21\n")

@@ -7,30 +7,31 @@
 //! - Each access unit is wrapped in the video envelope and queued to every
 //!   viewer: one link-session `Host` per viewer (its own keys, FEC),
 //!   accepted on one `UdpEndpoint` and one `WsServer` (path `/stream`).
-//! - A viewer's queue is bounded. When it is full the viewer skips frames
-//!   until the next keyframe (counted); the others are never held back.
-//! - Keyframes: a new viewer gets one at once; a viewer's requests (lost
-//!   frames, skips) are granted at most once a second per viewer.
-//! - The encoder's bitrate is the lowest viewer target, never below
-//!   `--min-bitrate`; the target is `--bitrate` until the session reports
-//!   its own.
+//! - The fan-out is `link_video::hub::Hub`: a viewer's queue is bounded
+//!   (when it is full the viewer skips frames until the next keyframe,
+//!   counted; the others are never held back); a new viewer gets a keyframe
+//!   at once, a viewer's requests (lost frames, skips) at most once a
+//!   second; the encoder's bitrate is the lowest viewer target, between
+//!   `--min-bitrate` and `--bitrate`. This module wires it to the capture
+//!   process, the encoder, the transports and the summary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use facet::Facet;
-use link_session::{BweConfig, FrameFlags, Host, HostConfig, HostEvent, SessionError};
+use link_session::{BweConfig, HostConfig};
 use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
-use tokio::sync::{Notify, mpsc};
+use link_video::hub::{EncodedFrame, Hub, HubConfig, ViewerEvent};
+use link_video::slot::FrameHeader;
+use link_video::stream::STREAM_PATH;
+use link_video::{Codec, Encoder as _, OpenH264Encoder, VideoError, VideoHeader};
 
-use crate::capture::{self, FrameHeader};
-use crate::report::Quantiles;
+use crate::capture;
+use crate::report::{HostReport, Quantiles, ViewerReport};
 use crate::util::{now_us, read_psk};
-use crate::video::{self, Codec, VideoHeader};
 
 /// Options of `linkstream host`.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,7 +63,7 @@ pub struct HostArgs {
     #[arg(long)]
     pub print_input: bool,
     /// Stop after N seconds (default: until Ctrl-C).
-    #[arg(long, value_name = "N", value_parser = crate::demo::non_negative)]
+    #[arg(long, value_name = "N", value_parser = crate::util::non_negative)]
     pub seconds: Option<f64>,
     /// Print the summary as one JSON object.
     #[arg(long)]
@@ -98,219 +99,17 @@ pub struct HostArgs {
     pub idle_timeout: f64,
 }
 
-/// One encoded frame, shared by every viewer's queue.
-struct Encoded {
-    header: VideoHeader,
-    au: Vec<u8>,
-}
-
-/// What the host knows about one viewer, shared with its task.
-struct ViewerInfo {
-    id: u64,
-    frames_queued: AtomicU64,
-    frames_skipped: AtomicU64,
-    skip_events: AtomicU64,
-    key_wanted: AtomicBool,
-    keyframe_requests: AtomicU64,
-    keyframe_requests_coalesced: AtomicU64,
-    keyframes_granted: AtomicU64,
-    input_events: AtomicU64,
-    target_bps: AtomicU64,
-}
-
-/// The encoder's view of one viewer.
-struct Viewer {
-    info: Arc<ViewerInfo>,
-    queue: mpsc::Sender<Arc<Encoded>>,
-    waiting_key: bool,
-    last_grant: Option<Instant>,
-}
-
-/// One viewer's line in the summary.
-#[derive(Debug, Clone, Default, Facet)]
-pub struct ViewerReport {
-    pub id: u64,
-    pub transport: String,
-    pub peer: String,
-    pub frames_sent: u64,
-    pub frames_skipped: u64,
-    pub skip_events: u64,
-    pub keyframe_requests: u64,
-    pub keyframe_requests_coalesced: u64,
-    pub keyframes_granted: u64,
-    pub input_events: u64,
-    pub reported_frames_lost: u64,
-    pub reported_loss_ppm: u64,
-    pub auth_failures: u64,
-    pub seconds: f64,
-    pub end: String,
-}
-
-/// The host's summary.
-#[derive(Debug, Clone, Default, Facet)]
-pub struct HostReport {
-    pub source: String,
-    pub width: u64,
-    pub height: u64,
-    pub fps: f64,
-    pub encrypted: bool,
-    pub frames_captured: u64,
-    pub capture_dropped: u64,
-    pub frames_encoded: u64,
-    pub keyframes: u64,
-    pub encode_errors: u64,
-    pub frames_too_large: u64,
-    pub encode_ms: Quantiles,
-    pub encoded_mbps: f64,
-    pub bitrate_bps: u64,
-    pub handshake_failures: u64,
-    pub ws_refused_paths: u64,
-    /// Sessions established (handshakes completed), over both transports.
-    pub viewers_joined: u64,
-    /// Sessions ended because nothing arrived from the viewer for
-    /// `--idle-timeout` (a viewer killed or cut off for good).
-    pub viewers_timed_out: u64,
-    pub viewers: Vec<ViewerReport>,
-}
-
-/// State shared by the encoder, the accept loops and the viewer tasks.
-struct Hub {
-    viewers: Mutex<Vec<Viewer>>,
+/// What the host keeps beside the hub: the summaries of the viewers that
+/// left, and what the hub does not count.
+struct Served {
+    hub: Hub,
     finished: Mutex<Vec<ViewerReport>>,
-    force_idr: AtomicBool,
-    next_id: AtomicU64,
-    handshake_failures: AtomicU64,
     ws_refused_paths: AtomicU64,
-    viewers_joined: AtomicU64,
-    viewers_timed_out: AtomicU64,
-    stop: Notify,
-    stopping: AtomicBool,
-    queue: usize,
     print_input: bool,
-    bitrate: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Smallest interval between two keyframes granted to one viewer.
-pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Hub {
-    fn new(queue: usize, print_input: bool, bitrate: u64) -> Hub {
-        Hub {
-            viewers: Mutex::new(Vec::new()),
-            finished: Mutex::new(Vec::new()),
-            force_idr: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            handshake_failures: AtomicU64::new(0),
-            ws_refused_paths: AtomicU64::new(0),
-            viewers_joined: AtomicU64::new(0),
-            viewers_timed_out: AtomicU64::new(0),
-            stop: Notify::new(),
-            stopping: AtomicBool::new(false),
-            queue,
-            print_input,
-            bitrate,
-        }
-    }
-
-    // r[impl cli.host.keyframes]
-    fn register(&self) -> (Arc<ViewerInfo>, mpsc::Receiver<Arc<Encoded>>) {
-        let (tx, rx) = mpsc::channel(self.queue);
-        let info = Arc::new(ViewerInfo {
-            id: self.next_id.fetch_add(1, Relaxed),
-            frames_queued: AtomicU64::new(0),
-            frames_skipped: AtomicU64::new(0),
-            skip_events: AtomicU64::new(0),
-            key_wanted: AtomicBool::new(false),
-            keyframe_requests: AtomicU64::new(0),
-            keyframe_requests_coalesced: AtomicU64::new(0),
-            keyframes_granted: AtomicU64::new(1),
-            input_events: AtomicU64::new(0),
-            target_bps: AtomicU64::new(self.bitrate),
-        });
-        lock(&self.viewers).push(Viewer {
-            info: info.clone(),
-            queue: tx,
-            waiting_key: true,
-            last_grant: Some(Instant::now()),
-        });
-        // A new viewer starts with a keyframe.
-        self.force_idr.store(true, Relaxed);
-        (info, rx)
-    }
-
-    fn remove(&self, id: u64) {
-        lock(&self.viewers).retain(|v| v.info.id != id);
-    }
-
-    // r[impl cli.host.bitrate]
-    /// The encoder's bitrate: the lowest viewer target, at most
-    /// `--bitrate`, at least `floor`.
-    fn target(&self, floor: u64) -> u64 {
-        let v = lock(&self.viewers);
-        v.iter()
-            .map(|v| v.info.target_bps.load(Relaxed))
-            .min()
-            .unwrap_or(self.bitrate)
-            .min(self.bitrate)
-            .max(floor)
-    }
-
-    /// Whether the next frame must be a keyframe: a new viewer, or a
-    /// viewer's request whose one-second window is open (granted here).
-    fn take_keyframe(&self, now: Instant) -> bool {
-        let mut force = self.force_idr.swap(false, Relaxed);
-        for v in lock(&self.viewers).iter_mut() {
-            if v.info.key_wanted.load(Relaxed)
-                && v.last_grant.is_none_or(|t| now - t >= KEYFRAME_INTERVAL)
-            {
-                v.info.key_wanted.store(false, Relaxed);
-                v.info.keyframes_granted.fetch_add(1, Relaxed);
-                v.last_grant = Some(now);
-                force = true;
-            }
-        }
-        force
-    }
-
-    // r[impl cli.host.fanout]
-    /// Queue a frame to every viewer. A viewer whose queue is full skips
-    /// to the next keyframe (and asks for one).
-    fn fan_out(&self, frame: Arc<Encoded>) {
-        let key = frame.header.keyframe;
-        let mut viewers = lock(&self.viewers);
-        viewers.retain_mut(|v| {
-            if v.waiting_key && !key {
-                v.info.frames_skipped.fetch_add(1, Relaxed);
-                return true;
-            }
-            match v.queue.try_send(frame.clone()) {
-                Ok(()) => {
-                    v.waiting_key = false;
-                    v.info.frames_queued.fetch_add(1, Relaxed);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    v.waiting_key = true;
-                    v.info.frames_skipped.fetch_add(1, Relaxed);
-                    v.info.skip_events.fetch_add(1, Relaxed);
-                    request_key(&v.info);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
-    }
-}
-
-fn request_key(info: &ViewerInfo) {
-    info.keyframe_requests.fetch_add(1, Relaxed);
-    if info.key_wanted.swap(true, Relaxed) {
-        info.keyframe_requests_coalesced.fetch_add(1, Relaxed);
-    }
 }
 
 // r[impl cli.host.resume]
@@ -320,132 +119,50 @@ fn request_key(info: &ViewerInfo) {
 /// this session (its lost frames come back as a keyframe request); one
 /// silent for the idle timeout is freed and counted.
 async fn serve_viewer<L>(
-    hub: Arc<Hub>,
+    served: Arc<Served>,
     link: L,
     cfg: HostConfig,
     transport: &'static str,
     peer: String,
 ) where
-    L: Link + Send + 'static,
-    L::Tx: Send + Sync + 'static,
-    L::Rx: Send + 'static,
+    L: Link,
 {
-    let started = Instant::now();
-    let (mut host, mut events) = match Host::accept(link, cfg).await {
-        Ok(x) => x,
+    let on_event = |e: ViewerEvent| match e {
+        ViewerEvent::Joined(id) => {
+            eprintln!("linkstream host: viewer {id} joined over {transport} from {peer}");
+        }
+        ViewerEvent::Input(id, ev) => {
+            if served.print_input {
+                eprintln!("input from viewer {id}: {ev:?}");
+            }
+        }
+    };
+    let s = match served.hub.serve(link, cfg, on_event).await {
+        Ok(s) => s,
+        Err(VideoError::HubStopped) => return,
         Err(e) => {
-            hub.handshake_failures.fetch_add(1, Relaxed);
-            eprintln!("linkstream host: {transport} viewer {peer}: handshake failed: {e}");
+            eprintln!("linkstream host: {transport} viewer {peer}: {e}");
             return;
         }
     };
-    if hub.stopping.load(Relaxed) {
-        let _ = host.close().await;
-        return;
-    }
-    hub.viewers_joined.fetch_add(1, Relaxed);
-    let (info, mut queue) = hub.register();
-    info.target_bps.store(host.target_bitrate(), Relaxed);
-    eprintln!(
-        "linkstream host: viewer {} joined over {transport} from {peer}",
-        info.id
-    );
-    let stopped = Notify::new();
-    let send = async {
-        let mut end = String::from("host stopped");
-        while let Some(f) = queue.recv().await {
-            if hub.stopping.load(Relaxed) {
-                // Stopping: the frames still queued are not sent; the Bye
-                // goes out at once.
-                break;
-            }
-            let flags = if f.header.keyframe {
-                FrameFlags::KEYFRAME
-            } else {
-                FrameFlags::NONE
-            };
-            let len = video::HEADER_LEN + f.au.len();
-            let r = host
-                .send_frame_with(len, f.header.capture_us, flags, |b| {
-                    let mut h = f.header;
-                    h.sent_us = now_us();
-                    // The slot is exactly `len` bytes: header then access unit.
-                    if h.encode_into(b).is_ok() {
-                        b[video::HEADER_LEN..].copy_from_slice(&f.au);
-                    }
-                })
-                .await;
-            if let Err(e) = r {
-                end = format!("send failed: {e}");
-                break;
-            }
-        }
-        // The viewer left or the host stops: no more frames for it.
-        hub.remove(info.id);
-        let _ = host.close().await;
-        stopped.notify_one();
-        (end, host.stats())
-    };
-    let recv = async {
-        let end = loop {
-            match events.next_event().await {
-                Ok(Some(HostEvent::Input(ev))) => {
-                    info.input_events.fetch_add(1, Relaxed);
-                    if hub.print_input {
-                        eprintln!("input from viewer {}: {ev:?}", info.id);
-                    }
-                }
-                Ok(Some(HostEvent::KeyframeRequest { .. })) => request_key(&info),
-                // The session's estimate of what this viewer's path carries.
-                Ok(Some(HostEvent::TargetBitrate { bps })) => info.target_bps.store(bps, Relaxed),
-                Ok(Some(_)) => {}
-                Ok(None) => break "viewer closed".to_string(),
-                Err(e @ SessionError::IdleTimeout(_)) => {
-                    hub.viewers_timed_out.fetch_add(1, Relaxed);
-                    break format!("viewer timed out: {e}");
-                }
-                Err(e) => break format!("viewer gone: {e}"),
-            }
-        };
-        // Stop sending to a viewer that is gone.
-        hub.remove(info.id);
-        end
-    };
-    let recv = async {
-        tokio::pin!(recv);
-        tokio::select! {
-            end = &mut recv => end,
-            // Once the host stopped sending, the viewer has a few seconds
-            // to answer the Bye (and have its last input acknowledged).
-            _ = async {
-                stopped.notified().await;
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            } => "viewer did not answer the Bye".to_string(),
-        }
-    };
-    let ((send_end, stats), recv_end) = futures::join!(send, recv);
-    let end = if recv_end == "viewer closed" && send_end != "host stopped" {
-        send_end
-    } else {
-        recv_end
-    };
-    eprintln!("linkstream host: viewer {} left ({end})", info.id);
-    lock(&hub.finished).push(ViewerReport {
-        id: info.id,
+    eprintln!("linkstream host: viewer {} left ({})", s.id, s.end);
+    let c = s.counters;
+    lock(&served.finished).push(ViewerReport {
+        id: s.id,
         transport: transport.into(),
         peer,
-        frames_sent: stats.frames_sent,
-        frames_skipped: info.frames_skipped.load(Relaxed),
-        skip_events: info.skip_events.load(Relaxed),
-        keyframe_requests: info.keyframe_requests.load(Relaxed),
-        keyframe_requests_coalesced: info.keyframe_requests_coalesced.load(Relaxed),
-        keyframes_granted: info.keyframes_granted.load(Relaxed),
-        input_events: info.input_events.load(Relaxed),
-        reported_frames_lost: stats.reported_frames_lost,
-        reported_loss_ppm: stats.reported_loss_ppm,
-        auth_failures: stats.auth_failures,
-        seconds: started.elapsed().as_secs_f64(),
-        end,
+        frames_sent: s.session.frames_sent,
+        frames_skipped: c.frames_skipped,
+        skip_events: c.skip_events,
+        keyframe_requests: c.keyframe_requests,
+        keyframe_requests_coalesced: c.keyframe_requests_coalesced,
+        keyframes_granted: c.keyframes_granted,
+        input_events: c.input_events,
+        reported_frames_lost: s.session.reported_frames_lost,
+        reported_loss_ppm: s.session.reported_loss_ppm,
+        auth_failures: s.session.auth_failures,
+        seconds: s.duration.as_secs_f64(),
+        end: s.end,
     });
 }
 
@@ -503,6 +220,9 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             None
         }
     };
+    if let Some(line) = link_video::build::slow_encoder_warning() {
+        eprintln!("linkstream host: {line}");
+    }
     // Open the source here too: a bad file is refused before anything starts.
     let source = capture::open_source(&args.source)?;
     let (width, height, fps) = (source.width(), source.height(), source.fps() as f64);
@@ -567,11 +287,17 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     };
     // --- end web branch ---
 
-    let hub = Arc::new(Hub::new(
-        args.viewer_queue as usize,
-        args.print_input,
-        args.bitrate,
-    ));
+    let hub = Arc::new(Served {
+        hub: Hub::new(HubConfig {
+            queue: args.viewer_queue as usize,
+            max_bitrate_bps: args.bitrate,
+            min_bitrate_bps: args.min_bitrate,
+            ..HubConfig::new(args.bitrate)
+        }),
+        finished: Mutex::new(Vec::new()),
+        ws_refused_paths: AtomicU64::new(0),
+        print_input: args.print_input,
+    });
     let host_cfg = HostConfig {
         psk: psk.clone(),
         parity_pct: args.parity,
@@ -603,7 +329,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                         let peer = link.peer_addr().to_string();
                         viewers.spawn(serve_viewer(hub.clone(), link, cfg.clone(), "udp", peer));
                     }
-                    _ = hub.stop.notified() => break,
+                    _ = hub.hub.stopped() => break,
                 }
             }
             while viewers.join_next().await.is_some() {}
@@ -619,7 +345,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             loop {
                 tokio::select! {
                     acc = server.accept() => match acc {
-                        Ok(acc) if acc.path == "/stream" => {
+                        Ok(acc) if acc.path == STREAM_PATH => {
                             let peer = acc.peer.to_string();
                             viewers.spawn(serve_viewer(hub.clone(), acc.link, cfg.clone(), "ws", peer));
                         }
@@ -632,7 +358,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                             break;
                         }
                     },
-                    _ = hub.stop.notified() => break,
+                    _ = hub.hub.stopped() => break,
                 }
             }
             while viewers.join_next().await.is_some() {}
@@ -651,20 +377,10 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let deadline = args
         .seconds
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let outcome = encode_loop(
-        &hub,
-        link,
-        &args,
-        (width, height, fps),
-        deadline,
-        &mut report,
-    )
-    .await;
+    let outcome = encode_loop(&hub.hub, link, (width, height, fps), deadline, &mut report).await;
     // Stop: no new viewers, every queue closes (each viewer's session
     // sends its Bye after the frames already queued).
-    hub.stopping.store(true, Relaxed);
-    hub.stop.notify_waiters();
-    lock(&hub.viewers).clear();
+    hub.hub.stop();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)
         .await
@@ -685,10 +401,11 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let mut viewers = std::mem::take(&mut *lock(&hub.finished));
     viewers.sort_by_key(|v| v.id);
     report.viewers = viewers;
-    report.handshake_failures = hub.handshake_failures.load(Relaxed);
+    let stats = hub.hub.stats();
+    report.handshake_failures = stats.handshake_failures;
     report.ws_refused_paths = hub.ws_refused_paths.load(Relaxed);
-    report.viewers_joined = hub.viewers_joined.load(Relaxed);
-    report.viewers_timed_out = hub.viewers_timed_out.load(Relaxed);
+    report.viewers_joined = stats.viewers_joined;
+    report.viewers_timed_out = stats.viewers_timed_out;
     if args.json {
         println!(
             "{}",
@@ -754,15 +471,14 @@ fn println_join(url: &str, key_hint: &str) {
 async fn encode_loop(
     hub: &Hub,
     link: ShmLink,
-    args: &HostArgs,
     (width, height, fps): (usize, usize, f64),
     deadline: Option<tokio::time::Instant>,
     report: &mut HostReport,
 ) -> Result<(), String> {
     let (_tx, mut rx) = link.split();
-    let mut bitrate = hub.target(args.min_bitrate);
+    let mut bitrate = hub.target_bitrate();
     let fps_int = (fps.round() as u32).clamp(1, 240);
-    let mut encoder = video::Encoder::new(width, height, fps_int, bitrate)
+    let mut encoder = OpenH264Encoder::new(width, height, fps_int, bitrate)
         .map_err(|e| format!("encoder: {e}"))?;
     let mut au = Vec::new();
     let mut encode_us = Vec::new();
@@ -788,7 +504,7 @@ async fn encode_loop(
             Ok(None) => break,
             Err(e) => return Err(format!("capture link: {e}")),
         };
-        let (hdr, picture) = FrameHeader::parse(msg.as_slice())?;
+        let (hdr, picture) = FrameHeader::parse(msg.as_slice()).map_err(|e| e.to_string())?;
         if hdr.width as usize != width || hdr.height as usize != height {
             return Err(format!(
                 "capture sent a {}x{} frame, expected {width}x{height}",
@@ -799,7 +515,7 @@ async fn encode_loop(
         report.capture_dropped = hdr.dropped as u64;
         let now = Instant::now();
         let key = hub.take_keyframe(now);
-        let target = hub.target(args.min_bitrate);
+        let target = hub.target_bitrate();
         if target != bitrate {
             bitrate = target;
             if let Err(e) = encoder.set_bitrate(bitrate) {
@@ -827,7 +543,7 @@ async fn encode_loop(
         report.frames_encoded += 1;
         report.keyframes += keyframe as u64;
         bytes += au.len() as u64;
-        if video::HEADER_LEN + au.len() > 4 << 20 {
+        if link_video::HEADER_LEN + au.len() > 4 << 20 {
             report.frames_too_large += 1;
             continue;
         }
@@ -842,18 +558,18 @@ async fn encode_loop(
             encoded_us,
             sent_us: 0,
         };
-        hub.fan_out(Arc::new(Encoded {
+        hub.publish(Arc::new(EncodedFrame {
             header,
-            au: au.clone(),
+            access_unit: au.clone(),
         }));
-        let viewers = lock(&hub.viewers).len();
+        let stats = hub.stats();
         progress.update(report.frames_encoded, || {
             format!(
                 "linkstream host: {} frames encoded, {} viewers ({} joined, {} timed out), {:.2} Mbit/s target",
                 report.frames_encoded,
-                viewers,
-                hub.viewers_joined.load(Relaxed),
-                hub.viewers_timed_out.load(Relaxed),
+                stats.viewers,
+                stats.viewers_joined,
+                stats.viewers_timed_out,
                 bitrate as f64 / 1e6
             )
         });
@@ -914,122 +630,5 @@ fn print_summary(r: &HostReport) {
             v.input_events,
             v.end
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(index: u64, keyframe: bool) -> Arc<Encoded> {
-        Arc::new(Encoded {
-            header: VideoHeader {
-                codec: Codec::H264AnnexB,
-                keyframe,
-                width: 640,
-                height: 360,
-                target_kbps: 4000,
-                capture_index: index,
-                capture_us: 1,
-                encoded_us: 2,
-                sent_us: 0,
-            },
-            au: vec![index as u8; 10],
-        })
-    }
-
-    fn drain(rx: &mut mpsc::Receiver<Arc<Encoded>>) -> Vec<u64> {
-        let mut got = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            got.push(f.header.capture_index);
-        }
-        got
-    }
-
-    // r[verify cli.host.fanout]
-    #[test]
-    fn a_slow_viewer_skips_to_the_next_keyframe_and_holds_no_one_back() {
-        let hub = Hub::new(2, false, 4_000_000);
-        let (fast, mut fast_rx) = hub.register();
-        let (slow, mut slow_rx) = hub.register();
-        // Before a keyframe, a new viewer gets nothing.
-        hub.fan_out(frame(0, false));
-        assert!(drain(&mut fast_rx).is_empty());
-        // Keyframe 1, then P-frames; the slow viewer never drains.
-        let mut fast_got = Vec::new();
-        for i in 1..=6 {
-            hub.fan_out(frame(i, i == 1));
-            fast_got.extend(drain(&mut fast_rx));
-        }
-        assert_eq!(
-            fast_got,
-            vec![1, 2, 3, 4, 5, 6],
-            "the fast viewer gets every frame"
-        );
-        assert_eq!(fast.frames_skipped.load(Relaxed), 1); // frame 0, before its keyframe
-        assert_eq!(fast.skip_events.load(Relaxed), 0);
-        // The slow one queued 1 and 2, overflowed at 3 and skips until a keyframe.
-        assert_eq!(slow.skip_events.load(Relaxed), 1);
-        assert_eq!(slow.frames_skipped.load(Relaxed), 1 + 4);
-        assert!(
-            slow.key_wanted.load(Relaxed),
-            "the skip asks for a keyframe"
-        );
-        assert_eq!(drain(&mut slow_rx), vec![1, 2]);
-        // Having drained, it still gets no P-frame, only the next keyframe on.
-        let mut fast_got = Vec::new();
-        for (i, key) in [(7, false), (8, true), (9, false)] {
-            hub.fan_out(frame(i, key));
-            fast_got.extend(drain(&mut fast_rx));
-        }
-        assert_eq!(drain(&mut slow_rx), vec![8, 9]);
-        assert_eq!(fast_got, vec![7, 8, 9]);
-        assert_eq!(fast.skip_events.load(Relaxed), 0);
-        // A viewer whose queue is gone is dropped from the fan-out.
-        drop(slow_rx);
-        hub.fan_out(frame(10, false));
-        assert_eq!(lock(&hub.viewers).len(), 1);
-    }
-
-    // r[verify cli.host.keyframes]
-    #[test]
-    fn keyframes_for_new_viewers_at_once_and_requests_at_most_once_a_second() {
-        let hub = Hub::new(4, false, 4_000_000);
-        let t0 = Instant::now();
-        assert!(!hub.take_keyframe(t0));
-        let (v, _rx) = hub.register();
-        assert!(hub.take_keyframe(t0), "a new viewer gets a keyframe");
-        assert!(!hub.take_keyframe(t0));
-        // A request within a second of the last grant waits ...
-        request_key(&v);
-        request_key(&v);
-        assert_eq!(v.keyframe_requests_coalesced.load(Relaxed), 1);
-        assert!(!hub.take_keyframe(t0 + Duration::from_millis(500)));
-        // ... and is granted once the second has passed, once.
-        let t1 = t0 + Duration::from_millis(1100);
-        assert!(hub.take_keyframe(t1));
-        assert!(!hub.take_keyframe(t1));
-        request_key(&v);
-        assert!(!hub.take_keyframe(t1 + Duration::from_millis(900)));
-        assert!(hub.take_keyframe(t1 + Duration::from_millis(1000)));
-        assert_eq!(v.keyframes_granted.load(Relaxed), 3);
-        assert_eq!(v.keyframe_requests.load(Relaxed), 3);
-    }
-
-    // r[verify cli.host.bitrate]
-    #[test]
-    fn the_encoder_follows_the_lowest_viewer_target_above_the_floor() {
-        let hub = Hub::new(4, false, 4_000_000);
-        assert_eq!(hub.target(300_000), 4_000_000, "no viewer: --bitrate");
-        let (a, _ra) = hub.register();
-        let (b, _rb) = hub.register();
-        a.target_bps.store(3_000_000, Relaxed);
-        b.target_bps.store(2_000_000, Relaxed);
-        assert_eq!(hub.target(300_000), 2_000_000);
-        a.target_bps.store(9_000_000, Relaxed);
-        b.target_bps.store(8_000_000, Relaxed);
-        assert_eq!(hub.target(300_000), 4_000_000, "never above --bitrate");
-        b.target_bps.store(100_000, Relaxed);
-        assert_eq!(hub.target(300_000), 300_000, "never below the floor");
     }
 }

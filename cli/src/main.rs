@@ -18,8 +18,6 @@ mod report;
 mod util;
 mod workload;
 
-#[allow(dead_code, unused_imports)] // used by the capture, host and client subcommands (cli branch)
-mod video;
 mod web_assets;
 
 use std::process::ExitCode;

@@ -1,4 +1,6 @@
-//! The demo's report: one row per link, as a table for people or JSON.
+//! The reports the subcommands print and read back: the demo's rows (one
+//! per link, as a table or JSON) and the host's summary (which the demo
+//! reads from the host process). It imports no other module of the binary.
 
 use facet::Facet;
 
@@ -143,4 +145,51 @@ mod tests {
         assert_eq!(q.p99, 99.0);
         assert_eq!(Quantiles::of(&mut []).p99, 0.0);
     }
+}
+
+/// One viewer's line in the summary.
+#[derive(Debug, Clone, Default, Facet)]
+pub struct ViewerReport {
+    pub id: u64,
+    pub transport: String,
+    pub peer: String,
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+    pub skip_events: u64,
+    pub keyframe_requests: u64,
+    pub keyframe_requests_coalesced: u64,
+    pub keyframes_granted: u64,
+    pub input_events: u64,
+    pub reported_frames_lost: u64,
+    pub reported_loss_ppm: u64,
+    pub auth_failures: u64,
+    pub seconds: f64,
+    pub end: String,
+}
+
+/// The host's summary.
+#[derive(Debug, Clone, Default, Facet)]
+pub struct HostReport {
+    pub source: String,
+    pub width: u64,
+    pub height: u64,
+    pub fps: f64,
+    pub encrypted: bool,
+    pub frames_captured: u64,
+    pub capture_dropped: u64,
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    pub encode_errors: u64,
+    pub frames_too_large: u64,
+    pub encode_ms: Quantiles,
+    pub encoded_mbps: f64,
+    pub bitrate_bps: u64,
+    pub handshake_failures: u64,
+    pub ws_refused_paths: u64,
+    /// Sessions established (handshakes completed), over both transports.
+    pub viewers_joined: u64,
+    /// Sessions ended because nothing arrived from the viewer for
+    /// `--idle-timeout` (a viewer killed or cut off for good).
+    pub viewers_timed_out: u64,
+    pub viewers: Vec<ViewerReport>,
 }

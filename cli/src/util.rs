@@ -1,15 +1,12 @@
 //! Small helpers shared by the subcommands.
+//!
+//! It imports no other module of the binary, so every subcommand can use
+//! it without an import circle.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the UNIX epoch (this machine's clock).
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+pub use link_video::now_us;
 
 /// Read a pre-shared key file: the key is the file's text, trimmed; a key
 /// written as hex (an even number of hex digits) is decoded to bytes. The
@@ -39,6 +36,25 @@ fn parse_hex(t: &[u8]) -> Option<Vec<u8>> {
     t.chunks(2)
         .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
         .collect()
+}
+
+/// A finite number.
+pub fn number(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| format!("not a number: {v}"))
+}
+
+/// A finite number >= 0.
+pub fn non_negative(v: &str) -> Result<f64, String> {
+    number(v).and_then(|x| {
+        if x >= 0.0 {
+            Ok(x)
+        } else {
+            Err(format!("{v} is below 0"))
+        }
+    })
 }
 
 /// An idle timeout in seconds (`--idle-timeout`): finite, from 1 s (ten

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use link_video::stream::{STREAM_PATH, psk_fragment};
 use link_ws::{HttpRoutes, ServerOptions, TlsServer};
 
 /// The page.
@@ -14,9 +15,6 @@ pub const INDEX_HTML: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/inde
 pub const GLUE_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/linkstream_web.js"));
 /// The page's code.
 pub const WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/linkstream_web_bg.wasm"));
-
-/// The WebSocket path of the stream (VIDEO-CONTRACT section 4).
-pub const STREAM_PATH: &str = "/stream";
 
 /// The route table: the page at `/` (and `/index.html`), its assets under
 /// `/assets/`, `/stream` upgraded to WebSocket.
@@ -118,10 +116,7 @@ fn certificate_names(addr: SocketAddr) -> Vec<String> {
 /// when a PSK is used (the fragment never reaches the server).
 pub fn join_urls(local: SocketAddr, tls: bool, psk: Option<&[u8]>) -> Vec<String> {
     let scheme = if tls { "https" } else { "http" };
-    let frag = psk.map_or(String::new(), |k| {
-        let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
-        format!("#psk={hex}")
-    });
+    let frag = psk.map_or(String::new(), psk_fragment);
     let port = local.port();
     let host = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -153,7 +148,7 @@ mod tests {
             "the default export index.html calls"
         );
         let r = routes();
-        assert_eq!(r.stream_path, "/stream");
+        assert_eq!(r.stream_path, STREAM_PATH);
         assert_eq!(r.assets["/"].body.len(), INDEX_HTML.len());
         assert_eq!(
             r.assets["/assets/linkstream_web_bg.wasm"].content_type,

@@ -19,8 +19,10 @@ fn layer(name: &str) -> Option<u8> {
         "link-tests" => 1,
         // The transports and the session, side by side: none knows another.
         "link-udp" | "link-shm" | "link-ws" | "link-session" => 2,
+        // The video layer: pictures, codecs and the fan-out over sessions.
+        "link-video" => 3,
         // On top: may use everything.
-        "link-bench" | "linkstream" | "linkstream-web" | "link-integration" => 3,
+        "link-bench" | "linkstream" | "linkstream-web" | "link-integration" => 4,
         _ => return None,
     })
 }
@@ -156,4 +158,41 @@ fn the_session_pulls_in_no_tokio_and_no_transport() {
         );
     }
     assert!(names.contains("link-types"), "the walk saw the graph");
+}
+
+#[test]
+fn the_video_core_has_no_dependency() {
+    // The browser viewer builds link-video without default features: its
+    // core (envelope, index code, slot header, stream path, PSK fragment)
+    // must pull in nothing, so that it stays wasm32-clean and light.
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "link-video",
+            "--no-default-features",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--locked",
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let crates: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        crates,
+        BTreeSet::from(["link-video"]),
+        "link-video's core depends on more than std"
+    );
 }

@@ -27,13 +27,12 @@
 //! overlay and sets `window.linkstreamStats()` (the viewer's `stats()`) for
 //! automation. `web/examples/embed.html` is a page of another origin.
 //!
-//! The modules [`envelope`], [`h264`] and [`burned`] are plain Rust and
-//! build (and are tested) on every target; the page itself exists only on
-//! wasm32.
+//! The video envelope, the burned-in index reader, the stream path and the
+//! `#psk=` fragment are `link-video`'s core, shared with the host and the
+//! native client. The module [`h264`] is plain Rust and builds (and is
+//! tested) on every target; the page itself exists only on wasm32.
 #![deny(missing_docs)]
 
-pub mod burned;
-pub mod envelope;
 pub mod h264;
 
 #[cfg(target_arch = "wasm32")]

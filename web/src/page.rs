@@ -22,7 +22,8 @@ use web_sys::{
     KeyboardEvent, MouseEvent, TouchEvent, WheelEvent, Window,
 };
 
-use crate::{burned, envelope, h264};
+use crate::h264;
+use link_video::{VideoHeader, index, stream};
 
 /// Frames handed to the decoder and not yet output, at most.
 const MAX_IN_FLIGHT: u32 = 3;
@@ -248,26 +249,7 @@ fn emit(v: &Shared, kind: &str, detail: js_sys::Object) {
 
 /// The PSK of `#psk=<hex>` in a URL fragment (`location.hash`), if any.
 fn psk_from_hash(hash: &str) -> Result<Option<Vec<u8>>, String> {
-    match hash
-        .trim_start_matches('#')
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("psk="))
-    {
-        None => Ok(None),
-        Some(hex) => parse_hex(hex)
-            .map(Some)
-            .ok_or_else(|| "the #psk= in the URL is not hex".into()),
-    }
-}
-
-fn parse_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.is_ascii() {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-        .collect()
+    stream::parse_psk_fragment(hash).map_err(|e| e.to_string())
 }
 
 /// The pre-shared key in a URL fragment as `linkstream host` prints it in
@@ -316,7 +298,8 @@ impl Options {
         };
         if let Some(p) = get("psk") {
             let key = if let Some(s) = p.as_string() {
-                parse_hex(&s).ok_or_else(|| bad("options.psk: a string key must be hex"))?
+                stream::parse_psk_hex(&s)
+                    .map_err(|_| bad("options.psk: a string key must be hex"))?
             } else if let Some(a) = p.dyn_ref::<js_sys::Uint8Array>() {
                 a.to_vec()
             } else {
@@ -782,7 +765,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     v.c.frames_received += 1;
     v.c.bytes_received += f.data().len() as u64;
     v.last_session_frame = f.index;
-    let env = match envelope::parse(f.data()) {
+    let (env, access_unit) = match VideoHeader::parse(f.data()) {
         Ok(e) => e,
         Err(e) => {
             v.c.envelope_errors += 1;
@@ -795,7 +778,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     v.target_kbps = env.target_kbps;
     let keyframe = env.keyframe || f.flags.is_keyframe();
     if keyframe {
-        let codec = h264::codec_string(env.access_unit);
+        let codec = h264::codec_string(access_unit);
         let usable = v
             .decoder
             .as_ref()
@@ -840,11 +823,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
         &(if keyframe { "key" } else { "delta" }).into(),
     );
     set(&init, "timestamp", &(env.capture_index as f64).into());
-    set(
-        &init,
-        "data",
-        &js_sys::Uint8Array::from(env.access_unit).into(),
-    );
+    set(&init, "data", &js_sys::Uint8Array::from(access_unit).into());
     let submitted = EncodedVideoChunk::new(&init).and_then(|chunk| {
         v.decoder
             .as_ref()
@@ -856,7 +835,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
             v.in_flight += 1;
             v.pending.push_back(FrameInfo {
                 capture_index: env.capture_index,
-                bytes: env.access_unit.len(),
+                bytes: access_unit.len(),
                 keyframe,
                 capture_us: env.capture_us,
                 received_ms,
@@ -1055,9 +1034,9 @@ async fn rate_loop(v: Shared) {
 /// The burned-in index read back from the canvas pixels.
 fn canvas_index(v: &Viewer) -> Option<u32> {
     let w = v.canvas.width() as usize;
-    let b = burned::block_size(w)?;
+    let b = index::block_size(w)?;
     let data = v.ctx.get_image_data(0.0, 0.0, w as f64, b as f64).ok()?;
-    burned::read_rgba(&data.data(), w)
+    index::read_rgba(&data.data(), w).map(|v| v as u32)
 }
 
 fn stats_json(v: &Viewer) -> String {

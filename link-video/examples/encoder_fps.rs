@@ -3,7 +3,7 @@
 //! pattern, decoding).
 //!
 //! ```text
-//! cargo run --release -p linkstream --example encoder_fps [-- --frames N]
+//! cargo run --release -p link-video --example encoder_fps [-- --frames N]
 //! ```
 //!
 //! For each size it renders N frames of the test pattern (after a warm-up of
@@ -13,14 +13,9 @@
 //! (`/proc/thread-self/stat`, 10 ms ticks: the CPU figure is the one that
 //! does not depend on what else the machine is doing).
 
-#[allow(dead_code, unused_imports)]
-#[path = "../src/video/mod.rs"]
-mod video;
-
 use std::time::{Duration, Instant};
 
-use video::codec::{Decoder, Encoder, EncoderSettings};
-use video::testsrc::TestSrc;
+use link_video::{Decoder, Encoder, EncoderSettings, OpenH264Decoder, OpenH264Encoder, TestSrc};
 
 /// CPU time (user + system) of the calling thread.
 fn thread_cpu() -> Duration {
@@ -80,6 +75,9 @@ fn main() {
             }
         }
     }
+    if let Some(line) = link_video::build::slow_encoder_warning() {
+        eprintln!("encoder_fps: {line}");
+    }
     println!(
         "{:<10} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "size",
@@ -101,8 +99,8 @@ fn main() {
             let src = TestSrc::new(w, h, 30).expect("testsrc geometry");
             let mut settings = EncoderSettings::new(w, h, 30, mbps * 1_000_000);
             settings.low_complexity = low;
-            let mut enc = Encoder::with_settings(settings).expect("encoder");
-            let mut dec = Decoder::new().expect("decoder");
+            let mut enc = OpenH264Encoder::with_settings(settings).expect("encoder");
+            let mut dec = OpenH264Decoder::new().expect("decoder");
             let mut buf = vec![0u8; src.frame_len()];
             let mut au = Vec::new();
             // Warm-up: the first IDR and the rate control's start.

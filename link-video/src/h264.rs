@@ -1,5 +1,6 @@
 //! H.264 through OpenH264 (the `openh264` crate, built from its vendored
-//! C++ sources): a low-latency [`Encoder`] and a [`Decoder`].
+//! C++ sources): [`OpenH264Encoder`], a low-latency [`Encoder`], and
+//! [`OpenH264Decoder`], a [`Decoder`].
 //!
 //! Encoder settings (see [`EncoderSettings`]): constrained baseline profile
 //! (no B-frames: every access unit is one picture, decodable as soon as it
@@ -8,6 +9,9 @@
 //! off (keyframes come only on request or at the IDR interval, default 10 s),
 //! SPS and PPS in front of every IDR, one encoder thread. The bitrate
 //! changes at run time without a keyframe ([`Encoder::set_bitrate`]).
+//!
+//! OpenH264 built without `nasm` encodes about three times slower:
+//! [`crate::build::openh264_has_asm`] says which build this is.
 
 use openh264::OpenH264API;
 use openh264::decoder::Decoder as H264Decoder;
@@ -17,51 +21,17 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVSlices, YUVSource};
 
-use super::{VideoError, check_frame_len, check_geometry};
+use crate::codec::{DecodedFrame, Decoder, Encoder, EncoderSettings, check_bitrate};
+use crate::{Codec, CodecError, VideoError, check_frame_len, check_geometry};
 
-/// Lowest encoder bitrate accepted, bits per second.
-pub const MIN_BITRATE_BPS: u64 = 50_000;
-/// Highest encoder bitrate accepted, bits per second.
-pub const MAX_BITRATE_BPS: u64 = 200_000_000;
-
-/// How the encoder is set up. [`EncoderSettings::new`] gives the defaults.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EncoderSettings {
-    /// Picture width (even).
-    pub width: usize,
-    /// Picture height (even).
-    pub height: usize,
-    /// Frames per second the pictures arrive at (the rate control's clock).
-    pub fps: u32,
-    /// Initial bitrate, bits per second.
-    pub bitrate_bps: u64,
-    /// An IDR every this many frames (0: only on request). Default: 10 s.
-    pub idr_interval_frames: u32,
-    /// Encoder speed/quality trade-off: `true` for OpenH264's low
-    /// complexity mode (faster, a little less quality). Default `false`.
-    pub low_complexity: bool,
+/// OpenH264's own error as the source of a [`VideoError`].
+fn codec_err(e: openh264::Error) -> CodecError {
+    Box::new(e)
 }
 
-impl EncoderSettings {
-    /// The defaults for a geometry, frame rate and bitrate: an IDR every 10
-    /// seconds, medium complexity.
-    pub fn new(width: usize, height: usize, fps: u32, bitrate_bps: u64) -> Self {
-        EncoderSettings {
-            width,
-            height,
-            fps,
-            bitrate_bps,
-            idr_interval_frames: fps.saturating_mul(10),
-            low_complexity: false,
-        }
-    }
-}
-
-fn check_bitrate(bps: u64) -> Result<i32, VideoError> {
-    if !(MIN_BITRATE_BPS..=MAX_BITRATE_BPS).contains(&bps) {
-        return Err(VideoError::BadBitrate { bps });
-    }
-    Ok(bps as i32)
+/// A message as the source of a [`VideoError`].
+fn msg(m: String) -> CodecError {
+    m.into()
 }
 
 /// The OpenH264 configuration for our settings.
@@ -89,7 +59,7 @@ fn config(s: &EncoderSettings, bps: u64) -> EncoderConfig {
 /// (warnings on stderr) switched off: errors reach the caller as values.
 fn new_inner(s: &EncoderSettings, bps: u64) -> Result<H264Encoder, VideoError> {
     let mut inner = H264Encoder::with_api_config(OpenH264API::from_source(), config(s, bps))
-        .map_err(VideoError::Encode)?;
+        .map_err(|e| VideoError::Encode(codec_err(e)))?;
     let mut level: std::ffi::c_int = openh264_sys2::WELS_LOG_QUIET as std::ffi::c_int;
     // SAFETY: FFI into OpenH264: the trace level is the one option it takes
     // before initialisation (the crate sets it only after, too late for the
@@ -102,24 +72,24 @@ fn new_inner(s: &EncoderSettings, bps: u64) -> Result<H264Encoder, VideoError> {
         )
     };
     if rc != 0 {
-        return Err(VideoError::Encode(openh264::Error::msg(&format!(
+        return Err(VideoError::Encode(msg(format!(
             "setting the trace level failed (OpenH264 code {rc})"
         ))));
     }
     Ok(inner)
 }
 
-/// A low-latency H.264 encoder for one picture geometry.
-pub struct Encoder {
+/// A low-latency H.264 encoder for one picture geometry (OpenH264).
+pub struct OpenH264Encoder {
     settings: EncoderSettings,
     inner: H264Encoder,
     bitrate_bps: u64,
     frames: u64,
 }
 
-impl std::fmt::Debug for Encoder {
+impl std::fmt::Debug for OpenH264Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoder")
+        f.debug_struct("OpenH264Encoder")
             .field("settings", &self.settings)
             .field("bitrate_bps", &self.bitrate_bps)
             .field("frames", &self.frames)
@@ -127,18 +97,18 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-impl Encoder {
+impl OpenH264Encoder {
     /// An encoder with the default settings ([`EncoderSettings::new`]).
     ///
     /// # Errors
-    /// As [`Encoder::with_settings`].
+    /// As [`OpenH264Encoder::with_settings`].
     pub fn new(
         width: usize,
         height: usize,
         fps: u32,
         bitrate_bps: u64,
     ) -> Result<Self, VideoError> {
-        Encoder::with_settings(EncoderSettings::new(width, height, fps, bitrate_bps))
+        OpenH264Encoder::with_settings(EncoderSettings::new(width, height, fps, bitrate_bps))
     }
 
     /// An encoder with the given settings.
@@ -166,39 +136,31 @@ impl Encoder {
         }
         check_bitrate(settings.bitrate_bps)?;
         let inner = new_inner(&settings, settings.bitrate_bps)?;
-        Ok(Encoder {
+        Ok(OpenH264Encoder {
             settings,
             inner,
             bitrate_bps: settings.bitrate_bps,
             frames: 0,
         })
     }
+}
 
-    /// The settings the encoder was made with.
-    pub fn settings(&self) -> &EncoderSettings {
+impl Encoder for OpenH264Encoder {
+    fn codec(&self) -> Codec {
+        Codec::H264AnnexB
+    }
+
+    fn settings(&self) -> &EncoderSettings {
         &self.settings
     }
 
-    /// Bytes of one input frame (I420).
-    pub fn frame_len(&self) -> usize {
-        super::i420_len(self.settings.width, self.settings.height)
-    }
-
-    /// The current target bitrate, bits per second.
-    pub fn bitrate(&self) -> u64 {
+    fn bitrate(&self) -> u64 {
         self.bitrate_bps
     }
 
-    /// Changes the target bitrate from the next frame on, without a
-    /// keyframe.
-    ///
-    /// # Errors
-    /// [`VideoError::BadBitrate`] outside
-    /// [`MIN_BITRATE_BPS`]..=[`MAX_BITRATE_BPS`] (the bitrate is unchanged);
-    /// [`VideoError::Encode`] if OpenH264 refuses it.
     // r[impl video.codec.bitrate]
-    pub fn set_bitrate(&mut self, bps: u64) -> Result<(), VideoError> {
-        let rate = check_bitrate(bps)?;
+    fn set_bitrate(&mut self, bps: u64) -> Result<(), VideoError> {
+        let rate = check_bitrate(bps)? as i32;
         if bps == self.bitrate_bps {
             return Ok(());
         }
@@ -240,7 +202,7 @@ impl Encoder {
                     .set_option(option, (&raw mut info).cast())
             };
             if rc != 0 {
-                return Err(VideoError::Encode(openh264::Error::msg(&format!(
+                return Err(VideoError::Encode(msg(format!(
                     "setting the bitrate to {bps} bit/s failed (OpenH264 code {rc})"
                 ))));
             }
@@ -251,7 +213,7 @@ impl Encoder {
 
     /// Makes the next encoded frame an IDR (a keyframe with SPS and PPS).
     // r[impl video.codec.keyframe]
-    pub fn force_keyframe(&mut self) {
+    fn force_keyframe(&mut self) {
         // Before the first frame the request is moot: the first frame is an
         // IDR anyway (and OpenH264 ignores it while uninitialised).
         self.inner.force_intra_frame();
@@ -265,16 +227,19 @@ impl Encoder {
     /// [`VideoError::FrameSize`] if `i420` is not one frame of this
     /// geometry; [`VideoError::Encode`] if OpenH264 fails or produced no
     /// picture (`out` is then unchanged).
-    pub fn encode(&mut self, i420: &[u8], out: &mut Vec<u8>) -> Result<bool, VideoError> {
+    fn encode(&mut self, i420: &[u8], out: &mut Vec<u8>) -> Result<bool, VideoError> {
         let (w, h) = (self.settings.width, self.settings.height);
         check_frame_len(w, h, i420.len())?;
         let (y, uv) = i420.split_at(w * h);
         let (u, v) = uv.split_at((w / 2) * (h / 2));
         let src = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
-        let bits = self.inner.encode(&src).map_err(VideoError::Encode)?;
+        let bits = self
+            .inner
+            .encode(&src)
+            .map_err(|e| VideoError::Encode(codec_err(e)))?;
         let kind = bits.frame_type();
         if matches!(kind, FrameType::Skip | FrameType::Invalid) {
-            return Err(VideoError::Encode(openh264::Error::msg(&format!(
+            return Err(VideoError::Encode(msg(format!(
                 "the encoder produced no picture ({kind:?})"
             ))));
         }
@@ -284,51 +249,15 @@ impl Encoder {
     }
 }
 
-/// One decoded picture as packed I420: `width * height` luma bytes, then
-/// the U and V planes of `ceil(width/2) * ceil(height/2)` bytes each.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DecodedFrame {
-    /// Picture width in pixels.
-    pub width: usize,
-    /// Picture height in pixels.
-    pub height: usize,
-    /// The I420 bytes.
-    pub data: Vec<u8>,
-}
-
-impl DecodedFrame {
-    fn chroma(&self) -> (usize, usize) {
-        (self.width.div_ceil(2), self.height.div_ceil(2))
-    }
-
-    /// The luma plane (stride = width).
-    pub fn y(&self) -> &[u8] {
-        &self.data[..self.width * self.height]
-    }
-
-    /// The U plane (stride = ceil(width / 2)).
-    pub fn u(&self) -> &[u8] {
-        let (cw, ch) = self.chroma();
-        let y = self.width * self.height;
-        &self.data[y..y + cw * ch]
-    }
-
-    /// The V plane (stride = ceil(width / 2)).
-    pub fn v(&self) -> &[u8] {
-        let (cw, ch) = self.chroma();
-        &self.data[self.width * self.height + cw * ch..]
-    }
-}
-
-/// An H.264 decoder (Annex B access units in, I420 pictures out).
-pub struct Decoder {
+/// An H.264 decoder (Annex B access units in, I420 pictures out; OpenH264).
+pub struct OpenH264Decoder {
     inner: H264Decoder,
     frame: DecodedFrame,
 }
 
-impl std::fmt::Debug for Decoder {
+impl std::fmt::Debug for OpenH264Decoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decoder").finish_non_exhaustive()
+        f.debug_struct("OpenH264Decoder").finish_non_exhaustive()
     }
 }
 
@@ -349,18 +278,20 @@ fn copy_plane(
     Some(())
 }
 
-impl Decoder {
+impl OpenH264Decoder {
     /// A decoder.
     ///
     /// # Errors
     /// [`VideoError::Decode`] if OpenH264 refuses to start.
     pub fn new() -> Result<Self, VideoError> {
-        Ok(Decoder {
-            inner: H264Decoder::new().map_err(VideoError::Decode)?,
+        Ok(OpenH264Decoder {
+            inner: H264Decoder::new().map_err(|e| VideoError::Decode(codec_err(e)))?,
             frame: DecodedFrame::default(),
         })
     }
+}
 
+impl Decoder for OpenH264Decoder {
     /// Decodes one access unit (Annex B). Returns the picture it completes,
     /// or `None` if it completes none (parameter sets alone, or a picture
     /// that cannot be shown yet). The picture borrows a buffer the decoder
@@ -371,13 +302,17 @@ impl Decoder {
     /// that OpenH264 cannot decode (a corrupt or missing reference); the
     /// decoder stays usable and recovers at the next keyframe.
     // r[impl video.codec.decode]
-    pub fn decode(&mut self, annexb: &[u8]) -> Result<Option<&DecodedFrame>, VideoError> {
+    fn decode(&mut self, annexb: &[u8]) -> Result<Option<&DecodedFrame>, VideoError> {
         if !annexb.windows(3).any(|w| w == [0, 0, 1]) {
-            return Err(VideoError::Decode(openh264::Error::msg(
-                "no H.264 NAL unit (Annex B start code) in the access unit",
+            return Err(VideoError::Decode(msg(
+                "no H.264 NAL unit (Annex B start code) in the access unit".into(),
             )));
         }
-        let Some(pic) = self.inner.decode(annexb).map_err(VideoError::Decode)? else {
+        let Some(pic) = self
+            .inner
+            .decode(annexb)
+            .map_err(|e| VideoError::Decode(codec_err(e)))?
+        else {
             return Ok(None);
         };
         let (w, h) = pic.dimensions();
@@ -392,7 +327,7 @@ impl Decoder {
             .and_then(|()| copy_plane(pic.u(), su, cw, ch, &mut f.data))
             .and_then(|()| copy_plane(pic.v(), sv, cw, ch, &mut f.data));
         if copied.is_none() {
-            return Err(VideoError::Decode(openh264::Error::msg(&format!(
+            return Err(VideoError::Decode(msg(format!(
                 "decoded picture {w}x{h} has inconsistent planes"
             ))));
         }
@@ -403,15 +338,16 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video::quality::psnr_y;
-    use crate::video::testsrc::{TestSrc, read_index, unwrap_index};
+    use crate::index::{read_index, unwrap_index};
+    use crate::quality::psnr_y;
+    use crate::testsrc::TestSrc;
 
     /// Encodes `n` testsrc frames, returning the access units and keyframe flags.
     fn encode_run(
-        enc: &mut Encoder,
+        enc: &mut OpenH264Encoder,
         src: &TestSrc,
         range: std::ops::Range<u64>,
-        mut each: impl FnMut(&mut Encoder, u64),
+        mut each: impl FnMut(&mut OpenH264Encoder, u64),
     ) -> Vec<(Vec<u8>, bool)> {
         let mut frame = vec![0u8; src.frame_len()];
         range
@@ -430,7 +366,7 @@ mod tests {
     #[test]
     fn testsrc_720p_at_4_mbit_decodes_with_every_index_and_35_db() {
         let src = TestSrc::new(1280, 720, 30).unwrap();
-        let mut enc = Encoder::new(1280, 720, 30, 4_000_000).unwrap();
+        let mut enc = OpenH264Encoder::new(1280, 720, 30, 4_000_000).unwrap();
         let aus = encode_run(&mut enc, &src, 0..60, |_, _| {});
         assert!(aus[0].1, "the first frame is an IDR");
         assert!(
@@ -439,7 +375,7 @@ mod tests {
         );
         let total: usize = aus.iter().map(|(au, _)| au.len()).sum();
         let kbps = total as f64 * 8.0 / 2.0 / 1000.0; // 60 frames = 2 s
-        let mut dec = Decoder::new().unwrap();
+        let mut dec = OpenH264Decoder::new().unwrap();
         let mut reference = vec![0u8; src.frame_len()];
         let mut psnrs = Vec::new();
         for (i, (au, _)) in aus.iter().enumerate() {
@@ -474,7 +410,7 @@ mod tests {
     #[test]
     fn a_forced_keyframe_is_an_idr_with_parameter_sets() {
         let src = TestSrc::new(640, 360, 30).unwrap();
-        let mut enc = Encoder::new(640, 360, 30, 1_000_000).unwrap();
+        let mut enc = OpenH264Encoder::new(640, 360, 30, 1_000_000).unwrap();
         let aus = encode_run(&mut enc, &src, 0..20, |e, i| {
             if i == 12 {
                 e.force_keyframe();
@@ -500,7 +436,7 @@ mod tests {
             .collect();
         assert!(!p_types.contains(&5), "frame 11 is not an IDR: {p_types:?}");
         // A decoder that starts at the forced keyframe decodes from there.
-        let mut dec = Decoder::new().unwrap();
+        let mut dec = OpenH264Decoder::new().unwrap();
         for (i, (au, _)) in aus.iter().enumerate().skip(12) {
             let pic = dec.decode(au).unwrap().expect("picture");
             assert_eq!(read_index(pic.y(), 640, 360), Some(i as u64));
@@ -511,7 +447,7 @@ mod tests {
     #[test]
     fn set_bitrate_changes_the_output_size_at_run_time() {
         let src = TestSrc::new(1280, 720, 30).unwrap();
-        let mut enc = Encoder::new(1280, 720, 30, 4_000_000).unwrap();
+        let mut enc = OpenH264Encoder::new(1280, 720, 30, 4_000_000).unwrap();
         // Frames 0..60 at 4 Mbit/s, then 60..120 at 1 Mbit/s, then 120..180
         // at 4 Mbit/s again; compare the steady parts (skip the IDR).
         let aus = encode_run(&mut enc, &src, 0..180, |e, i| match i {
@@ -544,12 +480,12 @@ mod tests {
         // Out-of-range bitrates are refused and change nothing.
         assert!(matches!(
             enc.set_bitrate(10),
-            Err(VideoError::BadBitrate { bps: 10 })
+            Err(VideoError::BadBitrate { bps: 10, .. })
         ));
         assert!(enc.set_bitrate(u64::MAX).is_err());
         assert_eq!(enc.bitrate(), 4_000_000);
         // Before the first frame the bitrate change takes effect too.
-        let mut fresh = Encoder::new(1280, 720, 30, 4_000_000).unwrap();
+        let mut fresh = OpenH264Encoder::new(1280, 720, 30, 4_000_000).unwrap();
         fresh.set_bitrate(500_000).unwrap();
         assert_eq!(fresh.bitrate(), 500_000);
         let small = encode_run(&mut fresh, &src, 0..60, |_, _| {});
@@ -564,9 +500,9 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic_and_the_decoder_recovers() {
         let src = TestSrc::new(640, 360, 30).unwrap();
-        let mut enc = Encoder::new(640, 360, 30, 1_000_000).unwrap();
+        let mut enc = OpenH264Encoder::new(640, 360, 30, 1_000_000).unwrap();
         let aus = encode_run(&mut enc, &src, 0..5, |_, _| {});
-        let mut dec = Decoder::new().unwrap();
+        let mut dec = OpenH264Decoder::new().unwrap();
         assert!(matches!(dec.decode(&[]), Err(VideoError::Decode(_))));
         assert!(matches!(
             dec.decode(b"not h264 at all"),
@@ -620,22 +556,22 @@ mod tests {
     #[test]
     fn encoder_rejects_bad_settings_and_frames() {
         assert!(matches!(
-            Encoder::new(641, 360, 30, 1_000_000),
+            OpenH264Encoder::new(641, 360, 30, 1_000_000),
             Err(VideoError::BadGeometry { .. })
         ));
         assert!(matches!(
-            Encoder::new(4096, 2160, 30, 1_000_000),
+            OpenH264Encoder::new(4096, 2160, 30, 1_000_000),
             Err(VideoError::BadGeometry { .. })
         ));
         assert!(matches!(
-            Encoder::new(640, 360, 0, 1_000_000),
+            OpenH264Encoder::new(640, 360, 0, 1_000_000),
             Err(VideoError::BadSource { .. })
         ));
         assert!(matches!(
-            Encoder::new(640, 360, 30, 0),
+            OpenH264Encoder::new(640, 360, 30, 0),
             Err(VideoError::BadBitrate { .. })
         ));
-        let mut enc = Encoder::new(640, 360, 30, 1_000_000).unwrap();
+        let mut enc = OpenH264Encoder::new(640, 360, 30, 1_000_000).unwrap();
         let mut out = Vec::new();
         assert!(matches!(
             enc.encode(&[0u8; 100], &mut out),

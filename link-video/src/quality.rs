@@ -8,7 +8,7 @@
 //! PSNR = 10 log10(255² / MSE), capped at [`PSNR_CAP_DB`] so that identical
 //! pictures give a finite number that means, minimums and JSON can carry.
 
-use super::{VideoError, check_frame_len};
+use crate::{VideoError, check_frame_len};
 
 /// The PSNR of identical pictures (the MSE floor is 255² / 10^10).
 pub const PSNR_CAP_DB: f64 = 100.0;

@@ -1,6 +1,8 @@
 //! The video frame envelope: a 48-byte little-endian header in front of one
 //! H.264 access unit, carried as the payload of one link-session frame
-//! (VIDEO-CONTRACT.md section 1).
+//! (rules `video.envelope.layout`, `video.envelope.reject`). The host
+//! writes it; the native client and the browser viewer read it with the
+//! same [`VideoHeader::parse`].
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -16,22 +18,14 @@
 //! | 32 | 8 | encoder finished, same clock |
 //! | 40 | 8 | handed to the session, same clock |
 
-use super::VideoError;
+use crate::VideoError;
 
 /// The envelope's magic bytes.
 pub const MAGIC: [u8; 4] = *b"LSV1";
 /// Length of the envelope header in bytes; the access unit follows it.
 pub const HEADER_LEN: usize = 48;
 /// Flags bit 0: the access unit is a keyframe (IDR).
-const FLAG_KEYFRAME: u8 = 1;
-
-/// Now in microseconds since the UNIX epoch: the clock of the envelope's
-/// three timestamps (0 if the system clock is before 1970).
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+pub const FLAG_KEYFRAME: u8 = 1;
 
 /// The codec of the access unit behind the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

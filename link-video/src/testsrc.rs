@@ -1,28 +1,14 @@
 //! The test pattern: a moving I420 picture with the frame index burned in as
-//! a row of black and white blocks (VIDEO-CONTRACT.md section 2).
-//!
-//! The top band (`y < B`, `B = min(16, width / 48)` rounded down to even)
-//! holds 48 blocks of `B`x`B` luma pixels: blocks 0..32 the low 32 bits of
-//! the index (LSB first), 32..40 a check byte `!(b0 ^ b1 ^ b2 ^ b3)` of the
-//! four index bytes, 40..48 alternating white/black (white first) as a sync
-//! marker. White is Y 235, black Y 16; chroma in the band is 128 and the band
-//! right of the blocks is black.
+//! a row of black and white blocks (the code of [`crate::index`]; chroma in
+//! the band is 128 and the band right of the blocks is black).
 //!
 //! Below the band: a diagonal luma triangle wave scrolling 3 pixels per
 //! frame, chroma waves (U scrolling down, V scrolling right), and a
 //! checkered box bouncing across the picture. Everything is a function of
 //! the index alone, so [`TestSrc::render`] regenerates any frame exactly.
 
-use super::{VideoError, check_geometry, i420_len};
-
-/// Luma of a white code block.
-pub const WHITE: u8 = 235;
-/// Luma of a black code block.
-pub const BLACK: u8 = 16;
-/// Number of blocks in the code row.
-pub const CODE_BLOCKS: usize = 48;
-/// Smallest width the code fits in (block size 8).
-pub const MIN_WIDTH: usize = 384;
+use crate::index::{BLACK, CODE_BLOCKS, MIN_WIDTH, WHITE, block_size, code_bits};
+use crate::{VideoError, check_geometry, i420_len};
 
 /// Period in pixels of the background waves.
 const PERIOD: usize = 512;
@@ -48,71 +34,6 @@ fn bounce(t: u64, range: usize) -> usize {
     let p = (t % period) as usize;
     let p = if p <= range { p } else { 2 * range - p };
     p & !1
-}
-
-/// The code block size for a picture width: `min(16, width / 48)` rounded
-/// down to even; `None` if that is below 8.
-pub fn block_size(width: usize) -> Option<usize> {
-    let b = (width / CODE_BLOCKS).min(16) & !1;
-    (b >= 8).then_some(b)
-}
-
-/// The 48 bits of the code for an index: 32 index bits, the check byte,
-/// then the marker; bit `i` is block `i`.
-fn code_bits(index: u64) -> u64 {
-    let low = index as u32;
-    let b = low.to_le_bytes();
-    let check = !(b[0] ^ b[1] ^ b[2] ^ b[3]);
-    let marker: u64 = 0b0101_0101; // block 40 white, 41 black, ...
-    u64::from(low) | (u64::from(check) << 32) | (marker << 40)
-}
-
-/// Extends the low 32 bits read from a picture to the full index nearest to
-/// `expected` (the index the caller expects around this frame).
-pub fn unwrap_index(low32: u64, expected: u64) -> u64 {
-    let low32 = low32 & 0xFFFF_FFFF;
-    let base = expected & !0xFFFF_FFFF;
-    let candidates = [
-        base.checked_sub(1 << 32).map(|b| b | low32),
-        Some(base | low32),
-        base.checked_add(1 << 32).map(|b| b | low32),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .min_by_key(|c| c.abs_diff(expected))
-        .unwrap_or(low32)
-}
-
-/// Reads the burned-in index from a Y plane (`width * height` bytes, rows
-/// packed): the low 32 bits of the frame index, or `None` if the geometry
-/// has no code, the sync marker or the check byte does not match. Extend the
-/// result with [`unwrap_index`].
-// r[impl video.testsrc.read]
-pub fn read_index(y_plane: &[u8], width: usize, height: usize) -> Option<u64> {
-    let b = block_size(width)?;
-    if height < b || y_plane.len() < width.checked_mul(height)? {
-        return None;
-    }
-    let (r0, c0, n) = (b / 4, b / 4, b / 2);
-    let mut bits = 0u64;
-    for i in 0..CODE_BLOCKS {
-        let x0 = i * b + c0;
-        let sum: u32 = (r0..r0 + n)
-            .map(|y| {
-                y_plane[y * width + x0..y * width + x0 + n]
-                    .iter()
-                    .map(|&v| u32::from(v))
-                    .sum::<u32>()
-            })
-            .sum();
-        // mean > 128  <=>  sum > 128 * count
-        if sum > 128 * (n * n) as u32 {
-            bits |= 1 << i;
-        }
-    }
-    let low = bits & 0xFFFF_FFFF;
-    (code_bits(low) == bits).then_some(low)
 }
 
 /// The test pattern source for one geometry. Holds precomputed rows so that
@@ -282,7 +203,7 @@ impl TestSrc {
     // r[impl video.testsrc.code]
     // r[impl video.testsrc.pattern]
     pub fn render(&self, index: u64, out: &mut [u8]) -> Result<(), VideoError> {
-        super::check_frame_len(self.width, self.height, out.len())?;
+        crate::check_frame_len(self.width, self.height, out.len())?;
         let (w, h, b) = (self.width, self.height, self.block);
         let (cw, ch) = (w / 2, h / 2);
         let (y_plane, uv) = out.split_at_mut(w * h);
@@ -346,6 +267,7 @@ impl TestSrc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::{read_index, unwrap_index};
 
     // r[verify video.testsrc.code]
     #[test]

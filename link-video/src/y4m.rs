@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{MAX_DIMENSION, VideoError, check_geometry, i420_len};
+use crate::{MAX_DIMENSION, VideoError, check_geometry, i420_len};
 
 /// The longest header line we read before deciding it is not Y4M.
 const MAX_HEADER: usize = 1024;
@@ -220,7 +220,7 @@ impl Y4mSource {
     /// [`VideoError::Io`] for a read error.
     // r[impl video.y4m.frames]
     pub fn next_frame(&mut self, out: &mut [u8]) -> Result<bool, VideoError> {
-        super::check_frame_len(self.width, self.height, out.len())?;
+        crate::check_frame_len(self.width, self.height, out.len())?;
         for attempt in 0..2 {
             let start = self.decoder_pos();
             match self.decoder.read_frame() {
