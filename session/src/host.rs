@@ -21,6 +21,7 @@ use crate::input::{InputEvent, InputReceiver};
 use crate::open::{Dropped, Guard};
 use crate::pacer::{Pacer, PacingConfig, Release};
 use crate::stats::{HostCounters, HostStats, add, set};
+use crate::stream_rate::StreamRate;
 use crate::tx::TxState;
 use crate::wire::{
     FRAME_HEADER_LEN, Feedback, FrameHeader, Kind, SHARD_HEADER_LEN, ShardHeader, Writer,
@@ -39,6 +40,8 @@ pub(crate) struct HostTx<T> {
     /// Rate that drains the queue within the latency budget, set when a
     /// frame overran it, until the queue is empty.
     floor_bps: u64,
+    /// Stream links whose link reports its path: the rate controller.
+    stream_rate: StreamRate,
 }
 
 impl<T> std::ops::Deref for HostTx<T> {
@@ -265,6 +268,11 @@ impl<T: LinkTx> Host<T> {
                 pool: Vec::new(),
                 sent: Vec::new(),
                 floor_bps: 0,
+                stream_rate: StreamRate::new(
+                    config.bwe.start_bps,
+                    config.bwe.min_bps,
+                    config.bwe.max_bps,
+                ),
             }),
             ack: Mutex::new(None),
             stats,
@@ -343,12 +351,14 @@ impl<T: LinkTx> Host<T> {
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
         let started = Instant::now();
+        let sampled = shared.params.stream && self.sample_path(&mut tx);
         if shared.params.stream {
             self.send_parts(&mut tx, data, pts, flags).await?;
         } else {
             self.send_shards(&mut tx, data, pts, flags).await?;
         }
-        self.finish_frame(&mut tx, data.len(), started).await
+        self.finish_frame(&mut tx, data.len(), started, sampled)
+            .await
     }
 
     // r[impl session.host.zero-copy]
@@ -367,6 +377,7 @@ impl<T: LinkTx> Host<T> {
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
         let started = Instant::now();
+        let sampled = shared.params.stream && self.sample_path(&mut tx);
         if shared.params.stream && len <= shared.params.part_size() {
             let h = FrameHeader {
                 frame: self.frame,
@@ -399,7 +410,7 @@ impl<T: LinkTx> Host<T> {
             self.scratch = buf;
             r?;
         }
-        self.finish_frame(&mut tx, len, started).await
+        self.finish_frame(&mut tx, len, started, sampled).await
     }
 
     fn check_len(&self, len: usize) -> Result<(), SessionError> {
@@ -421,10 +432,13 @@ impl<T: LinkTx> Host<T> {
         tx: &mut HostTx<T>,
         len: usize,
         started: Instant,
+        sampled: bool,
     ) -> Result<(), SessionError> {
         let shared = self.shared.clone();
         if shared.params.stream {
-            self.stream_target(len, started);
+            if !sampled {
+                self.stream_target(len, started);
+            }
         } else {
             // r[impl session.pacing.frames]
             let now = shared.now_us();
@@ -462,9 +476,33 @@ impl<T: LinkTx> Host<T> {
         Ok(())
     }
 
+    // r[impl session.bwe.stream.path]
+    /// On a stream link whose link reports its path: one sample as the
+    /// frame starts (it shows the backlog the frame joins) drives the
+    /// stream controller, whose target is published. Returns whether the
+    /// link gave a sample.
+    fn sample_path(&self, tx: &mut HostTx<T>) -> bool {
+        let Some(sample) = tx.s.tx.path_sample() else {
+            return false;
+        };
+        let shared = &self.shared;
+        let target = tx.stream_rate.on_sample(shared.now_us(), &sample);
+        let st = &shared.stats;
+        let c = tx.stream_rate.stats();
+        set(&st.path_delivered_bps, c.delivered_bps);
+        set(&st.path_queue_delay_us, c.queue_delay_us);
+        set(&st.path_standing_queue_us, c.standing_queue_us);
+        set(&st.path_decreases, c.decreases);
+        shared.target.store(target, Relaxed);
+        set(&st.target_bps, target);
+        set(&st.estimate_bps, target);
+        true
+    }
+
     // r[impl session.bwe.stream]
-    /// On a stream link the target follows how fast the link drains: a
-    /// frame whose sending waited for capacity measures the drain rate.
+    /// On a stream link that reports no path samples the target follows
+    /// how fast the link drains: a frame whose sending waited for capacity
+    /// measures the drain rate.
     fn stream_target(&self, len: usize, started: Instant) {
         let shared = &self.shared;
         let waited = started.elapsed();

@@ -69,6 +69,7 @@ mod open;
 pub mod pacer;
 mod reassembly;
 mod stats;
+mod stream_rate;
 mod tx;
 #[cfg(feature = "internals")]
 pub mod wire;
