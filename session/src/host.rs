@@ -62,6 +62,10 @@ impl<T> std::ops::DerefMut for HostTx<T> {
 /// average rate exact).
 const SPIN_US: u64 = 250;
 
+/// On stream links, how often `next_event` looks for a changed target
+/// while nothing arrives from the client.
+const STREAM_EVENT_POLL: Duration = Duration::from_millis(100);
+
 struct Shared<T> {
     tx: AsyncMutex<HostTx<T>>,
     ack: Mutex<Option<u64>>,
@@ -695,7 +699,13 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
                 self.shared.flush_ack(&mut tx)?;
             }
             let got = if self.shared.params.stream {
-                self.rx.recv().await
+                // The target changes as frames are sent, with nothing from
+                // the client: look again every 100 ms (`recv` is
+                // cancel-safe) so that `TargetBitrate` is raised promptly.
+                match with_deadline(self.rx.recv(), Instant::now() + STREAM_EVENT_POLL).await {
+                    Some(r) => r,
+                    None => continue,
+                }
             } else {
                 // r[impl session.host.idle]
                 let until = self.last_heard + self.idle_timeout;
