@@ -59,7 +59,7 @@ async fn send_for(host: &mut Host<link_ws::WsTx>, secs: u64, index: &mut u64) {
     let mut next = start;
     while start.elapsed() < Duration::from_secs(secs) {
         let len = (host.target_bitrate() / 8 / 30).max(100) as usize;
-        let flags = if *index % 60 == 0 {
+        let flags = if (*index).is_multiple_of(60) {
             FrameFlags::KEYFRAME
         } else {
             FrameFlags::NONE

@@ -278,7 +278,7 @@ mod tests {
             let t = c.on_sample(path.now_us, &path.sample());
             lat.push(path.latency_us());
             let mut bytes = (t as f64 * use_frac / 8.0 / 30.0) as u64;
-            if f % 30 == 0 {
+            if f.is_multiple_of(30) {
                 bytes *= 4;
             }
             path.push(bytes);
