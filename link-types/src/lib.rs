@@ -21,6 +21,7 @@ mod error;
 pub mod fault;
 mod maybe;
 pub mod memory;
+mod path;
 mod traits;
 
 pub use admission::{Admission, AdmissionGate};
@@ -31,4 +32,5 @@ pub use error::{FromIoFailure, LinkError, io_failed};
 pub use fault::{Bottleneck, FaultLink, FaultSpec, FaultStats, fault_pair};
 pub use maybe::{MaybeSend, MaybeSendFuture, MaybeSync};
 pub use memory::{MemoryConfig, MemoryLink, memory_pair};
+pub use path::PathSample;
 pub use traits::{Link, LinkRx, LinkTx, LinkTxExt, LinkTxPermit, SplitLink, WriteSlot};

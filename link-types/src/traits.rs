@@ -1,6 +1,6 @@
 //! The `Link` trait family.
 
-use crate::{Backing, LinkCaps, LinkError, MaybeSend, MaybeSendFuture};
+use crate::{Backing, LinkCaps, LinkError, MaybeSend, MaybeSendFuture, PathSample};
 
 /// A bidirectional message link: one end of a connection.
 ///
@@ -57,6 +57,17 @@ pub trait LinkTx: MaybeSend + Sized {
     /// lifts those limits; links whose peers are validated by construction
     /// (connected sockets, shared memory, WebSocket) ignore it.
     fn mark_validated(&self) {}
+
+    // r[impl link.path.optional]
+    /// What the path under this half is doing now (delivered bytes, rates,
+    /// round trip, what is still queued), for a protocol above that adapts
+    /// its sending rate. `None` (the default) when the transport cannot
+    /// tell: the in-memory link, shared memory and UDP (whose session has
+    /// its own feedback) return `None`; a link over TCP reads the kernel's
+    /// counters. Cheap enough to call once per frame; never waits.
+    fn path_sample(&self) -> Option<PathSample> {
+        None
+    }
 }
 
 /// Capacity for one message, granted by [`LinkTx::reserve`].

@@ -21,7 +21,8 @@
 //! - `reserve` waits while the socket cannot take more (native) or while the
 //!   browser's `bufferedAmount` is above [`WsConfig::high_water`].
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// `unsafe` only in `native::tcp_info` (one `getsockopt`).
+#![deny(unsafe_code)]
 
 pub mod close;
 mod config;

@@ -771,3 +771,64 @@ async fn garbage_on_the_wire_ends_in_an_error() {
         assert!(matches!(recv_within(&mut rx).await, Err(_) | Ok(None)));
     }
 }
+
+// r[verify ws.path.tcp]
+/// The sending half reads the kernel's counters: what a reading peer took
+/// shows as delivered, with a measured round trip; towards a peer that
+/// stopped reading, what waits shows as unsent or in flight.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_path_sample_comes_from_the_kernel() {
+    let mut s = server(WsConfig {
+        max_unsent: Some(16 << 10),
+        ..WsConfig::default()
+    })
+    .await;
+    let url = format!("ws://{}/", s.local_addr());
+    let cfg = WsConfig::default();
+    let (client, accepted) = tokio::join!(WsLink::connect(&url, &cfg), s.accept());
+    let (mut tx, _rx) = accepted.unwrap().link.split();
+    let (_ctx, mut crx) = client.unwrap().split();
+    let start = tx.path_sample().expect("a sample on Linux");
+    let msg = vec![7u8; 64 << 10];
+    let send = async {
+        for _ in 0..16 {
+            tx.send(&msg).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+    };
+    let recv = async {
+        for _ in 0..16 {
+            recv_within(&mut crx).await.unwrap().unwrap();
+        }
+    };
+    tokio::join!(send, recv);
+    let mut s1 = tx.path_sample().unwrap();
+    for _ in 0..100 {
+        if s1.delivered_bytes >= start.delivered_bytes + (16 << 16) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        s1 = tx.path_sample().unwrap();
+    }
+    assert!(
+        s1.delivered_bytes >= start.delivered_bytes + (16 << 16),
+        "1 MiB received, {} bytes acknowledged",
+        s1.delivered_bytes - start.delivered_bytes
+    );
+    assert!(!s1.rtt.is_zero() && s1.min_rtt <= s1.rtt, "{s1:?}");
+    assert!(s1.delivery_rate > 0, "{s1:?}");
+    // The peer stops reading: the backlog shows on the sending side.
+    let mut taken = 0u64;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), tx.send(&msg)).await {
+        r.unwrap();
+        taken += msg.len() as u64;
+        assert!(taken < 1 << 30, "1 GiB taken by a peer that reads nothing");
+    }
+    let s2 = tx.path_sample().unwrap();
+    assert!(
+        s2.unsent_bytes + s2.in_flight_bytes > 0,
+        "a stalled peer and nothing waiting: {s2:?}"
+    );
+    assert!(s2.delivered_bytes >= s1.delivered_bytes);
+}

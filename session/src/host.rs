@@ -20,6 +20,7 @@ use crate::input::{InputEvent, InputReceiver};
 use crate::open::{Guard, with_deadline};
 use crate::pacer::{Pacer, PacingConfig, Release};
 use crate::stats::{HostCounters, HostStats, add, set};
+use crate::stream_rate::StreamRate;
 use crate::tx::TxState;
 use crate::wire::{
     FRAME_HEADER_LEN, Feedback, FrameHeader, Kind, SHARD_HEADER_LEN, ShardHeader, Writer,
@@ -38,6 +39,8 @@ pub(crate) struct HostTx<T> {
     /// Rate that drains the queue within the latency budget, set when a
     /// frame overran it, until the queue is empty.
     floor_bps: u64,
+    /// Stream links whose link reports its path: the rate controller.
+    stream_rate: StreamRate,
 }
 
 impl<T> std::ops::Deref for HostTx<T> {
@@ -57,6 +60,10 @@ impl<T> std::ops::DerefMut for HostTx<T> {
 /// timer's resolution is about a millisecond; the bucket keeps the
 /// average rate exact).
 const SPIN_US: u64 = 250;
+
+/// On stream links, how often `next_event` looks for a changed target
+/// while nothing arrives from the client.
+const STREAM_EVENT_POLL: Duration = Duration::from_millis(100);
 
 struct Shared<T> {
     tx: AsyncMutex<HostTx<T>>,
@@ -256,6 +263,11 @@ impl<T: LinkTx> Host<T> {
                 pool: Vec::new(),
                 sent: Vec::new(),
                 floor_bps: 0,
+                stream_rate: StreamRate::new(
+                    config.bwe.start_bps,
+                    config.bwe.min_bps,
+                    config.bwe.max_bps,
+                ),
             }),
             ack: Mutex::new(None),
             stats,
@@ -334,12 +346,14 @@ impl<T: LinkTx> Host<T> {
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
         let started = Instant::now();
+        let sampled = shared.params.stream && self.sample_path(&mut tx);
         if shared.params.stream {
             self.send_parts(&mut tx, data, pts, flags).await?;
         } else {
             self.send_shards(&mut tx, data, pts, flags).await?;
         }
-        self.finish_frame(&mut tx, data.len(), started).await
+        self.finish_frame(&mut tx, data.len(), started, sampled)
+            .await
     }
 
     // r[impl session.host.zero-copy]
@@ -358,6 +372,7 @@ impl<T: LinkTx> Host<T> {
         let shared = self.shared.clone();
         let mut tx = shared.tx.lock().await;
         let started = Instant::now();
+        let sampled = shared.params.stream && self.sample_path(&mut tx);
         if shared.params.stream && len <= shared.params.part_size() {
             let h = FrameHeader {
                 frame: self.frame,
@@ -390,7 +405,7 @@ impl<T: LinkTx> Host<T> {
             self.scratch = buf;
             r?;
         }
-        self.finish_frame(&mut tx, len, started).await
+        self.finish_frame(&mut tx, len, started, sampled).await
     }
 
     fn check_len(&self, len: usize) -> Result<(), SessionError> {
@@ -412,10 +427,13 @@ impl<T: LinkTx> Host<T> {
         tx: &mut HostTx<T>,
         len: usize,
         started: Instant,
+        sampled: bool,
     ) -> Result<(), SessionError> {
         let shared = self.shared.clone();
         if shared.params.stream {
-            self.stream_target(len, started);
+            if !sampled {
+                self.stream_target(len, started);
+            }
         } else {
             // r[impl session.pacing.frames]
             let now = shared.now_us();
@@ -453,9 +471,33 @@ impl<T: LinkTx> Host<T> {
         Ok(())
     }
 
+    // r[impl session.bwe.stream.path]
+    /// On a stream link whose link reports its path: one sample as the
+    /// frame starts (it shows the backlog the frame joins) drives the
+    /// stream controller, whose target is published. Returns whether the
+    /// link gave a sample.
+    fn sample_path(&self, tx: &mut HostTx<T>) -> bool {
+        let Some(sample) = tx.s.tx.path_sample() else {
+            return false;
+        };
+        let shared = &self.shared;
+        let target = tx.stream_rate.on_sample(shared.now_us(), &sample);
+        let st = &shared.stats;
+        let c = tx.stream_rate.stats();
+        set(&st.path_delivered_bps, c.delivered_bps);
+        set(&st.path_queue_delay_us, c.queue_delay_us);
+        set(&st.path_standing_queue_us, c.standing_queue_us);
+        set(&st.path_decreases, c.decreases);
+        shared.target.store(target, Relaxed);
+        set(&st.target_bps, target);
+        set(&st.estimate_bps, target);
+        true
+    }
+
     // r[impl session.bwe.stream]
-    /// On a stream link the target follows how fast the link drains: a
-    /// frame whose sending waited for capacity measures the drain rate.
+    /// On a stream link that reports no path samples the target follows
+    /// how fast the link drains: a frame whose sending waited for capacity
+    /// measures the drain rate.
     fn stream_target(&self, len: usize, started: Instant) {
         let shared = &self.shared;
         let waited = started.elapsed();
@@ -648,7 +690,13 @@ impl<T: LinkTx, R: LinkRx> HostEvents<T, R> {
                 self.shared.flush_ack(&mut tx)?;
             }
             let got = if self.shared.params.stream {
-                self.rx.recv().await
+                // The target changes as frames are sent, with nothing from
+                // the client: look again every 100 ms (`recv` is
+                // cancel-safe) so that `TargetBitrate` is raised promptly.
+                match with_deadline(self.rx.recv(), Instant::now() + STREAM_EVENT_POLL).await {
+                    Some(r) => r,
+                    None => continue,
+                }
             } else {
                 // r[impl session.host.idle]
                 let until = self.last_heard + self.idle_timeout;

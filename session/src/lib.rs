@@ -239,6 +239,7 @@ pub mod pacer;
 mod pacer;
 mod reassembly;
 mod stats;
+mod stream_rate;
 mod tx;
 #[cfg(feature = "internals")]
 pub mod wire;

@@ -126,6 +126,19 @@ session_counters! {
         padding_sent,
         /// Overuse signals of the delay-based detector acted on.
         overuses,
+        /// Stream links with path samples: the delivery rate measured over
+        /// the last window, bits per second.
+        path_delivered_bps,
+        /// Stream links with path samples: how long a byte committed as the
+        /// last frame started waited before the peer had it (beyond one
+        /// least round trip), µs.
+        path_queue_delay_us,
+        /// Stream links with path samples: the least such delay over the
+        /// last window (the standing queue), µs.
+        path_standing_queue_us,
+        /// Stream links with path samples: times the target came down for a
+        /// standing queue.
+        path_decreases,
         /// Bytes received from the client during the handshake.
         handshake_bytes_received,
         /// Bytes sent to the client during the handshake (Welcome, Reject).

@@ -948,3 +948,56 @@ pub async fn backing_outlives_later_recvs_and_the_link<F: LinkFactory>(f: &F) {
         }
     }
 }
+
+// r[verify link.path.sample]
+/// Where a sending half reports its path, the counters add up: delivered
+/// bytes never decrease and, once the peer received messages, reach at
+/// least their payload; the least round trip is no larger than the
+/// smoothed one. A half that reports nothing reports nothing before and
+/// after traffic alike.
+pub async fn path_samples_are_consistent<F: LinkFactory>(f: &F) {
+    let (a, b) = f.pair().await;
+    let caps = a.caps();
+    let len = mid_len(&b).min(4096);
+    let (mut tx, _arx) = a.split();
+    let (_btx, mut rx) = b.split();
+    let before = tx.path_sample();
+    let n = 20u32;
+    let ((), got) = futures::join!(
+        send_seqs(&mut tx, n, |_| len),
+        expect_seqs(&mut rx, n, caps.is_stream(), f)
+    );
+    let payload = (got.len() * len) as u64;
+    let Some(first) = before else {
+        assert!(
+            tx.path_sample().is_none(),
+            "a half that had no path sample before traffic has one after"
+        );
+        return;
+    };
+    // The acknowledgement of the last bytes may trail their arrival.
+    let mut last = first;
+    for _ in 0..200 {
+        let s = tx
+            .path_sample()
+            .expect("a half that reported its path stopped");
+        assert!(
+            s.delivered_bytes >= last.delivered_bytes,
+            "delivered bytes went down: {} then {}",
+            last.delivered_bytes,
+            s.delivered_bytes
+        );
+        if !s.rtt.is_zero() && !s.min_rtt.is_zero() {
+            assert!(s.min_rtt <= s.rtt, "min RTT above RTT: {s:?}");
+        }
+        last = s;
+        if s.delivered_bytes >= first.delivered_bytes + payload {
+            return;
+        }
+        sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!(
+        "the peer received {payload} bytes but the path reports {} delivered",
+        last.delivered_bytes - first.delivered_bytes
+    );
+}

@@ -127,6 +127,7 @@ macro_rules! lossy_suite {
             errors_are_sticky,
             cancelled_recv_loses_nothing,
             backing_outlives_later_recvs_and_the_link,
+            path_samples_are_consistent,
         );
     };
 }
@@ -164,6 +165,7 @@ macro_rules! unbounded_receiver_suite {
             errors_are_sticky,
             cancelled_recv_loses_nothing,
             backing_outlives_later_recvs_and_the_link,
+            path_samples_are_consistent,
         );
     };
 }

@@ -311,3 +311,18 @@ async fn two_threads_tiny_capacity_no_lost_wakeups() {
         assert_eq!(got, n);
     }
 }
+
+// r[verify link.path.optional]
+/// The in-memory link has no path to report: `None`, before and after
+/// traffic.
+#[tokio::test]
+async fn the_memory_link_reports_no_path() {
+    use link_types::LinkTxExt;
+    let (a, b) = memory_pair(SMALL);
+    let (mut tx, _arx) = a.split();
+    let (_btx, mut rx) = b.split();
+    assert_eq!(tx.path_sample(), None);
+    tx.send(b"one").await.unwrap();
+    rx.recv().await.unwrap().unwrap();
+    assert_eq!(tx.path_sample(), None);
+}

@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use link_types::{
-    Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, MaybeSendFuture, WriteSlot,
+    Backing, Link, LinkCaps, LinkError, LinkRx, LinkTx, LinkTxPermit, MaybeSendFuture, PathSample,
+    WriteSlot,
 };
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -347,6 +348,19 @@ impl LinkTx for WsTx {
 
     fn caps(&self) -> LinkCaps {
         self.conn.caps
+    }
+
+    // r[impl link.path.optional]
+    // r[impl ws.path.tcp]
+    /// The kernel's counters of the TCP connection (`TCP_INFO`), with the
+    /// messages this half gathered and not yet handed to the framing layer
+    /// counted as unsent. `None` off Linux or when the kernel does not
+    /// answer.
+    fn path_sample(&self) -> Option<PathSample> {
+        let io = self.conn.lock();
+        let counters = super::tcp_info::read(io.ws.sock().stream().tcp())?;
+        drop(io);
+        Some(counters.sample(self.out.pending_bytes as u64))
     }
 
     #[inline]

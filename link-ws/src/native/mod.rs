@@ -6,6 +6,7 @@ mod http;
 mod link;
 mod server;
 mod stream;
+mod tcp_info;
 mod tls;
 
 pub use http::{HttpAsset, HttpRoutes};
