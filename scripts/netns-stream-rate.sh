@@ -27,19 +27,18 @@ CNS=srate-c$$
 WORK=$(mktemp -d)
 PIDS=()
 
+source scripts/lib/netns.sh
+
 cleanup() {
     for p in "${PIDS[@]:-}"; do
         [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
     done
-    ip netns del "$HNS" 2>/dev/null || true
-    ip netns del "$CNS" 2>/dev/null || true
+    ns_cleanup
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for tool in ip tc jq; do
-    command -v "$tool" >/dev/null || { echo "netns-stream-rate: $tool is missing" >&2; exit 1; }
-done
+need_tools netns-stream-rate ip tc jq
 
 if [[ -z "${BIN:-}" ]]; then
     cargo build --release -q -p linkstream
@@ -49,15 +48,8 @@ fi
 cp "$BIN" "$WORK/linkstream"
 BIN="$WORK/linkstream"
 
-ip netns add "$HNS"
-ip netns add "$CNS"
-ip -n "$HNS" link set lo up
-ip -n "$CNS" link set lo up
-ip link add "srh$$" netns "$HNS" type veth peer name "src$$" netns "$CNS"
-ip -n "$HNS" addr add 198.18.200.1/30 dev "srh$$"
-ip -n "$CNS" addr add 198.18.200.2/30 dev "src$$"
-ip -n "$HNS" link set "srh$$" up
-ip -n "$CNS" link set "src$$" up
+ns_add "$HNS" "$CNS"
+ns_pair "$HNS" "srh$$" 198.18.200.1/30 "$CNS" "src$$" 198.18.200.2/30
 ip netns exec "$HNS" tc qdisc add dev "srh$$" root tbf rate "$RATE" burst 16kb limit 64kb
 
 ip netns exec "$HNS" "$BIN" host --ws 0.0.0.0:7001 --source testsrc:1280x720@30 \
