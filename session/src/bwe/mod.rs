@@ -189,10 +189,12 @@ pub struct Bwe {
     /// variance, normalised.
     capacity: Option<(f64, f64)>,
     /// Received bytes by arrival time, for the acknowledged rate.
-    acked: VecDeque<(u64, u32)>,
+    acked: VecDeque<(u64, u32, bool)>,
     acked_bps: Option<f64>,
     /// The plain average over the window (no busiest-period correction).
     acked_avg_bps: Option<f64>,
+    /// The plain average of the application's own data (probes left out).
+    acked_app_bps: Option<f64>,
     /// Received rates over the last 50 ms, over the last second.
     peaks: VecDeque<(u64, f64)>,
     /// Sent bytes by send time, for the sending rate.
@@ -219,6 +221,8 @@ pub struct Bwe {
     last_probe: Option<LastProbe>,
     last_overuse_at: Option<u64>,
     last_loss_decrease: Option<u64>,
+    /// The application's bytes sent since the first packet.
+    app_bytes_total: u64,
     stats: BweStats,
 }
 
@@ -255,6 +259,19 @@ const PROBE_US: u64 = 5_000;
 /// is 14 packets in 5 ms). At low rates the cluster is then longer than
 /// `PROBE_US`; what it adds to a queue stays under this many packets.
 const PROBE_MIN_PACKETS: u32 = 20;
+/// A small cluster's result lifts the estimate at most this much above
+/// the rate the application's own data was sent and acknowledged at
+/// (`session.bwe.probe-trust`).
+const PROBE_TRUST: f64 = 1.4;
+/// A cluster of at least this many bytes is larger than the buckets of
+/// the shapers it meets (`tbf` bursts of up to 64 KB), so its rate is the
+/// path's: its result is not capped (`session.bwe.probe-trust`).
+const PROBE_TRUSTED_BYTES: u64 = 64 * 1024;
+/// How long the application's rate is averaged from its first packet.
+const APP_RATE_SETTLE_US: u64 = 3_000_000;
+/// The wait for the next probe after one whose result was capped: the
+/// estimate then climbs in confirmed steps, one per keyframe or so.
+const PROBE_CONFIRM_INTERVAL_US: u64 = PROBE_INTERVAL_US / 6;
 /// Periodic probing interval.
 const PROBE_INTERVAL_US: u64 = 3_000_000;
 /// How long after the first packet the initial probes' floor holds (the
@@ -278,6 +295,7 @@ impl Bwe {
             acked: VecDeque::new(),
             acked_bps: None,
             acked_avg_bps: None,
+            acked_app_bps: None,
             peaks: VecDeque::new(),
             sent_window: VecDeque::new(),
             sent_window_bytes: (0, 0),
@@ -292,6 +310,7 @@ impl Bwe {
             last_probe: None,
             last_overuse_at: None,
             last_loss_decrease: None,
+            app_bytes_total: 0,
             stats: BweStats::default(),
         };
         if config.probing {
@@ -403,6 +422,9 @@ impl Bwe {
             self.history.pop_front();
         }
         self.first_sent_at.get_or_insert(now);
+        if probe.is_none() {
+            self.app_bytes_total += size as u64;
+        }
         self.sent_window.push_back((now, size, probe.is_some()));
         self.sent_window_bytes.0 += size as u64;
         if probe.is_some() {
@@ -427,6 +449,21 @@ impl Bwe {
             }
             p.last_send = now;
             p.last_send_size = size;
+        }
+    }
+
+    /// The application's sending rate a probe result is measured against
+    /// (`session.bwe.probe-trust`): over the last half second, and during
+    /// the first `APP_RATE_SETTLE_US` no more than its average since the
+    /// first packet (a backlog drained after a slow start is not its rate).
+    fn app_rate_seen(&self, now: u64) -> f64 {
+        let window = self.app_sending_bps(now) as f64;
+        match self.first_sent_at {
+            Some(first) if now.saturating_sub(first) < APP_RATE_SETTLE_US => {
+                let span = now.saturating_sub(first).max(SENT_WINDOW_US);
+                window.min(self.app_bytes_total as f64 * 8e6 / span as f64)
+            }
+            _ => window,
         }
     }
 
@@ -530,7 +567,7 @@ impl Bwe {
                     }
                     got += 1;
                     self.trend.packet(s.at, at);
-                    self.acked.push_back((at, s.size));
+                    self.acked.push_back((at, s.size, s.probe.is_some()));
                 }
             }
             if let Some(id) = s.probe {
@@ -548,7 +585,7 @@ impl Bwe {
             self.loss_window = (0, 0);
             self.loss_window_start = Some(now);
         }
-        self.finish_probes();
+        self.finish_probes(now);
     }
 
     fn index_of(&self, pn: u64) -> Option<usize> {
@@ -564,20 +601,32 @@ impl Bwe {
     }
 
     fn update_acked(&mut self) {
-        let Some(&(newest, _)) = self.acked.iter().max_by_key(|(t, _)| *t) else {
+        let Some(&(newest, _, _)) = self.acked.iter().max_by_key(|(t, _, _)| *t) else {
             return;
         };
         while self
             .acked
             .front()
-            .is_some_and(|&(t, _)| newest.saturating_sub(t) > ACKED_WINDOW_US)
+            .is_some_and(|&(t, _, _)| newest.saturating_sub(t) > ACKED_WINDOW_US)
         {
             self.acked.pop_front();
         }
-        let oldest = self.acked.iter().map(|&(t, _)| t).min().unwrap_or(newest);
+        let oldest = self
+            .acked
+            .iter()
+            .map(|&(t, _, _)| t)
+            .min()
+            .unwrap_or(newest);
         let span = newest - oldest;
         if span >= 50_000 {
-            let bytes: u64 = self.acked.iter().map(|&(_, s)| s as u64).sum();
+            let bytes: u64 = self.acked.iter().map(|&(_, s, _)| s as u64).sum();
+            let app: u64 = self
+                .acked
+                .iter()
+                .filter(|a| !a.2)
+                .map(|&(_, s, _)| s as u64)
+                .sum();
+            self.acked_app_bps = Some(app as f64 * 8.0 * 1e6 / span as f64);
             let mut rate = bytes as f64 * 8.0 * 1e6 / span as f64;
             // A sender that is often idle (the application sends less than
             // the path carries) shows the path's rate only while it sends:
@@ -585,8 +634,8 @@ impl Bwe {
             let recent = self
                 .acked
                 .iter()
-                .filter(|&&(t, _)| newest - t <= PEAK_WINDOW_US);
-            let (n, b, first) = recent.fold((0u32, 0u64, newest), |(n, b, f), &(t, s)| {
+                .filter(|&&(t, _, _)| newest - t <= PEAK_WINDOW_US);
+            let (n, b, first) = recent.fold((0u32, 0u64, newest), |(n, b, f), &(t, s, _)| {
                 (n + 1, b + s as u64, f.min(t))
             });
             if n >= 10 && newest > first {
@@ -722,7 +771,7 @@ impl Bwe {
         }
     }
 
-    fn finish_probes(&mut self) {
+    fn finish_probes(&mut self, now: u64) {
         let mut results = Vec::new();
         self.probes.retain_mut(|(id, p)| {
             if !(p.done_sending && p.reported >= p.sent_packets && p.sent_packets > 0) {
@@ -751,7 +800,8 @@ impl Bwe {
             let send_bps = ((p.sent_bytes - p.last_send_size as u64) as f64 * 8e6 / send_us as f64)
                 .min(p.bps as f64);
             let mut result = send_bps.min(recv_bps);
-            if recv_bps < 0.9 * send_bps {
+            let saturated = recv_bps < 0.9 * send_bps;
+            if saturated {
                 // Saturated. 0.9×, not GCC's 0.95×: the client stamps an
                 // arrival when it handles the datagram, and a batch it
                 // handles at once reads as arriving together (through a
@@ -761,6 +811,31 @@ impl Bwe {
             // A cluster measures at most the rate it was sent for: a higher
             // figure is the bucket's burst at its start, not capacity.
             result = result.min(p.bps as f64);
+            // r[impl session.bwe.probe-trust]
+            // A cluster smaller than a shaper's bucket passes it at its own
+            // rate whatever the path carries (a 30 KB cluster through a
+            // 32 KB `tbf` bucket reads as unsaturated at twice the path's
+            // rate): its result lifts the estimate no further than
+            // `PROBE_TRUST` times the rate the application's own data was
+            // sent and arrived at, so the estimate climbs in steps the
+            // following keyframes (and the delay detector) confirm. The
+            // initial probes, sent before the application's rate is known,
+            // are capped only when they read saturated.
+            let mut capped = false;
+            let initial = match (p.first_send, self.first_sent_at) {
+                (Some(a), Some(b)) => a.saturating_sub(b) < INITIAL_PROBING_US,
+                _ => false,
+            };
+            if p.sent_bytes < PROBE_TRUSTED_BYTES
+                && (!initial || saturated)
+                && let Some(seen) = self.acked_app_bps.map(|a| a.min(self.app_rate_seen(now)))
+            {
+                let bound = (seen * PROBE_TRUST).max(self.delay_bps);
+                if result > bound {
+                    result = bound;
+                    capped = true;
+                }
+            }
             self.stats.probe_results += 1;
             if result > self.delay_bps {
                 self.delay_bps = result.min(self.config.max_bps as f64);
@@ -779,7 +854,11 @@ impl Bwe {
                 continue;
             }
             // The link was not saturated: probe further.
-            if result > 0.7 * p.bps as f64 && (p.bps as f64) < self.config.max_bps as f64 {
+            if capped {
+                // Not saturated as far as is known: the next periodic
+                // probe comes sooner, to confirm the next step.
+                self.probe_interval_us = PROBE_CONFIRM_INTERVAL_US;
+            } else if result > 0.7 * p.bps as f64 && (p.bps as f64) < self.config.max_bps as f64 {
                 self.pending_probes.clear();
                 self.pending_probes.push_back((2.0 * result) as u64);
                 // If the application's rate holds that probe back, the
