@@ -48,7 +48,7 @@ OUT=$(mktemp -d)
 PIDS=()
 
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    kill_pids
     ns_cleanup
     [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$OUT"/* "$KEEP"/ 2>/dev/null
     rm -rf "$OUT"

@@ -67,9 +67,7 @@ PIDS=()
 
 source scripts/lib/netns.sh
 cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
-    done
+    kill_pids
     ns_cleanup
     # KEEP_LOGS=DIR keeps the processes' output there.
     [[ -n "${KEEP_LOGS:-}" ]] && mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.json "$WORK"/*.err "$KEEP_LOGS"/ 2>/dev/null

@@ -30,9 +30,7 @@ PIDS=()
 source scripts/lib/netns.sh
 
 cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
-    done
+    kill_pids
     ns_cleanup
     rm -rf "$WORK"
 }

@@ -14,6 +14,8 @@
 #                                           PREFIX.i.1/30 and PREFIX.i.2/30
 #   ns_cleanup                              delete every namespace ns_add
 #                                           made (their veths go with them)
+#   kill_pids                               kill every process in the
+#                                           caller's PIDS array
 #
 # Names must be unique to the run (suffix $$): other runs use namespaces
 # at the same time. Addresses come from 198.18.0.0/15, the range set aside
@@ -76,4 +78,13 @@ ns_cleanup() {
         ip netns del "$ns" 2>/dev/null || true
     done
     NETNS_CREATED=()
+}
+
+# kill_pids: kill every process the script started and recorded in its
+# PIDS array (unset or empty: nothing); safe to call twice.
+kill_pids() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
+    done
 }
