@@ -739,7 +739,10 @@ impl LayeredEncoder {
         let mut cfg = cfg;
         let gop = cfg.gop();
         let interval = &mut cfg.settings.idr_interval_frames;
-        *interval = interval.div_ceil(gop).saturating_mul(gop);
+        *interval = interval
+            .div_ceil(gop)
+            .checked_mul(gop)
+            .unwrap_or(u32::MAX / gop * gop);
         let raw = RawEncoder::new(&cfg)?;
         Ok(LayeredEncoder {
             raw,
