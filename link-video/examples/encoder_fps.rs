@@ -4,7 +4,15 @@
 //!
 //! ```text
 //! cargo run --release -p link-video --example encoder_fps [-- --frames N]
+//! cargo run --release -p link-video --example encoder_fps -- --layers 3 [--frames N]
 //! ```
+//!
+//! With `--layers N` it prints instead the encoder's CPU per frame at 720p,
+//! 2.5 Mbit/s for `OpenH264Encoder` (one layer), `LayeredEncoder` with one
+//! layer and LTR off, and `LayeredEncoder` with N temporal layers and LTR on
+//! (its defaults), encoded side by side frame by frame (the same rendered
+//! picture to each, 3 rounds), each encode call timed on the thread's CPU
+//! clock (`/proc/thread-self/schedstat`, nanoseconds): compare the ratios.
 //!
 //! For each size it renders N frames of the test pattern (after a warm-up of
 //! 30), encodes them with the host's settings (one thread, medium and low
@@ -15,7 +23,10 @@
 
 use std::time::{Duration, Instant};
 
-use link_video::{Decoder, Encoder, EncoderSettings, OpenH264Decoder, OpenH264Encoder, TestSrc};
+use link_video::{
+    Decoder, Encoder, EncoderSettings, LayeredConfig, LayeredEncoder, OpenH264Decoder,
+    OpenH264Encoder, TestSrc,
+};
 
 /// CPU time (user + system) of the calling thread.
 fn thread_cpu() -> Duration {
@@ -29,6 +40,80 @@ fn thread_cpu() -> Duration {
     // utime and stime are fields 14 and 15 overall, 11 and 12 after ')'.
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time the calling thread has run, in nanoseconds (the scheduler's
+/// own count, `/proc/thread-self/schedstat`): precise enough to time one
+/// encode call.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `--layers N`: the encoder CPU per frame of one layer against N temporal
+/// layers, side by side.
+fn compare_layers(frames: usize, layers: u8) {
+    let (w, h, fps, bps) = (1280usize, 720usize, 30u32, 2_500_000u64);
+    let src = TestSrc::new(w, h, fps).expect("testsrc geometry");
+    let single_ltr_off = LayeredConfig {
+        temporal_layers: 1,
+        ltr_mark_period: None,
+        ..LayeredConfig::new(w, h, fps, bps)
+    };
+    let layered = LayeredConfig {
+        temporal_layers: layers,
+        ..LayeredConfig::new(w, h, fps, bps)
+    };
+    let names = [
+        "OpenH264Encoder (1 layer)".to_string(),
+        "LayeredEncoder, 1 layer, LTR off".to_string(),
+        format!("LayeredEncoder, {layers} layers, LTR on"),
+    ];
+    let mut cpu_ns = [0u64; 3];
+    let mut bytes = [0usize; 3];
+    let mut buf = vec![0u8; src.frame_len()];
+    let rounds = 3;
+    for _ in 0..rounds {
+        let mut encs: [Box<dyn Encoder>; 3] = [
+            Box::new(OpenH264Encoder::new(w, h, fps, bps).expect("encoder")),
+            Box::new(LayeredEncoder::new(single_ltr_off).expect("encoder")),
+            Box::new(LayeredEncoder::new(layered).expect("encoder")),
+        ];
+        let mut out = Vec::new();
+        for i in 0..frames + 30 {
+            src.render(i as u64, &mut buf).unwrap();
+            for (k, enc) in encs.iter_mut().enumerate() {
+                out.clear();
+                let t0 = thread_cpu_ns();
+                enc.encode(&buf, &mut out).expect("encode");
+                // The first 30 frames warm up (IDR, rate control).
+                if i >= 30 {
+                    cpu_ns[k] += thread_cpu_ns().saturating_sub(t0);
+                    bytes[k] += out.len();
+                }
+            }
+        }
+    }
+    let n = (frames * rounds) as f64;
+    println!(
+        "{w}x{h}, {} Mbit/s, {frames} frames x {rounds} rounds, interleaved",
+        bps as f64 / 1e6
+    );
+    println!(
+        "{:<36} {:>12} {:>8} {:>10}",
+        "encoder", "CPU ms/frame", "ratio", "out Mb/s"
+    );
+    for k in 0..3 {
+        let ms = cpu_ns[k] as f64 / 1e6 / n;
+        let ratio = cpu_ns[k] as f64 / cpu_ns[0].max(1) as f64;
+        let mbps = bytes[k] as f64 * 8.0 * f64::from(fps) / n / 1e6;
+        println!(
+            "{:<36} {:>12.2} {:>8.2} {:>10.2}",
+            names[k], ms, ratio, mbps
+        );
+    }
 }
 
 struct Meter {
@@ -56,6 +141,7 @@ impl Meter {
 
 fn main() {
     let mut frames = 300usize;
+    let mut layers = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -69,14 +155,31 @@ fn main() {
                         std::process::exit(2)
                     })
             }
+            "--layers" => {
+                layers = Some(
+                    args.next()
+                        .and_then(|v| v.parse::<u8>().ok())
+                        .filter(|n| (1..=3).contains(n))
+                        .unwrap_or_else(|| {
+                            eprintln!("--layers needs 1, 2 or 3");
+                            std::process::exit(2)
+                        }),
+                )
+            }
             other => {
-                eprintln!("unknown argument {other:?}; usage: encoder_fps [--frames N]");
+                eprintln!(
+                    "unknown argument {other:?}; usage: encoder_fps [--frames N] [--layers N]"
+                );
                 std::process::exit(2);
             }
         }
     }
     if let Some(line) = link_video::build::slow_encoder_warning() {
         eprintln!("encoder_fps: {line}");
+    }
+    if let Some(layers) = layers {
+        compare_layers(frames, layers);
+        return;
     }
     println!(
         "{:<10} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>8}",

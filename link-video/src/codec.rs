@@ -25,6 +25,20 @@ pub fn check_bitrate(bps: u64) -> Result<u64, VideoError> {
     Ok(bps)
 }
 
+/// Checks a frame rate: 1..=240 frames per second.
+///
+/// # Errors
+/// [`VideoError::BadSource`] outside that range.
+pub fn check_fps(fps: u32) -> Result<u32, VideoError> {
+    if fps == 0 || fps > 240 {
+        return Err(VideoError::BadSource {
+            spec: format!("{fps} frames/s"),
+            reason: "frame rate must be 1..=240".into(),
+        });
+    }
+    Ok(fps)
+}
+
 /// How an encoder is set up. [`EncoderSettings::new`] gives the defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EncoderSettings {

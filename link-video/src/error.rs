@@ -100,6 +100,16 @@ pub enum VideoError {
         /// The highest bitrate accepted.
         max: u64,
     },
+    /// An encoder setting (other than geometry, frame rate and bitrate)
+    /// out of its range.
+    BadSetting {
+        /// Which setting.
+        setting: &'static str,
+        /// The value given.
+        value: u64,
+        /// The range accepted.
+        range: &'static str,
+    },
     /// The encoder refused to start or to encode.
     Encode(CodecError),
     /// The decoder could not start or decode the access unit.
@@ -170,6 +180,11 @@ impl fmt::Display for VideoError {
                 f,
                 "encoder bitrate {bps} bit/s refused (must be between {min} and {max})"
             ),
+            VideoError::BadSetting {
+                setting,
+                value,
+                range,
+            } => write!(f, "encoder {setting} {value} refused (must be {range})"),
             VideoError::Encode(e) => write!(f, "H.264 encoder error: {e}"),
             VideoError::Decode(e) => write!(f, "H.264 decoder error: {e}"),
             #[cfg(feature = "hub")]

@@ -11,7 +11,7 @@
 //! changes at run time without a keyframe ([`Encoder::set_bitrate`]).
 //!
 //! OpenH264 built without `nasm` encodes about three times slower:
-//! [`crate::build::openh264_has_asm`] says which build this is.
+//! [`crate::build::OPENH264_ASM`] says which build this is.
 
 use openh264::OpenH264API;
 use openh264::decoder::Decoder as H264Decoder;
@@ -21,7 +21,7 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVSlices, YUVSource};
 
-use crate::codec::{DecodedFrame, Decoder, Encoder, EncoderSettings, check_bitrate};
+use crate::codec::{DecodedFrame, Decoder, Encoder, EncoderSettings, check_bitrate, check_fps};
 use crate::{Codec, CodecError, VideoError, check_frame_len, check_geometry};
 
 /// OpenH264's own error as the source of a [`VideoError`].
@@ -79,6 +79,45 @@ fn new_inner(s: &EncoderSettings, bps: u64) -> Result<H264Encoder, VideoError> {
     Ok(inner)
 }
 
+/// Checks a geometry against [`check_geometry`] and what OpenH264 encodes:
+/// sides of at least 16 (one macroblock), at most 3840x2160 (or 2160x3840).
+///
+/// # Errors
+/// [`VideoError::BadGeometry`] saying which condition fails.
+pub(crate) fn check_openh264_geometry(width: usize, height: usize) -> Result<(), VideoError> {
+    check_geometry(width, height)?;
+    let small = width < 16 || height < 16;
+    if !small && width.max(height) <= 3840 && width.min(height) <= 2160 {
+        return Ok(());
+    }
+    Err(VideoError::BadGeometry {
+        width,
+        height,
+        reason: match small {
+            true => "width and height must be at least 16 (one macroblock)",
+            false => "OpenH264 encodes at most 3840x2160 (or 2160x3840)",
+        },
+    })
+}
+
+/// The order in which to set OpenH264's target and maximum bitrate when
+/// going from `from` to `to` bits per second: the maximum must never be
+/// below the target (OpenH264 refuses that), so the maximum is raised first
+/// when going up and lowered last when going down.
+pub(crate) fn bitrate_option_order(from: u64, to: u64) -> [openh264_sys2::ENCODER_OPTION; 2] {
+    if to > from {
+        [
+            openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+            openh264_sys2::ENCODER_OPTION_BITRATE,
+        ]
+    } else {
+        [
+            openh264_sys2::ENCODER_OPTION_BITRATE,
+            openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+        ]
+    }
+}
+
 /// A low-latency H.264 encoder for one picture geometry (OpenH264).
 pub struct OpenH264Encoder {
     settings: EncoderSettings,
@@ -114,26 +153,13 @@ impl OpenH264Encoder {
     /// An encoder with the given settings.
     ///
     /// # Errors
-    /// [`VideoError::BadGeometry`] for odd, zero or too large sizes (OpenH264
-    /// stops at 3840x2160), [`VideoError::BadSource`] for fps 0 or above 240,
+    /// [`VideoError::BadGeometry`] for odd, too small (below 16) or too large
+    /// sizes (OpenH264 stops at 3840x2160), [`VideoError::BadSource`] for fps 0 or above 240,
     /// [`VideoError::BadBitrate`], or [`VideoError::Encode`] if OpenH264
     /// refuses to start.
     pub fn with_settings(settings: EncoderSettings) -> Result<Self, VideoError> {
-        let (w, h) = (settings.width, settings.height);
-        check_geometry(w, h)?;
-        if w.max(h) > 3840 || w.min(h) > 2160 {
-            return Err(VideoError::BadGeometry {
-                width: w,
-                height: h,
-                reason: "OpenH264 encodes at most 3840x2160",
-            });
-        }
-        if settings.fps == 0 || settings.fps > 240 {
-            return Err(VideoError::BadSource {
-                spec: format!("{} frames/s", settings.fps),
-                reason: "frame rate must be 1..=240".into(),
-            });
-        }
+        check_openh264_geometry(settings.width, settings.height)?;
+        check_fps(settings.fps)?;
         check_bitrate(settings.bitrate_bps)?;
         let inner = new_inner(&settings, settings.bitrate_bps)?;
         Ok(OpenH264Encoder {
@@ -171,22 +197,7 @@ impl Encoder for OpenH264Encoder {
             self.bitrate_bps = bps;
             return Ok(());
         }
-        // The maximum must never be below the target (OpenH264 refuses
-        // that), so raise the maximum first when going up and lower it last
-        // when going down.
-        let up = bps > self.bitrate_bps;
-        let order = if up {
-            [
-                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
-                openh264_sys2::ENCODER_OPTION_BITRATE,
-            ]
-        } else {
-            [
-                openh264_sys2::ENCODER_OPTION_BITRATE,
-                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
-            ]
-        };
-        for option in order {
+        for option in bitrate_option_order(self.bitrate_bps, bps) {
             let mut info = openh264_sys2::SBitrateInfo {
                 iLayer: openh264_sys2::SPATIAL_LAYER_0,
                 iBitrate: rate,
@@ -510,35 +521,11 @@ mod tests {
         ));
         // Seeded random bytes behind start codes, and damaged real access
         // units: errors or no picture, never a panic.
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let mut errors = 0;
-        for round in 0..300 {
-            let mut buf = if round % 2 == 0 {
-                let len = (rnd() % 3000) as usize;
-                let mut b: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
-                b.splice(0..0, [0, 0, 0, 1, (rnd() as u8 & 0x1f) | 0x60]);
-                b
-            } else {
-                let mut b = aus[(rnd() % 5) as usize].0.clone();
-                for _ in 0..8 {
-                    let at = (rnd() as usize) % b.len();
-                    b[at] = rnd() as u8;
-                }
-                b
-            };
-            if round % 7 == 0 {
-                buf.truncate(buf.len() / 2);
-            }
-            if dec.decode(&buf).is_err() {
-                errors += 1;
-            }
-        }
+        let refs: Vec<&[u8]> = aus.iter().map(|a| a.0.as_slice()).collect();
+        let errors = crate::testscene::garbage(&refs)
+            .iter()
+            .filter(|buf| dec.decode(buf).is_err())
+            .count();
         assert!(errors > 0, "garbage produced some decode errors");
         // Still usable: a fresh IDR decodes.
         enc.force_keyframe();

@@ -14,6 +14,8 @@
 //!   (capture process → encoder process).
 //! - [`stream`]: the WebSocket path of the stream and the `#psk=` fragment
 //!   of the page's URL (built by the host, parsed by the page).
+//! - [`h264_bits`]: Annex B splitting and a reader of the H.264 parameter
+//!   sets and slice headers (IDR id, long-term reference marks and uses).
 //! - [`VideoError`], and the I420 geometry helpers ([`i420_len`]).
 //!
 //! # Native features
@@ -21,7 +23,10 @@
 //!   [`Encoder`]/[`Decoder`] traits, PSNR ([`quality`]).
 //! - `openh264`: [`OpenH264Encoder`] and [`OpenH264Decoder`] (OpenH264
 //!   built from its vendored sources), and [`build`]: whether it was built
-//!   with its assembly (the encoder is about three times slower without).
+//!   with its assembly (the encoder is about three times slower without);
+//!   [`layered`]: [`LayeredEncoder`] (1–3 temporal layers, long-term
+//!   reference loss recovery instead of IDRs, the [`FrameInfo`] of each
+//!   access unit) and [`LayeredDecoder`] (error concealment on).
 //! - `hub`: the fan-out [`hub::Hub`]: one encoder, a link-session `Host` per
 //!   viewer, keyframe grants, skip to keyframe, the encoder's bitrate from
 //!   the viewers' targets.
@@ -36,6 +41,7 @@
 
 pub mod envelope;
 mod error;
+pub mod h264_bits;
 pub mod index;
 pub mod slot;
 pub mod stream;
@@ -55,6 +61,8 @@ pub mod y4m;
 pub mod build;
 #[cfg(feature = "openh264")]
 pub mod h264;
+#[cfg(feature = "openh264")]
+pub mod layered;
 
 #[cfg(feature = "hub")]
 pub mod hub;
@@ -76,6 +84,11 @@ pub use y4m::Y4mSource;
 
 #[cfg(feature = "openh264")]
 pub use h264::{OpenH264Decoder, OpenH264Encoder};
+#[cfg(feature = "openh264")]
+pub use layered::{FrameInfo, LayeredConfig, LayeredDecoder, LayeredEncoder};
+
+#[cfg(all(test, feature = "openh264"))]
+mod testscene;
 
 /// Largest width or height accepted anywhere in this crate (pictures must
 /// fit the envelope's u16 fields; OpenH264 stops at 3840x2160 anyway).
