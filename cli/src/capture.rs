@@ -21,7 +21,7 @@ use link_video::{Source, SourceSpec, now_us};
 /// Options of `linkstream capture`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CaptureArgs {
-    /// Where frames come from: testsrc[:WxH@FPS] or y4m:FILE.
+    /// Where frames come from: testsrc, testsrc:WxH@FPS or y4m:FILE.
     #[arg(long, value_name = "SPEC", default_value = "testsrc")]
     pub source: String,
     /// Stop after N frames (default: until the source ends or the host goes).

@@ -53,7 +53,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "udp,shm,ws,video",
           value_parser = link_name)]
     pub links: Vec<String>,
-    /// The video pipeline's source: testsrc[:WxH@FPS] or y4m:FILE.
+    /// The video pipeline's source: testsrc, testsrc:WxH@FPS or y4m:FILE.
     #[arg(long, value_name = "SPEC", default_value = "testsrc:1280x720@30")]
     pub video_source: String,
     /// The video pipeline's encoder bitrate in bit/s.

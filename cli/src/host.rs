@@ -46,7 +46,7 @@ pub struct HostArgs {
     /// sessions are encrypted with AES-GCM. Without it they are not.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
-    /// Where frames come from: testsrc[:WxH@FPS] or y4m:FILE.
+    /// Where frames come from: testsrc, testsrc:WxH@FPS or y4m:FILE.
     #[arg(long, value_name = "SPEC", default_value = "testsrc")]
     pub source: String,
     /// Encoder bitrate in bit/s: the start, and the most the encoder uses

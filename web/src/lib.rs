@@ -2,7 +2,7 @@
 //!
 //! A library first: built for `wasm32-unknown-unknown` and bound with
 //! `wasm-bindgen --target web`, it is an ES module whose
-//! [`LinkstreamViewer`] (wasm32 only) any page can put on a canvas:
+//! `LinkstreamViewer` (wasm32 only) any page can put on a canvas:
 //!
 //! ```js
 //! import init, { LinkstreamViewer, pskFromFragment } from "./linkstream_web.js";

@@ -2,7 +2,7 @@
 //! the child's [`Role`] and the command that starts it, the frame size and
 //! slots, our link's configuration, descriptor passing, the runtime and the
 //! reader's sum. It imports nothing from its sibling modules, so that the
-//! parent ([`super`]), the child ([`super::child`]) and the contenders
+//! parent ([`super`]), the child ([`mod@super::child`]) and the contenders
 //! ([`super::iox`], [`super::raw`]) all import from it and none from
 //! another that imports it.
 

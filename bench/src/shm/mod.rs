@@ -15,7 +15,7 @@
 //!   user would pick instead, in two labelled setups (see [`iox`]).
 //!
 //! The second process is this binary again (`link-bench __shm-child
-//! <role>`, see [`child`]; the roles and what both sides share are in
+//! <role>`, see [`mod@child`]; the roles and what both sides share are in
 //! [`common`]), pinned to CPU 1 while the parent runs on CPU 0,
 //! for ours and the baselines alike.
 
