@@ -132,16 +132,19 @@ for i in 1 2 3; do
         fail "run B viewer $i lost or skipped frames next to the slow viewer"
     skips=$(jq --arg p "198.18.$i.2" '[.viewers[] | select(.peer | startswith($p))][0].skip_events' "$WORK/B-host.json")
     [[ "$skips" == 0 ]] || fail "run B viewer $i was skipped ($skips times)"
+    late=$(jq --arg p "198.18.$i.2" '[.viewers[] | select(.peer | startswith($p))][0].budget_skip_events' "$WORK/B-host.json")
+    [[ "$late" == 0 ]] || fail "run B viewer $i went over the latency budget ($late times)"
     a=$(jq .latency_ms.p99 "$WORK/A-c$i.json")
     b=$(jq .latency_ms.p99 "$WORK/B-c$i.json")
     printf '  viewer %d p99 latency: %.2f ms alone, %.2f ms next to the slow viewer (%+.2f ms)\n' "$i" "$a" "$b" "$(jq -n "$b - $a")"
 done
 slow=$(jq '[.viewers[] | select(.peer | startswith("198.18.4.2"))][0]' "$WORK/B-host.json")
-printf '  slow viewer 4: host sent %s, skipped %s frames in %s skip events, %s keyframes granted; it decoded %s with %s index mismatches, latency p50/p99 %s/%s ms\n' \
+printf '  slow viewer 4: host sent %s, skipped %s frames in %s skip events (queue full), %s frames in %s skips over the latency budget, %s keyframes granted; it decoded %s with %s index mismatches, latency p50/p99 %s/%s ms\n' \
     "$(jq .frames_sent <<<"$slow")" "$(jq .frames_skipped <<<"$slow")" "$(jq .skip_events <<<"$slow")" \
+    "$(jq .frames_skipped_budget <<<"$slow")" "$(jq .budget_skip_events <<<"$slow")" \
     "$(jq .keyframes_granted <<<"$slow")" "$(jq .frames_decoded "$WORK/B-c4.json")" "$(jq .index_mismatches "$WORK/B-c4.json")" \
     "$(jq .latency_ms.p50 "$WORK/B-c4.json")" "$(jq .latency_ms.p99 "$WORK/B-c4.json")"
-jq -e '.skip_events > 0' <<<"$slow" >/dev/null || fail "the throttled viewer was never skipped: is tbf working?"
+jq -e '.skip_events + .budget_skip_events > 0' <<<"$slow" >/dev/null || fail "the throttled viewer was never skipped: is tbf working?"
 jq -e '.index_mismatches == 0 and .decode_errors == 0 and .frames_decoded > 0' "$WORK/B-c4.json" >/dev/null ||
     fail "the slow viewer's pictures do not check"
 jq -r '"  host: encoder at \(.bitrate_bps) bit/s at the end (floor '"$MIN_BITRATE"'), \(.keyframes) keyframes in \(.frames_encoded) frames, encode p50/p99 \(.encode_ms.p50)/\(.encode_ms.p99) ms"' "$WORK/B-host.json"

@@ -9,7 +9,9 @@
 //!   accepted on one `UdpEndpoint` and one `WsServer` (path `/stream`).
 //! - The fan-out is `link_video::hub::Hub`: a viewer's queue is bounded
 //!   (when it is full the viewer skips frames until the next keyframe,
-//!   counted; the others are never held back); a new viewer gets a keyframe
+//!   counted; the others are never held back), and a frame that waited
+//!   longer than `--latency-budget-ms` is not sent (that viewer skips to
+//!   the next keyframe, counted); a new viewer gets a keyframe
 //!   at once, a viewer's requests (lost frames, skips) at most once a
 //!   second; the encoder's bitrate is the lowest viewer target, between
 //!   `--min-bitrate` and `--bitrate`. This module wires it to the capture
@@ -76,6 +78,12 @@ pub struct HostArgs {
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub viewer_queue: u64,
+    /// The most a frame may wait in the host's queues (plus the queue the
+    /// viewer's session reports on its path) before it is sent; past it
+    /// that viewer skips to the next keyframe (counted per viewer).
+    #[arg(long, value_name = "MS", default_value_t = 150,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub latency_budget_ms: u64,
     /// Capture process: `spawn` (default) starts `linkstream capture` as a
     /// child; a path listens there for `linkstream capture --connect PATH`.
     #[arg(long, value_name = "spawn|PATH", default_value = "spawn")]
@@ -154,6 +162,8 @@ async fn serve_viewer<L>(
         frames_sent: s.session.frames_sent,
         frames_skipped: c.frames_skipped,
         skip_events: c.skip_events,
+        frames_skipped_budget: c.frames_skipped_budget,
+        budget_skip_events: c.budget_skip_events,
         keyframe_requests: c.keyframe_requests,
         keyframe_requests_coalesced: c.keyframe_requests_coalesced,
         keyframes_granted: c.keyframes_granted,
@@ -290,6 +300,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let hub = Arc::new(Served {
         hub: Hub::new(HubConfig {
             queue: args.viewer_queue as usize,
+            latency_budget: Duration::from_millis(args.latency_budget_ms),
             max_bitrate_bps: args.bitrate,
             min_bitrate_bps: args.min_bitrate,
             ..HubConfig::new(args.bitrate)
@@ -372,6 +383,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         height: height as u64,
         fps,
         encrypted: psk.is_some(),
+        latency_budget_ms: args.latency_budget_ms,
         ..Default::default()
     };
     let deadline = args
@@ -629,6 +641,12 @@ fn print_summary(r: &HostReport) {
             v.keyframes_granted,
             v.input_events,
             v.end
+        );
+    }
+    for v in &r.viewers {
+        println!(
+            "viewer {}: {} frames skipped over the latency budget of {} ms ({} skips)",
+            v.id, v.frames_skipped_budget, r.latency_budget_ms, v.budget_skip_events
         );
     }
 }

@@ -156,6 +156,8 @@ pub struct ViewerReport {
     pub frames_sent: u64,
     pub frames_skipped: u64,
     pub skip_events: u64,
+    pub frames_skipped_budget: u64,
+    pub budget_skip_events: u64,
     pub keyframe_requests: u64,
     pub keyframe_requests_coalesced: u64,
     pub keyframes_granted: u64,
@@ -184,6 +186,8 @@ pub struct HostReport {
     pub encode_ms: Quantiles,
     pub encoded_mbps: f64,
     pub bitrate_bps: u64,
+    /// `--latency-budget-ms`: the most a frame waits in the host's queues.
+    pub latency_budget_ms: u64,
     pub handshake_failures: u64,
     pub ws_refused_paths: u64,
     /// Sessions established (handshakes completed), over both transports.

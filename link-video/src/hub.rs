@@ -1,5 +1,5 @@
 //! The fan-out hub: one encoder, many viewers (rules `video.hub.fanout`,
-//! `video.hub.keyframes`, `video.hub.bitrate`).
+//! `video.hub.budget`, `video.hub.keyframes`, `video.hub.bitrate`).
 //!
 //! A host application owns the encoder and gives each encoded frame to
 //! [`Hub::publish`]; the hub queues it to every viewer. Each viewer is one
@@ -9,6 +9,12 @@
 //! - per viewer, a bounded queue of frames ([`ViewerQueue`]); a viewer
 //!   whose queue is full skips frames until the next keyframe (counted, and
 //!   a keyframe is requested for it), so the others are never held back;
+//! - per viewer served by [`Hub::serve`], a latency budget
+//!   ([`HubConfig::latency_budget`]): a frame whose age (since capture)
+//!   plus the session's reported path queue delay is over it is not sent,
+//!   and the viewer skips to the next keyframe (counted in
+//!   [`ViewerCounters::frames_skipped_budget`]). The queue's frame count is
+//!   then only a memory cap;
 //! - [`Hub::take_keyframe`]: whether the next frame must be a keyframe (a
 //!   new viewer, or a viewer's request, granted at most once per
 //!   [`HubConfig::keyframe_interval`] per viewer);
@@ -34,6 +40,10 @@ use crate::{HEADER_LEN, VideoError, VideoHeader, now_us};
 /// default.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The default [`HubConfig::latency_budget`]: the most a frame may have
+/// spent since capture (encoding and the host's queues) when it is sent.
+pub const LATENCY_BUDGET: Duration = Duration::from_millis(150);
+
 /// How long a viewer has to answer the session's Bye once the host stopped
 /// sending to it.
 const BYE_GRACE: Duration = Duration::from_secs(3);
@@ -42,8 +52,14 @@ const BYE_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HubConfig {
     /// Frames queued per viewer before that viewer skips to the next
-    /// keyframe (at least 1).
+    /// keyframe (at least 1): a memory cap; the latency budget bounds the
+    /// time a frame waits.
     pub queue: usize,
+    /// The most a frame may have spent since its capture, plus the
+    /// session's reported path queue delay, when it is about to be sent to
+    /// a viewer; past it the viewer skips to the next keyframe (rule
+    /// `video.hub.budget`). [`Duration::MAX`] turns it off.
+    pub latency_budget: Duration,
     /// The encoder's bitrate before any viewer reports a target, and the
     /// most it uses whatever the targets, bits per second.
     pub max_bitrate_bps: u64,
@@ -56,11 +72,13 @@ pub struct HubConfig {
 
 impl HubConfig {
     /// The defaults for an encoder of at most `max_bitrate_bps`: 8 frames
-    /// per viewer, a floor of 300 kbit/s (or the maximum if lower), one
-    /// keyframe a second per viewer.
+    /// per viewer, a latency budget of [`LATENCY_BUDGET`] (150 ms), a floor
+    /// of 300 kbit/s (or the maximum if lower), one keyframe a second per
+    /// viewer.
     pub fn new(max_bitrate_bps: u64) -> HubConfig {
         HubConfig {
             queue: 8,
+            latency_budget: LATENCY_BUDGET,
             max_bitrate_bps,
             min_bitrate_bps: 300_000.min(max_bitrate_bps),
             keyframe_interval: KEYFRAME_INTERVAL,
@@ -86,6 +104,10 @@ pub struct ViewerInfo {
     frames_queued: AtomicU64,
     frames_skipped: AtomicU64,
     skip_events: AtomicU64,
+    frames_sent: AtomicU64,
+    frames_skipped_budget: AtomicU64,
+    budget_skip_events: AtomicU64,
+    last_key_queued: AtomicU64,
     key_wanted: AtomicBool,
     keyframe_requests: AtomicU64,
     keyframe_requests_coalesced: AtomicU64,
@@ -104,6 +126,14 @@ pub struct ViewerCounters {
     pub frames_skipped: u64,
     /// Times the viewer's queue overflowed (each starts a skip).
     pub skip_events: u64,
+    /// Frames [`Hub::serve`] handed to the viewer's session.
+    pub frames_sent: u64,
+    /// Frames taken from the viewer's queue and not sent because of the
+    /// latency budget: over it, or waiting for the next keyframe after a
+    /// frame was (rule `video.hub.budget`).
+    pub frames_skipped_budget: u64,
+    /// Times a frame over the latency budget started a skip.
+    pub budget_skip_events: u64,
     /// Keyframe requests (the viewer's lost frames, and skips).
     pub keyframe_requests: u64,
     /// Requests that arrived while one was already waiting.
@@ -128,6 +158,9 @@ impl ViewerInfo {
             frames_queued: self.frames_queued.load(Relaxed),
             frames_skipped: self.frames_skipped.load(Relaxed),
             skip_events: self.skip_events.load(Relaxed),
+            frames_sent: self.frames_sent.load(Relaxed),
+            frames_skipped_budget: self.frames_skipped_budget.load(Relaxed),
+            budget_skip_events: self.budget_skip_events.load(Relaxed),
             keyframe_requests: self.keyframe_requests.load(Relaxed),
             keyframe_requests_coalesced: self.keyframe_requests_coalesced.load(Relaxed),
             keyframes_granted: self.keyframes_granted.load(Relaxed),
@@ -180,6 +213,61 @@ impl ViewerQueue {
     /// The next frame if one is queued.
     pub fn try_next(&mut self) -> Option<Arc<EncodedFrame>> {
         self.rx.try_recv().ok()
+    }
+}
+
+/// What a viewer's send loop does with the next frame of its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Send it.
+    Send,
+    /// Skip it; `starts` when it starts a skip (a keyframe is then
+    /// requested).
+    Skip {
+        /// This frame was over the budget and starts the skip.
+        starts: bool,
+    },
+}
+
+/// The latency budget of one viewer's send loop (rule
+/// `video.hub.budget`).
+#[derive(Debug)]
+struct BudgetGate {
+    budget_us: u64,
+    skipping: bool,
+}
+
+impl BudgetGate {
+    fn new(budget: Duration) -> BudgetGate {
+        BudgetGate {
+            budget_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX),
+            skipping: false,
+        }
+    }
+
+    /// The verdict on a frame that has waited `late_us` (its time in the
+    /// host's queues plus the session's path queue delay); `newer_key`
+    /// when a newer keyframe is already queued for the viewer.
+    fn check(&mut self, keyframe: bool, late_us: u64, newer_key: bool) -> Verdict {
+        let over = late_us > self.budget_us;
+        if keyframe {
+            if over && newer_key {
+                // The newer keyframe is the recovery point; no request.
+                self.skipping = true;
+                Verdict::Skip { starts: false }
+            } else {
+                // A keyframe is never dropped for age alone: it ends a skip.
+                self.skipping = false;
+                Verdict::Send
+            }
+        } else if self.skipping {
+            Verdict::Skip { starts: false }
+        } else if over {
+            self.skipping = true;
+            Verdict::Skip { starts: true }
+        } else {
+            Verdict::Send
+        }
     }
 }
 
@@ -293,6 +381,10 @@ impl Hub {
             frames_queued: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             skip_events: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            frames_skipped_budget: AtomicU64::new(0),
+            budget_skip_events: AtomicU64::new(0),
+            last_key_queued: AtomicU64::new(0),
             key_wanted: AtomicBool::new(false),
             keyframe_requests: AtomicU64::new(0),
             keyframe_requests_coalesced: AtomicU64::new(0),
@@ -365,6 +457,11 @@ impl Hub {
             }
             match v.queue.try_send(frame.clone()) {
                 Ok(()) => {
+                    if key {
+                        v.info
+                            .last_key_queued
+                            .fetch_max(frame.header.capture_index, Relaxed);
+                    }
                     v.waiting_key = false;
                     v.info.frames_queued.fetch_add(1, Relaxed);
                     true
@@ -379,6 +476,11 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+    }
+
+    /// The viewers being served now, in the order they joined.
+    pub fn viewers(&self) -> Vec<Arc<ViewerInfo>> {
+        lock(&self.viewers).iter().map(|v| v.info.clone()).collect()
     }
 
     /// The hub's counters.
@@ -456,11 +558,29 @@ impl Hub {
         let stopped = Notify::new();
         let send = async {
             let mut end = String::from("host stopped");
+            let mut gate = BudgetGate::new(self.config.latency_budget);
             while let Some(f) = queue.next().await {
                 if self.is_stopping() {
                     // Stopping: the frames still queued are not sent; the
                     // Bye goes out at once.
                     break;
+                }
+                // r[impl video.hub.budget]
+                // The frame's time in the host's queues (since it left the
+                // encoder) plus what the session reports waiting ahead of
+                // it on the path (stream links; on datagram links the
+                // pacer's wait shows in the frame's own age, as the send
+                // of the frame before returns once it is paced out).
+                let waited = now_us().saturating_sub(f.header.encoded_us);
+                let late = waited.saturating_add(host.stats().path_queue_delay_us);
+                let newer_key = info.last_key_queued.load(Relaxed) > f.header.capture_index;
+                if let Verdict::Skip { starts } = gate.check(f.header.keyframe, late, newer_key) {
+                    info.frames_skipped_budget.fetch_add(1, Relaxed);
+                    if starts {
+                        info.budget_skip_events.fetch_add(1, Relaxed);
+                        info.request_keyframe();
+                    }
+                    continue;
                 }
                 let flags = if f.header.keyframe {
                     FrameFlags::KEYFRAME
@@ -482,6 +602,7 @@ impl Hub {
                     end = format!("send failed: {e}");
                     break;
                 }
+                info.frames_sent.fetch_add(1, Relaxed);
             }
             // The viewer left or the host stops: no more frames for it.
             self.remove(info.id);
@@ -556,8 +677,8 @@ mod tests {
                 height: 360,
                 target_kbps: 4000,
                 capture_index: index,
-                capture_us: 1,
-                encoded_us: 2,
+                capture_us: now_us(),
+                encoded_us: now_us(),
                 sent_us: 0,
             },
             access_unit: vec![index as u8; 10],
@@ -734,5 +855,207 @@ mod tests {
         assert_eq!(s.session.frames_sent, 5);
         assert_eq!(s.counters.frames_queued, 5);
         assert_eq!(hub.stats().viewers_joined, 1);
+    }
+
+    // r[verify video.hub.budget]
+    #[test]
+    fn the_budget_gate_skips_late_frames_to_the_next_keyframe() {
+        let mut g = BudgetGate::new(Duration::from_millis(150));
+        assert_eq!(
+            g.check(false, 150_000, false),
+            Verdict::Send,
+            "at the budget"
+        );
+        assert_eq!(
+            g.check(false, 150_001, false),
+            Verdict::Skip { starts: true },
+            "over it: a skip starts"
+        );
+        assert_eq!(
+            g.check(false, 0, false),
+            Verdict::Skip { starts: false },
+            "in time but waiting for a keyframe"
+        );
+        assert_eq!(
+            g.check(true, 900_000, false),
+            Verdict::Send,
+            "a keyframe is never dropped for age alone"
+        );
+        assert_eq!(
+            g.check(false, 10_000, false),
+            Verdict::Send,
+            "the skip ended"
+        );
+        assert_eq!(
+            g.check(true, 900_000, true),
+            Verdict::Skip { starts: false },
+            "a late keyframe with a newer one queued gives way to it"
+        );
+        assert_eq!(g.check(false, 0, true), Verdict::Skip { starts: false });
+        assert_eq!(g.check(true, 0, false), Verdict::Send);
+        let mut off = BudgetGate::new(Duration::MAX);
+        assert_eq!(off.check(false, u64::MAX, false), Verdict::Send);
+    }
+
+    /// What a client received: (capture index, keyframe, sent_us -
+    /// encoded_us) per frame.
+    async fn receive_all<L: Link>(link: L) -> Vec<(u64, bool, u64)> {
+        use link_session::{Client, ClientConfig, ClientEvent};
+        let (mut client, _input) = Client::connect(link, ClientConfig::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = client.next_frame().await {
+            if let ClientEvent::Frame(f) = ev {
+                let (h, au) = VideoHeader::parse(f.data()).unwrap();
+                assert!(au.iter().all(|&b| b == h.capture_index as u8));
+                got.push((
+                    h.capture_index,
+                    h.keyframe,
+                    h.sent_us.saturating_sub(h.encoded_us),
+                ));
+            }
+        }
+        got
+    }
+
+    // r[verify video.hub.budget]
+    /// Two viewers on one hub: one behind a narrow bottleneck (its session
+    /// paces at what the bottleneck carries, slower than the encoder), one
+    /// on a plain in-memory link. The narrow one gets no P-frame that spent
+    /// longer than the budget in the host's queues, every frame it did not
+    /// get is counted, its keyframe grants stay at one a second; the other
+    /// gets every frame.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_viewer_behind_a_narrow_path_skips_late_frames_and_the_fast_one_gets_all() {
+        use link_session::{BweConfig, PacingConfig};
+        use link_types::{Bottleneck, FaultSpec, fault_pair, memory_pair};
+        const BUDGET: Duration = Duration::from_millis(400);
+        const FRAMES: u64 = 90;
+        let hub = Arc::new(Hub::new(HubConfig {
+            latency_budget: BUDGET,
+            ..HubConfig::new(4_000_000)
+        }));
+        // The narrow viewer: 600 kbit/s with 300 ms of queue and 20 ms of
+        // delay; its session sends at 400 kbit/s (the estimate pinned to
+        // what the bottleneck carries with the FEC parity), while the
+        // encoder makes about 2 Mbit/s.
+        let (a, b) = memory_pair(Default::default());
+        let narrow = FaultSpec {
+            bottleneck: Some(Bottleneck::new(
+                600_000,
+                Duration::from_millis(300),
+                Duration::from_millis(20),
+            )),
+            ..FaultSpec::none()
+        };
+        let (slow_host, slow_client) = fault_pair(a, b, narrow, FaultSpec::none(), 7).unwrap();
+        let slow_cfg = HostConfig {
+            bwe: BweConfig {
+                start_bps: 400_000,
+                min_bps: 400_000,
+                max_bps: 400_000,
+                pacing_gain: 1.0,
+                probing: false,
+            },
+            pacing: PacingConfig {
+                latency_budget: Duration::from_secs(10),
+                ..PacingConfig::default()
+            },
+            ..HostConfig::default()
+        };
+        let (fast_host, fast_client) = memory_pair(Default::default());
+        let serve = |link, cfg| {
+            let hub = hub.clone();
+            async move { hub.serve(link, cfg, |_| {}).await.unwrap() }
+        };
+        let slow_served = tokio::spawn(serve(slow_host, slow_cfg));
+        let slow_got = tokio::spawn(receive_all(slow_client));
+        while hub.stats().viewers < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let fast_served = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                hub.serve(fast_host, HostConfig::default(), |_| {})
+                    .await
+                    .unwrap()
+            }
+        });
+        let fast_got = tokio::spawn(receive_all(fast_client));
+        while hub.stats().viewers < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // 30 frames a second: P-frames of 8 kB, keyframes of 10 kB.
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        let mut keyframes = 0;
+        for i in 0..FRAMES {
+            tick.tick().await;
+            let key = hub.take_keyframe(Instant::now());
+            keyframes += key as u64;
+            let len = if key { 10_000 } else { 8_000 };
+            let mut f = frame(i, key);
+            let f_mut = Arc::make_mut(&mut f);
+            f_mut.access_unit = vec![i as u8; len];
+            f_mut.header.encoded_us = now_us();
+            hub.publish(f);
+        }
+        // Let both queues run dry (each frame sent or skipped).
+        for _ in 0..2000 {
+            let dry = hub.viewers().iter().all(|v| {
+                let c = v.counters();
+                c.frames_sent + c.frames_skipped_budget == c.frames_queued
+            });
+            if dry {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        hub.stop();
+        let slow = slow_served.await.unwrap();
+        let fast = fast_served.await.unwrap();
+        let slow_got = slow_got.await.unwrap();
+        let fast_got = fast_got.await.unwrap();
+
+        // The fast viewer: every frame, none skipped.
+        assert_eq!(
+            fast_got.iter().map(|f| f.0).collect::<Vec<_>>(),
+            (0..FRAMES).collect::<Vec<_>>(),
+            "{:?}",
+            fast.counters
+        );
+        assert_eq!(fast.counters.frames_skipped_budget, 0);
+        assert_eq!(fast.counters.frames_sent, FRAMES);
+
+        // The narrow viewer: no P-frame sent later than the budget (with
+        // a margin for the time between the check and the send).
+        let c = slow.counters;
+        let margin = 200_000;
+        let late: Vec<_> = slow_got
+            .iter()
+            .filter(|f| !f.1 && f.2 > BUDGET.as_micros() as u64 + margin)
+            .collect();
+        assert!(late.is_empty(), "late P-frames sent: {late:?} ({c:?})");
+        assert!(c.budget_skip_events >= 1, "{c:?}");
+        assert!(c.frames_skipped_budget >= c.budget_skip_events, "{c:?}");
+        // Every frame is accounted for: skipped at publish (before its
+        // keyframe, or its queue full), or queued; and every queued one
+        // sent or skipped for the budget.
+        assert_eq!(c.frames_skipped + c.frames_queued, FRAMES, "{c:?}");
+        assert_eq!(
+            c.frames_queued,
+            c.frames_sent + c.frames_skipped_budget,
+            "{c:?}"
+        );
+        assert_eq!(c.frames_sent, slow.session.frames_sent, "{c:?}");
+        assert!(!slow_got.is_empty());
+        // Its keyframes (the first, at join, and one a second at most
+        // after it, over the frames' own span) do not spiral.
+        let span_s = (FRAMES * 33) as f64 / 1000.0;
+        assert!(
+            (c.keyframes_granted as f64) <= 1.0 + span_s.ceil() + 1.0,
+            "{c:?}"
+        );
+        assert!(keyframes <= 1 + c.keyframes_granted + fast.counters.keyframes_granted);
     }
 }
