@@ -157,6 +157,9 @@ pub struct BweStats {
     pub probes: u64,
     /// Probe clusters that produced a result.
     pub probe_results: u64,
+    /// Probe clusters whose arrivals read more than twice as fast as they
+    /// were sent (stamped in a batch by a busy receiver): no result.
+    pub probes_invalid: u64,
     /// Overuse signals acted on (delay-based decreases).
     pub overuses: u64,
     /// Loss-based decreases.
@@ -269,6 +272,10 @@ const PROBE_TRUST: f64 = 1.4;
 const PROBE_TRUSTED_BYTES: u64 = 64 * 1024;
 /// How long the application's rate is averaged from its first packet.
 const APP_RATE_SETTLE_US: u64 = 3_000_000;
+/// A cluster whose receive rate exceeds its send rate by more than this
+/// factor gives no result (`session.bwe.probe-valid`).
+const PROBE_MAX_RECV_RATIO: f64 = 2.0;
+
 /// The wait for the next probe after one whose result was capped: the
 /// estimate then climbs in confirmed steps, one per keyframe or so.
 const PROBE_CONFIRM_INTERVAL_US: u64 = PROBE_INTERVAL_US / 6;
@@ -799,6 +806,15 @@ impl Bwe {
             // most at the cluster's rate (less when the host fell behind).
             let send_bps = ((p.sent_bytes - p.last_send_size as u64) as f64 * 8e6 / send_us as f64)
                 .min(p.bps as f64);
+            // r[impl session.bwe.probe-valid]
+            // Arrivals far faster than the cluster was sent were stamped
+            // in a batch (the receiver was busy and handled a backlog at
+            // once), not spaced by the path: no result (libwebrtc's
+            // probe estimator discards these the same way).
+            if recv_bps > PROBE_MAX_RECV_RATIO * send_bps {
+                self.stats.probes_invalid += 1;
+                continue;
+            }
             let mut result = send_bps.min(recv_bps);
             let saturated = recv_bps < 0.9 * send_bps;
             if saturated {

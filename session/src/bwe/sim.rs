@@ -662,4 +662,42 @@ mod tests {
         assert!((150 * M..=200 * M).contains(&est), "estimate {est}");
         assert_eq!(b.poll_probe(now + 21_000), None);
     }
+
+    // r[verify session.bwe.probe-valid]
+    #[test]
+    fn a_cluster_whose_arrivals_were_stamped_in_a_batch_gives_no_result() {
+        // The initial 3x probe (30 Mbit/s), its packets sent at its rate.
+        // Arrivals spaced by the path raise the estimate; the same
+        // arrivals stamped within a few microseconds (a receiver that was
+        // busy and handled its backlog at once) must not.
+        for bunched in [false, true] {
+            let mut b = Bwe::new(BweConfig {
+                start_bps: 10 * M,
+                ..BweConfig::default()
+            });
+            let c = b.poll_probe(0).expect("the initial probe");
+            assert_eq!(c.bps, 30 * M);
+            let n = (c.bytes / 1200).max(c.min_packets as u64);
+            let gap = 1200 * 8 * S / c.bps;
+            for k in 0..n {
+                b.on_sent(k, 1200, k * gap, Some(c.id));
+            }
+            b.probe_sent(c.id);
+            let arrivals: Vec<Arrival> = (0..n)
+                .map(|k| Arrival {
+                    pn: k,
+                    at_us: Some(if bunched { 20_000 + k } else { 5_000 + k * gap }),
+                })
+                .collect();
+            b.on_feedback(&arrivals, 30_000);
+            let (est, st) = (b.estimate_bps(), b.stats());
+            if bunched {
+                assert_eq!(est, 10 * M, "a batch-stamped cluster moved the estimate");
+                assert_eq!((st.probe_results, st.probes_invalid), (0, 1));
+            } else {
+                assert!(est >= 25 * M, "a spaced cluster raises it: {est}");
+                assert_eq!((st.probe_results, st.probes_invalid), (1, 0));
+            }
+        }
+    }
 }
