@@ -565,8 +565,36 @@ mod tests {
         assert!(r.bytes(usize::MAX).is_err());
     }
 
-    // r[verify session.wire.outer]
     // r[verify session.wire.kinds]
+    #[test]
+    fn every_kind_has_the_code_the_spec_gives_it() {
+        let table = [
+            (Kind::Hello, 1),
+            (Kind::Welcome, 2),
+            (Kind::Reject, 3),
+            (Kind::Finish, 4),
+            (Kind::Shard, 5),
+            (Kind::Frame, 6),
+            (Kind::Input, 7),
+            (Kind::InputAck, 8),
+            (Kind::Feedback, 9),
+            (Kind::Bye, 10),
+            (Kind::Arrivals, 11),
+            (Kind::Padding, 12),
+            (Kind::Retry, 13),
+        ];
+        for (kind, code) in table {
+            let mut m = [0u8; OUTER_LEN];
+            write_outer(&mut m, kind, 7);
+            assert_eq!(m[1], code, "{kind:?} is written as {code}");
+            assert_eq!(Kind::from_u8(code), Some(kind), "{code} reads as {kind:?}");
+            assert_eq!(read_outer(&m).unwrap().kind, kind);
+        }
+        assert_eq!(Kind::from_u8(0), None);
+        assert_eq!(Kind::from_u8(14), None);
+    }
+
+    // r[verify session.wire.outer]
     #[test]
     fn outer_header_is_checked() {
         let mut m = [0u8; OUTER_LEN];

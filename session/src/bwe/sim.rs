@@ -431,6 +431,25 @@ mod tests {
         assert!((5 * M..=12 * M).contains(&late), "{}", show(&o));
     }
 
+    // r[verify session.bwe.delay]
+    /// A deep buffer (a second at the path's rate) loses nothing until it
+    /// is full, so the loss-based controller alone would let the queue grow
+    /// to a second: the delay controller must see the queue build and hold
+    /// it short.
+    #[test]
+    fn a_deep_buffer_is_kept_short_by_the_delay_signal_alone() {
+        let n = net(vec![(0, 20 * M)], 1000, 20, 0.0);
+        let o = run(&n, App::Follow, BweConfig::default(), true, 16);
+        assert_eq!(o.lost_queue, 0, "nothing reached the buffer's end");
+        assert!(o.estimate_at(15 * S) >= 12 * M, "{}", show(&o));
+        let worst = o.max_queue_delay(2 * S, 16 * S);
+        assert!(
+            worst <= 200_000,
+            "queue delay up to {worst} us: {}",
+            show(&o)
+        );
+    }
+
     #[test]
     fn step_up_10_to_50_is_found() {
         let o = run(
