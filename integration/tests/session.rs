@@ -89,12 +89,17 @@ async fn large_frames_travel_in_parts_and_encrypted() {
 // r[verify session.host.zero-copy]
 #[tokio::test]
 async fn producer_writes_straight_into_the_link_slot() {
+    // Where `fill` wrote each frame, by index: on the fast path that is the
+    // link's own slot, the very memory the client's frame is read from.
+    let written = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let (a, b) = memory_pair(MemoryConfig::default());
+    let w = written.clone();
     let host = async move {
         let (mut host, _ev) = Host::accept(a, HostConfig::default()).await.unwrap();
         for i in 0..10u32 {
             let want = frame_bytes(i, 50_000);
             host.send_frame_with(50_000, i as u64, FrameFlags::NONE, |buf| {
+                w.lock().unwrap().insert(i, buf.as_ptr() as usize);
                 buf.copy_from_slice(&want)
             })
             .await
@@ -108,6 +113,13 @@ async fn producer_writes_straight_into_the_link_slot() {
         while let Some(ClientEvent::Frame(f)) = c.next_frame().await.unwrap() {
             assert!(f.is_zero_copy());
             assert_eq!(f.data(), &frame_bytes(f.index, 50_000)[..]);
+            let at = written.lock().unwrap().get(&f.index).copied();
+            assert_eq!(
+                at,
+                Some(f.data().as_ptr() as usize),
+                "frame {}: the producer wrote into other memory than the client reads",
+                f.index
+            );
             n += 1;
         }
         n
