@@ -380,3 +380,97 @@ async fn a_closed_peer_frees_its_slot_and_its_address_gets_in_again() {
     let n = a.recv(&mut buf).expect("reply");
     assert_eq!(&buf[..n], b"reply");
 }
+
+/// Poll the endpoint's stats until `done` holds, for at most 10 s (a
+/// deadline for an event, not a fixed sleep: robust on a loaded machine).
+async fn stats_until(ep: &UdpEndpoint, done: impl Fn(&link_udp::UdpStats) -> bool) {
+    for _ in 0..1000 {
+        if done(&ep.stats().snapshot()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never reached: {:?}", ep.stats().snapshot());
+}
+
+// r[verify udp.endpoint.limit]
+/// A full accept queue refuses the next new peer (counted) even when
+/// validated slots are free, and lets it in once `accept` made room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_accept_queue_refuses_the_next_new_peer_and_counts_it() {
+    let cfg = EndpointConfig {
+        max_peers: 10,
+        accept_queue: 2,
+        ..EndpointConfig::default()
+    };
+    let gate = Arc::new(TestGate(AtomicUsize::new(0)));
+    let ep = UdpEndpoint::bind_with_gate(v4(), cfg, gate).unwrap();
+    // Proven peers: validated at admission, so none is evicted to make room.
+    let socks: Vec<UdpSocket> = (0..3).map(|_| raw()).collect();
+    for s in &socks {
+        s.send_to(b"proof", ep.local_addr()).unwrap();
+    }
+    stats_until(&ep, |st| st.rx_datagrams == 3).await;
+    let st = ep.stats().snapshot();
+    assert_eq!(st.rx_peer_refused, 1, "{st:?}");
+    assert_eq!(st.peers_admitted_validated, 2, "{st:?}");
+    assert_eq!(ep.peer_count(), 2, "no state for the refused peer");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let l = timeout(Duration::from_secs(5), ep.accept())
+            .await
+            .expect("queued peer");
+        got.push(l.peer_addr());
+    }
+    // Which two got in depends on arrival order; the third did not.
+    let refused: Vec<_> = socks
+        .iter()
+        .map(|s| s.local_addr().unwrap())
+        .filter(|a| !got.contains(a))
+        .collect();
+    assert_eq!(refused.len(), 1, "accepted {got:?}");
+    // With room in the queue the refused peer's resend gets in.
+    let again = socks
+        .iter()
+        .find(|s| s.local_addr().unwrap() == refused[0])
+        .unwrap();
+    again.send_to(b"proof", ep.local_addr()).unwrap();
+    let l = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("the refused peer, again");
+    assert_eq!(l.peer_addr(), refused[0]);
+    assert_eq!(ep.stats().snapshot().rx_peer_refused, 1);
+}
+
+// r[verify udp.endpoint.limit]
+/// A validated peer's queue holds `peer_queue` datagrams; the rest are
+/// dropped and counted, and the queued ones come out whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validated_peers_queue_is_bounded_and_its_overflow_counted() {
+    let cfg = EndpointConfig {
+        peer_queue: 4,
+        unvalidated_queue: 1,
+        ..EndpointConfig::default()
+    };
+    let gate = Arc::new(TestGate(AtomicUsize::new(0)));
+    let ep = UdpEndpoint::bind_with_gate(v4(), cfg, gate).unwrap();
+    let s = raw();
+    s.send_to(b"proof", ep.local_addr()).unwrap();
+    for i in 0..9u8 {
+        s.send_to(&[b'0' + i], ep.local_addr()).unwrap();
+    }
+    stats_until(&ep, |st| st.rx_datagrams == 10).await;
+    let st = ep.stats().snapshot();
+    assert_eq!(st.rx_peer_queue_full, 6, "{st:?}");
+    let l = timeout(Duration::from_secs(5), ep.accept())
+        .await
+        .expect("peer");
+    let (_tx, mut rx) = l.split();
+    for want in [&b"proof"[..], b"0", b"1", b"2"] {
+        assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), want);
+    }
+    // Reading made room again: the next datagram is queued, not dropped.
+    s.send_to(b"late", ep.local_addr()).unwrap();
+    assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), b"late");
+    assert_eq!(ep.stats().snapshot().rx_peer_queue_full, 6);
+}
