@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use link_session::handshake::{HELLO_LEN, Hello, Retry, WELCOME_LEN, Welcome};
+use link_session::handshake::{HELLO_LEN, Hello, Retry, WELCOME_LEN, Welcome, hello_token};
 use link_session::wire::{self, Kind, OUTER_LEN, RANDOM_LEN, VERSION};
 use link_session::{Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, RetryGate};
 use link_udp::{EndpointConfig, UdpConfig, UdpEndpoint, UdpLink};
@@ -33,11 +33,17 @@ fn hello_datagram(random: [u8; RANDOM_LEN]) -> Vec<u8> {
     m
 }
 
-/// Every datagram that arrives within `quiet` of the previous one.
+/// The first datagram (waited for up to 10 s: an event's deadline, not a
+/// margin a loaded machine can miss), then every one that arrives within
+/// `quiet` of the previous one.
 fn drain(s: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
-    s.set_read_timeout(Some(quiet)).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 2048];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if let Ok(n) = s.recv(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    s.set_read_timeout(Some(quiet)).unwrap();
     while let Ok(n) = s.recv(&mut buf) {
         out.push(buf[..n].to_vec());
     }
@@ -230,4 +236,127 @@ async fn a_reject_fits_the_budget_of_one_hello() {
         host.await.unwrap(),
         Err(link_session::SessionError::Rejected { .. })
     ));
+}
+
+/// A Retry datagram for `random` carrying `token`.
+fn retry_datagram(random: [u8; RANDOM_LEN], token: &[u8]) -> Vec<u8> {
+    let mut m = vec![0; OUTER_LEN];
+    wire::write_outer(&mut m, Kind::Retry, 0);
+    m.extend_from_slice(
+        &Retry {
+            client_random: random,
+            token: token.to_vec(),
+        }
+        .to_bytes(),
+    );
+    m
+}
+
+/// The next Hello from the client at `front`: its random and its token.
+fn next_hello(front: &UdpSocket) -> ([u8; RANDOM_LEN], Option<Vec<u8>>) {
+    let mut buf = [0u8; 2048];
+    let n = front.recv(&mut buf).expect("a Hello within 10 s");
+    assert_eq!(
+        buf[1],
+        Kind::Hello as u8,
+        "only Hellos before the host answers"
+    );
+    let body = &buf[OUTER_LEN..n];
+    let random = Hello::read(body).expect("a well-formed Hello").random;
+    (random, hello_token(body).map(<[u8]>::to_vec))
+}
+
+/// The Hellos after a Retry: resends by the client's timer repeat the
+/// token it had (`before`); the first one with another token is the answer.
+fn hello_after_retry(front: &UdpSocket, before: Option<&[u8]>) -> Option<Vec<u8>> {
+    loop {
+        let (_, token) = next_hello(front);
+        if token.as_deref() != before {
+            return token;
+        }
+    }
+}
+
+// r[verify session.handshake.retry]
+/// The client follows at most three Retries, each at once with its token,
+/// and drops a Retry that does not echo its random (both counted); then it
+/// completes the handshake with the Hello it last sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_follows_three_retries_at_most_and_only_those_echoing_it() {
+    let ep = UdpEndpoint::bind(lo(), EndpointConfig::default()).unwrap();
+    let host_at = ep.local_addr();
+    let host = tokio::spawn(async move {
+        let link = ep.accept().await;
+        Host::accept(link, HostConfig::default()).await.map(|_| ())
+    });
+    // The test stands between the client and the host: it answers the
+    // Hellos itself with Retries, then relays both ways.
+    let front = UdpSocket::bind(lo()).unwrap();
+    front
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let front_at = front.local_addr().unwrap();
+    let relay = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (_, client_at) = front.peek_from(&mut buf).expect("first Hello");
+        let (random, token) = next_hello(&front);
+        assert_eq!(token, None, "the first Hello carries no token");
+        // A Retry that does not echo the client's random is ignored: the
+        // client's answer to the next one carries that one's token.
+        let mut wrong = random;
+        wrong[0] ^= 1;
+        front
+            .send_to(&retry_datagram(wrong, &[9; 8]), client_at)
+            .unwrap();
+        let mut last: Option<Vec<u8>> = None;
+        for t in 1..=3u8 {
+            front
+                .send_to(&retry_datagram(random, &[t; 8]), client_at)
+                .unwrap();
+            let got = hello_after_retry(&front, last.as_deref());
+            assert_eq!(got, Some(vec![t; 8]), "Retry {t} followed with its token");
+            last = got;
+        }
+        // A fourth Retry is not followed: the resends keep the third token.
+        front
+            .send_to(&retry_datagram(random, &[4; 8]), client_at)
+            .unwrap();
+        for _ in 0..2 {
+            let (_, token) = next_hello(&front);
+            assert_eq!(token, Some(vec![3; 8]), "the fourth Retry was followed");
+        }
+        // Relay from now on, until both sides are quiet for a second.
+        let back = UdpSocket::bind(lo()).unwrap();
+        back.connect(host_at).unwrap();
+        front
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        back.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let mut quiet = 0;
+        while quiet < 200 {
+            quiet += 1;
+            if let Ok(n) = front.recv(&mut buf) {
+                back.send(&buf[..n]).unwrap();
+                quiet = 0;
+            }
+            if let Ok(n) = back.recv(&mut buf) {
+                front.send_to(&buf[..n], client_at).unwrap();
+                quiet = 0;
+            }
+        }
+    });
+    let link = UdpLink::connect(lo(), front_at, &UdpConfig::default()).unwrap();
+    let (c, _i) = Client::connect(link, ClientConfig::default())
+        .await
+        .expect("the handshake completes after the Retries");
+    let st = c.stats();
+    assert_eq!(st.retries_followed, 3, "{st:?}");
+    assert_eq!(
+        st.unexpected_dropped, 2,
+        "the non-echoing and the fourth Retry: {st:?}"
+    );
+    host.await.unwrap().expect("the host accepted the client");
+    drop(c);
+    relay.join().expect("the relay's checks");
 }
