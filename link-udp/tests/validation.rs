@@ -55,11 +55,11 @@ async fn unvalidated_sources_never_take_validated_slots_and_the_oldest_is_evicte
     assert_eq!(ep.stats().snapshot().peers_validated, 2);
     // Ten more sources: four fit the unvalidated table, six evict the oldest.
     let flood: Vec<UdpSocket> = (0..10).map(|_| raw()).collect();
-    for s in &flood {
+    // Each is handled before the next is sent: "oldest" is well defined.
+    for (n, s) in flood.iter().enumerate() {
         s.send_to(b"spoof", ep.local_addr()).unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        stats_until(&ep, |st| st.rx_datagrams == 3 + n as u64).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let st = ep.stats().snapshot();
     assert_eq!(st.unvalidated_evicted, 6, "{st:?}");
     assert_eq!(ep.unvalidated_count(), 4);
@@ -142,7 +142,7 @@ async fn sends_to_an_unvalidated_peer_stay_within_three_times_what_it_sent() {
     assert_eq!(st.unvalidated_rx_bytes, 100);
     // More bytes from the peer buy more.
     s.send_to(&[7u8; 50], ep.local_addr()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    stats_until(&ep, |st| st.unvalidated_rx_bytes == 150).await;
     for _ in 0..3 {
         tx.send(&[1u8; 100]).await.unwrap();
     }
@@ -176,7 +176,7 @@ async fn new_peers_are_rate_limited_per_source_address() {
     for s in &socks {
         s.send_to(b"x", ep.local_addr()).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    stats_until(&ep, |st| st.rx_datagrams == 10).await;
     let st = ep.stats().snapshot();
     assert_eq!(ep.peer_count(), 3, "{st:?}");
     assert_eq!(st.rx_rate_limited, 7, "{st:?}");
@@ -187,13 +187,13 @@ async fn new_peers_are_rate_limited_per_source_address() {
     // Another address has its own bucket.
     let other = UdpSocket::bind("127.0.0.2:0").unwrap();
     other.send_to(b"z", ep.local_addr()).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    stats_until(&ep, |st| st.rx_datagrams == 16).await;
     assert_eq!(ep.peer_count(), 4);
     assert_eq!(ep.stats().snapshot().rx_rate_limited, 7);
     // The bucket refills at the rate.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     socks[9].send_to(b"x", ep.local_addr()).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    stats_until(&ep, |st| st.rx_datagrams == 17).await;
     assert_eq!(ep.peer_count(), 5);
 }
 
@@ -246,7 +246,7 @@ async fn the_gate_answers_new_sources_statelessly_under_load() {
     // neither makes a peer.
     second.send_to(b"huge", ep.local_addr()).unwrap();
     second.send_to(b"drop", ep.local_addr()).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    stats_until(&ep, |st| st.rx_gate_dropped == 2).await;
     assert_eq!(recv_count(&second), 0);
     // With proof: admitted, validated.
     second.send_to(b"proof", ep.local_addr()).unwrap();
@@ -263,7 +263,7 @@ async fn the_gate_answers_new_sources_statelessly_under_load() {
     assert_eq!(gate.0.load(Ordering::Relaxed), 5);
     // Known peers never reach the gate.
     second.send_to(b"data", ep.local_addr()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    stats_until(&ep, |st| st.rx_datagrams == 6).await;
     assert_eq!(gate.0.load(Ordering::Relaxed), 5);
 }
 
@@ -280,10 +280,10 @@ async fn datagrams_of_an_evicted_unaccepted_peer_are_counted() {
     };
     let ep = UdpEndpoint::bind(v4(), cfg).unwrap();
     let socks: Vec<UdpSocket> = (0..3).map(|_| raw()).collect();
-    for s in &socks {
+    for (i, s) in socks.iter().enumerate() {
         s.send_to(b"one", ep.local_addr()).unwrap();
         s.send_to(b"two", ep.local_addr()).unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats_until(&ep, |st| st.rx_datagrams == 2 * (i as u64 + 1)).await;
     }
     let l = timeout(Duration::from_secs(5), ep.accept())
         .await
@@ -312,7 +312,7 @@ async fn an_unvalidated_peer_queues_little_until_validated() {
     for _ in 0..5 {
         s.send_to(b"x", ep.local_addr()).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    stats_until(&ep, |st| st.rx_datagrams == 5).await;
     let l = timeout(Duration::from_secs(5), ep.accept())
         .await
         .expect("peer");
@@ -325,7 +325,7 @@ async fn an_unvalidated_peer_queues_little_until_validated() {
     for _ in 0..10 {
         s.send_to(b"y", ep.local_addr()).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    stats_until(&ep, |st| st.rx_datagrams == 15).await;
     for _ in 0..10 {
         assert_eq!(rx.recv().await.unwrap().unwrap().as_slice(), b"y");
     }
