@@ -380,3 +380,67 @@ pub fn verify_placement(
     }
     out
 }
+
+/// The name of the function a reference at `line` sits above: the first
+/// `fn name` (or suite macro `name!`) going down from it, if any.
+pub fn item_name(source: &str, line: usize) -> Option<String> {
+    for l in source.lines().skip(line).take(40) {
+        let t = l.trim();
+        if t.starts_with("//") || t.starts_with("#[") {
+            continue;
+        }
+        if let Some(at) = t.find("fn ") {
+            let name: String = t[at + 3..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            return (!name.is_empty()).then_some(name);
+        }
+        if let Some(head) = t.split('(').next()
+            && let Some(m) = head.trim_end().strip_suffix('!')
+        {
+            return Some(format!("{m}!"));
+        }
+    }
+    None
+}
+
+/// Per spec file, every rule with where it is implemented and the tests
+/// that verify it (`file:line` and the test's name): the way from a rule
+/// to its test in one step. Paths are shown relative to `root`; `source`
+/// gives a file's text for the names.
+pub fn rule_index(
+    root: &Path,
+    rules: &[Rule],
+    refs: &[Reference],
+    source: &dyn Fn(&Path) -> Option<String>,
+) -> String {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let mut cache: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+    let mut out = String::new();
+    let mut file: Option<&Path> = None;
+    for rule in rules {
+        if file != Some(rule.file.as_path()) {
+            file = Some(rule.file.as_path());
+            let _ = writeln!(out, "{}", rel(&rule.file));
+        }
+        let _ = writeln!(out, "  {} (line {})", rule.id, rule.line);
+        for verb in [Verb::Impl, Verb::Verify] {
+            for r in refs.iter().filter(|r| r.id == rule.id && r.verb == verb) {
+                let name = cache
+                    .entry(r.file.clone())
+                    .or_insert_with(|| source(&r.file))
+                    .as_deref()
+                    .and_then(|text| item_name(text, r.line))
+                    .unwrap_or_default();
+                let what = if verb == Verb::Impl {
+                    "impl  "
+                } else {
+                    "verify"
+                };
+                let _ = writeln!(out, "    {what} {}:{} {name}", rel(&r.file), r.line);
+            }
+        }
+    }
+    out
+}

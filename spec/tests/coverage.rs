@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use link_spec::{
-    check, load_rules, references_in, rules_from_markdown, scan_references, verify_placement,
+    check, load_rules, references_in, rule_index, rules_from_markdown, scan_references,
+    verify_placement,
 };
 
 fn workspace_root() -> &'static Path {
@@ -29,6 +30,14 @@ fn every_rule_is_implemented_and_verified() {
         .ok()
     });
     println!("{}", report.table());
+    // From each rule to its code and its tests, in one step.
+    println!(
+        "{}",
+        rule_index(root, &rules, &refs, &|p| std::fs::read_to_string(
+            root.join(p)
+        )
+        .ok())
+    );
     let problems = report.problems();
     assert!(
         problems.is_empty(),
@@ -143,4 +152,23 @@ fn checker_flags_a_verify_tag_that_is_not_on_a_test() {
         "{:?}",
         report.problems()
     );
+}
+
+#[test]
+fn the_index_leads_from_each_rule_to_its_code_and_its_tests() {
+    let rules = rules_from_markdown(Path::new("t.md"), SPEC).unwrap();
+    let test =
+        |id: &str, name: &str| format!("// {}[verify {id}]\n#[test]\nfn {name}() {{}}\n", "r");
+    let src = [
+        annot("impl", "demo.one"),
+        test("demo.one", "first_test"),
+        annot("impl", "demo.two"),
+        test("demo.two", "second_test"),
+        test("demo.one", "third_test"),
+    ]
+    .concat();
+    let (refs, _) = references_in(&[("a.rs", &src)]);
+    let index = rule_index(Path::new(""), &rules, &refs, &|_| Some(src.clone()));
+    let want = "t.md\n  demo.one (line 3)\n    impl   a.rs:1 f\n    verify a.rs:3 first_test\n    verify a.rs:11 third_test\n  demo.two (line 6)\n    impl   a.rs:6 f\n    verify a.rs:8 second_test\n";
+    assert_eq!(index, want);
 }
