@@ -181,6 +181,92 @@ mod tests {
         assert_eq!(read_index(&luma_of(&ok), usize::MAX, 2), None);
     }
 
+    /// An RGBA picture whose code blocks are painted by `luma(white,
+    /// centre)`: `centre` is whether the pixel lies in the block's central
+    /// `B/2`x`B/2` square, the only part the reader looks at.
+    fn paint_blocks(
+        index: u64,
+        width: usize,
+        height: usize,
+        luma: impl Fn(bool, bool) -> u8,
+    ) -> Vec<u8> {
+        let b = block_size(width).unwrap();
+        let mut px = paint_rgba(index, width, height);
+        let bits = code_bits(index);
+        let inner = |d: usize| (b / 4..b / 4 + b / 2).contains(&d);
+        for i in 0..CODE_BLOCKS {
+            for row in 0..b {
+                for x in i * b..(i + 1) * b {
+                    let y = luma(bits >> i & 1 == 1, inner(row) && inner(x - i * b));
+                    let p = (row * width + x) * 4;
+                    px[p..p + 3].copy_from_slice(&[y, y, y]);
+                }
+            }
+        }
+        px
+    }
+
+    // r[verify video.testsrc.read]
+    /// Only a block's central square counts: a ring of the opposite colour
+    /// around it (a codec's ringing at block edges, worst case) reads
+    /// correctly, through both readers.
+    #[test]
+    fn only_the_central_square_of_each_block_is_read() {
+        for w in [384, 500, 640, 1280] {
+            for index in [1u64, 0x00FF_00FF, 0xA5A5_5A5A] {
+                let px = paint_blocks(
+                    index,
+                    w,
+                    64,
+                    |white, centre| {
+                        if white == centre { WHITE } else { BLACK }
+                    },
+                );
+                assert_eq!(read_rgba(&px, w), Some(index), "rgba {w}");
+                assert_eq!(read_index(&luma_of(&px), w, 64), Some(index), "luma {w}");
+            }
+        }
+    }
+
+    // r[verify video.testsrc.read]
+    /// A block is white when its mean luma is *above* 128: a mean of
+    /// exactly 128 is black.
+    #[test]
+    fn a_mean_of_exactly_128_is_black() {
+        let w = 1280;
+        let px = paint_blocks(0x1234_5678, w, 32, |white, _| if white { 129 } else { 128 });
+        assert_eq!(read_rgba(&px, w), Some(0x1234_5678));
+        assert_eq!(read_index(&luma_of(&px), w, 32), Some(0x1234_5678));
+    }
+
+    // r[verify video.testsrc.read]
+    /// A pixel's luma is the mean of R, G and B: coloured blocks whose
+    /// class only the three channels together give (any one channel
+    /// alone, or alpha, says the opposite) read correctly.
+    #[test]
+    fn rgba_luma_is_the_mean_of_the_three_channels() {
+        let w = 640;
+        let mut px = paint_rgba(0x0BAD_CAFE, w, 16);
+        let b = block_size(w).unwrap();
+        let bits = code_bits(0x0BAD_CAFE);
+        for i in 0..CODE_BLOCKS {
+            // White: mean 170 of (0, 255, 255); black: mean 85 of (255, 0, 0);
+            // alpha 0.
+            let c = if bits >> i & 1 == 1 {
+                [0, 255, 255, 0]
+            } else {
+                [255, 0, 0, 0]
+            };
+            for row in 0..b {
+                for x in i * b..(i + 1) * b {
+                    let p = (row * w + x) * 4;
+                    px[p..p + 4].copy_from_slice(&c);
+                }
+            }
+        }
+        assert_eq!(read_rgba(&px, w), Some(0x0BAD_CAFE));
+    }
+
     #[test]
     fn the_low_32_bits_extend_to_the_nearest_index() {
         assert_eq!(unwrap_index(5, 3), 5);
