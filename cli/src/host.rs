@@ -646,6 +646,7 @@ async fn encode_loop(
             keyframe,
             temporal_id: info.temporal_id,
             recovery: info.recovery,
+            viewer_target_10kbps: 0,
             width: width as u16,
             height: height as u16,
             target_kbps: (bitrate / 1000).min(u32::MAX as u64) as u32,

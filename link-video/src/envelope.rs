@@ -9,7 +9,7 @@
 //! | 0  | 4 | magic `b"LSV1"` |
 //! | 4  | 1 | codec: 1 = H.264 Annex B |
 //! | 5  | 1 | flags: bit 0 = keyframe (IDR), bits 1–2 = temporal id, bit 3 = recovery point |
-//! | 6  | 2 | reserved, 0 |
+//! | 6  | 2 | the viewer's own target, units of 10 kbit/s (0: not known) |
 //! | 8  | 2 | width |
 //! | 10 | 2 | height |
 //! | 12 | 4 | target kbit/s |
@@ -70,6 +70,10 @@ pub struct VideoHeader {
     /// only from a reference every viewer has; a viewer that lost earlier
     /// frames is whole again from here.
     pub recovery: bool,
+    /// The target bitrate of the viewer this copy was sent to (its own
+    /// session's estimate), in units of 10 kbit/s, saturating at 65535;
+    /// 0 when not known. Set per viewer by the hub.
+    pub viewer_target_10kbps: u16,
     /// Picture width in pixels.
     pub width: u16,
     /// Picture height in pixels.
@@ -110,7 +114,7 @@ impl VideoHeader {
             flags |= FLAG_RECOVERY;
         }
         h[5] = flags;
-        h[6..8].fill(0);
+        h[6..8].copy_from_slice(&self.viewer_target_10kbps.to_le_bytes());
         h[8..10].copy_from_slice(&self.width.to_le_bytes());
         h[10..12].copy_from_slice(&self.height.to_le_bytes());
         h[12..16].copy_from_slice(&self.target_kbps.to_le_bytes());
@@ -156,6 +160,7 @@ impl VideoHeader {
             keyframe: h[5] & FLAG_KEYFRAME != 0,
             temporal_id: (h[5] >> FLAG_TEMPORAL_SHIFT) & 3,
             recovery: h[5] & FLAG_RECOVERY != 0,
+            viewer_target_10kbps: u16_at(6),
             width: u16_at(8),
             height: u16_at(10),
             target_kbps: u32_at(12),
@@ -178,6 +183,7 @@ mod tests {
             keyframe: true,
             temporal_id: 0,
             recovery: true,
+            viewer_target_10kbps: 300,
             width: 1280,
             height: 720,
             target_kbps: 4000,
@@ -199,7 +205,7 @@ mod tests {
         assert_eq!(&buf[0..4], b"LSV1");
         assert_eq!(buf[4], 1);
         assert_eq!(buf[5], 1 | 8);
-        assert_eq!(&buf[6..8], &[0, 0]);
+        assert_eq!(&buf[6..8], &300u16.to_le_bytes());
         assert_eq!(&buf[8..10], &1280u16.to_le_bytes());
         assert_eq!(&buf[10..12], &720u16.to_le_bytes());
         assert_eq!(&buf[12..16], &4000u32.to_le_bytes());
@@ -291,10 +297,10 @@ mod tests {
                     prop_assert!(bytes.len() >= HEADER_LEN);
                     prop_assert_eq!(au.len(), bytes.len() - HEADER_LEN);
                     // Re-encoding gives the same header bytes except the
-                    // ignored reserved bytes and unknown flag bits.
+                    // ignored unknown flag bits.
                     let mut again = [0u8; HEADER_LEN];
                     h.encode_into(&mut again).unwrap();
-                    prop_assert_eq!(&again[8..48], &bytes[8..48]);
+                    prop_assert_eq!(&again[6..48], &bytes[6..48]);
                     prop_assert_eq!(&again[..5], &bytes[..5]);
                     prop_assert_eq!(again[5], bytes[5] & 0x0f);
                 }

@@ -1026,6 +1026,9 @@ impl Hub {
                     .send_frame_with(len, h.capture_us, flags, |b| {
                         let mut h = h;
                         h.sent_us = now_us();
+                        h.viewer_target_10kbps = (info.target_bps.load(Relaxed) / 10_000)
+                            .min(u64::from(u16::MAX))
+                            as u16;
                         // The slot is exactly `len` bytes: header then access unit.
                         if h.encode_into(b).is_ok() {
                             b[HEADER_LEN..].copy_from_slice(&f.access_unit);
@@ -1184,6 +1187,7 @@ mod tests {
                 keyframe,
                 temporal_id,
                 recovery: recovery || keyframe,
+                viewer_target_10kbps: 0,
                 width: 640,
                 height: 360,
                 target_kbps: 4000,
