@@ -812,6 +812,9 @@ impl Hub {
             w
         };
         let encoder_bps = u64::from(h.target_kbps) * 1000;
+        // Held until the mark is registered: a viewer's task that sends
+        // the frame at once gives its verdict only after that.
+        let mut marks = frame.ltr_mark.then(|| lock(&self.marks));
         let mut viewers = lock(&self.viewers);
         let mut mark = frame.ltr_mark.then(|| Mark {
             capture_index: h.capture_index,
@@ -881,8 +884,7 @@ impl Hub {
         });
         drop(window);
         drop(viewers);
-        if let Some(mut m) = mark {
-            let mut marks = lock(&self.marks);
+        if let (Some(mut m), Some(marks)) = (mark, marks.as_mut()) {
             let rejected = verdicts.iter().any(|v| !v.1);
             if rejected {
                 marks.outcomes.push((m.capture_index, false));
