@@ -28,7 +28,7 @@ use crate::progress::Progress;
 use crate::report::Quantiles;
 use crate::util::{now_us, read_psk};
 use link_video::index::{read_index, unwrap_index};
-use link_video::{Decoder as _, OpenH264Decoder, TestSrc, VideoHeader, psnr_yuv};
+use link_video::{Decoder as _, LayeredDecoder, TestSrc, VideoHeader, psnr_yuv};
 
 /// Options of `linkstream client`.
 #[derive(Debug, Clone, clap::Args)]
@@ -176,6 +176,25 @@ pub struct ClientReport {
     pub gaps: Vec<Gap>,
     /// How many such gaps there were (also those beyond `MAX_GAPS`).
     pub gaps_count: u64,
+    /// Pictures decoded per second of the run.
+    pub fps_displayed: f64,
+    /// Frames that could not be decoded whole because an earlier frame
+    /// was lost or skipped, until the stream's next recovery point (not
+    /// counted in `decode_errors`).
+    pub frames_broken: u64,
+    /// Keyframes (IDRs) decoded.
+    pub keyframes: u64,
+    /// LTR recovery frames decoded (recovery points that are not IDRs).
+    pub recovery_frames: u64,
+    /// The highest temporal layer received over the last second of the
+    /// run (0: the base layer only).
+    pub layer: u64,
+    /// Pictures decoded per temporal layer (TL0, TL1, TL2, TL3).
+    pub frames_by_layer: Vec<u64>,
+    /// This viewer's own target bitrate as the host last reported it (its
+    /// session's estimate of this path), Mbit/s; `target_mbps` is the
+    /// encoder's.
+    pub viewer_target_mbps: f64,
 }
 
 /// Gaps between decoded pictures longer than this are listed.
@@ -232,6 +251,13 @@ struct DecodeStats {
     longest_gap: Option<(u64, u64)>,
     gaps: Vec<Gap>,
     gaps_count: u64,
+    broken: u64,
+    keyframes: u64,
+    recovery_frames: u64,
+    by_layer: [u64; 4],
+    /// (decoded at, temporal id) of the last second's pictures.
+    recent_layers: std::collections::VecDeque<(u64, u8)>,
+    viewer_target_10kbps: u16,
     out_error: Option<String>,
 }
 
@@ -266,7 +292,7 @@ fn decode_thread(
     live: Arc<Live>,
 ) -> DecodeStats {
     let mut s = DecodeStats::default();
-    let mut decoder = match OpenH264Decoder::new() {
+    let mut decoder = match LayeredDecoder::new() {
         Ok(d) => d,
         Err(e) => {
             s.out_error = Some(format!("decoder: {e}"));
@@ -274,11 +300,15 @@ fn decode_thread(
         }
     };
     let mut reference: Option<(TestSrc, Vec<u8>)> = None;
-    let mut waiting_key = true;
+    // Nothing decodes before the first keyframe.
+    let mut started = false;
+    // Frames are missing before this one: until a picture decodes whole
+    // again (the host's recovery frame, or the next TL0 frame when only a
+    // higher layer was lost), a decode error is expected, not a fault.
+    let mut broken = false;
     while let Ok(job) = jobs.recv() {
-        // Start (and restart after a gap) at a keyframe.
         if job.gap_before {
-            waiting_key = true;
+            broken = true;
         }
         let (h, au) = match VideoHeader::parse(&job.data) {
             Ok(x) => x,
@@ -288,11 +318,12 @@ fn decode_thread(
                 continue;
             }
         };
-        if waiting_key && !h.keyframe {
+        s.viewer_target_10kbps = h.viewer_target_10kbps;
+        if !started && !h.keyframe {
             s.skipped += 1;
             continue;
         }
-        waiting_key = false;
+        started = true;
         if let Some(Out::H264(w)) = &mut out
             && let Err(e) = w.write_all(au)
         {
@@ -303,12 +334,22 @@ fn decode_thread(
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
-                s.decode_errors += 1;
-                tracing::warn!("decode: {e}");
-                waiting_key = true;
+                if broken && !h.recovery {
+                    s.broken += 1;
+                } else {
+                    s.decode_errors += 1;
+                    tracing::warn!("decode: {e}");
+                }
                 continue;
             }
         };
+        broken = false;
+        if h.keyframe {
+            s.keyframes += 1;
+        } else if h.recovery {
+            s.recovery_frames += 1;
+        }
+        s.by_layer[usize::from(h.temporal_id.min(3))] += 1;
         let decoded_us = now_us();
         s.decoded += 1;
         if s.last_decoded_us != 0 {
@@ -327,6 +368,14 @@ fn decode_thread(
             }
         }
         s.last_decoded_us = decoded_us;
+        s.recent_layers.push_back((decoded_us, h.temporal_id));
+        while s
+            .recent_layers
+            .front()
+            .is_some_and(|f| decoded_us.saturating_sub(f.0) > 1_000_000)
+        {
+            s.recent_layers.pop_front();
+        }
         let (w, hgt) = (picture.width, picture.height);
         s.width = w as u64;
         s.height = hgt as u64;
@@ -561,6 +610,7 @@ where
                         first_us = now;
                     }
                     last_us = now;
+                    let index = f.index;
                     let data = f.into_vec();
                     bytes += data.len() as u64;
                     win_bytes += data.len() as u64;
@@ -572,16 +622,18 @@ where
                     if jobs.try_send(job).is_ok() {
                         gap = false;
                     } else {
-                        // The decoder is behind: this frame is dropped and
-                        // the decoder restarts at the next keyframe.
+                        // The decoder is behind: this frame is dropped, and
+                        // the host is asked for a recovery point (the
+                        // session reports it as the newest unusable frame).
                         decoder_behind += 1;
                         gap = true;
+                        frames.request_keyframe(index);
                     }
                 }
                 Ok(Some(ClientEvent::Lost { count, .. })) => {
                     lost += count as u64;
-                    // The decoder restarts at the next keyframe (the host
-                    // was asked for one).
+                    // The decoder is whole again at the host's next
+                    // recovery point (the session's loss report asks).
                     gap = true;
                 }
                 Ok(None) => break,
@@ -649,6 +701,9 @@ where
     }
     let mut r = summarize(d, args, encrypted);
     r.seconds = started.elapsed().as_secs_f64();
+    if r.seconds > 0.0 {
+        r.fps_displayed = r.frames_decoded as f64 / r.seconds;
+    }
     r.frames_received = stats.frames_delivered;
     r.frames_lost = lost.max(stats.frames_lost);
     r.frames_skipped += decoder_behind;
@@ -747,6 +802,12 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
         resumed_at_us,
         gaps: std::mem::take(&mut d.gaps),
         gaps_count: d.gaps_count,
+        frames_broken: d.broken,
+        keyframes: d.keyframes,
+        recovery_frames: d.recovery_frames,
+        layer: d.recent_layers.iter().map(|f| u64::from(f.1)).max().unwrap_or(0),
+        frames_by_layer: d.by_layer.to_vec(),
+        viewer_target_mbps: f64::from(d.viewer_target_10kbps) / 100.0,
         ..Default::default()
     }
 }
@@ -772,6 +833,17 @@ fn print_summary(r: &ClientReport) {
         r.frames_decoded,
         r.decode_errors,
         r.frames_skipped
+    );
+    println!(
+        "layers: TL0..TL{} received over the last second, pictures per layer {:?}; {:.1} pictures/s; {} keyframes, {} recovery frames, {} frames broken by a loss; own target {:.2} Mbit/s, encoder {:.2}",
+        r.layer,
+        r.frames_by_layer,
+        r.fps_displayed,
+        r.keyframes,
+        r.recovery_frames,
+        r.frames_broken,
+        r.viewer_target_mbps,
+        r.target_mbps
     );
     println!(
         "check: index {} checked, {} mismatches, {} unreadable; PSNR mean {:.2} dB, min {:.2} dB ({} pictures)",

@@ -7,15 +7,21 @@
 //! - Each access unit is wrapped in the video envelope and queued to every
 //!   viewer: one link-session `Host` per viewer (its own keys, FEC),
 //!   accepted on one `UdpEndpoint` and one `WsServer` (path `/stream`).
-//! - The fan-out is `link_video::hub::Hub`: a viewer's queue is bounded
-//!   (when it is full the viewer skips frames until the next keyframe,
+//! - The encoder is `link_video::LayeredEncoder`: `--temporal-layers`
+//!   dyadic temporal layers (default 2) and long-term references (LTR).
+//! - The fan-out is `link_video::hub::Hub`: each viewer gets the temporal
+//!   layers its own target carries, and the encoder's bitrate is the
+//!   fastest viewer's target, between `--min-bitrate` and `--bitrate`, so
+//!   a slow viewer never lowers a fast one's quality. A viewer's queue is
+//!   bounded (when it is full the viewer skips to the next recovery point,
 //!   counted; the others are never held back), and a frame that waited
-//!   longer than `--latency-budget-ms` is not sent (that viewer skips to
-//!   the next keyframe, counted); a new viewer gets a keyframe
-//!   at once, a viewer's requests (lost frames, skips) at most once a
-//!   second; the encoder's bitrate is the lowest viewer target, between
-//!   `--min-bitrate` and `--bitrate`. This module wires it to the capture
-//!   process, the encoder, the transports and the summary.
+//!   longer than `--latency-budget-ms` is not sent (that viewer skips,
+//!   counted). A viewer that lost or skipped a TL0 frame asks for a
+//!   recovery: the hub coalesces the requests, the encoder answers with an
+//!   LTR recovery frame (not an IDR), and the host confirms or rejects
+//!   each LTR mark as the hub reports the viewers' verdicts. A new viewer
+//!   gets a keyframe at once. This module wires it to the capture process,
+//!   the encoder, the transports and the summary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,9 +33,10 @@ use link_session::{BweConfig, HostConfig};
 use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
 use link_video::hub::{EncodedFrame, Hub, HubConfig, ViewerEvent};
+use link_video::layered::{LtrId, Recovery};
 use link_video::slot::FrameHeader;
 use link_video::stream::STREAM_PATH;
-use link_video::{Codec, Encoder as _, OpenH264Encoder, VideoError, VideoHeader};
+use link_video::{Codec, Encoder as _, LayeredConfig, LayeredEncoder, VideoError, VideoHeader};
 
 use crate::capture;
 use crate::report::{HostReport, Quantiles, ViewerReport};
@@ -61,6 +68,12 @@ pub struct HostArgs {
     #[arg(long, value_name = "BPS", default_value_t = 300_000,
           value_parser = clap::value_parser!(u64).range(10_000..=1_000_000_000))]
     pub min_bitrate: u64,
+    /// Temporal layers of the encoder (1-3). A viewer whose target is below
+    /// the stream's rate receives the base layer (half the frame rate with
+    /// 2 layers, a quarter with 3) instead of lowering everyone's bitrate.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub temporal_layers: u8,
     /// Log every input event from the viewers.
     #[arg(long)]
     pub print_input: bool,
@@ -167,6 +180,14 @@ async fn serve_viewer<L>(
         keyframe_requests: c.keyframe_requests,
         keyframe_requests_coalesced: c.keyframe_requests_coalesced,
         keyframes_granted: c.keyframes_granted,
+        layer: c.layer,
+        layer_changes: c.layer_changes,
+        target_bps: c.target_bps,
+        frames_filtered: c.frames_filtered,
+        recovery_requests: c.recovery_requests,
+        recovery_requests_coalesced: c.recovery_requests_coalesced,
+        recovery_frames_sent: c.recovery_frames_sent,
+        keyframes_sent: c.keyframes_sent,
         input_events: c.input_events,
         reported_frames_lost: s.session.reported_frames_lost,
         reported_loss_ppm: s.session.reported_loss_ppm,
@@ -303,6 +324,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             latency_budget: Duration::from_millis(args.latency_budget_ms),
             max_bitrate_bps: args.bitrate,
             min_bitrate_bps: args.min_bitrate,
+            recovery: true,
             ..HubConfig::new(args.bitrate)
         }),
         finished: Mutex::new(Vec::new()),
@@ -384,12 +406,21 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         fps,
         encrypted: psk.is_some(),
         latency_budget_ms: args.latency_budget_ms,
+        temporal_layers: u64::from(args.temporal_layers),
         ..Default::default()
     };
     let deadline = args
         .seconds
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let outcome = encode_loop(&hub.hub, link, (width, height, fps), deadline, &mut report).await;
+    let outcome = encode_loop(
+        &hub.hub,
+        link,
+        (width, height, fps),
+        args.temporal_layers,
+        deadline,
+        &mut report,
+    )
+    .await;
     // Stop: no new viewers, every queue closes (each viewer's session
     // sends its Bye after the frames already queued).
     hub.hub.stop();
@@ -484,14 +515,20 @@ async fn encode_loop(
     hub: &Hub,
     link: ShmLink,
     (width, height, fps): (usize, usize, f64),
+    temporal_layers: u8,
     deadline: Option<tokio::time::Instant>,
     report: &mut HostReport,
 ) -> Result<(), String> {
     let (_tx, mut rx) = link.split();
     let mut bitrate = hub.target_bitrate();
     let fps_int = (fps.round() as u32).clamp(1, 240);
-    let mut encoder = OpenH264Encoder::new(width, height, fps_int, bitrate)
-        .map_err(|e| format!("encoder: {e}"))?;
+    let mut encoder = LayeredEncoder::new(LayeredConfig {
+        temporal_layers,
+        ..LayeredConfig::new(width, height, fps_int, bitrate)
+    })
+    .map_err(|e| format!("encoder: {e}"))?;
+    // The LTR marks sent and not yet decided, by capture index.
+    let mut marks: std::collections::VecDeque<(u64, LtrId)> = Default::default();
     let mut au = Vec::new();
     let mut encode_us = Vec::new();
     let mut bytes = 0u64;
@@ -537,14 +574,41 @@ async fn encode_loop(
         if key {
             encoder.force_keyframe();
         }
+        // r[impl video.hub.ltr-confirm]
+        for (index, ok) in hub.take_mark_outcomes() {
+            let Some(pos) = marks.iter().position(|m| m.0 == index) else {
+                continue;
+            };
+            let (_, id) = marks.remove(pos).expect("position is in range");
+            let r = if ok {
+                report.ltr_confirmed += 1;
+                encoder.confirm_ltr(id)
+            } else {
+                report.ltr_rejected += 1;
+                encoder.reject_ltr(id)
+            };
+            // A mark from before the last IDR is stale: nothing to do.
+            if let Err(e) = r {
+                tracing::debug!("LTR {id}: {e}");
+            }
+        }
+        // r[impl video.hub.recovery]
+        if hub.take_recovery() {
+            report.recoveries_requested += 1;
+            match encoder.request_recovery() {
+                Ok(Recovery::Ltr(id)) => tracing::debug!("recovery from {id}"),
+                Ok(Recovery::Idr) => tracing::debug!("recovery by an IDR"),
+                Err(e) => tracing::warn!("recovery request: {e}"),
+            }
+        }
         let t0 = Instant::now();
         // The picture is read in place from the shared-memory slot.
         au.clear();
         let out = tokio::task::block_in_place(|| encoder.encode(picture, &mut au));
         drop(msg); // the slot goes back to the capture process
         let encoded_us = now_us();
-        let keyframe = match out {
-            Ok(k) => k,
+        let info = match out {
+            Ok(info) => info,
             Err(e) => {
                 report.encode_errors += 1;
                 tracing::warn!("encode: {e}");
@@ -552,8 +616,26 @@ async fn encode_loop(
             }
         };
         encode_us.push(t0.elapsed().as_micros() as u64);
+        let keyframe = info.keyframe;
         report.frames_encoded += 1;
         report.keyframes += keyframe as u64;
+        if info.recovery {
+            if keyframe {
+                report.idr_recoveries += 1;
+            } else {
+                report.recovery_frames += 1;
+            }
+        }
+        if let Some(id) = info.ltr_mark {
+            if keyframe {
+                // An IDR makes every older mark stale.
+                marks.clear();
+            }
+            marks.push_back((hdr.index, id));
+            while marks.len() > 32 {
+                marks.pop_front();
+            }
+        }
         bytes += au.len() as u64;
         if link_video::HEADER_LEN + au.len() > 4 << 20 {
             report.frames_too_large += 1;
@@ -562,6 +644,9 @@ async fn encode_loop(
         let header = VideoHeader {
             codec: Codec::H264AnnexB,
             keyframe,
+            temporal_id: info.temporal_id,
+            recovery: info.recovery,
+            viewer_target_10kbps: 0,
             width: width as u16,
             height: height as u16,
             target_kbps: (bitrate / 1000).min(u32::MAX as u64) as u32,
@@ -573,6 +658,7 @@ async fn encode_loop(
         hub.publish(Arc::new(EncodedFrame {
             header,
             access_unit: au.clone(),
+            ltr_mark: info.ltr_mark.is_some(),
         }));
         let stats = hub.stats();
         progress.update(report.frames_encoded, || {
@@ -621,6 +707,15 @@ fn print_summary(r: &HostReport) {
         r.encoded_mbps
     );
     println!(
+        "{} temporal layers; recoveries: {} asked, {} LTR recovery frames, {} by IDR; LTR marks {} confirmed, {} rejected",
+        r.temporal_layers,
+        r.recoveries_requested,
+        r.recovery_frames,
+        r.idr_recoveries,
+        r.ltr_confirmed,
+        r.ltr_rejected
+    );
+    println!(
         "viewers: {} joined, {} timed out, {} handshakes failed",
         r.viewers_joined, r.viewers_timed_out, r.handshake_failures
     );
@@ -647,6 +742,18 @@ fn print_summary(r: &HostReport) {
         println!(
             "viewer {}: {} frames skipped over the latency budget of {} ms ({} skips)",
             v.id, v.frames_skipped_budget, r.latency_budget_ms, v.budget_skip_events
+        );
+        println!(
+            "viewer {}: layer TL0..TL{} ({} changes, {} frames of higher layers not sent), target {:.2} Mbit/s, {} recovery frames and {} keyframes sent, {} recoveries asked ({} coalesced)",
+            v.id,
+            v.layer,
+            v.layer_changes,
+            v.frames_filtered,
+            v.target_bps as f64 / 1e6,
+            v.recovery_frames_sent,
+            v.keyframes_sent,
+            v.recovery_requests,
+            v.recovery_requests_coalesced
         );
     }
 }

@@ -161,6 +161,23 @@ pub struct ViewerReport {
     pub keyframe_requests: u64,
     pub keyframe_requests_coalesced: u64,
     pub keyframes_granted: u64,
+    /// The highest temporal layer the viewer received at the end.
+    pub layer: u64,
+    /// Times its layer changed.
+    pub layer_changes: u64,
+    /// The viewer's own target bitrate at the end (its session's
+    /// estimate), bit/s.
+    pub target_bps: u64,
+    /// Frames of layers above the viewer's, not sent to it (not skips).
+    pub frames_filtered: u64,
+    /// Recoveries the viewer asked for (lost frames, skips of TL0 frames).
+    pub recovery_requests: u64,
+    /// Requests coalesced into one already under way.
+    pub recovery_requests_coalesced: u64,
+    /// LTR recovery frames sent to it.
+    pub recovery_frames_sent: u64,
+    /// Keyframes (IDRs) sent to it.
+    pub keyframes_sent: u64,
     pub input_events: u64,
     pub reported_frames_lost: u64,
     pub reported_loss_ppm: u64,
@@ -181,6 +198,17 @@ pub struct HostReport {
     pub capture_dropped: u64,
     pub frames_encoded: u64,
     pub keyframes: u64,
+    /// Temporal layers of the encoder (`--temporal-layers`).
+    pub temporal_layers: u64,
+    /// LTR recovery frames encoded (recoveries answered without an IDR).
+    pub recovery_frames: u64,
+    /// Recoveries answered by an IDR (no confirmed reference yet).
+    pub idr_recoveries: u64,
+    /// Recoveries the hub asked for (coalesced across viewers).
+    pub recoveries_requested: u64,
+    /// LTR marks confirmed (every viewer got them) and rejected.
+    pub ltr_confirmed: u64,
+    pub ltr_rejected: u64,
     pub encode_errors: u64,
     pub frames_too_large: u64,
     pub encode_ms: Quantiles,

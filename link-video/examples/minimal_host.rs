@@ -86,6 +86,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let header = VideoHeader {
             codec: Codec::H264AnnexB,
             keyframe,
+            // One layer, no recovery frames: the hub is left with its
+            // default (`HubConfig::recovery` off), keyframes only.
+            temporal_id: 0,
+            recovery: keyframe,
+            viewer_target_10kbps: 0,
             width: WIDTH as u16,
             height: HEIGHT as u16,
             target_kbps: (target / 1000) as u32,
@@ -97,6 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         hub.publish(Arc::new(EncodedFrame {
             header,
             access_unit,
+            ltr_mark: false,
         }));
     }
     hub.stop();

@@ -8,8 +8,8 @@
 //! |---|---|---|
 //! | 0  | 4 | magic `b"LSV1"` |
 //! | 4  | 1 | codec: 1 = H.264 Annex B |
-//! | 5  | 1 | flags: bit 0 = keyframe (IDR) |
-//! | 6  | 2 | reserved, 0 |
+//! | 5  | 1 | flags: bit 0 = keyframe (IDR), bits 1–2 = temporal id, bit 3 = recovery point |
+//! | 6  | 2 | the viewer's own target, units of 10 kbit/s (0: not known) |
 //! | 8  | 2 | width |
 //! | 10 | 2 | height |
 //! | 12 | 4 | target kbit/s |
@@ -26,6 +26,11 @@ pub const MAGIC: [u8; 4] = *b"LSV1";
 pub const HEADER_LEN: usize = 48;
 /// Flags bit 0: the access unit is a keyframe (IDR).
 pub const FLAG_KEYFRAME: u8 = 1;
+/// Flags bits 1–2: the access unit's temporal id (0..=3).
+pub const FLAG_TEMPORAL_SHIFT: u8 = 1;
+/// Flags bit 3: the access unit is a recovery point (an IDR or an LTR
+/// recovery frame): a viewer that lost earlier frames is whole again here.
+pub const FLAG_RECOVERY: u8 = 8;
 
 /// The codec of the access unit behind the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,17 @@ pub struct VideoHeader {
     pub codec: Codec,
     /// The access unit is a keyframe (IDR): a decoder can start here.
     pub keyframe: bool,
+    /// Temporal layer of the access unit (0 for a stream without layers):
+    /// a viewer that receives layers `0..=k` decodes whole.
+    pub temporal_id: u8,
+    /// A recovery point: an IDR, or an LTR recovery frame that predicts
+    /// only from a reference every viewer has; a viewer that lost earlier
+    /// frames is whole again from here.
+    pub recovery: bool,
+    /// The target bitrate of the viewer this copy was sent to (its own
+    /// session's estimate), in units of 10 kbit/s, saturating at 65535;
+    /// 0 when not known. Set per viewer by the hub.
+    pub viewer_target_10kbps: u16,
     /// Picture width in pixels.
     pub width: u16,
     /// Picture height in pixels.
@@ -90,8 +106,15 @@ impl VideoHeader {
         };
         h[0..4].copy_from_slice(&MAGIC);
         h[4] = self.codec.to_wire();
-        h[5] = if self.keyframe { FLAG_KEYFRAME } else { 0 };
-        h[6..8].fill(0);
+        let mut flags = (self.temporal_id & 3) << FLAG_TEMPORAL_SHIFT;
+        if self.keyframe {
+            flags |= FLAG_KEYFRAME;
+        }
+        if self.recovery {
+            flags |= FLAG_RECOVERY;
+        }
+        h[5] = flags;
+        h[6..8].copy_from_slice(&self.viewer_target_10kbps.to_le_bytes());
         h[8..10].copy_from_slice(&self.width.to_le_bytes());
         h[10..12].copy_from_slice(&self.height.to_le_bytes());
         h[12..16].copy_from_slice(&self.target_kbps.to_le_bytes());
@@ -135,6 +158,9 @@ impl VideoHeader {
         let header = VideoHeader {
             codec,
             keyframe: h[5] & FLAG_KEYFRAME != 0,
+            temporal_id: (h[5] >> FLAG_TEMPORAL_SHIFT) & 3,
+            recovery: h[5] & FLAG_RECOVERY != 0,
+            viewer_target_10kbps: u16_at(6),
             width: u16_at(8),
             height: u16_at(10),
             target_kbps: u32_at(12),
@@ -155,6 +181,9 @@ mod tests {
         VideoHeader {
             codec: Codec::H264AnnexB,
             keyframe: true,
+            temporal_id: 0,
+            recovery: true,
+            viewer_target_10kbps: 300,
             width: 1280,
             height: 720,
             target_kbps: 4000,
@@ -175,8 +204,8 @@ mod tests {
         // Byte positions from the contract, checked independently of parse().
         assert_eq!(&buf[0..4], b"LSV1");
         assert_eq!(buf[4], 1);
-        assert_eq!(buf[5], 1);
-        assert_eq!(&buf[6..8], &[0, 0]);
+        assert_eq!(buf[5], 1 | 8);
+        assert_eq!(&buf[6..8], &300u16.to_le_bytes());
         assert_eq!(&buf[8..10], &1280u16.to_le_bytes());
         assert_eq!(&buf[10..12], &720u16.to_le_bytes());
         assert_eq!(&buf[12..16], &4000u32.to_le_bytes());
@@ -192,11 +221,23 @@ mod tests {
 
         let p = VideoHeader {
             keyframe: false,
+            recovery: false,
+            temporal_id: 2,
             ..h
         };
         let mut slot = [0xAAu8; 60];
         p.encode_into(&mut slot).unwrap();
-        assert_eq!(slot[5], 0);
+        assert_eq!(slot[5], 2 << 1, "temporal id in bits 1-2");
+        let q = VideoHeader {
+            keyframe: false,
+            recovery: true,
+            temporal_id: 1,
+            ..h
+        };
+        let mut b = Vec::new();
+        q.write(&mut b);
+        assert_eq!(b[5], 8 | 1 << 1, "recovery in bit 3");
+        assert_eq!(VideoHeader::parse(&b).unwrap().0, q);
         assert_eq!(
             &slot[HEADER_LEN..],
             &[0xAA; 12],
@@ -256,11 +297,12 @@ mod tests {
                     prop_assert!(bytes.len() >= HEADER_LEN);
                     prop_assert_eq!(au.len(), bytes.len() - HEADER_LEN);
                     // Re-encoding gives the same header bytes except the
-                    // ignored reserved bytes and unknown flag bits.
+                    // ignored unknown flag bits.
                     let mut again = [0u8; HEADER_LEN];
                     h.encode_into(&mut again).unwrap();
-                    prop_assert_eq!(&again[8..48], &bytes[8..48]);
+                    prop_assert_eq!(&again[6..48], &bytes[6..48]);
                     prop_assert_eq!(&again[..5], &bytes[..5]);
+                    prop_assert_eq!(again[5], bytes[5] & 0x0f);
                 }
                 Err(e) => {
                     prop_assert!(bytes.len() < HEADER_LEN || bytes[..4] != MAGIC || bytes[4] != 1, "{}", e);

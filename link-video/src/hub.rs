@@ -1,31 +1,44 @@
 //! The fan-out hub: one encoder, many viewers (rules `video.hub.fanout`,
-//! `video.hub.budget`, `video.hub.keyframes`, `video.hub.bitrate`).
+//! `video.hub.layers`, `video.hub.budget`, `video.hub.recovery`,
+//! `video.hub.ltr-confirm`, `video.hub.keyframes`, `video.hub.bitrate`).
 //!
 //! A host application owns the encoder and gives each encoded frame to
 //! [`Hub::publish`]; the hub queues it to every viewer. Each viewer is one
 //! link-session [`Host`] that [`Hub::serve`] runs (handshake, frames out,
 //! events in) on whatever link the application accepted. Out of the hub
 //! come:
+//! - per viewer, the temporal layers its own target carries
+//!   ([`ViewerCounters::layer`]): frames of a higher layer are not queued
+//!   to it (counted in [`ViewerCounters::frames_filtered`], not a skip);
+//!   the layer changes only at a TL0 frame;
 //! - per viewer, a bounded queue of frames ([`ViewerQueue`]); a viewer
-//!   whose queue is full skips frames until the next keyframe (counted, and
-//!   a keyframe is requested for it), so the others are never held back;
+//!   whose queue is full skips frames until the next recovery point
+//!   (counted, and a recovery is requested for it), so the others are
+//!   never held back;
 //! - per viewer served by [`Hub::serve`], a latency budget
-//!   ([`HubConfig::latency_budget`]): a frame whose age (since capture)
-//!   plus the session's reported path queue delay is over it is not sent,
-//!   and the viewer skips to the next keyframe (counted in
-//!   [`ViewerCounters::frames_skipped_budget`]). The queue's frame count is
-//!   then only a memory cap;
+//!   ([`HubConfig::latency_budget`]): a frame whose age plus the session's
+//!   reported path queue delay is over it is not sent, and the viewer
+//!   skips to the next TL0 frame (a higher-layer frame) or recovery point
+//!   (a TL0 frame), counted in [`ViewerCounters::frames_skipped_budget`];
 //! - [`Hub::take_keyframe`]: whether the next frame must be a keyframe (a
-//!   new viewer, or a viewer's request, granted at most once per
-//!   [`HubConfig::keyframe_interval`] per viewer);
-//! - [`Hub::target_bitrate`]: the encoder's bitrate, the lowest target among
-//!   the viewers' sessions (each estimates its own path), clamped between
-//!   [`HubConfig::min_bitrate_bps`] and [`HubConfig::max_bitrate_bps`].
+//!   new viewer; or, without [`HubConfig::recovery`], a viewer's request,
+//!   granted at most once per [`HubConfig::keyframe_interval`] per viewer);
+//! - [`Hub::take_recovery`]: whether the next TL0 frame must be a recovery
+//!   frame (some viewer lost or skipped a frame; coalesced across viewers);
+//! - [`Hub::take_mark_outcomes`]: the long-term-reference marks every
+//!   viewer got (confirm them) or some viewer did not (reject them);
+//! - [`Hub::target_bitrate`]: the encoder's bitrate, the highest target
+//!   among the viewers' sessions (each estimates its own path), clamped
+//!   between [`HubConfig::min_bitrate_bps`] and
+//!   [`HubConfig::max_bitrate_bps`]: a slow viewer takes fewer layers, it
+//!   never lowers the others' bitrate.
 //!
 //! The application's loop is: take a picture, `take_keyframe` (force one if
-//! so), `target_bitrate` (set it if changed), encode, `publish`. See
-//! `examples/minimal_host.rs`.
+//! so), `take_recovery` (request one if so), `take_mark_outcomes` (confirm
+//! or reject each), `target_bitrate` (set it if changed), encode,
+//! `publish`. See `examples/minimal_host.rs`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -48,33 +61,56 @@ pub const LATENCY_BUDGET: Duration = Duration::from_millis(150);
 /// sending to it.
 const BYE_GRACE: Duration = Duration::from_secs(3);
 
+/// The span of published frames over which the hub measures each temporal
+/// layer's share of the bytes.
+const LAYER_WINDOW_US: u64 = 1_000_000;
+
+/// A viewer takes layers `0..=k` when their rate is at most its target
+/// divided by this (a margin for the encoder's rate control and for a
+/// target that moved since the frame was encoded).
+const LAYER_MARGIN: f64 = 1.1;
+
+/// Sent frames a viewer's send loop remembers until the viewer's loss
+/// reports cover them (older ones count as not received).
+const SENT_MEMORY: usize = 512;
+
+/// The layer of a viewer before the hub measured any: every layer.
+const ALL_LAYERS: u8 = 3;
+
+/// LTR marks awaiting the viewers' verdicts; older ones are rejected.
+const MARKS_PENDING: usize = 16;
+
 /// How the hub is set up.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HubConfig {
     /// Frames queued per viewer before that viewer skips to the next
-    /// keyframe (at least 1): a memory cap; the latency budget bounds the
-    /// time a frame waits.
+    /// recovery point (at least 1): a memory cap; the latency budget bounds
+    /// the time a frame waits.
     pub queue: usize,
     /// The most a frame may have spent since its capture, plus the
     /// session's reported path queue delay, when it is about to be sent to
-    /// a viewer; past it the viewer skips to the next keyframe (rule
-    /// `video.hub.budget`). [`Duration::MAX`] turns it off.
+    /// a viewer; past it the viewer skips (rule `video.hub.budget`).
+    /// [`Duration::MAX`] turns it off.
     pub latency_budget: Duration,
     /// The encoder's bitrate before any viewer reports a target, and the
     /// most it uses whatever the targets, bits per second.
     pub max_bitrate_bps: u64,
-    /// The encoder's bitrate never goes below this, bits per second: a
-    /// viewer whose path carries less skips to keyframes.
+    /// The encoder's bitrate never goes below this, bits per second.
     pub min_bitrate_bps: u64,
     /// Smallest interval between two keyframes granted to one viewer.
     pub keyframe_interval: Duration,
+    /// The encoder answers [`Hub::take_recovery`] with recovery frames
+    /// (LTR recovery, [`VideoHeader::recovery`]): a viewer's losses and
+    /// skips ask for a recovery, not a keyframe, and a viewer resumes at a
+    /// recovery frame. Off: they ask for keyframes (one a second at most).
+    pub recovery: bool,
 }
 
 impl HubConfig {
     /// The defaults for an encoder of at most `max_bitrate_bps`: 8 frames
     /// per viewer, a latency budget of [`LATENCY_BUDGET`] (150 ms), a floor
     /// of 300 kbit/s (or the maximum if lower), one keyframe a second per
-    /// viewer.
+    /// viewer, recovery frames off.
     pub fn new(max_bitrate_bps: u64) -> HubConfig {
         HubConfig {
             queue: 8,
@@ -82,6 +118,7 @@ impl HubConfig {
             max_bitrate_bps,
             min_bitrate_bps: 300_000.min(max_bitrate_bps),
             keyframe_interval: KEYFRAME_INTERVAL,
+            recovery: false,
         }
     }
 }
@@ -90,10 +127,48 @@ impl HubConfig {
 /// viewer) and its access unit. Shared by every viewer's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFrame {
-    /// The envelope header.
+    /// The envelope header (with the temporal id and the recovery flag).
     pub header: VideoHeader,
     /// The access unit (Annex B).
     pub access_unit: Vec<u8>,
+    /// The access unit marks a long-term reference that the encoder waits
+    /// to have confirmed or rejected; the hub reports the viewers' verdict
+    /// by its capture index in [`Hub::take_mark_outcomes`].
+    pub ltr_mark: bool,
+}
+
+/// What a viewer waits for after it skipped or lost frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wait {
+    /// Nothing: it takes the next frame of its layers.
+    None,
+    /// The next TL0 frame (it missed a higher-layer frame only).
+    Tl0,
+    /// The next recovery point (a recovery frame or a keyframe).
+    Recovery,
+    /// The next keyframe (a new viewer).
+    Key,
+}
+
+impl Wait {
+    /// Whether `h` ends the wait.
+    fn ends_at(self, h: &VideoHeader, recovery: bool) -> bool {
+        match self {
+            Wait::None => true,
+            Wait::Tl0 => h.temporal_id == 0,
+            Wait::Recovery => h.keyframe || (recovery && h.recovery),
+            Wait::Key => h.keyframe,
+        }
+    }
+
+    /// What missing `h` makes a viewer wait for.
+    fn after_missing(h: &VideoHeader) -> Wait {
+        if h.temporal_id > 0 {
+            Wait::Tl0
+        } else {
+            Wait::Recovery
+        }
+    }
 }
 
 /// What the hub counts for one viewer, live (shared by the hub and the
@@ -101,17 +176,27 @@ pub struct EncodedFrame {
 #[derive(Debug)]
 pub struct ViewerInfo {
     id: u64,
+    recovery: bool,
     frames_queued: AtomicU64,
     frames_skipped: AtomicU64,
     skip_events: AtomicU64,
+    frames_filtered: AtomicU64,
     frames_sent: AtomicU64,
     frames_skipped_budget: AtomicU64,
     budget_skip_events: AtomicU64,
-    last_key_queued: AtomicU64,
+    last_recovery_queued: AtomicU64,
     key_wanted: AtomicBool,
     keyframe_requests: AtomicU64,
     keyframe_requests_coalesced: AtomicU64,
     keyframes_granted: AtomicU64,
+    recovery_wanted: AtomicBool,
+    recovery_awaited: AtomicBool,
+    recovery_requests: AtomicU64,
+    recovery_requests_coalesced: AtomicU64,
+    keyframes_sent: AtomicU64,
+    recovery_frames_sent: AtomicU64,
+    layer: AtomicU64,
+    layer_changes: AtomicU64,
     input_events: AtomicU64,
     target_bps: AtomicU64,
 }
@@ -121,25 +206,46 @@ pub struct ViewerInfo {
 pub struct ViewerCounters {
     /// Frames put in the viewer's queue.
     pub frames_queued: u64,
-    /// Frames not queued: before the viewer's first keyframe, or skipped
-    /// while it waits for the next keyframe after its queue overflowed.
+    /// Frames of its layers not queued: before the viewer's first
+    /// keyframe, or skipped while it waits for a recovery point after its
+    /// queue overflowed.
     pub frames_skipped: u64,
     /// Times the viewer's queue overflowed (each starts a skip).
     pub skip_events: u64,
+    /// Frames of a temporal layer above the viewer's: not for it, not a
+    /// skip (rule `video.hub.layers`).
+    pub frames_filtered: u64,
     /// Frames [`Hub::serve`] handed to the viewer's session.
     pub frames_sent: u64,
     /// Frames taken from the viewer's queue and not sent because of the
-    /// latency budget: over it, or waiting for the next keyframe after a
-    /// frame was (rule `video.hub.budget`).
+    /// latency budget: over it, or waiting for the frame the skip waits
+    /// for (rule `video.hub.budget`).
     pub frames_skipped_budget: u64,
     /// Times a frame over the latency budget started a skip.
     pub budget_skip_events: u64,
-    /// Keyframe requests (the viewer's lost frames, and skips).
+    /// Keyframe requests (a new viewer's, and without
+    /// [`HubConfig::recovery`] its lost frames and skips).
     pub keyframe_requests: u64,
-    /// Requests that arrived while one was already waiting.
+    /// Keyframe requests that arrived while one was already waiting.
     pub keyframe_requests_coalesced: u64,
     /// Keyframes granted to this viewer (the first, at join, included).
     pub keyframes_granted: u64,
+    /// Recovery requests (lost frames, skips) with
+    /// [`HubConfig::recovery`].
+    pub recovery_requests: u64,
+    /// Recovery requests while the viewer already awaited a recovery
+    /// point, or covered by one already sent.
+    pub recovery_requests_coalesced: u64,
+    /// Keyframes (IDRs) handed to the viewer's session.
+    pub keyframes_sent: u64,
+    /// LTR recovery frames (recovery points that are not IDRs) handed to
+    /// the viewer's session.
+    pub recovery_frames_sent: u64,
+    /// The highest temporal layer the viewer receives now (at most the
+    /// highest the stream had over the last second).
+    pub layer: u64,
+    /// Times its layer changed.
+    pub layer_changes: u64,
     /// Input events received from the viewer.
     pub input_events: u64,
     /// The viewer's session's latest target bitrate, bits per second.
@@ -158,12 +264,19 @@ impl ViewerInfo {
             frames_queued: self.frames_queued.load(Relaxed),
             frames_skipped: self.frames_skipped.load(Relaxed),
             skip_events: self.skip_events.load(Relaxed),
+            frames_filtered: self.frames_filtered.load(Relaxed),
             frames_sent: self.frames_sent.load(Relaxed),
             frames_skipped_budget: self.frames_skipped_budget.load(Relaxed),
             budget_skip_events: self.budget_skip_events.load(Relaxed),
             keyframe_requests: self.keyframe_requests.load(Relaxed),
             keyframe_requests_coalesced: self.keyframe_requests_coalesced.load(Relaxed),
             keyframes_granted: self.keyframes_granted.load(Relaxed),
+            recovery_requests: self.recovery_requests.load(Relaxed),
+            recovery_requests_coalesced: self.recovery_requests_coalesced.load(Relaxed),
+            keyframes_sent: self.keyframes_sent.load(Relaxed),
+            recovery_frames_sent: self.recovery_frames_sent.load(Relaxed),
+            layer: self.layer.load(Relaxed),
+            layer_changes: self.layer_changes.load(Relaxed),
             input_events: self.input_events.load(Relaxed),
             target_bps: self.target_bps.load(Relaxed),
         }
@@ -179,6 +292,23 @@ impl ViewerInfo {
         }
     }
 
+    /// The viewer lost or skipped frames and needs a recovery point: with
+    /// [`HubConfig::recovery`] a recovery frame ([`Hub::take_recovery`]),
+    /// else a keyframe ([`ViewerInfo::request_keyframe`]). A request while
+    /// the viewer awaits a recovery point already is coalesced (counted).
+    pub fn request_recovery(&self) {
+        if !self.recovery {
+            self.request_keyframe();
+            return;
+        }
+        self.recovery_requests.fetch_add(1, Relaxed);
+        if self.recovery_awaited.swap(true, Relaxed) {
+            self.recovery_requests_coalesced.fetch_add(1, Relaxed);
+        } else {
+            self.recovery_wanted.store(true, Relaxed);
+        }
+    }
+
     /// Sets the viewer's target bitrate (what its path carries), bits per
     /// second.
     pub fn set_target_bitrate(&self, bps: u64) {
@@ -188,6 +318,19 @@ impl ViewerInfo {
     /// Whether a keyframe request waits to be granted.
     pub fn keyframe_wanted(&self) -> bool {
         self.key_wanted.load(Relaxed)
+    }
+
+    /// Whether the viewer awaits a recovery point it asked for.
+    pub fn recovery_awaited(&self) -> bool {
+        self.recovery_awaited.load(Relaxed)
+    }
+
+    /// A recovery point was handed to the viewer (or queued, for a viewer
+    /// fed directly): it no longer awaits one.
+    fn got_recovery_point(&self, h: &VideoHeader) {
+        if h.keyframe || (self.recovery && h.recovery) {
+            self.recovery_awaited.store(false, Relaxed);
+        }
     }
 }
 
@@ -221,10 +364,11 @@ impl ViewerQueue {
 enum Verdict {
     /// Send it.
     Send,
-    /// Skip it; `starts` when it starts a skip (a keyframe is then
-    /// requested).
+    /// Skip it; `starts` when it starts a skip that needs a recovery point
+    /// (one is then requested).
     Skip {
-        /// This frame was over the budget and starts the skip.
+        /// This frame was over the budget and starts a skip to a recovery
+        /// point.
         starts: bool,
     },
 }
@@ -234,38 +378,45 @@ enum Verdict {
 #[derive(Debug)]
 struct BudgetGate {
     budget_us: u64,
-    skipping: bool,
+    recovery: bool,
+    wait: Wait,
 }
 
 impl BudgetGate {
-    fn new(budget: Duration) -> BudgetGate {
+    fn new(budget: Duration, recovery: bool) -> BudgetGate {
         BudgetGate {
             budget_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX),
-            skipping: false,
+            recovery,
+            wait: Wait::None,
         }
     }
 
     /// The verdict on a frame that has waited `late_us` (its time in the
-    /// host's queues plus the session's path queue delay); `newer_key`
-    /// when a newer keyframe is already queued for the viewer.
-    fn check(&mut self, keyframe: bool, late_us: u64, newer_key: bool) -> Verdict {
+    /// host's queues plus the session's path queue delay); `newer_point`
+    /// when a newer recovery point is already queued for the viewer.
+    fn check(&mut self, h: &VideoHeader, late_us: u64, newer_point: bool) -> Verdict {
         let over = late_us > self.budget_us;
-        if keyframe {
-            if over && newer_key {
-                // The newer keyframe is the recovery point; no request.
-                self.skipping = true;
+        let point = h.keyframe || (self.recovery && h.recovery);
+        if point {
+            if over && newer_point {
+                // The newer point ends the skip; no request.
+                self.wait = self.wait.max(Wait::Recovery);
                 Verdict::Skip { starts: false }
             } else {
-                // A keyframe is never dropped for age alone: it ends a skip.
-                self.skipping = false;
+                // A recovery point is never dropped for age alone.
+                self.wait = Wait::None;
                 Verdict::Send
             }
-        } else if self.skipping {
+        } else if self.wait != Wait::None && !self.wait.ends_at(h, self.recovery) {
             Verdict::Skip { starts: false }
         } else if over {
-            self.skipping = true;
-            Verdict::Skip { starts: true }
+            let was = self.wait;
+            self.wait = Wait::after_missing(h).max(was);
+            Verdict::Skip {
+                starts: self.wait == Wait::Recovery && was != Wait::Recovery,
+            }
         } else {
+            self.wait = Wait::None;
             Verdict::Send
         }
     }
@@ -275,8 +426,108 @@ impl BudgetGate {
 struct Slot {
     info: Arc<ViewerInfo>,
     queue: mpsc::Sender<Arc<EncodedFrame>>,
-    waiting_key: bool,
+    wait: Wait,
+    /// The highest temporal layer queued to the viewer ([`ALL_LAYERS`]:
+    /// every one); `None` before the first TL0 frame decided it.
+    layer: Option<u8>,
+    /// Served by [`Hub::serve`]: its LTR verdicts come from the session.
+    served: bool,
     last_grant: Option<Instant>,
+}
+
+/// The bytes of each temporal layer over the last [`LAYER_WINDOW_US`] of
+/// published frames.
+#[derive(Debug, Default)]
+struct LayerWindow {
+    frames: VecDeque<(u64, u8, usize)>,
+    bytes: [u64; 4],
+}
+
+impl LayerWindow {
+    fn push(&mut self, at_us: u64, tid: u8, len: usize) {
+        let tid = tid.min(3);
+        self.frames.push_back((at_us, tid, len));
+        self.bytes[usize::from(tid)] += len as u64;
+        while let Some(&(t, k, l)) = self.frames.front() {
+            if at_us.saturating_sub(t) <= LAYER_WINDOW_US && self.frames.len() <= 1024 {
+                break;
+            }
+            self.bytes[usize::from(k)] -= l as u64;
+            self.frames.pop_front();
+        }
+    }
+
+    /// The highest layer seen in the window.
+    fn top(&self) -> u8 {
+        self.frames.iter().map(|f| f.1).max().unwrap_or(0)
+    }
+
+    /// The highest layer whose rate (with every layer below it), as a
+    /// share of `encoder_bps`, fits `target_bps` (with [`LAYER_MARGIN`]);
+    /// 0 when none does, [`ALL_LAYERS`] when the whole stream fits.
+    // r[impl video.hub.layers]
+    fn layer_for(&self, target_bps: u64, encoder_bps: u64) -> u8 {
+        let total: u64 = self.bytes.iter().sum();
+        let top = self.top();
+        let fits = |bytes: u64| {
+            total == 0
+                || encoder_bps as f64 * bytes as f64 / total as f64
+                    <= target_bps as f64 * LAYER_MARGIN
+        };
+        if fits(total) {
+            return ALL_LAYERS;
+        }
+        let mut below = 0u64;
+        let mut best = 0u8;
+        for k in 0..top {
+            below += self.bytes[usize::from(k)];
+            if fits(below) {
+                best = k;
+            }
+        }
+        best
+    }
+}
+
+/// An LTR mark waiting for the viewers' verdicts.
+#[derive(Debug)]
+struct Mark {
+    capture_index: u64,
+    waiting: Vec<u64>,
+}
+
+/// LTR marks and their verdicts.
+#[derive(Debug, Default)]
+struct Marks {
+    pending: VecDeque<Mark>,
+    outcomes: Vec<(u64, bool)>,
+}
+
+impl Marks {
+    /// Viewer `id`'s verdict on the mark at `capture_index`.
+    fn verdict(&mut self, capture_index: u64, id: u64, ok: bool) {
+        let Some(pos) = self
+            .pending
+            .iter()
+            .position(|m| m.capture_index == capture_index)
+        else {
+            return;
+        };
+        let m = &mut self.pending[pos];
+        m.waiting.retain(|&v| v != id);
+        if !ok || m.waiting.is_empty() {
+            self.outcomes.push((capture_index, ok));
+            self.pending.remove(pos);
+        }
+    }
+
+    /// A viewer left: it no longer needs any mark.
+    fn forget(&mut self, id: u64) {
+        let marks: Vec<u64> = self.pending.iter().map(|m| m.capture_index).collect();
+        for c in marks {
+            self.verdict(c, id, true);
+        }
+    }
 }
 
 /// Counters of the hub as a whole.
@@ -291,6 +542,12 @@ pub struct HubStats {
     pub viewers_timed_out: u64,
     /// Handshakes [`Hub::serve`] saw fail.
     pub handshake_failures: u64,
+    /// Recoveries [`Hub::take_recovery`] asked the encoder for.
+    pub recoveries_granted: u64,
+    /// LTR marks every viewer got.
+    pub marks_confirmed: u64,
+    /// LTR marks some viewer did not get (or that waited too long).
+    pub marks_rejected: u64,
 }
 
 /// How one viewer's session went, from [`Hub::serve`].
@@ -324,11 +581,16 @@ pub enum ViewerEvent {
 pub struct Hub {
     config: HubConfig,
     viewers: Mutex<Vec<Slot>>,
+    layers: Mutex<LayerWindow>,
+    marks: Mutex<Marks>,
     force_idr: AtomicBool,
     next_id: AtomicU64,
     handshake_failures: AtomicU64,
     viewers_joined: AtomicU64,
     viewers_timed_out: AtomicU64,
+    recoveries_granted: AtomicU64,
+    marks_confirmed: AtomicU64,
+    marks_rejected: AtomicU64,
     stop: Notify,
     stopping: AtomicBool,
 }
@@ -346,6 +608,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A frame handed to a viewer's session, remembered until the viewer's
+/// loss reports cover it.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Its session frame index.
+    index: u32,
+    /// Its capture index.
+    capture_index: u64,
+    /// It marks an LTR.
+    mark: bool,
+    /// Session index of the last recovery point sent at or before it.
+    since: u32,
+}
+
+/// What one viewer's session has told the hub about delivery (rule
+/// `video.hub.ltr-confirm`).
+#[derive(Debug, Default)]
+struct Delivery {
+    sent: VecDeque<Sent>,
+    /// Session index of the last recovery point sent.
+    last_point: Option<u32>,
+    /// The newest session frame index the viewer reported lost (or could
+    /// not decode).
+    last_lost: Option<u32>,
+}
+
+impl Delivery {
+    /// Whether a frame with recovery point `since` is whole at the viewer
+    /// as far as the reported losses tell: no loss at or after `since`.
+    fn whole(&self, since: u32) -> bool {
+        self.last_lost.is_none_or(|l| l < since)
+    }
+}
+
 impl Hub {
     /// A hub without viewers.
     pub fn new(config: HubConfig) -> Hub {
@@ -355,11 +651,16 @@ impl Hub {
                 ..config
             },
             viewers: Mutex::new(Vec::new()),
+            layers: Mutex::new(LayerWindow::default()),
+            marks: Mutex::new(Marks::default()),
             force_idr: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             handshake_failures: AtomicU64::new(0),
             viewers_joined: AtomicU64::new(0),
             viewers_timed_out: AtomicU64::new(0),
+            recoveries_granted: AtomicU64::new(0),
+            marks_confirmed: AtomicU64::new(0),
+            marks_rejected: AtomicU64::new(0),
             stop: Notify::new(),
             stopping: AtomicBool::new(false),
         }
@@ -373,29 +674,46 @@ impl Hub {
     // r[impl video.hub.keyframes]
     /// Adds a viewer: it starts at the next keyframe, which is forced at
     /// once. [`Hub::serve`] does this after the handshake; call it directly
-    /// to feed a viewer that is not a link-session `Host`.
+    /// to feed a viewer that is not a link-session `Host` (its LTR verdict
+    /// is then given when a mark is queued to it).
     pub fn register(&self) -> ViewerQueue {
+        self.register_viewer(false)
+    }
+
+    fn register_viewer(&self, served: bool) -> ViewerQueue {
         let (tx, rx) = mpsc::channel(self.config.queue);
         let info = Arc::new(ViewerInfo {
             id: self.next_id.fetch_add(1, Relaxed),
+            recovery: self.config.recovery,
             frames_queued: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             skip_events: AtomicU64::new(0),
+            frames_filtered: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_skipped_budget: AtomicU64::new(0),
             budget_skip_events: AtomicU64::new(0),
-            last_key_queued: AtomicU64::new(0),
+            last_recovery_queued: AtomicU64::new(0),
             key_wanted: AtomicBool::new(false),
             keyframe_requests: AtomicU64::new(0),
             keyframe_requests_coalesced: AtomicU64::new(0),
             keyframes_granted: AtomicU64::new(1),
+            recovery_wanted: AtomicBool::new(false),
+            recovery_awaited: AtomicBool::new(false),
+            recovery_requests: AtomicU64::new(0),
+            recovery_requests_coalesced: AtomicU64::new(0),
+            keyframes_sent: AtomicU64::new(0),
+            recovery_frames_sent: AtomicU64::new(0),
+            layer: AtomicU64::new(0),
+            layer_changes: AtomicU64::new(0),
             input_events: AtomicU64::new(0),
             target_bps: AtomicU64::new(self.config.max_bitrate_bps),
         });
         lock(&self.viewers).push(Slot {
             info: info.clone(),
             queue: tx,
-            waiting_key: true,
+            wait: Wait::Key,
+            layer: None,
+            served,
             last_grant: Some(Instant::now()),
         });
         // A new viewer starts with a keyframe.
@@ -404,20 +722,26 @@ impl Hub {
     }
 
     /// Drops a viewer: its queue closes and it no longer counts for the
-    /// bitrate and keyframe decisions.
+    /// bitrate, keyframe and LTR decisions.
     pub fn remove(&self, id: u64) {
         lock(&self.viewers).retain(|v| v.info.id != id);
+        self.forget_marks(id);
+    }
+
+    fn forget_marks(&self, id: u64) {
+        let mut marks = lock(&self.marks);
+        marks.forget(id);
     }
 
     // r[impl video.hub.bitrate]
-    /// The encoder's bitrate: the lowest viewer target, at most
+    /// The encoder's bitrate: the highest viewer target, at most
     /// `max_bitrate_bps`, at least `min_bitrate_bps` (`max_bitrate_bps`
-    /// without viewers).
+    /// without viewers). A slower viewer takes fewer temporal layers.
     pub fn target_bitrate(&self) -> u64 {
         let v = lock(&self.viewers);
         v.iter()
             .map(|v| v.info.target_bps.load(Relaxed))
-            .min()
+            .max()
             .unwrap_or(self.config.max_bitrate_bps)
             .min(self.config.max_bitrate_bps)
             .max(self.config.min_bitrate_bps)
@@ -443,39 +767,139 @@ impl Hub {
         force
     }
 
+    // r[impl video.hub.recovery]
+    /// Whether the encoder must make its next TL0 frame a recovery frame:
+    /// some viewer asked since the last call (all such requests coalesce
+    /// into one; call once per frame).
+    pub fn take_recovery(&self) -> bool {
+        let mut any = false;
+        for v in lock(&self.viewers).iter() {
+            any |= v.info.recovery_wanted.swap(false, Relaxed);
+        }
+        if any {
+            self.recoveries_granted.fetch_add(1, Relaxed);
+        }
+        any
+    }
+
+    // r[impl video.hub.ltr-confirm]
+    /// The LTR marks decided since the last call, by capture index: `true`
+    /// when every viewer that was served when the mark was published got
+    /// it whole (confirm it), `false` when one did not (reject it).
+    pub fn take_mark_outcomes(&self) -> Vec<(u64, bool)> {
+        let out = std::mem::take(&mut lock(&self.marks).outcomes);
+        for &(_, ok) in &out {
+            if ok {
+                self.marks_confirmed.fetch_add(1, Relaxed);
+            } else {
+                self.marks_rejected.fetch_add(1, Relaxed);
+            }
+        }
+        out
+    }
+
     // r[impl video.hub.fanout]
-    /// Queues a frame to every viewer. A viewer whose queue is full skips
-    /// to the next keyframe (and asks for one); a viewer whose queue is
-    /// gone is dropped. Never waits.
+    // r[impl video.hub.layers]
+    /// Queues a frame to every viewer whose layers include it. A viewer
+    /// whose queue is full skips to the next recovery point (and asks for
+    /// one); a viewer whose queue is gone is dropped. Never waits.
     pub fn publish(&self, frame: Arc<EncodedFrame>) {
-        let key = frame.header.keyframe;
+        let h = frame.header;
+        let recovery = self.config.recovery;
+        let window = {
+            let mut w = lock(&self.layers);
+            w.push(h.capture_us, h.temporal_id, frame.access_unit.len());
+            w
+        };
+        let encoder_bps = u64::from(h.target_kbps) * 1000;
+        // Held until the mark is registered: a viewer's task that sends
+        // the frame at once gives its verdict only after that.
+        let mut marks = frame.ltr_mark.then(|| lock(&self.marks));
         let mut viewers = lock(&self.viewers);
+        let mut mark = frame.ltr_mark.then(|| Mark {
+            capture_index: h.capture_index,
+            waiting: Vec::new(),
+        });
+        let mut verdicts = Vec::new();
         viewers.retain_mut(|v| {
-            if v.waiting_key && !key {
-                v.info.frames_skipped.fetch_add(1, Relaxed);
+            if h.temporal_id == 0 {
+                // Layers change only at a TL0 frame: every frame after it
+                // then has its references.
+                let layer = window.layer_for(v.info.target_bps.load(Relaxed), encoder_bps);
+                if v.layer.is_some_and(|l| l != layer) {
+                    v.info.layer_changes.fetch_add(1, Relaxed);
+                }
+                v.layer = Some(layer);
+                v.info
+                    .layer
+                    .store(u64::from(layer.min(window.top())), Relaxed);
+            }
+            if h.temporal_id > v.layer.unwrap_or(ALL_LAYERS) {
+                v.info.frames_filtered.fetch_add(1, Relaxed);
                 return true;
+            }
+            if v.wait != Wait::None {
+                if v.wait.ends_at(&h, recovery) {
+                    v.wait = Wait::None;
+                } else {
+                    v.info.frames_skipped.fetch_add(1, Relaxed);
+                    if mark.is_some() {
+                        verdicts.push((v.info.id, false));
+                    }
+                    return true;
+                }
             }
             match v.queue.try_send(frame.clone()) {
                 Ok(()) => {
-                    if key {
+                    if h.keyframe || (recovery && h.recovery) {
                         v.info
-                            .last_key_queued
-                            .fetch_max(frame.header.capture_index, Relaxed);
+                            .last_recovery_queued
+                            .fetch_max(h.capture_index, Relaxed);
+                        if !v.served {
+                            v.info.got_recovery_point(&h);
+                        }
                     }
-                    v.waiting_key = false;
                     v.info.frames_queued.fetch_add(1, Relaxed);
+                    if let Some(m) = &mut mark {
+                        if v.served {
+                            m.waiting.push(v.info.id);
+                        } else {
+                            verdicts.push((v.info.id, true));
+                        }
+                    }
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    v.waiting_key = true;
+                    v.wait = Wait::Recovery;
                     v.info.frames_skipped.fetch_add(1, Relaxed);
                     v.info.skip_events.fetch_add(1, Relaxed);
-                    v.info.request_keyframe();
+                    v.info.request_recovery();
+                    if mark.is_some() {
+                        verdicts.push((v.info.id, false));
+                    }
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        drop(window);
+        drop(viewers);
+        if let (Some(mut m), Some(marks)) = (mark, marks.as_mut()) {
+            let rejected = verdicts.iter().any(|v| !v.1);
+            if rejected {
+                marks.outcomes.push((m.capture_index, false));
+            } else if m.waiting.is_empty() {
+                marks.outcomes.push((m.capture_index, true));
+            } else {
+                m.waiting.sort_unstable();
+                marks.pending.push_back(m);
+                while marks.pending.len() > MARKS_PENDING {
+                    if let Some(old) = marks.pending.pop_front() {
+                        marks.outcomes.push((old.capture_index, false));
+                    }
+                }
+            }
+        }
     }
 
     /// The viewers being served now, in the order they joined.
@@ -490,6 +914,9 @@ impl Hub {
             viewers_joined: self.viewers_joined.load(Relaxed),
             viewers_timed_out: self.viewers_timed_out.load(Relaxed),
             handshake_failures: self.handshake_failures.load(Relaxed),
+            recoveries_granted: self.recoveries_granted.load(Relaxed),
+            marks_confirmed: self.marks_confirmed.load(Relaxed),
+            marks_rejected: self.marks_rejected.load(Relaxed),
         }
     }
 
@@ -522,7 +949,7 @@ impl Hub {
     /// Serves one viewer over `link`: the session handshake (as
     /// [`Host::accept`] with `config`), then frames out of the viewer's
     /// queue, each in its envelope with `sent_us` set, and the viewer's
-    /// events in (keyframe requests, target bitrates; input goes to
+    /// events in (loss reports, target bitrates; input goes to
     /// `on_event`) until either side ends. Returns how it went.
     ///
     /// # Errors
@@ -550,48 +977,60 @@ impl Hub {
             let _ = host.close().await;
             return Err(VideoError::HubStopped);
         }
+        // On a stream link every frame handed to the session arrives, in
+        // order (or the session ends): no delivery report is needed.
+        let stream = host.params().stream;
         self.viewers_joined.fetch_add(1, Relaxed);
-        let mut queue = self.register();
+        let mut queue = self.register_viewer(true);
         let info = queue.info.clone();
         info.set_target_bitrate(host.target_bitrate());
         on_event(ViewerEvent::Joined(info.id));
+        let delivery = Mutex::new(Delivery::default());
         let stopped = Notify::new();
         let send = async {
             let mut end = String::from("host stopped");
-            let mut gate = BudgetGate::new(self.config.latency_budget);
+            let mut gate = BudgetGate::new(self.config.latency_budget, self.config.recovery);
             while let Some(f) = queue.next().await {
                 if self.is_stopping() {
                     // Stopping: the frames still queued are not sent; the
                     // Bye goes out at once.
                     break;
                 }
+                let h = f.header;
                 // r[impl video.hub.budget]
                 // The frame's time in the host's queues (since it left the
                 // encoder) plus what the session reports waiting ahead of
                 // it on the path (stream links; on datagram links the
                 // pacer's wait shows in the frame's own age, as the send
                 // of the frame before returns once it is paced out).
-                let waited = now_us().saturating_sub(f.header.encoded_us);
+                let waited = now_us().saturating_sub(h.encoded_us);
                 let late = waited.saturating_add(host.stats().path_queue_delay_us);
-                let newer_key = info.last_key_queued.load(Relaxed) > f.header.capture_index;
-                if let Verdict::Skip { starts } = gate.check(f.header.keyframe, late, newer_key) {
+                let newer_point = info.last_recovery_queued.load(Relaxed) > h.capture_index;
+                if let Verdict::Skip { starts } = gate.check(&h, late, newer_point) {
                     info.frames_skipped_budget.fetch_add(1, Relaxed);
                     if starts {
                         info.budget_skip_events.fetch_add(1, Relaxed);
-                        info.request_keyframe();
+                        info.request_recovery();
+                    }
+                    if f.ltr_mark {
+                        lock(&self.marks).verdict(h.capture_index, info.id, false);
                     }
                     continue;
                 }
-                let flags = if f.header.keyframe {
+                let flags = if h.keyframe {
                     FrameFlags::KEYFRAME
                 } else {
                     FrameFlags::NONE
                 };
+                let index = host.next_index();
                 let len = HEADER_LEN + f.access_unit.len();
                 let r = host
-                    .send_frame_with(len, f.header.capture_us, flags, |b| {
-                        let mut h = f.header;
+                    .send_frame_with(len, h.capture_us, flags, |b| {
+                        let mut h = h;
                         h.sent_us = now_us();
+                        h.viewer_target_10kbps = (info.target_bps.load(Relaxed) / 10_000)
+                            .min(u64::from(u16::MAX))
+                            as u16;
                         // The slot is exactly `len` bytes: header then access unit.
                         if h.encode_into(b).is_ok() {
                             b[HEADER_LEN..].copy_from_slice(&f.access_unit);
@@ -603,6 +1042,37 @@ impl Hub {
                     break;
                 }
                 info.frames_sent.fetch_add(1, Relaxed);
+                let point = h.keyframe || (self.config.recovery && h.recovery);
+                if h.keyframe {
+                    info.keyframes_sent.fetch_add(1, Relaxed);
+                } else if point {
+                    info.recovery_frames_sent.fetch_add(1, Relaxed);
+                }
+                let mut d = lock(&delivery);
+                if point {
+                    d.last_point = Some(index);
+                    info.got_recovery_point(&h);
+                }
+                let since = d.last_point.unwrap_or(0);
+                if stream {
+                    if f.ltr_mark {
+                        let ok = d.whole(since);
+                        lock(&self.marks).verdict(h.capture_index, info.id, ok);
+                    }
+                } else {
+                    if d.sent.len() >= SENT_MEMORY
+                        && let Some(old) = d.sent.pop_front()
+                        && old.mark
+                    {
+                        lock(&self.marks).verdict(old.capture_index, info.id, false);
+                    }
+                    d.sent.push_back(Sent {
+                        index,
+                        capture_index: h.capture_index,
+                        mark: f.ltr_mark,
+                        since,
+                    });
+                }
             }
             // The viewer left or the host stops: no more frames for it.
             self.remove(info.id);
@@ -617,7 +1087,40 @@ impl Hub {
                         info.input_events.fetch_add(1, Relaxed);
                         on_event(ViewerEvent::Input(info.id, ev));
                     }
-                    Ok(Some(HostEvent::KeyframeRequest { .. })) => info.request_keyframe(),
+                    // r[impl video.hub.recovery]
+                    Ok(Some(HostEvent::KeyframeRequest { lost_frame })) => {
+                        let covered = {
+                            let mut d = lock(&delivery);
+                            d.last_lost =
+                                Some(d.last_lost.map_or(lost_frame, |l| l.max(lost_frame)));
+                            d.last_point.is_some_and(|p| p > lost_frame)
+                        };
+                        if covered && self.config.recovery {
+                            // A recovery point went out after the lost
+                            // frame: the viewer is whole again there.
+                            info.recovery_requests.fetch_add(1, Relaxed);
+                            info.recovery_requests_coalesced.fetch_add(1, Relaxed);
+                        } else {
+                            info.request_recovery();
+                        }
+                    }
+                    // r[impl video.hub.ltr-confirm]
+                    Ok(Some(HostEvent::LossReport(r))) => {
+                        // Frames are delivered or declared lost in index
+                        // order: the first `resolved` are settled.
+                        let resolved = r.frames_delivered.saturating_add(r.frames_lost);
+                        let mut d = lock(&delivery);
+                        while let Some(s) = d.sent.front().copied() {
+                            if u64::from(s.index) >= resolved {
+                                break;
+                            }
+                            d.sent.pop_front();
+                            if s.mark {
+                                let ok = d.whole(s.since);
+                                lock(&self.marks).verdict(s.capture_index, info.id, ok);
+                            }
+                        }
+                    }
                     // The session's estimate of what this viewer's path carries.
                     Ok(Some(HostEvent::TargetBitrate { bps })) => info.set_target_bitrate(bps),
                     Ok(Some(_)) => {}
@@ -669,10 +1172,24 @@ mod tests {
     use crate::Codec;
 
     fn frame(index: u64, keyframe: bool) -> Arc<EncodedFrame> {
+        layered(index, keyframe, 0, false, false)
+    }
+
+    /// A frame with a temporal id, a recovery flag and an LTR mark.
+    fn layered(
+        index: u64,
+        keyframe: bool,
+        temporal_id: u8,
+        recovery: bool,
+        ltr_mark: bool,
+    ) -> Arc<EncodedFrame> {
         Arc::new(EncodedFrame {
             header: VideoHeader {
                 codec: Codec::H264AnnexB,
                 keyframe,
+                temporal_id,
+                recovery: recovery || keyframe,
+                viewer_target_10kbps: 0,
                 width: 640,
                 height: 360,
                 target_kbps: 4000,
@@ -682,6 +1199,7 @@ mod tests {
                 sent_us: 0,
             },
             access_unit: vec![index as u8; 10],
+            ltr_mark,
         })
     }
 
@@ -691,6 +1209,14 @@ mod tests {
             got.push(f.header.capture_index);
         }
         got
+    }
+
+    fn recovering_hub(queue: usize) -> Hub {
+        Hub::new(HubConfig {
+            queue,
+            recovery: true,
+            ..HubConfig::new(4_000_000)
+        })
     }
 
     fn hub(queue: usize) -> Hub {
@@ -781,25 +1307,186 @@ mod tests {
 
     // r[verify video.hub.bitrate]
     #[test]
-    fn the_encoder_follows_the_lowest_viewer_target_above_the_floor() {
+    fn the_encoder_follows_the_fastest_viewer_target_between_floor_and_cap() {
         let hub = hub(4);
         assert_eq!(hub.target_bitrate(), 4_000_000, "no viewer: the maximum");
         let a = hub.register();
         let b = hub.register();
         a.info().set_target_bitrate(3_000_000);
+        b.info().set_target_bitrate(1_000_000);
+        assert_eq!(
+            hub.target_bitrate(),
+            3_000_000,
+            "the slow viewer does not pull the encoder down"
+        );
+        a.info().set_target_bitrate(9_000_000);
+        assert_eq!(hub.target_bitrate(), 4_000_000, "never above the maximum");
+        a.info().set_target_bitrate(100_000);
+        b.info().set_target_bitrate(200_000);
+        assert_eq!(hub.target_bitrate(), 300_000, "never below the floor");
         b.info().set_target_bitrate(2_000_000);
         assert_eq!(hub.target_bitrate(), 2_000_000);
-        a.info().set_target_bitrate(9_000_000);
-        b.info().set_target_bitrate(8_000_000);
-        assert_eq!(hub.target_bitrate(), 4_000_000, "never above the maximum");
-        b.info().set_target_bitrate(100_000);
-        assert_eq!(hub.target_bitrate(), 300_000, "never below the floor");
         hub.remove(b.info().id());
         assert_eq!(
             hub.target_bitrate(),
-            4_000_000,
+            300_000,
             "a removed viewer no longer counts"
         );
+    }
+
+    /// Publishes frames `from..to` of a 2-layer stream (TL0 on even
+    /// indices, 3000 B; TL1 on odd ones, 1000 B: TL0 is 75 % of the bytes)
+    /// at 30 frames/s, the encoder at `kbps`; `key_at` is an IDR.
+    fn two_layers(hub: &Hub, from: u64, to: u64, kbps: u32, key_at: Option<u64>) {
+        for i in from..to {
+            let tid = (i % 2) as u8;
+            let mut f = layered(i, key_at == Some(i), tid, false, false);
+            let m = Arc::make_mut(&mut f);
+            m.access_unit = vec![i as u8; if tid == 0 { 3000 } else { 1000 }];
+            m.header.target_kbps = kbps;
+            m.header.capture_us = 1_000_000 + i * 33_333;
+            hub.publish(f);
+        }
+    }
+
+    // r[verify video.hub.layers]
+    #[test]
+    fn a_slow_viewer_gets_the_base_layer_and_the_fast_one_every_frame() {
+        let hub = Hub::new(HubConfig {
+            queue: 64,
+            recovery: true,
+            ..HubConfig::new(8_000_000)
+        });
+        let mut fast = hub.register();
+        let mut slow = hub.register();
+        fast.info().set_target_bitrate(100_000_000);
+        slow.info().set_target_bitrate(2_000_000);
+        assert_eq!(hub.target_bitrate(), 8_000_000, "the fast one sets it");
+        // The encoder at 8 Mbit/s: TL0 is 6 Mbit/s, too much for 2.
+        two_layers(&hub, 0, 20, 8000, Some(0));
+        let f = drain(&mut fast);
+        assert_eq!(f, (0..20).collect::<Vec<_>>());
+        let s = drain(&mut slow);
+        // The first frame (the IDR) is taken before any measurement; from
+        // the first TL0 frame on the slow viewer gets TL0 only.
+        assert_eq!(s, (0..20).step_by(2).collect::<Vec<_>>());
+        let c = slow.info().counters();
+        assert_eq!((c.layer, c.frames_filtered), (0, 10), "{c:?}");
+        assert_eq!(
+            (c.frames_skipped, c.skip_events),
+            (0, 0),
+            "not a skip: {c:?}"
+        );
+        assert_eq!(c.recovery_requests, 0, "filtering asks for nothing");
+        assert_eq!(fast.info().counters().layer, 1);
+        // Its target grows past the whole stream's rate: from the next TL0
+        // frame on (never at a TL1 frame) it gets both layers.
+        slow.info().set_target_bitrate(9_000_000);
+        two_layers(&hub, 20, 21, 8000, None);
+        assert_eq!(drain(&mut slow), [20]);
+        slow.info().set_target_bitrate(7_500_000);
+        two_layers(&hub, 21, 26, 8000, None);
+        assert_eq!(drain(&mut slow), [21, 22, 23, 24, 25]);
+        // A target between TL0's rate and the whole: TL0 (6 Mbit/s at 8).
+        slow.info().set_target_bitrate(5_500_000);
+        two_layers(&hub, 26, 30, 8000, None);
+        assert_eq!(drain(&mut slow), [26, 28]);
+        assert_eq!(slow.info().counters().layer_changes, 2);
+        assert_eq!(drain(&mut fast), (20..30).collect::<Vec<_>>());
+    }
+
+    // r[verify video.hub.recovery]
+    #[test]
+    fn skips_ask_for_one_recovery_and_the_viewer_resumes_at_the_recovery_frame() {
+        let hub = recovering_hub(2);
+        let mut a = hub.register();
+        let mut b = hub.register();
+        assert!(hub.take_keyframe(Instant::now()));
+        hub.publish(frame(0, true));
+        assert!(!hub.take_recovery(), "nothing asked");
+        // Both queues hold 2; neither drains: both overflow at frame 2.
+        hub.publish(frame(1, false));
+        hub.publish(frame(2, false));
+        hub.publish(frame(3, false));
+        for q in [&a, &b] {
+            let c = q.info().counters();
+            assert_eq!((c.skip_events, c.frames_skipped), (1, 2), "{c:?}");
+            assert_eq!(c.recovery_requests, 1);
+            assert_eq!(c.keyframe_requests, 0, "a recovery, not a keyframe");
+            assert!(q.info().recovery_awaited());
+        }
+        // Two viewers' requests: one recovery, once.
+        assert!(hub.take_recovery());
+        assert!(!hub.take_recovery());
+        assert!(!hub.take_keyframe(Instant::now() + Duration::from_secs(5)));
+        assert_eq!(hub.stats().recoveries_granted, 1);
+        assert_eq!(drain(&mut a), [0, 1]);
+        assert_eq!(drain(&mut b), [0, 1]);
+        // The recovery frame (not an IDR) ends both skips.
+        hub.publish(frame(4, false));
+        hub.publish(layered(5, false, 0, true, false));
+        hub.publish(frame(6, false));
+        assert_eq!(drain(&mut a), [5, 6]);
+        assert_eq!(drain(&mut b), [5, 6]);
+        assert!(!a.info().recovery_awaited());
+        // Without recovery frames the same skip asks for a keyframe and a
+        // recovery frame does not end it.
+        let old = super::tests::hub(2);
+        let mut c = old.register();
+        old.publish(frame(0, true));
+        for i in 1..4 {
+            old.publish(frame(i, false));
+        }
+        assert!(c.info().keyframe_wanted());
+        assert!(!old.take_recovery());
+        assert_eq!(drain(&mut c), [0, 1]);
+        old.publish(layered(4, false, 0, true, false));
+        assert!(drain(&mut c).is_empty());
+    }
+
+    // r[verify video.hub.ltr-confirm]
+    #[test]
+    fn a_mark_is_confirmed_when_every_viewer_got_it_and_rejected_when_one_skipped_it() {
+        let hub = recovering_hub(2);
+        let mut a = hub.register();
+        let mut b = hub.register();
+        hub.publish(layered(0, true, 0, false, true));
+        assert_eq!(hub.take_mark_outcomes(), [(0, true)]);
+        hub.publish(layered(1, false, 0, false, true));
+        assert_eq!(hub.take_mark_outcomes(), [(1, true)]);
+        assert!(hub.take_mark_outcomes().is_empty());
+        drain(&mut a);
+        // b's queue is full: it skips the next mark, which is rejected.
+        hub.publish(frame(2, false));
+        hub.publish(layered(3, false, 0, false, true));
+        assert_eq!(hub.take_mark_outcomes(), [(3, false)]);
+        // A mark while b waits for its recovery point is rejected too.
+        drain(&mut a);
+        hub.publish(layered(4, false, 0, false, true));
+        assert_eq!(hub.take_mark_outcomes(), [(4, false)]);
+        drain(&mut b);
+        hub.publish(layered(5, false, 0, true, false));
+        drain(&mut a);
+        hub.publish(layered(6, false, 0, false, true));
+        assert_eq!(hub.take_mark_outcomes(), [(6, true)]);
+        let st = hub.stats();
+        assert_eq!((st.marks_confirmed, st.marks_rejected), (3, 2));
+        // A mark waiting for a served viewer's verdict is given up when
+        // that viewer leaves.
+        let mut marks = Marks::default();
+        marks.pending.push_back(Mark {
+            capture_index: 9,
+            waiting: vec![1, 2],
+        });
+        marks.verdict(9, 1, true);
+        assert!(marks.outcomes.is_empty());
+        marks.forget(2);
+        assert_eq!(marks.outcomes, [(9, true)]);
+        let d = Delivery {
+            last_lost: Some(10),
+            ..Delivery::default()
+        };
+        assert!(d.whole(11) && !d.whole(10) && !d.whole(3));
     }
 
     /// A viewer served over an in-memory link gets every frame in its
@@ -860,41 +1547,89 @@ mod tests {
     // r[verify video.hub.budget]
     #[test]
     fn the_budget_gate_skips_late_frames_to_the_next_keyframe() {
-        let mut g = BudgetGate::new(Duration::from_millis(150));
+        let h = |key: bool| frame(0, key).header;
+        let mut g = BudgetGate::new(Duration::from_millis(150), false);
         assert_eq!(
-            g.check(false, 150_000, false),
+            g.check(&h(false), 150_000, false),
             Verdict::Send,
             "at the budget"
         );
         assert_eq!(
-            g.check(false, 150_001, false),
+            g.check(&h(false), 150_001, false),
             Verdict::Skip { starts: true },
             "over it: a skip starts"
         );
         assert_eq!(
-            g.check(false, 0, false),
+            g.check(&h(false), 0, false),
             Verdict::Skip { starts: false },
             "in time but waiting for a keyframe"
         );
         assert_eq!(
-            g.check(true, 900_000, false),
+            g.check(&h(true), 900_000, false),
             Verdict::Send,
             "a keyframe is never dropped for age alone"
         );
         assert_eq!(
-            g.check(false, 10_000, false),
+            g.check(&h(false), 10_000, false),
             Verdict::Send,
             "the skip ended"
         );
         assert_eq!(
-            g.check(true, 900_000, true),
+            g.check(&h(true), 900_000, true),
             Verdict::Skip { starts: false },
             "a late keyframe with a newer one queued gives way to it"
         );
-        assert_eq!(g.check(false, 0, true), Verdict::Skip { starts: false });
-        assert_eq!(g.check(true, 0, false), Verdict::Send);
-        let mut off = BudgetGate::new(Duration::MAX);
-        assert_eq!(off.check(false, u64::MAX, false), Verdict::Send);
+        assert_eq!(g.check(&h(false), 0, true), Verdict::Skip { starts: false });
+        assert_eq!(g.check(&h(true), 0, false), Verdict::Send);
+        let mut off = BudgetGate::new(Duration::MAX, false);
+        assert_eq!(off.check(&h(false), u64::MAX, false), Verdict::Send);
+    }
+
+    // r[verify video.hub.budget]
+    #[test]
+    fn a_late_higher_layer_frame_skips_to_the_next_tl0_and_a_late_tl0_to_a_recovery_frame() {
+        let h = |tid: u8, recovery: bool| layered(0, false, tid, recovery, false).header;
+        let mut g = BudgetGate::new(Duration::from_millis(150), true);
+        assert_eq!(
+            g.check(&h(1, false), 200_000, false),
+            Verdict::Skip { starts: false },
+            "a late TL1 frame: no request"
+        );
+        assert_eq!(
+            g.check(&h(1, false), 0, false),
+            Verdict::Skip { starts: false },
+            "the next TL1 frame may depend on it"
+        );
+        assert_eq!(
+            g.check(&h(0, false), 0, false),
+            Verdict::Send,
+            "TL0 ends it"
+        );
+        assert_eq!(
+            g.check(&h(0, false), 200_000, false),
+            Verdict::Skip { starts: true },
+            "a late TL0 frame asks for a recovery"
+        );
+        assert_eq!(
+            g.check(&h(0, false), 0, false),
+            Verdict::Skip { starts: false }
+        );
+        assert_eq!(
+            g.check(&h(1, false), 0, false),
+            Verdict::Skip { starts: false }
+        );
+        assert_eq!(
+            g.check(&h(0, true), 900_000, false),
+            Verdict::Send,
+            "a recovery frame ends it, late or not"
+        );
+        assert_eq!(g.check(&h(1, false), 0, false), Verdict::Send);
+        // After a late TL1 frame, a late TL0 one still asks.
+        g.check(&h(1, false), 200_000, false);
+        assert_eq!(
+            g.check(&h(0, false), 200_000, false),
+            Verdict::Skip { starts: true }
+        );
     }
 
     /// What a client received: (capture index, keyframe, sent_us -

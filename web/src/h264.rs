@@ -55,9 +55,30 @@ pub fn codec_string(au: &[u8]) -> Option<String> {
     Some(format!("avc1.{:02X}{:02X}{:02X}", b[0], b[1], b[2]))
 }
 
+// r[impl web.recovery]
+/// Whether a frame ends a viewer's wait after a loss: a keyframe always
+/// does; an LTR recovery frame (the envelope's recovery flag, not an IDR)
+/// does when a decoder is configured (it is given as a delta chunk).
+pub fn resumes_after_loss(keyframe: bool, recovery: bool, decoder_configured: bool) -> bool {
+    keyframe || (recovery && decoder_configured)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // r[verify web.recovery]
+    #[test]
+    fn a_recovery_frame_ends_the_wait_only_with_a_configured_decoder() {
+        assert!(resumes_after_loss(true, true, false), "a keyframe always");
+        assert!(resumes_after_loss(true, false, true));
+        assert!(resumes_after_loss(false, true, true), "a recovery frame");
+        assert!(
+            !resumes_after_loss(false, true, false),
+            "nothing to predict from without a decoder"
+        );
+        assert!(!resumes_after_loss(false, false, true), "a plain delta");
+    }
 
     // r[verify web.codec-string]
     #[test]

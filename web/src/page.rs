@@ -131,6 +131,11 @@ struct Counters {
     decode_errors: u64,
     envelope_errors: u64,
     keyframe_requests: u64,
+    /// Keyframes (IDRs) given to the decoder.
+    keyframes: u64,
+    /// LTR recovery frames given to the decoder after a loss (recovery
+    /// points that are not IDRs).
+    recovery_frames: u64,
     connects: u64,
     reconnects: u64,
     input_sent: u64,
@@ -181,6 +186,10 @@ struct Viewer {
     last_frame_index: Option<u64>,
     last_session_frame: u32,
     target_kbps: u32,
+    /// This viewer's own target as the host reports it, kbit/s.
+    viewer_target_kbps: u32,
+    /// (received ms, temporal id) of the last second's frames.
+    recent_layers: VecDeque<(f64, u8)>,
     decode_ms: VecDeque<f64>,
     latency_ms: VecDeque<f64>,
     session: ClientStats,
@@ -450,6 +459,8 @@ impl LinkstreamViewer {
             last_frame_index: None,
             last_session_frame: 0,
             target_kbps: 0,
+            viewer_target_kbps: 0,
+            recent_layers: VecDeque::new(),
             decode_ms: VecDeque::new(),
             latency_ms: VecDeque::new(),
             session: ClientStats::default(),
@@ -776,7 +787,27 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
     };
     v.last_frame_index = Some(env.capture_index);
     v.target_kbps = env.target_kbps;
+    v.viewer_target_kbps = u32::from(env.viewer_target_10kbps) * 10;
+    v.recent_layers.push_back((received_ms, env.temporal_id));
+    while v
+        .recent_layers
+        .front()
+        .is_some_and(|l| received_ms - l.0 > 1000.0)
+    {
+        v.recent_layers.pop_front();
+    }
     let keyframe = env.keyframe || f.flags.is_keyframe();
+    // An LTR recovery frame predicts only from a reference every viewer
+    // has: a configured decoder that lost frames resumes there, as a delta.
+    let configured = v
+        .decoder
+        .as_ref()
+        .is_some_and(|d| d.state() == "configured");
+    if !keyframe && v.waiting_keyframe && h264::resumes_after_loss(false, env.recovery, configured)
+    {
+        v.waiting_keyframe = false;
+        v.c.recovery_frames += 1;
+    }
     if keyframe {
         let codec = h264::codec_string(access_unit);
         let usable = v
@@ -802,6 +833,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
             }
         }
         v.waiting_keyframe = false;
+        v.c.keyframes += 1;
     } else if v.waiting_keyframe || v.decoder.is_none() {
         v.c.frames_dropped += 1;
         v.c.dropped_waiting_keyframe += 1;
@@ -809,7 +841,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
         return;
     }
     if v.in_flight >= MAX_IN_FLIGHT && !keyframe {
-        // The decoder falls behind: skip to the next keyframe.
+        // The decoder falls behind: skip to the next recovery point.
         v.c.frames_dropped += 1;
         v.c.dropped_in_flight += 1;
         v.waiting_keyframe = true;
@@ -1050,6 +1082,7 @@ fn stats_json(v: &Viewer) -> String {
             "\"frames_displayed\":{},\"frames_dropped\":{},\"dropped_waiting_keyframe\":{},",
             "\"dropped_in_flight\":{},\"frames_superseded\":{},\"decode_errors\":{},",
             "\"envelope_errors\":{},\"keyframe_requests\":{},\"input_sent\":{},",
+            "\"keyframes\":{},\"recovery_frames\":{},\"layer\":{},\"viewer_target_kbps\":{},",
             "\"input_dropped\":{},\"input_unmapped\":{},\"last_frame_index\":{},",
             "\"canvas_index\":{},\"width\":{},\"height\":{},\"codec\":{},\"target_kbps\":{},",
             "\"fps\":{:.2},\"kbps\":{:.1},\"frames_lost\":{},\"frames_recovered\":{},",
@@ -1074,6 +1107,10 @@ fn stats_json(v: &Viewer) -> String {
         c.envelope_errors,
         c.keyframe_requests,
         c.input_sent,
+        c.keyframes,
+        c.recovery_frames,
+        v.recent_layers.iter().map(|l| l.1).max().unwrap_or(0),
+        v.viewer_target_kbps,
         c.input_dropped,
         c.input_unmapped,
         idx(v.last_frame_index),

@@ -1,0 +1,335 @@
+//! The layered encoder behind the hub, end to end in one process: the real
+//! `LayeredEncoder`, the hub's `serve` (a link-session host per viewer)
+//! over in-memory links, link-session clients and `LayeredDecoder`s, with
+//! every picture checked by its burned-in index and its PSNR against the
+//! test pattern rendered again (as `linkstream client` checks).
+//!
+//! The encoder runs in lockstep with the viewers (frame `n + 1` is encoded
+//! once every viewer handled frame `n`), so what is asserted counts frames,
+//! never time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use link_session::{BweConfig, Client, ClientConfig, ClientEvent, HostConfig};
+use link_types::memory_pair;
+use link_video::hub::{EncodedFrame, Hub, HubConfig};
+use link_video::index::{read_index, unwrap_index};
+use link_video::layered::{LtrId, Recovery};
+use link_video::{
+    Codec, Decoder as _, Encoder as _, LayeredConfig, LayeredDecoder, LayeredEncoder, TestSrc,
+    VideoHeader, psnr_y,
+};
+use tokio::sync::mpsc;
+
+const W: usize = 640;
+const H: usize = 360;
+const FPS: u32 = 30;
+
+/// What a viewer did with one frame.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    capture_index: u64,
+    temporal_id: u8,
+    keyframe: bool,
+    recovery: bool,
+    /// Decoded whole, index read back equal, Y PSNR (dB); `None` when it
+    /// did not decode whole (or was dropped on purpose).
+    psnr: Option<f64>,
+}
+
+/// A viewer: receives, decodes, checks; drops (does not decode) the frame
+/// with capture index `lose` and reports it to the host as unusable, as a
+/// client does for a frame it lost. Tells the encoder loop after each frame.
+async fn viewer(
+    link: link_types::MemoryLink,
+    lose: Option<u64>,
+    done: mpsc::UnboundedSender<(usize, u64)>,
+    me: usize,
+) -> Vec<Seen> {
+    let (mut client, _input) = Client::connect(link, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut dec = LayeredDecoder::new().unwrap();
+    let src = TestSrc::new(W, H, FPS).unwrap();
+    let mut want = vec![0u8; src.frame_len()];
+    let mut seen = Vec::new();
+    while let Ok(Some(ev)) = client.next_frame().await {
+        let ClientEvent::Frame(f) = ev else {
+            panic!("in-memory links lose nothing: {ev:?}")
+        };
+        let (h, au) = VideoHeader::parse(f.data()).unwrap();
+        let mut s = Seen {
+            capture_index: h.capture_index,
+            temporal_id: h.temporal_id,
+            keyframe: h.keyframe,
+            recovery: h.recovery,
+            psnr: None,
+        };
+        if Some(h.capture_index) == lose {
+            client.request_keyframe(f.index);
+        } else if let Ok(Some(pic)) = dec.decode(au) {
+            let read = read_index(pic.y(), pic.width, pic.height)
+                .map(|low| unwrap_index(low, h.capture_index));
+            assert_eq!(read, Some(h.capture_index), "burned-in index");
+            src.render(h.capture_index, &mut want).unwrap();
+            s.psnr = Some(psnr_y(&pic.data, &want, W, H).unwrap());
+        }
+        seen.push(s);
+        let _ = done.send((me, h.capture_index));
+    }
+    seen
+}
+
+/// The host side: encode `frames` pictures with the hub's decisions
+/// (keyframes, recoveries, LTR verdicts, bitrate) and publish each; after
+/// each frame wait until the `expect(index)` viewers handled it. Returns
+/// the encoder and the bitrate it ended at.
+async fn host_loop(
+    hub: &Hub,
+    enc: &mut LayeredEncoder,
+    frames: u64,
+    done: &mut mpsc::UnboundedReceiver<(usize, u64)>,
+    expect: impl Fn(u64, u8) -> Vec<usize>,
+    mut after: impl FnMut(u64),
+) {
+    let src = TestSrc::new(W, H, FPS).unwrap();
+    let mut pic = vec![0u8; src.frame_len()];
+    let mut marks: Vec<(u64, LtrId)> = Vec::new();
+    let mut au = Vec::new();
+    // 30 frames a second, as a capture would give them.
+    let mut tick = tokio::time::interval(Duration::from_millis(33));
+    for i in 0..frames {
+        tick.tick().await;
+        if hub.take_keyframe(Instant::now()) {
+            enc.force_keyframe();
+        }
+        for (index, ok) in hub.take_mark_outcomes() {
+            if let Some(p) = marks.iter().position(|m| m.0 == index) {
+                let id = marks.remove(p).1;
+                let _ = if ok {
+                    enc.confirm_ltr(id)
+                } else {
+                    enc.reject_ltr(id)
+                };
+            }
+        }
+        if hub.take_recovery() {
+            assert!(matches!(enc.request_recovery().unwrap(), Recovery::Ltr(_)));
+        }
+        let bps = hub.target_bitrate();
+        enc.set_bitrate(bps).unwrap();
+        src.render(i, &mut pic).unwrap();
+        au.clear();
+        let info = enc.encode(&pic, &mut au).unwrap();
+        if let Some(id) = info.ltr_mark {
+            marks.push((i, id));
+        }
+        let now = link_video::now_us();
+        hub.publish(Arc::new(EncodedFrame {
+            header: VideoHeader {
+                codec: Codec::H264AnnexB,
+                keyframe: info.keyframe,
+                temporal_id: info.temporal_id,
+                recovery: info.recovery,
+                viewer_target_10kbps: 0,
+                width: W as u16,
+                height: H as u16,
+                target_kbps: (bps / 1000) as u32,
+                capture_index: i,
+                capture_us: now,
+                encoded_us: now,
+                sent_us: 0,
+            },
+            access_unit: au.clone(),
+            ltr_mark: info.ltr_mark.is_some(),
+        }));
+        let mut waiting = expect(i, info.temporal_id);
+        while !waiting.is_empty() {
+            let (who, index) = tokio::time::timeout(Duration::from_secs(10), done.recv())
+                .await
+                .expect("a viewer handles each frame")
+                .unwrap();
+            if index == i {
+                waiting.retain(|&w| w != who);
+            }
+        }
+        after(i);
+    }
+}
+
+async fn joined(hub: &Hub, n: usize) {
+    while hub.stats().viewers < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// One viewer loses (drops) the TL0 frame 40; the host's next TL0 frame is
+/// an LTR recovery frame and the viewer's picture is whole again two frames
+/// after the loss, with no IDR sent; the other viewer misses nothing.
+// r[verify video.hub.recovery]
+// r[verify video.hub.ltr-confirm]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_frame_is_repaired_by_a_recovery_frame_within_two_frames_without_an_idr() {
+    const LOST: u64 = 40;
+    let hub = Arc::new(Hub::new(HubConfig {
+        recovery: true,
+        ..HubConfig::new(1_500_000)
+    }));
+    let mut enc = LayeredEncoder::new(LayeredConfig {
+        temporal_layers: 2,
+        ..LayeredConfig::new(W, H, FPS, 1_500_000)
+    })
+    .unwrap();
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (me, lose) in [(0usize, Some(LOST)), (1, None)] {
+        let (a, b) = memory_pair(Default::default());
+        let hub2 = hub.clone();
+        tokio::spawn(async move { hub2.serve(a, HostConfig::default(), |_| {}).await });
+        tasks.push(tokio::spawn(viewer(b, lose, tx.clone(), me)));
+        joined(&hub, me + 1).await;
+    }
+    let viewers = hub.viewers();
+    host_loop(
+        &hub,
+        &mut enc,
+        60,
+        &mut done,
+        |_, _| vec![0, 1],
+        |i| {
+            // The viewer's report of the loss reaches the host before the
+            // next frame is encoded (a round trip shorter than a frame
+            // interval, as on a LAN).
+            if i == LOST {
+                let start = Instant::now();
+                while !viewers[0].recovery_awaited() {
+                    assert!(start.elapsed() < Duration::from_secs(10), "no request");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        },
+    )
+    .await;
+    hub.stop();
+    let lossy = tasks.remove(0).await.unwrap();
+    let clean = tasks.remove(0).await.unwrap();
+
+    let st = enc.stats();
+    println!("encoder: {st:?}; hub: {:?}", hub.stats());
+    assert_eq!(st.idrs, 1, "only the first frame is an IDR");
+    assert_eq!(st.idr_recoveries, 0);
+    assert_eq!(st.ltr_recoveries, 1, "exactly one recovery frame");
+    assert!(hub.stats().marks_confirmed >= 2, "{:?}", hub.stats());
+    let rec = lossy
+        .iter()
+        .find(|s| s.recovery && !s.keyframe)
+        .expect("a recovery frame reached the viewer");
+    assert_eq!(rec.temporal_id, 0);
+    // Whole again within two frame intervals of the loss, and from there
+    // on every picture whole and right.
+    let first_whole = lossy
+        .iter()
+        .find(|s| s.capture_index > LOST && s.psnr.is_some())
+        .unwrap();
+    assert!(
+        first_whole.capture_index <= LOST + 2,
+        "whole again at frame {}",
+        first_whole.capture_index
+    );
+    for s in &lossy {
+        if s.capture_index != LOST && (s.capture_index < LOST || s.capture_index >= LOST + 2) {
+            let p = s.psnr.unwrap_or_else(|| panic!("frame {s:?} not whole"));
+            assert!(p > 35.0, "{s:?}");
+        }
+    }
+    assert_eq!(lossy.len(), 60);
+    assert!(
+        lossy.iter().skip(1).all(|s| !s.keyframe),
+        "no IDR after the first"
+    );
+    // The other viewer: every frame whole.
+    assert_eq!(clean.len(), 60);
+    assert!(clean.iter().all(|s| s.psnr.is_some_and(|p| p > 35.0)));
+}
+
+/// A viewer whose session's target is far below the stream's rate gets
+/// the base layer only (half the frames, each whole); the fast viewer
+/// gets every frame, and the encoder's bitrate is the fast viewer's target.
+// r[verify video.hub.layers]
+// r[verify video.hub.bitrate]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_viewer_gets_the_base_layer_and_the_encoder_follows_the_fast_one() {
+    const FAST: u64 = 1_200_000;
+    const SLOW: u64 = 400_000;
+    let hub = Arc::new(Hub::new(HubConfig {
+        recovery: true,
+        min_bitrate_bps: 100_000,
+        latency_budget: Duration::MAX,
+        ..HubConfig::new(4_000_000)
+    }));
+    let mut enc = LayeredEncoder::new(LayeredConfig {
+        temporal_layers: 2,
+        ..LayeredConfig::new(W, H, FPS, 4_000_000)
+    })
+    .unwrap();
+    let pinned = |bps| HostConfig {
+        bwe: BweConfig {
+            start_bps: bps,
+            min_bps: bps,
+            max_bps: bps,
+            pacing_gain: 1.0,
+            probing: false,
+        },
+        ..HostConfig::default()
+    };
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (me, bps) in [(0usize, FAST), (1, SLOW)] {
+        let (a, b) = memory_pair(Default::default());
+        let hub2 = hub.clone();
+        tokio::spawn(async move { hub2.serve(a, pinned(bps), |_| {}).await });
+        tasks.push(tokio::spawn(viewer(b, None, tx.clone(), me)));
+        joined(&hub, me + 1).await;
+    }
+    let viewers = hub.viewers();
+    // From the first frame on, the slow viewer takes TL0 only.
+    let mut rates = Vec::new();
+    host_loop(
+        &hub,
+        &mut enc,
+        90,
+        &mut done,
+        |_, tid| if tid == 0 { vec![0, 1] } else { vec![0] },
+        |_| rates.push(hub.target_bitrate()),
+    )
+    .await;
+    let slow_counters = viewers[1].counters();
+    let fast_counters = viewers[0].counters();
+    hub.stop();
+    let fast = tasks.remove(0).await.unwrap();
+    let slow = tasks.remove(0).await.unwrap();
+    println!("slow viewer: {slow_counters:?}");
+    println!(
+        "fast viewer: {fast_counters:?}; encoder at {:?}",
+        rates.last()
+    );
+    assert!(fast_counters.target_bps > 2 * slow_counters.target_bps);
+    assert_eq!(
+        rates.last(),
+        Some(&fast_counters.target_bps),
+        "the encoder follows the fast viewer"
+    );
+    assert_eq!(enc.bitrate(), fast_counters.target_bps);
+    assert_eq!(fast_counters.layer, 1);
+    assert_eq!(fast_counters.frames_filtered, 0);
+    assert_eq!(fast.len(), 90);
+    assert!(fast.iter().all(|s| s.psnr.is_some_and(|p| p > 33.0)));
+    assert_eq!(slow.len(), 45, "TL0 only: every other frame");
+    assert!(slow.iter().all(|s| s.temporal_id == 0));
+    assert!(slow.iter().all(|s| s.psnr.is_some_and(|p| p > 33.0)));
+    assert_eq!(slow_counters.layer, 0);
+    assert_eq!(slow_counters.frames_filtered, 45);
+    assert_eq!(slow_counters.frames_skipped, 0);
+    assert_eq!(slow_counters.recovery_requests, 0);
+}
