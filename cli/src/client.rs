@@ -214,6 +214,8 @@ pub struct Gap {
 /// One received frame for the decoder thread.
 struct Job {
     data: Vec<u8>,
+    /// The session's frame index (what a report to the host names).
+    index: u32,
     reassembled_us: u64,
     /// Frames are missing before this one (lost, or dropped because the
     /// decoder was behind): decoding restarts at the next keyframe.
@@ -287,6 +289,7 @@ fn open_out(path: &std::path::Path) -> Result<Out, String> {
 /// The decoder thread: decode, check, measure, write.
 fn decode_thread(
     jobs: std::sync::mpsc::Receiver<Job>,
+    unusable: tokio::sync::mpsc::UnboundedSender<u32>,
     mut out: Option<Out>,
     psnr_every: u64,
     live: Arc<Live>,
@@ -337,6 +340,13 @@ fn decode_thread(
                 if broken && !h.recovery {
                     s.broken += 1;
                 } else {
+                    // r[impl video.hub.recovery-failed]
+                    // A recovery frame that does not decode whole: its
+                    // reference never reached this decoder. Reported as
+                    // unusable, the host answers with a keyframe.
+                    if h.recovery && !h.keyframe {
+                        let _ = unusable.send(job.index);
+                    }
                     s.decode_errors += 1;
                     tracing::warn!("decode: {e}");
                 }
@@ -559,12 +569,13 @@ where
     let started = Instant::now();
     let live = Arc::new(Live::default());
     let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(64);
+    let (unusable_tx, mut unusable) = tokio::sync::mpsc::unbounded_channel::<u32>();
     let decoder = {
         let live = live.clone();
         let every = args.psnr_every;
         std::thread::Builder::new()
             .name("decoder".into())
-            .spawn(move || decode_thread(rx, out, every, live))
+            .spawn(move || decode_thread(rx, unusable_tx, out, every, live))
             .map_err(|e| format!("decoder thread: {e}"))?
     };
     let deadline = args
@@ -618,7 +629,7 @@ where
                     if let Ok((h, _)) = VideoHeader::parse(&data) {
                         target_kbps = h.target_kbps;
                     }
-                    let job = Job { data, reassembled_us: now, gap_before: gap };
+                    let job = Job { data, index, reassembled_us: now, gap_before: gap };
                     if jobs.try_send(job).is_ok() {
                         gap = false;
                     } else {
@@ -639,6 +650,7 @@ where
                 Ok(None) => break,
                 Err(e) => return Err(format!("{}: {e}", args.url)),
             },
+            Some(index) = unusable.recv() => frames.request_keyframe(index),
             key = keys.recv(), if keys_open => match key {
                 Some(b) => {
                     let Some(code) = hid_usage(b) else {

@@ -193,6 +193,7 @@ pub struct ViewerInfo {
     recovery_awaited: AtomicBool,
     recovery_requests: AtomicU64,
     recovery_requests_coalesced: AtomicU64,
+    recovery_escalations: AtomicU64,
     keyframes_sent: AtomicU64,
     recovery_frames_sent: AtomicU64,
     layer: AtomicU64,
@@ -236,6 +237,9 @@ pub struct ViewerCounters {
     /// Recovery requests while the viewer already awaited a recovery
     /// point, or covered by one already sent.
     pub recovery_requests_coalesced: u64,
+    /// Recovery points the viewer reported unusable, answered with a
+    /// keyframe request (`video.hub.recovery-failed`).
+    pub recovery_escalations: u64,
     /// Keyframes (IDRs) handed to the viewer's session.
     pub keyframes_sent: u64,
     /// LTR recovery frames (recovery points that are not IDRs) handed to
@@ -273,6 +277,7 @@ impl ViewerInfo {
             keyframes_granted: self.keyframes_granted.load(Relaxed),
             recovery_requests: self.recovery_requests.load(Relaxed),
             recovery_requests_coalesced: self.recovery_requests_coalesced.load(Relaxed),
+            recovery_escalations: self.recovery_escalations.load(Relaxed),
             keyframes_sent: self.keyframes_sent.load(Relaxed),
             recovery_frames_sent: self.recovery_frames_sent.load(Relaxed),
             layer: self.layer.load(Relaxed),
@@ -701,6 +706,7 @@ impl Hub {
             recovery_awaited: AtomicBool::new(false),
             recovery_requests: AtomicU64::new(0),
             recovery_requests_coalesced: AtomicU64::new(0),
+            recovery_escalations: AtomicU64::new(0),
             keyframes_sent: AtomicU64::new(0),
             recovery_frames_sent: AtomicU64::new(0),
             layer: AtomicU64::new(0),
@@ -1089,13 +1095,24 @@ impl Hub {
                     }
                     // r[impl video.hub.recovery]
                     Ok(Some(HostEvent::KeyframeRequest { lost_frame })) => {
-                        let covered = {
+                        let (covered, point_failed) = {
                             let mut d = lock(&delivery);
                             d.last_lost =
                                 Some(d.last_lost.map_or(lost_frame, |l| l.max(lost_frame)));
-                            d.last_point.is_some_and(|p| p > lost_frame)
+                            (
+                                d.last_point.is_some_and(|p| p > lost_frame),
+                                d.last_point == Some(lost_frame),
+                            )
                         };
-                        if covered && self.config.recovery {
+                        if point_failed && self.config.recovery {
+                            // r[impl video.hub.recovery-failed]
+                            // The recovery point itself is unusable there
+                            // (lost, or its reference never reached that
+                            // decoder): another one from the same reference
+                            // could fail the same way; an IDR cannot.
+                            info.recovery_escalations.fetch_add(1, Relaxed);
+                            info.request_keyframe();
+                        } else if covered && self.config.recovery {
                             // A recovery point went out after the lost
                             // frame: the viewer is whole again there.
                             info.recovery_requests.fetch_add(1, Relaxed);

@@ -40,10 +40,12 @@ struct Seen {
 
 /// A viewer: receives, decodes, checks; drops (does not decode) the frame
 /// with capture index `lose` and reports it to the host as unusable, as a
-/// client does for a frame it lost. Tells the encoder loop after each frame.
+/// client does for a frame it lost; with `lose_recovery`, also the first
+/// recovery frame after it. Tells the encoder loop after each frame.
 async fn viewer(
     link: link_types::MemoryLink,
     lose: Option<u64>,
+    lose_recovery: bool,
     done: mpsc::UnboundedSender<(usize, u64)>,
     me: usize,
 ) -> Vec<Seen> {
@@ -54,6 +56,7 @@ async fn viewer(
     let src = TestSrc::new(W, H, FPS).unwrap();
     let mut want = vec![0u8; src.frame_len()];
     let mut seen = Vec::new();
+    let mut recovery_lost = !lose_recovery;
     while let Ok(Some(ev)) = client.next_frame().await {
         let ClientEvent::Frame(f) = ev else {
             panic!("in-memory links lose nothing: {ev:?}")
@@ -66,7 +69,12 @@ async fn viewer(
             recovery: h.recovery,
             psnr: None,
         };
-        if Some(h.capture_index) == lose {
+        let lost_recovery = h.recovery
+            && !h.keyframe
+            && !recovery_lost
+            && lose.is_some_and(|l| h.capture_index > l);
+        if Some(h.capture_index) == lose || lost_recovery {
+            recovery_lost |= lost_recovery;
             client.request_keyframe(f.index);
         } else if let Ok(Some(pic)) = dec.decode(au) {
             let read = read_index(pic.y(), pic.width, pic.height)
@@ -187,7 +195,7 @@ async fn a_lost_frame_is_repaired_by_a_recovery_frame_within_two_frames_without_
         let (a, b) = memory_pair(Default::default());
         let hub2 = hub.clone();
         tokio::spawn(async move { hub2.serve(a, HostConfig::default(), |_| {}).await });
-        tasks.push(tokio::spawn(viewer(b, lose, tx.clone(), me)));
+        tasks.push(tokio::spawn(viewer(b, lose, false, tx.clone(), me)));
         joined(&hub, me + 1).await;
     }
     let viewers = hub.viewers();
@@ -253,6 +261,90 @@ async fn a_lost_frame_is_repaired_by_a_recovery_frame_within_two_frames_without_
     assert!(clean.iter().all(|s| s.psnr.is_some_and(|p| p > 35.0)));
 }
 
+/// One viewer loses frame 40 and then the recovery frame sent for it (as
+/// when the reference a recovery frame predicts from never reached its
+/// decoder): the host answers that report with an IDR, not a second
+/// recovery frame from the same reference, and the viewer is whole again
+/// at the IDR; the other viewer misses nothing.
+// r[verify video.hub.recovery-failed]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovery_frame_reported_unusable_is_answered_with_an_idr() {
+    const LOST: u64 = 40;
+    let hub = Arc::new(Hub::new(HubConfig {
+        recovery: true,
+        ..HubConfig::new(1_500_000)
+    }));
+    let mut enc = LayeredEncoder::new(LayeredConfig {
+        temporal_layers: 2,
+        ..LayeredConfig::new(W, H, FPS, 1_500_000)
+    })
+    .unwrap();
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (me, lose) in [(0usize, Some(LOST)), (1, None)] {
+        let (a, b) = memory_pair(Default::default());
+        let hub2 = hub.clone();
+        tokio::spawn(async move { hub2.serve(a, HostConfig::default(), |_| {}).await });
+        tasks.push(tokio::spawn(viewer(b, lose, true, tx.clone(), me)));
+        joined(&hub, me + 1).await;
+    }
+    let viewers = hub.viewers();
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let mut recovery_at = None;
+    host_loop(
+        &hub,
+        &mut enc,
+        60,
+        &mut done,
+        |_, _| vec![0, 1],
+        |i| {
+            // Each report reaches the host before the next frame is
+            // encoded, as on a LAN.
+            if i == LOST {
+                wait("recovery request", &|| viewers[0].recovery_awaited());
+            }
+            if recovery_at.is_none() && viewers[0].counters().recovery_frames_sent == 1 {
+                recovery_at = Some(i);
+                wait("keyframe request", &|| viewers[0].keyframe_wanted());
+            }
+        },
+    )
+    .await;
+    hub.stop();
+    let lossy = tasks.remove(0).await.unwrap();
+    let clean = tasks.remove(0).await.unwrap();
+
+    let st = enc.stats();
+    println!("encoder: {st:?}; hub: {:?}", hub.stats());
+    let rec = recovery_at.expect("a recovery frame was sent");
+    assert_eq!(st.ltr_recoveries, 1, "one recovery frame, not a second");
+    assert_eq!(st.idrs, 2, "the first frame, and the answer to the report");
+    let c = viewers[0].counters();
+    assert_eq!(c.recovery_escalations, 1, "{c:?}");
+    let idr = lossy
+        .iter()
+        .skip(1)
+        .find(|s| s.keyframe)
+        .expect("an IDR reached the viewer");
+    assert_eq!(idr.capture_index, rec + 1, "the IDR follows the report");
+    // From the IDR on, every picture whole and right.
+    for s in lossy
+        .iter()
+        .filter(|s| s.capture_index >= idr.capture_index)
+    {
+        let p = s.psnr.unwrap_or_else(|| panic!("frame {s:?} not whole"));
+        assert!(p > 35.0, "{s:?}");
+    }
+    assert_eq!(clean.len(), 60);
+    assert!(clean.iter().all(|s| s.psnr.is_some_and(|p| p > 35.0)));
+}
+
 /// A viewer whose session's target is far below the stream's rate gets
 /// the base layer only (half the frames, each whole); the fast viewer
 /// gets every frame, and the encoder's bitrate is the fast viewer's target.
@@ -289,7 +381,7 @@ async fn a_slow_viewer_gets_the_base_layer_and_the_encoder_follows_the_fast_one(
         let (a, b) = memory_pair(Default::default());
         let hub2 = hub.clone();
         tokio::spawn(async move { hub2.serve(a, pinned(bps), |_| {}).await });
-        tasks.push(tokio::spawn(viewer(b, None, tx.clone(), me)));
+        tasks.push(tokio::spawn(viewer(b, None, false, tx.clone(), me)));
         joined(&hub, me + 1).await;
     }
     let viewers = hub.viewers();
