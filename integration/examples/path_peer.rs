@@ -3,9 +3,13 @@
 //! bottleneck on the host's side.
 //!
 //! ```text
-//! path_peer host   <bind> <peer> <seconds> (fixed:<bps> | follow | follow-idr) [nopace] [start:<bps>] [gain:<f>] [noprobe]
-//! path_peer client <bind> <peer>
+//! path_peer host   <bind> <peer> <seconds> (fixed:<bps> | follow | follow-idr) [nopace] [start:<bps>] [gain:<f>] [noprobe] [ceiling:<bps>] [ws]
+//! path_peer client <bind> <peer> [ws]
 //! ```
+//!
+//! With `ws` both ends use a WebSocket link (`link-ws`) instead of UDP: the
+//! host listens on `<bind>`, the client connects to `ws://<peer>/stream`
+//! (the clean-path UDP/WebSocket comparison, case (g)).
 //!
 //! The host sends a synthetic 60 fps stream, a keyframe 8× a P-frame every
 //! 60 frames, at a fixed bitrate or following the session's target
@@ -24,7 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use link_session::{
     Client, ClientConfig, ClientEvent, FrameFlags, Host, HostConfig, HostEvent, PacingConfig,
 };
+use link_types::{Link, LinkRx, LinkTx};
 use link_udp::{UdpConfig, UdpLink};
+use link_ws::{WsConfig, WsLink, WsServer};
 
 const FPS: u64 = 60;
 const GOP: u32 = 60;
@@ -50,18 +56,23 @@ struct Tuning {
     start: Option<u64>,
     gain: Option<f64>,
     noprobe: bool,
+    ceiling: Option<u64>,
 }
 
-async fn host(
-    bind: SocketAddr,
-    peer: SocketAddr,
+#[allow(clippy::too_many_arguments)]
+async fn host<L, T, R>(
+    link: L,
     seconds: u64,
     fixed: Option<u64>,
     idr_on_request: bool,
     paced: bool,
     tuning: Tuning,
-) -> Result<(), String> {
-    let link = UdpLink::connect(bind, peer, &UdpConfig::default()).map_err(|e| e.to_string())?;
+) -> Result<(), String>
+where
+    L: Link<Tx = T, Rx = R>,
+    T: LinkTx,
+    R: LinkRx,
+{
     let mut cfg = HostConfig {
         pacing: PacingConfig {
             enabled: paced,
@@ -76,6 +87,9 @@ async fn host(
         cfg.bwe.pacing_gain = g;
     }
     cfg.bwe.probing = !tuning.noprobe;
+    if let Some(c) = tuning.ceiling {
+        cfg.pacing.ceiling_bps = c;
+    }
     let (mut host, mut events) = Host::accept(link, cfg).await.map_err(|e| e.to_string())?;
     let t0 = wall_us();
     let begin = tokio::time::Instant::now();
@@ -146,8 +160,12 @@ async fn host(
     Ok(())
 }
 
-async fn client(bind: SocketAddr, peer: SocketAddr) -> Result<(), String> {
-    let link = UdpLink::connect(bind, peer, &UdpConfig::default()).map_err(|e| e.to_string())?;
+async fn client<L, T, R>(link: L) -> Result<(), String>
+where
+    L: Link<Tx = T, Rx = R>,
+    T: LinkTx,
+    R: LinkRx,
+{
     let (mut client, mut input) = Client::connect(link, ClientConfig::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -223,6 +241,7 @@ async fn main() -> ExitCode {
             .parse()
             .map_err(|e| format!("{e}"))
     };
+    let ws = args.iter().any(|a| a == "ws");
     let r = match args.first().map(String::as_str) {
         Some("host") => {
             let run = async {
@@ -245,15 +264,43 @@ async fn main() -> ExitCode {
                         None => None,
                     },
                     noprobe: args.iter().any(|a| a == "noprobe"),
+                    ceiling: match args.iter().find_map(|a| a.strip_prefix("ceiling:")) {
+                        Some(c) => Some(c.parse().map_err(|_| format!("ceiling:{c}"))?),
+                        None => None,
+                    },
                 };
-                host(addr(1)?, addr(2)?, seconds, fixed, idr, !nopace, tuning).await
+                let (bind, peer) = (addr(1)?, addr(2)?);
+                if ws {
+                    let mut server = WsServer::bind(bind, WsConfig::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let link = server.accept().await.map_err(|e| e.to_string())?.link;
+                    host(link, seconds, fixed, idr, !nopace, tuning).await
+                } else {
+                    let link = UdpLink::connect(bind, peer, &UdpConfig::default())
+                        .map_err(|e| e.to_string())?;
+                    host(link, seconds, fixed, idr, !nopace, tuning).await
+                }
             };
             run.await
         }
-        Some("client") => match (addr(1), addr(2)) {
-            (Ok(b), Ok(p)) => client(b, p).await,
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        },
+        Some("client") => {
+            let run = async {
+                let (bind, peer) = (addr(1)?, addr(2)?);
+                if ws {
+                    let link =
+                        WsLink::connect(&format!("ws://{peer}/stream"), &WsConfig::default())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    client(link).await
+                } else {
+                    let link = UdpLink::connect(bind, peer, &UdpConfig::default())
+                        .map_err(|e| e.to_string())?;
+                    client(link).await
+                }
+            };
+            run.await
+        }
         _ => Err("usage: path_peer host|client <bind> <peer> ...".into()),
     };
     match r {

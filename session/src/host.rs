@@ -252,7 +252,8 @@ impl<T: LinkTx> Host<T> {
         .await?;
         tracing::debug!(?params, "host session established");
         set(&stats.parity_pct, params.parity_pct as u64);
-        let bwe = Bwe::new(config.bwe);
+        let mut bwe = Bwe::new(config.bwe);
+        bwe.set_probe_ceiling(config.pacing.ceiling_bps);
         // Padding datagrams are as large as shards.
         let padding = txs.wire_len(Kind::Padding, SHARD_HEADER_LEN + params.shard_size as usize);
         let pacer = Pacer::new(config.pacing, bwe.pacing_bps(0), padding);
@@ -569,6 +570,7 @@ impl<T: LinkTx> Host<T> {
             // Leftovers of a cancelled call go first.
             pump(&self.shared, tx, true).await?;
         }
+        let queued_before = tx.pacer.queued_bytes();
         let n = Layout::new(data.len(), s, usize::MAX).n;
         let coder = p.fec.coder_for(n, p.auto_threshold as usize);
         let layout = Layout::new(data.len(), s, max_data(coder));
@@ -626,6 +628,12 @@ impl<T: LinkTx> Host<T> {
             }
             add(&st.data_shards_sent, k as u64);
             add(&st.parity_shards_sent, m as u64);
+        }
+        if paced && flags.is_keyframe() {
+            // r[impl session.bwe.probe-keyframe]
+            let bytes = tx.pacer.queued_bytes().saturating_sub(queued_before);
+            let mut bwe = self.shared.bwe.lock().expect("bwe lock");
+            bwe.on_keyframe(bytes, queued_before);
         }
         if !paced {
             let mut sent = std::mem::take(&mut tx.sent);
@@ -887,8 +895,15 @@ async fn pump<T: LinkTx>(
         }
         let mut ended = None;
         while let Some(release) = tx.pacer.pop(now, &mut ended) {
+            let (release, carried) = match release {
+                Release::Carried { item, probe } => (Release::Item(item), Some(probe)),
+                r => (r, None),
+            };
             match release {
-                Release::Item((kind, body)) => {
+                Release::Item((kind, body))
+                | Release::Carried {
+                    item: (kind, body), ..
+                } => {
                     let wire = tx.wire_len(kind, body.len());
                     tx.s.send(
                         kind,
@@ -898,7 +913,7 @@ async fn pump<T: LinkTx>(
                     )
                     .await?;
                     let pn = tx.pn - 1;
-                    tx.sent.push((pn, wire, None));
+                    tx.sent.push((pn, wire, carried));
                     tx.pool.push(body);
                 }
                 Release::Padding { size, probe } => {

@@ -29,6 +29,12 @@ pub struct PacingConfig {
     /// holds more than this at the pacing rate, the overrun is counted and
     /// reported, and `send_frame` waits until the queue is back within it.
     pub latency_budget: std::time::Duration,
+    /// How fast a frame may leave where the path has headroom: the
+    /// estimator's headroom probes (`session.bwe.headroom`) look for
+    /// capacity above twice the application's rate up to this rate (an
+    /// interface's or a LAN's speed). `0`: probes stay within twice the
+    /// application's rate.
+    pub ceiling_bps: u64,
 }
 
 impl Default for PacingConfig {
@@ -38,6 +44,7 @@ impl Default for PacingConfig {
             burst: std::time::Duration::from_millis(2),
             batch: 8,
             latency_budget: std::time::Duration::from_millis(150),
+            ceiling_bps: crate::bwe::DEFAULT_CEILING_BPS,
         }
     }
 }
@@ -47,6 +54,14 @@ impl Default for PacingConfig {
 pub(crate) enum Release<T> {
     /// A queued datagram.
     Item(T),
+    /// A queued datagram sent as part of probe cluster `probe` (one that
+    /// carries data: [`ProbeCluster::carries_data`]).
+    Carried {
+        /// The datagram.
+        item: T,
+        /// The cluster.
+        probe: u32,
+    },
     /// A padding datagram of this many bytes for probe cluster `id`.
     Padding {
         /// Bytes on the wire.
@@ -156,7 +171,7 @@ impl<T> Pacer<T> {
     pub(crate) fn pop(&mut self, now: u64, ended: &mut Option<u32>) -> Option<Release<T>> {
         self.refill(now);
         if let Some(p) = &self.probe
-            && (!self.queue.is_empty()
+            && ((!self.queue.is_empty() && !p.cluster.carries_data)
                 || (p.sent_bytes >= p.cluster.bytes && p.sent_packets >= p.cluster.min_packets))
         {
             *ended = Some(p.cluster.id);
@@ -168,6 +183,15 @@ impl<T> Pacer<T> {
         if let Some((item, size, _)) = self.queue.pop_front() {
             self.tokens -= size as f64;
             self.queued_bytes -= size as u64;
+            if let Some(p) = self.probe.as_mut() {
+                // A cluster that carries data (any other ended above).
+                p.sent_bytes += size as u64;
+                p.sent_packets += 1;
+                return Some(Release::Carried {
+                    item,
+                    probe: p.cluster.id,
+                });
+            }
             return Some(Release::Item(item));
         }
         let p = self.probe.as_mut()?;
@@ -246,7 +270,7 @@ mod tests {
         while t <= until {
             let mut ended = None;
             while let Some(r) = p.pop(t, &mut ended) {
-                if let Release::Item(i) = r {
+                if let Release::Item(i) | Release::Carried { item: i, .. } = r {
                     out.push((t, i));
                 }
             }
@@ -381,6 +405,7 @@ mod tests {
             bps: 40_000_000,
             bytes: 12_000,
             min_packets: 5,
+            carries_data: false,
         };
         assert!(p.start_probe(c, 0));
         let mut ended = None;

@@ -79,6 +79,11 @@ pub struct ProbeCluster {
     pub bytes: u64,
     /// At least this many packets.
     pub min_packets: u32,
+    /// Frame data queued while the cluster runs leaves at the cluster's
+    /// rate and counts as part of it, instead of ending it (a headroom
+    /// probe, `session.bwe.headroom`: longer than a frame interval at
+    /// low rates, it would otherwise never finish).
+    pub carries_data: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +109,9 @@ struct ProbeStats {
     arrivals: Vec<(u64, u32)>,
     done_sending: bool,
     bps: u64,
+    /// A headroom probe (`session.bwe.headroom`): above twice the
+    /// application's rate, large enough that no shaper's bucket passes it.
+    headroom: bool,
 }
 
 /// Arrivals kept per probe cluster (a 5 ms cluster at 10 Gbit/s is about
@@ -172,6 +180,9 @@ pub struct BweStats {
     pub delay_bps: u64,
     /// The loss-based estimate.
     pub loss_bps: u64,
+    /// Headroom probes started (above twice the application's rate,
+    /// `session.bwe.headroom`).
+    pub headroom_probes: u64,
     /// Packets lost to outages of the path (a run of losses sent over
     /// 250 ms with nothing arriving), kept out of the loss-based estimate.
     pub outage_packets: u64,
@@ -181,6 +192,8 @@ pub struct BweStats {
 #[derive(Debug)]
 pub struct Bwe {
     config: BweConfig,
+    /// How high headroom probes go (`PacingConfig::ceiling_bps`).
+    probe_ceiling_bps: u64,
     history: VecDeque<Sent>,
     trend: Trendline,
     delay_bps: f64,
@@ -226,6 +239,20 @@ pub struct Bwe {
     last_loss_decrease: Option<u64>,
     /// The application's bytes sent since the first packet.
     app_bytes_total: u64,
+    /// No probe before this (a keyframe is still on the path:
+    /// `session.bwe.probe-keyframe`).
+    probe_hold_until: u64,
+    /// A keyframe in the pacer: the application bytes still to be sent
+    /// until its last one left, and its size.
+    keyframe_left: Option<(u64, u64)>,
+    /// The last headroom probe found the path unsaturated: the next goes
+    /// at once, twice as high (`session.bwe.headroom`).
+    headroom_chain: bool,
+    /// No headroom probe before this (one found a bottleneck).
+    headroom_blocked_until: u64,
+    /// The latest result of a headroom probe that read unsaturated: a
+    /// rate the path was seen to carry past any bucket.
+    proven_bps: f64,
     stats: BweStats,
 }
 
@@ -279,6 +306,23 @@ const PROBE_MAX_RECV_RATIO: f64 = 2.0;
 /// The wait for the next probe after one whose result was capped: the
 /// estimate then climbs in confirmed steps, one per keyframe or so.
 const PROBE_CONFIRM_INTERVAL_US: u64 = PROBE_INTERVAL_US / 6;
+/// The headroom probes' ceiling unless set (a gigabit LAN).
+pub const DEFAULT_CEILING_BPS: u64 = 1_000_000_000;
+/// A headroom probe is at least this large: four times the largest
+/// shaper bucket it may meet (64 KB), so the later half of its arrivals,
+/// which gives its rate, comes after any bucket it passes is spent
+/// (`session.bwe.headroom`).
+const HEADROOM_MIN_BYTES: u64 = 4 * PROBE_TRUSTED_BYTES;
+/// Headroom probes only while the estimate is at least this many times the
+/// application's wire rate: the ordinary probes (up to twice that rate)
+/// found no bottleneck near it. A path where they did (the estimate held
+/// within `PROBE_TRUST` of the rate, or at its capacity below) never sees
+/// one.
+const HEADROOM_RATIO: u64 = 4;
+/// After a headroom probe found a bottleneck, none for this long.
+const HEADROOM_BACKOFF_US: u64 = 30_000_000;
+/// The longest a keyframe holds probes back after it left the pacer.
+const KEYFRAME_HOLD_MAX_US: u64 = 50_000;
 /// Periodic probing interval.
 const PROBE_INTERVAL_US: u64 = 3_000_000;
 /// How long after the first packet the initial probes' floor holds (the
@@ -291,6 +335,7 @@ impl Bwe {
         let start = config.start_bps.clamp(config.min_bps, config.max_bps) as f64;
         let mut b = Bwe {
             config,
+            probe_ceiling_bps: DEFAULT_CEILING_BPS,
             history: VecDeque::new(),
             trend: Trendline::new(),
             delay_bps: start,
@@ -318,6 +363,11 @@ impl Bwe {
             last_overuse_at: None,
             last_loss_decrease: None,
             app_bytes_total: 0,
+            probe_hold_until: 0,
+            keyframe_left: None,
+            headroom_chain: false,
+            headroom_blocked_until: 0,
+            proven_bps: 0.0,
             stats: BweStats::default(),
         };
         if config.probing {
@@ -326,6 +376,15 @@ impl Bwe {
             b.pending_probes.push_back((start * 6.0) as u64);
         }
         b
+    }
+
+    /// How far probes look for headroom above what the application sends
+    /// (`session.bwe.headroom`; `PacingConfig::ceiling_bps`, 1 Gbit/s
+    /// unless set): while each probe finds the path unsaturated, the next
+    /// goes twice as high, up to this rate. `0`: never above twice the
+    /// application's rate.
+    pub fn set_probe_ceiling(&mut self, bps: u64) {
+        self.probe_ceiling_bps = bps;
     }
 
     /// The settings.
@@ -347,7 +406,22 @@ impl Bwe {
     pub fn pacing_bps(&self, now: u64) -> u64 {
         let est = self.estimate_bps();
         let gained = (est as f64 * self.config.pacing_gain) as u64;
-        gained.min(self.app_sending_bps(now).saturating_mul(3).max(est))
+        let pace = gained.min(self.app_sending_bps(now).saturating_mul(3).max(est));
+        // r[impl session.pacing.proven]
+        // Frame data leaves no faster than the path was seen to carry:
+        // `PROBE_TRUST` times the rate the application's own data arrived
+        // at, or a headroom probe's result (which no bucket inflates).
+        // A small probe cluster passes a shaper's bucket at its own rate
+        // and may lift the estimate above the path (the application's
+        // target follows it up, confirmed or corrected by what then
+        // arrives); paced at that, a keyframe overfills a shallow queue.
+        match self.acked_app_bps {
+            Some(app) => {
+                let proven = (app * PROBE_TRUST).max(self.proven_bps) * self.config.pacing_gain;
+                pace.min((proven as u64).max(self.config.min_bps))
+            }
+            None => pace,
+        }
     }
 
     /// The detector's latest conclusion.
@@ -432,6 +506,19 @@ impl Bwe {
         if probe.is_none() {
             self.app_bytes_total += size as u64;
         }
+        // r[impl session.bwe.probe-keyframe]
+        // Every packet counts: the pacer sends what is queued before any
+        // padding, so padding never leaves while the keyframe waits, and
+        // data a cluster carries is the keyframe's.
+        if let Some((left, bytes)) = self.keyframe_left {
+            let left = left.saturating_sub(size as u64);
+            self.keyframe_left = (left > 0).then_some((left, bytes));
+            if left == 0 {
+                let est = self.estimate_bps().max(1);
+                let drains = (bytes.saturating_mul(8_000_000) / est / 4).min(KEYFRAME_HOLD_MAX_US);
+                self.probe_hold_until = self.probe_hold_until.max(now + drains);
+            }
+        }
         self.sent_window.push_back((now, size, probe.is_some()));
         self.sent_window_bytes.0 += size as u64;
         if probe.is_some() {
@@ -474,11 +561,52 @@ impl Bwe {
         }
     }
 
+    // r[impl session.bwe.probe-keyframe]
+    /// A keyframe of `bytes` on the wire was queued in the pacer behind
+    /// `queued` bytes: no probe until it has left the pacer (its last byte
+    /// sent, as [`Bwe::on_sent`] reports) and then a quarter of its time
+    /// at the estimate, the most a bottleneck near the estimate still
+    /// holds of it (a probe behind a keyframe still in a bottleneck's
+    /// queue adds to what the keyframe filled).
+    pub fn on_keyframe(&mut self, bytes: u64, queued: u64) {
+        let left = queued + bytes;
+        let prev = self.keyframe_left.map_or(0, |k| k.0);
+        self.keyframe_left = Some((left.max(prev), bytes));
+    }
+
+    /// The headroom probe due now, if any (`session.bwe.headroom`).
+    fn headroom_probe(&self, now: u64, est: u64) -> Option<u64> {
+        let ceiling = self.probe_ceiling_bps.min(self.config.max_bps);
+        let settled = self
+            .first_sent_at
+            .is_some_and(|t| now.saturating_sub(t) >= INITIAL_PROBING_US);
+        if ceiling == 0 || !settled || now < self.headroom_blocked_until {
+            return None;
+        }
+        // The application's rate as it is on the wire (parity, headers).
+        let app = self.app_sending_bps(now).max(1);
+        if est < HEADROOM_RATIO.saturating_mul(app) {
+            return None;
+        }
+        let bps = (2 * est).min(ceiling);
+        if bps <= est + est / 5 {
+            return None;
+        }
+        let since = self
+            .last_probe
+            .map_or(u64::MAX, |l| now.saturating_sub(l.at));
+        let calm = self
+            .last_overuse_at
+            .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US);
+        let first = self.stats.headroom_probes == 0;
+        (calm && (first || self.headroom_chain || since >= PROBE_INTERVAL_US)).then_some(bps)
+    }
+
     // r[impl session.bwe.probe]
     /// The next probe cluster to send, if one is due. `app_idle`: the
     /// sender has nothing queued (probes go between frames).
     pub fn poll_probe(&mut self, now: u64) -> Option<ProbeCluster> {
-        if !self.config.probing {
+        if !self.config.probing || now < self.probe_hold_until || self.keyframe_left.is_some() {
             return None;
         }
         // One cluster at a time.
@@ -502,11 +630,13 @@ impl Bwe {
                 self.pending_probes.push_back(est * 2);
             }
         }
-        let bps = self
-            .pending_probes
-            .pop_front()?
-            .min(cap)
-            .clamp(self.config.min_bps, self.config.max_bps);
+        // r[impl session.bwe.headroom]
+        let (bps, headroom) = match self.pending_probes.pop_front() {
+            Some(bps) => (bps.min(cap), false),
+            None => (self.headroom_probe(now, est)?, true),
+        };
+        let bps = bps.clamp(self.config.min_bps, self.config.max_bps);
+        self.headroom_chain = false;
         let id = self.next_probe_id;
         self.next_probe_id = self.next_probe_id.wrapping_add(1).max(1);
         self.last_probe = Some(LastProbe { id, bps, at: now });
@@ -515,18 +645,24 @@ impl Bwe {
             id,
             ProbeStats {
                 bps,
+                headroom,
                 ..Default::default()
             },
         ));
         if self.probes.len() > 8 {
             self.probes.remove(0);
         }
-        let bytes = (bps * PROBE_US / 8 / 1_000_000).max(PROBE_MIN_PACKETS as u64 * 1200);
+        let mut bytes = (bps * PROBE_US / 8 / 1_000_000).max(PROBE_MIN_PACKETS as u64 * 1200);
+        if headroom {
+            self.stats.headroom_probes += 1;
+            bytes = bytes.max(HEADROOM_MIN_BYTES);
+        }
         Some(ProbeCluster {
             id,
             bps,
             bytes,
             min_packets: PROBE_MIN_PACKETS,
+            carries_data: headroom,
         })
     }
 
@@ -790,6 +926,9 @@ impl Bwe {
         for (p_id, mut p) in results {
             // At least 80% must have arrived.
             if (p.recv_packets as u64) * 5 < (p.sent_packets as u64) * 4 || p.recv_packets < 3 {
+                if p.headroom {
+                    self.headroom_blocked_until = now + HEADROOM_BACKOFF_US;
+                }
                 continue;
             }
             let send_us = p
@@ -851,6 +990,16 @@ impl Bwe {
                     result = bound;
                     capped = true;
                 }
+            }
+            // An unsaturated result leads on to a headroom probe at once
+            // (when the ordinary ones stop at twice the application's
+            // rate); a headroom probe that found a bottleneck stops them.
+            self.headroom_chain = !saturated && !capped;
+            if p.headroom && !self.headroom_chain {
+                self.headroom_blocked_until = now + HEADROOM_BACKOFF_US;
+            }
+            if p.headroom {
+                self.proven_bps = result;
             }
             self.stats.probe_results += 1;
             if result > self.delay_bps {
