@@ -172,6 +172,41 @@ async fn joined(hub: &Hub, n: usize) {
     }
 }
 
+/// The frame viewer 0 of [`lossy_pair`] loses (a TL0 frame).
+const LOST: u64 = 40;
+
+/// A hub with recovery frames at 1.5 Mbit/s, a 2-layer encoder, and two
+/// viewers joined: viewer 0 loses frame [`LOST`] (and, with
+/// `lose_recovery`, the first recovery frame after it), viewer 1 nothing.
+async fn lossy_pair(
+    lose_recovery: bool,
+) -> (
+    Arc<Hub>,
+    LayeredEncoder,
+    mpsc::UnboundedReceiver<(usize, u64)>,
+    Vec<tokio::task::JoinHandle<Vec<Seen>>>,
+) {
+    let hub = Arc::new(Hub::new(HubConfig {
+        recovery: true,
+        ..HubConfig::new(1_500_000)
+    }));
+    let enc = LayeredEncoder::new(LayeredConfig {
+        temporal_layers: 2,
+        ..LayeredConfig::new(W, H, FPS, 1_500_000)
+    })
+    .unwrap();
+    let (tx, done) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (me, lose) in [(0usize, Some(LOST)), (1, None)] {
+        let (a, b) = memory_pair(Default::default());
+        let hub2 = hub.clone();
+        tokio::spawn(async move { hub2.serve(a, HostConfig::default(), |_| {}).await });
+        tasks.push(tokio::spawn(viewer(b, lose, lose_recovery, tx.clone(), me)));
+        joined(&hub, me + 1).await;
+    }
+    (hub, enc, done, tasks)
+}
+
 /// One viewer loses (drops) the TL0 frame 40; the host's next TL0 frame is
 /// an LTR recovery frame and the viewer's picture is whole again two frames
 /// after the loss, with no IDR sent; the other viewer misses nothing.
@@ -179,25 +214,7 @@ async fn joined(hub: &Hub, n: usize) {
 // r[verify video.hub.ltr-confirm]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_frame_is_repaired_by_a_recovery_frame_within_two_frames_without_an_idr() {
-    const LOST: u64 = 40;
-    let hub = Arc::new(Hub::new(HubConfig {
-        recovery: true,
-        ..HubConfig::new(1_500_000)
-    }));
-    let mut enc = LayeredEncoder::new(LayeredConfig {
-        temporal_layers: 2,
-        ..LayeredConfig::new(W, H, FPS, 1_500_000)
-    })
-    .unwrap();
-    let (tx, mut done) = mpsc::unbounded_channel();
-    let mut tasks = Vec::new();
-    for (me, lose) in [(0usize, Some(LOST)), (1, None)] {
-        let (a, b) = memory_pair(Default::default());
-        let hub2 = hub.clone();
-        tokio::spawn(async move { hub2.serve(a, HostConfig::default(), |_| {}).await });
-        tasks.push(tokio::spawn(viewer(b, lose, false, tx.clone(), me)));
-        joined(&hub, me + 1).await;
-    }
+    let (hub, mut enc, mut done, mut tasks) = lossy_pair(false).await;
     let viewers = hub.viewers();
     host_loop(
         &hub,
@@ -269,25 +286,7 @@ async fn a_lost_frame_is_repaired_by_a_recovery_frame_within_two_frames_without_
 // r[verify video.hub.recovery-failed]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recovery_frame_reported_unusable_is_answered_with_an_idr() {
-    const LOST: u64 = 40;
-    let hub = Arc::new(Hub::new(HubConfig {
-        recovery: true,
-        ..HubConfig::new(1_500_000)
-    }));
-    let mut enc = LayeredEncoder::new(LayeredConfig {
-        temporal_layers: 2,
-        ..LayeredConfig::new(W, H, FPS, 1_500_000)
-    })
-    .unwrap();
-    let (tx, mut done) = mpsc::unbounded_channel();
-    let mut tasks = Vec::new();
-    for (me, lose) in [(0usize, Some(LOST)), (1, None)] {
-        let (a, b) = memory_pair(Default::default());
-        let hub2 = hub.clone();
-        tokio::spawn(async move { hub2.serve(a, HostConfig::default(), |_| {}).await });
-        tasks.push(tokio::spawn(viewer(b, lose, true, tx.clone(), me)));
-        joined(&hub, me + 1).await;
-    }
+    let (hub, mut enc, mut done, mut tasks) = lossy_pair(true).await;
     let viewers = hub.viewers();
     let wait = |what: &str, cond: &dyn Fn() -> bool| {
         let start = Instant::now();
