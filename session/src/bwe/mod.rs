@@ -592,14 +592,22 @@ impl Bwe {
         if bps <= est + est / 5 {
             return None;
         }
-        let since = self
-            .last_probe
-            .map_or(u64::MAX, |l| now.saturating_sub(l.at));
-        let calm = self
-            .last_overuse_at
-            .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US);
+        let since = self.since_last_probe(now);
         let first = self.stats.headroom_probes == 0;
-        (calm && (first || self.headroom_chain || since >= PROBE_INTERVAL_US)).then_some(bps)
+        (self.calm(now) && (first || self.headroom_chain || since >= PROBE_INTERVAL_US))
+            .then_some(bps)
+    }
+
+    /// Microseconds since the last probe started (`u64::MAX`: none yet).
+    fn since_last_probe(&self, now: u64) -> u64 {
+        self.last_probe
+            .map_or(u64::MAX, |l| now.saturating_sub(l.at))
+    }
+
+    /// No overuse for a probe interval: probing may resume.
+    fn calm(&self, now: u64) -> bool {
+        self.last_overuse_at
+            .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US)
     }
 
     // r[impl session.bwe.probe]
@@ -619,16 +627,12 @@ impl Bwe {
         // a probe barely above the estimate.
         let worth = |bps: u64| bps.min(cap) > est + est / 5;
         self.pending_probes.retain(|&bps| worth(bps));
-        if self.pending_probes.is_empty() && worth(est * 2) {
-            let since = self
-                .last_probe
-                .map_or(u64::MAX, |l| now.saturating_sub(l.at));
-            let calm = self
-                .last_overuse_at
-                .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US);
-            if since >= self.probe_interval_us && calm {
-                self.pending_probes.push_back(est * 2);
-            }
+        if self.pending_probes.is_empty()
+            && worth(est * 2)
+            && self.since_last_probe(now) >= self.probe_interval_us
+            && self.calm(now)
+        {
+            self.pending_probes.push_back(est * 2);
         }
         // r[impl session.bwe.headroom]
         let (bps, headroom) = match self.pending_probes.pop_front() {
