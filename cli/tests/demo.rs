@@ -51,10 +51,14 @@ fn demo_streams_over_every_link_and_reports_json() {
         );
         assert!(num(row, "goodput_mbps") > 0.0);
         match link.as_str() {
-            // 5% loss each way, 20% parity: at least 99.5% of frames.
+            // 5% loss each way, 20% parity: at least 98% of frames. A
+            // frame of ~18 KB is 13 data and 3 parity shards; at 5% loss
+            // it is lost when 4 or more of 16 are, about 0.7% of frames:
+            // ~4 of 600 on average, so the earlier 99.5% (3 of 600) failed
+            // about every other run. 98% is the mean plus about 3.5 sd.
             "udp" => {
                 assert!(
-                    delivered >= 0.995 * sent,
+                    delivered >= 0.98 * sent,
                     "udp delivered {delivered} of {sent}"
                 );
                 assert!(num(row, "fec_recovered") > 0.0, "parity rebuilt frames");
