@@ -85,7 +85,7 @@ run() {
 
 show() {
     local c="$WORK/$1-c$2.json"
-    jq -r --arg who "run $1 viewer $2" '"  \($who): \(.bitrate_mbps * 100 | round / 100) Mbit/s received, PSNR mean \(.psnr_db_mean * 100 | round / 100) dB, \(.fps_displayed * 10 | round / 10) pictures/s, longest gap \(.longest_gap_ms) ms, layer TL0..TL\(.layer), own target \(.viewer_target_mbps) Mbit/s (encoder \(.target_mbps)), \(.keyframes) keyframes, \(.recovery_frames) recovery frames, \(.frames_broken) broken, \(.frames_lost) lost, decode errors \(.decode_errors), index mismatches \(.index_mismatches)"' "$c"
+    jq -r --arg who "run $1 viewer $2" '"  \($who): \(.bitrate_mbps * 100 | round / 100) Mbit/s received, PSNR mean \(.psnr_db_mean * 100 | round / 100) dB, \(.fps_displayed * 10 | round / 10) pictures/s, longest gap \(.longest_gap_ms) ms, layer TL0..TL\(.layer), rendition \(.rendition) (\(.rendition_changes) changes, pictures per rendition \(.frames_by_rendition)), own target \(.viewer_target_mbps) Mbit/s (encoder \(.target_mbps)), \(.keyframes) keyframes, \(.recovery_frames) recovery frames, \(.frames_broken) broken, \(.frames_lost) lost, decode errors \(.decode_errors), index mismatches \(.index_mismatches)"' "$c"
     jq -e '.decode_errors == 0 and .index_mismatches == 0 and .frames_decoded > 0' "$c" >/dev/null ||
         fail "run $1 viewer $2: its pictures do not check"
 }
@@ -98,8 +98,9 @@ echo "netns-layers: run B: the fast viewer and a slow one ($SLOW_RATE)"
 run B 1 2
 show B 1
 show B 2
-jq -r '.viewers[] | "  host: viewer \(.id): layer TL0..TL\(.layer), target \(.target_bps) bit/s, sent \(.frames_sent), \(.frames_filtered) of higher layers not sent, \(.frames_skipped + .frames_skipped_budget) skipped, \(.recovery_frames_sent) recovery frames and \(.keyframes_sent) keyframes sent"' "$WORK/B-host.json"
+jq -r '.viewers[] | "  host: viewer \(.id): rendition \(.rendition) (\(.rendition_changes) changes), layer TL0..TL\(.layer), target \(.target_bps) bit/s, sent \(.frames_sent), \(.frames_filtered) of higher layers not sent, \(.frames_skipped + .frames_skipped_budget) skipped, \(.recovery_frames_sent) recovery frames and \(.keyframes_sent) keyframes sent"' "$WORK/B-host.json"
 jq -r '"  host: encoder at \(.bitrate_bps) bit/s at the end, \(.keyframes) keyframes, \(.recovery_frames) recovery frames in \(.frames_encoded) frames"' "$WORK/B-host.json"
+jq -r '.renditions[] | select(.frames_encoded > 0) | "  host: rendition \(.rendition) \(.width)x\(.height): \(.frames_encoded) frames, \(.keyframes) keyframes, \(.encoded_mbps * 100 | round / 100) Mbit/s, encode p50 \(.encode_ms.p50) ms"' "$WORK/B-host.json"
 
 failed=0
 a_rate=$(jq .bitrate_mbps "$WORK/A-c1.json")

@@ -27,7 +27,7 @@ use link_types::Link;
 use crate::progress::Progress;
 use crate::report::Quantiles;
 use crate::util::{now_us, read_psk};
-use link_video::index::{read_index, unwrap_index};
+use link_video::index::{read_index_scaled, unwrap_index};
 use link_video::{Decoder as _, LayeredDecoder, TestSrc, VideoHeader, psnr_yuv};
 
 /// Options of `linkstream client`.
@@ -191,6 +191,13 @@ pub struct ClientReport {
     pub layer: u64,
     /// Pictures decoded per temporal layer (TL0, TL1, TL2, TL3).
     pub frames_by_layer: Vec<u64>,
+    /// The rendition of the last picture decoded (0: the full picture, `r`:
+    /// halved `r` times; simulcast).
+    pub rendition: u64,
+    /// Times the rendition of the decoded pictures changed.
+    pub rendition_changes: u64,
+    /// Pictures decoded per rendition (0, 1, 2, 3).
+    pub frames_by_rendition: Vec<u64>,
     /// This viewer's own target bitrate as the host last reported it (its
     /// session's estimate of this path), Mbit/s; `target_mbps` is the
     /// encoder's.
@@ -257,6 +264,9 @@ struct DecodeStats {
     keyframes: u64,
     recovery_frames: u64,
     by_layer: [u64; 4],
+    by_rendition: [u64; 4],
+    rendition: Option<u8>,
+    rendition_changes: u64,
     /// (decoded at, temporal id) of the last second's pictures.
     recent_layers: std::collections::VecDeque<(u64, u8)>,
     viewer_target_10kbps: u16,
@@ -360,6 +370,11 @@ fn decode_thread(
             s.recovery_frames += 1;
         }
         s.by_layer[usize::from(h.temporal_id.min(3))] += 1;
+        s.by_rendition[usize::from(h.rendition.min(3))] += 1;
+        if s.rendition.is_some_and(|r| r != h.rendition) {
+            s.rendition_changes += 1;
+        }
+        s.rendition = Some(h.rendition);
         let decoded_us = now_us();
         s.decoded += 1;
         if s.last_decoded_us != 0 {
@@ -404,25 +419,31 @@ fn decode_thread(
         live.decoded.fetch_add(1, Relaxed);
         live.last_latency_us
             .store(decoded_us.saturating_sub(h.capture_us), Relaxed);
-        // The burned-in index.
-        match read_index(&yuv[..w * hgt], w, hgt) {
+        // The burned-in index, read through the rendition's scaling.
+        // r[impl video.scale.index]
+        match read_index_scaled(&yuv[..w * hgt], w, hgt, h.rendition) {
             Some(low) => {
                 s.index_checked += 1;
                 let index = unwrap_index(low, h.capture_index);
                 if index != h.capture_index {
                     s.index_mismatches += 1;
                 } else if s.decoded % psnr_every == 0 || s.psnr.is_empty() {
+                    // The reference: the pattern at the source's size,
+                    // halved as the host made the rendition.
+                    let r = u32::from(h.rendition);
+                    let (sw, sh) = (w << r, hgt << r);
                     let fresh =
-                        !matches!(&reference, Some((t, _)) if t.width() == w && t.height() == hgt);
+                        !matches!(&reference, Some((t, _)) if t.width() == sw && t.height() == sh);
                     if fresh {
-                        reference = TestSrc::new(w, hgt, 30).ok().map(|t| {
+                        reference = TestSrc::new(sw, sh, 30).ok().map(|t| {
                             let n = t.frame_len();
                             (t, vec![0u8; n])
                         });
                     }
                     if let Some((t, buf)) = &mut reference
                         && t.render(index, buf).is_ok()
-                        && let Ok(db) = psnr_yuv(yuv, buf, w, hgt)
+                        && let Some(scaled) = halve_times(buf, sw, sh, r)
+                        && let Ok(db) = psnr_yuv(yuv, &scaled, w, hgt)
                     {
                         s.psnr.push(db);
                     }
@@ -819,9 +840,26 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
         recovery_frames: d.recovery_frames,
         layer: d.recent_layers.iter().map(|f| u64::from(f.1)).max().unwrap_or(0),
         frames_by_layer: d.by_layer.to_vec(),
+        rendition: d.rendition.map_or(0, u64::from),
+        rendition_changes: d.rendition_changes,
+        frames_by_rendition: d.by_rendition.to_vec(),
         viewer_target_mbps: f64::from(d.viewer_target_10kbps) / 100.0,
         ..Default::default()
     }
+}
+
+/// `pic` (a `w` x `h` I420 picture) halved `times` times, as the host
+/// makes rendition `times`; `None` if the size cannot be halved.
+fn halve_times(pic: &[u8], w: usize, h: usize, times: u32) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut cur = std::borrow::Cow::Borrowed(pic);
+    let (mut w, mut h) = (w, h);
+    for _ in 0..times {
+        let mut out = vec![0u8; link_video::i420_len(w / 2, h / 2)];
+        link_video::scale::half_i420(&cur, w, h, &mut out).ok()?;
+        cur = std::borrow::Cow::Owned(out);
+        (w, h) = (w / 2, h / 2);
+    }
+    Some(cur)
 }
 
 fn print_summary(r: &ClientReport) {
@@ -847,9 +885,12 @@ fn print_summary(r: &ClientReport) {
         r.frames_skipped
     );
     println!(
-        "layers: TL0..TL{} received over the last second, pictures per layer {:?}; {:.1} pictures/s; {} keyframes, {} recovery frames, {} frames broken by a loss; own target {:.2} Mbit/s, encoder {:.2}",
+        "layers: TL0..TL{} received over the last second, pictures per layer {:?}; rendition {} at the end ({} changes, pictures per rendition {:?}); {:.1} pictures/s; {} keyframes, {} recovery frames, {} frames broken by a loss; own target {:.2} Mbit/s, encoder {:.2}",
         r.layer,
         r.frames_by_layer,
+        r.rendition,
+        r.rendition_changes,
+        r.frames_by_rendition,
         r.fps_displayed,
         r.keyframes,
         r.recovery_frames,

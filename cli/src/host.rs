@@ -8,11 +8,16 @@
 //!   viewer: one link-session `Host` per viewer (its own keys, FEC),
 //!   accepted on one `UdpEndpoint` and one `WsServer` (path `/stream`).
 //! - The encoder is `link_video::LayeredEncoder`: `--temporal-layers`
-//!   dyadic temporal layers (default 2) and long-term references (LTR).
+//!   dyadic temporal layers (default 2) and long-term references (LTR);
+//!   with `--renditions N` (default 2) one per rendition, rendition `r`
+//!   encoding the picture halved `r` times (simulcast), only while a
+//!   viewer receives it.
 //! - The fan-out is `link_video::hub::Hub`: each viewer gets the temporal
 //!   layers its own target carries, and the encoder's bitrate is the
 //!   fastest viewer's target, between `--min-bitrate` and `--bitrate`, so
-//!   a slow viewer never lowers a fast one's quality. A viewer's queue is
+//!   a slow viewer never lowers a fast one's quality; a viewer whose
+//!   target cannot carry the full picture's base layer moves to a smaller
+//!   rendition at its next keyframe. A viewer's queue is
 //!   bounded (when it is full the viewer skips to the next recovery point,
 //!   counted; the others are never held back), and a frame that waited
 //!   longer than `--latency-budget-ms` is not sent (that viewer skips,
@@ -39,7 +44,7 @@ use link_video::stream::STREAM_PATH;
 use link_video::{Codec, Encoder as _, LayeredConfig, LayeredEncoder, VideoError, VideoHeader};
 
 use crate::capture;
-use crate::report::{HostReport, Quantiles, ViewerReport};
+use crate::report::{HostReport, Quantiles, RenditionReport, ViewerReport};
 use crate::util::{now_us, read_psk};
 
 /// Options of `linkstream host`.
@@ -74,6 +79,15 @@ pub struct HostArgs {
     #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u8).range(1..=3))]
     pub temporal_layers: u8,
+    /// Renditions (simulcast, 1-3): with 2, a second encoding of the picture
+    /// at half its width and height (at most --bitrate / 4); with 3, also
+    /// one at a quarter (at most --bitrate / 16). A viewer whose target cannot carry the full
+    /// picture's base layer receives a smaller rendition instead of
+    /// freezing; a rendition no viewer receives is not encoded. The
+    /// picture's width and height must be multiples of 2^(N+1).
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub renditions: u8,
     /// Log every input event from the viewers.
     #[arg(long)]
     pub print_input: bool,
@@ -182,6 +196,8 @@ async fn serve_viewer<L>(
         keyframes_granted: c.keyframes_granted,
         layer: c.layer,
         layer_changes: c.layer_changes,
+        rendition: c.rendition,
+        rendition_changes: c.rendition_changes,
         target_bps: c.target_bps,
         frames_filtered: c.frames_filtered,
         recovery_requests: c.recovery_requests,
@@ -325,6 +341,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             max_bitrate_bps: args.bitrate,
             min_bitrate_bps: args.min_bitrate,
             recovery: true,
+            renditions: args.renditions,
             ..HubConfig::new(args.bitrate)
         }),
         finished: Mutex::new(Vec::new()),
@@ -416,7 +433,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         &hub.hub,
         link,
         (width, height, fps),
-        args.temporal_layers,
+        (args.temporal_layers, args.renditions),
         deadline,
         &mut report,
     )
@@ -509,26 +526,68 @@ fn println_join(url: &str, key_hint: &str) {
     eprintln!("linkstream host: join with: linkstream client {url}{key_hint}");
 }
 
-/// Lease each captured frame, encode it, fan it out. Ends when the capture
-/// process ends.
+/// One rendition's encoder and what the loop keeps for it.
+struct Rendition {
+    r: u8,
+    width: usize,
+    height: usize,
+    encoder: LayeredEncoder,
+    bitrate: u64,
+    /// The LTR marks sent and not yet decided, by capture index.
+    marks: std::collections::VecDeque<(u64, LtrId)>,
+    /// The halved picture (rendition 1 and up).
+    picture: Vec<u8>,
+    frames: u64,
+    keyframes: u64,
+    bytes: u64,
+    encode_us: Vec<u64>,
+}
+
+/// Lease each captured frame, encode it (every rendition a viewer
+/// receives), fan it out. Ends when the capture process ends.
 async fn encode_loop(
     hub: &Hub,
     link: ShmLink,
     (width, height, fps): (usize, usize, f64),
-    temporal_layers: u8,
+    (temporal_layers, renditions): (u8, u8),
     deadline: Option<tokio::time::Instant>,
     report: &mut HostReport,
 ) -> Result<(), String> {
     let (_tx, mut rx) = link.split();
-    let mut bitrate = hub.target_bitrate();
     let fps_int = (fps.round() as u32).clamp(1, 240);
-    let mut encoder = LayeredEncoder::new(LayeredConfig {
-        temporal_layers,
-        ..LayeredConfig::new(width, height, fps_int, bitrate)
-    })
-    .map_err(|e| format!("encoder: {e}"))?;
-    // The LTR marks sent and not yet decided, by capture index.
-    let mut marks: std::collections::VecDeque<(u64, LtrId)> = Default::default();
+    if !link_video::scale::can_halve(width, height, u32::from(renditions) - 1) {
+        return Err(format!(
+            "--renditions {renditions} needs a width and a height that are multiples of {}; the source is {width}x{height} (use --renditions 1)",
+            2u32 << (renditions - 1)
+        ));
+    }
+    let mut rends = Vec::new();
+    for r in 0..renditions {
+        let (w, h) = (width >> r, height >> r);
+        let bitrate = hub.target_bitrate_of(r);
+        let encoder = LayeredEncoder::new(LayeredConfig {
+            temporal_layers,
+            ..LayeredConfig::new(w, h, fps_int, bitrate)
+        })
+        .map_err(|e| format!("encoder of rendition {r} ({w}x{h}): {e}"))?;
+        rends.push(Rendition {
+            r,
+            width: w,
+            height: h,
+            encoder,
+            bitrate,
+            marks: Default::default(),
+            picture: if r == 0 {
+                Vec::new()
+            } else {
+                vec![0; link_video::i420_len(w, h)]
+            },
+            frames: 0,
+            keyframes: 0,
+            bytes: 0,
+            encode_us: Vec::new(),
+        });
+    }
     let mut au = Vec::new();
     let mut encode_us = Vec::new();
     let mut bytes = 0u64;
@@ -563,104 +622,141 @@ async fn encode_loop(
         report.frames_captured += 1;
         report.capture_dropped = hdr.dropped as u64;
         let now = Instant::now();
-        let key = hub.take_keyframe(now);
-        let target = hub.target_bitrate();
-        if target != bitrate {
-            bitrate = target;
-            if let Err(e) = encoder.set_bitrate(bitrate) {
-                tracing::warn!("encoder bitrate {bitrate}: {e}");
+        let frame_t0 = Instant::now();
+        // The renditions to encode: those a viewer receives or moves to;
+        // a smaller one is halved from the one above it.
+        let active: Vec<bool> = (0..renditions).map(|r| hub.rendition_active(r)).collect();
+        let deepest = active.iter().rposition(|&a| a).unwrap_or(0);
+        let mut encoded_any = false;
+        for i in 0..=deepest {
+            let t0 = Instant::now();
+            if i > 0 {
+                let (above, rest) = rends.split_at_mut(i);
+                let src: &[u8] = if i == 1 {
+                    picture
+                } else {
+                    &above[i - 1].picture
+                };
+                let (w, h) = (above[i - 1].width, above[i - 1].height);
+                let dst = &mut rest[0].picture;
+                // r[impl video.scale.half]
+                link_video::scale::half_i420(src, w, h, dst)
+                    .map_err(|e| format!("rendition {i}: {e}"))?;
             }
-        }
-        if key {
-            encoder.force_keyframe();
-        }
-        // r[impl video.hub.ltr-confirm]
-        for (index, ok) in hub.take_mark_outcomes() {
-            let Some(pos) = marks.iter().position(|m| m.0 == index) else {
+            if !active[i] {
                 continue;
-            };
-            let (_, id) = marks.remove(pos).expect("position is in range");
-            let r = if ok {
-                report.ltr_confirmed += 1;
-                encoder.confirm_ltr(id)
-            } else {
-                report.ltr_rejected += 1;
-                encoder.reject_ltr(id)
-            };
-            // A mark from before the last IDR is stale: nothing to do.
-            if let Err(e) = r {
-                tracing::debug!("LTR {id}: {e}");
             }
-        }
-        // r[impl video.hub.recovery]
-        if hub.take_recovery() {
-            report.recoveries_requested += 1;
-            match encoder.request_recovery() {
-                Ok(Recovery::Ltr(id)) => tracing::debug!("recovery from {id}"),
-                Ok(Recovery::Idr) => tracing::debug!("recovery by an IDR"),
-                Err(e) => tracing::warn!("recovery request: {e}"),
+            let rend = &mut rends[i];
+            let r = rend.r;
+            let key = hub.take_keyframe_of(r, now);
+            let target = hub.target_bitrate_of(r);
+            if target != rend.bitrate {
+                rend.bitrate = target;
+                if let Err(e) = rend.encoder.set_bitrate(target) {
+                    tracing::warn!("rendition {r} encoder bitrate {target}: {e}");
+                }
             }
+            if key {
+                rend.encoder.force_keyframe();
+            }
+            // r[impl video.hub.ltr-confirm]
+            for (index, ok) in hub.take_mark_outcomes_of(r) {
+                let Some(pos) = rend.marks.iter().position(|m| m.0 == index) else {
+                    continue;
+                };
+                let (_, id) = rend.marks.remove(pos).expect("position is in range");
+                let res = if ok {
+                    report.ltr_confirmed += 1;
+                    rend.encoder.confirm_ltr(id)
+                } else {
+                    report.ltr_rejected += 1;
+                    rend.encoder.reject_ltr(id)
+                };
+                // A mark from before the last IDR is stale: nothing to do.
+                if let Err(e) = res {
+                    tracing::debug!("rendition {r} LTR {id}: {e}");
+                }
+            }
+            // r[impl video.hub.recovery]
+            if hub.take_recovery_of(r) {
+                report.recoveries_requested += 1;
+                match rend.encoder.request_recovery() {
+                    Ok(Recovery::Ltr(id)) => tracing::debug!("rendition {r}: recovery from {id}"),
+                    Ok(Recovery::Idr) => tracing::debug!("rendition {r}: recovery by an IDR"),
+                    Err(e) => tracing::warn!("rendition {r}: recovery request: {e}"),
+                }
+            }
+            // Rendition 0 is read in place from the shared-memory slot.
+            au.clear();
+            let input: &[u8] = if r == 0 { picture } else { &rend.picture };
+            let out = tokio::task::block_in_place(|| rend.encoder.encode(input, &mut au));
+            let encoded_us = now_us();
+            let info = match out {
+                Ok(info) => info,
+                Err(e) => {
+                    report.encode_errors += 1;
+                    tracing::warn!("rendition {r}: encode: {e}");
+                    continue;
+                }
+            };
+            encoded_any = true;
+            rend.encode_us.push(t0.elapsed().as_micros() as u64);
+            let keyframe = info.keyframe;
+            rend.frames += 1;
+            rend.keyframes += keyframe as u64;
+            report.keyframes += keyframe as u64;
+            if info.recovery {
+                if keyframe {
+                    report.idr_recoveries += 1;
+                } else {
+                    report.recovery_frames += 1;
+                }
+            }
+            if let Some(id) = info.ltr_mark {
+                if keyframe {
+                    // An IDR makes every older mark stale.
+                    rend.marks.clear();
+                }
+                rend.marks.push_back((hdr.index, id));
+                while rend.marks.len() > 32 {
+                    rend.marks.pop_front();
+                }
+            }
+            rend.bytes += au.len() as u64;
+            bytes += au.len() as u64;
+            if link_video::HEADER_LEN + au.len() > 4 << 20 {
+                report.frames_too_large += 1;
+                continue;
+            }
+            let header = VideoHeader {
+                codec: Codec::H264AnnexB,
+                keyframe,
+                temporal_id: info.temporal_id,
+                recovery: info.recovery,
+                rendition: r,
+                viewer_target_10kbps: 0,
+                width: rend.width as u16,
+                height: rend.height as u16,
+                target_kbps: (rend.bitrate / 1000).min(u32::MAX as u64) as u32,
+                capture_index: hdr.index,
+                capture_us: hdr.capture_us,
+                encoded_us,
+                sent_us: 0,
+            };
+            hub.publish(Arc::new(EncodedFrame {
+                header,
+                access_unit: au.clone(),
+                ltr_mark: info.ltr_mark.is_some(),
+            }));
         }
-        let t0 = Instant::now();
-        // The picture is read in place from the shared-memory slot.
-        au.clear();
-        let out = tokio::task::block_in_place(|| encoder.encode(picture, &mut au));
         drop(msg); // the slot goes back to the capture process
-        let encoded_us = now_us();
-        let info = match out {
-            Ok(info) => info,
-            Err(e) => {
-                report.encode_errors += 1;
-                tracing::warn!("encode: {e}");
-                continue;
-            }
-        };
-        encode_us.push(t0.elapsed().as_micros() as u64);
-        let keyframe = info.keyframe;
-        report.frames_encoded += 1;
-        report.keyframes += keyframe as u64;
-        if info.recovery {
-            if keyframe {
-                report.idr_recoveries += 1;
-            } else {
-                report.recovery_frames += 1;
-            }
-        }
-        if let Some(id) = info.ltr_mark {
-            if keyframe {
-                // An IDR makes every older mark stale.
-                marks.clear();
-            }
-            marks.push_back((hdr.index, id));
-            while marks.len() > 32 {
-                marks.pop_front();
-            }
-        }
-        bytes += au.len() as u64;
-        if link_video::HEADER_LEN + au.len() > 4 << 20 {
-            report.frames_too_large += 1;
+        if !encoded_any {
             continue;
         }
-        let header = VideoHeader {
-            codec: Codec::H264AnnexB,
-            keyframe,
-            temporal_id: info.temporal_id,
-            recovery: info.recovery,
-            viewer_target_10kbps: 0,
-            width: width as u16,
-            height: height as u16,
-            target_kbps: (bitrate / 1000).min(u32::MAX as u64) as u32,
-            capture_index: hdr.index,
-            capture_us: hdr.capture_us,
-            encoded_us,
-            sent_us: 0,
-        };
-        hub.publish(Arc::new(EncodedFrame {
-            header,
-            access_unit: au.clone(),
-            ltr_mark: info.ltr_mark.is_some(),
-        }));
+        encode_us.push(frame_t0.elapsed().as_micros() as u64);
+        report.frames_encoded += 1;
         let stats = hub.stats();
+        let bitrate = rends[0].bitrate;
         progress.update(report.frames_encoded, || {
             format!(
                 "linkstream host: {} frames encoded, {} viewers ({} joined, {} timed out), {:.2} Mbit/s target",
@@ -674,11 +770,28 @@ async fn encode_loop(
     }
     progress.finish();
     report.encode_ms = Quantiles::of(&mut encode_us);
-    report.bitrate_bps = bitrate;
+    report.bitrate_bps = rends[0].bitrate;
     let secs = started.elapsed().as_secs_f64();
     if secs > 0.0 {
         report.encoded_mbps = bytes as f64 * 8.0 / secs / 1e6;
     }
+    report.renditions = rends
+        .iter_mut()
+        .map(|r| RenditionReport {
+            rendition: u64::from(r.r),
+            width: r.width as u64,
+            height: r.height as u64,
+            frames_encoded: r.frames,
+            keyframes: r.keyframes,
+            bitrate_bps: r.bitrate,
+            encoded_mbps: if secs > 0.0 {
+                r.bytes as f64 * 8.0 / secs / 1e6
+            } else {
+                0.0
+            },
+            encode_ms: Quantiles::of(&mut r.encode_us),
+        })
+        .collect();
     Ok(())
 }
 
@@ -715,6 +828,20 @@ fn print_summary(r: &HostReport) {
         r.ltr_confirmed,
         r.ltr_rejected
     );
+    for rd in r.renditions.iter().filter(|rd| rd.frames_encoded > 0) {
+        println!(
+            "rendition {} {}x{}: {} frames encoded ({} keyframes), {:.2} Mbit/s, bitrate {:.2} Mbit/s at the end, encode p50/p99 {:.2}/{:.2} ms",
+            rd.rendition,
+            rd.width,
+            rd.height,
+            rd.frames_encoded,
+            rd.keyframes,
+            rd.encoded_mbps,
+            rd.bitrate_bps as f64 / 1e6,
+            rd.encode_ms.p50,
+            rd.encode_ms.p99
+        );
+    }
     println!(
         "viewers: {} joined, {} timed out, {} handshakes failed",
         r.viewers_joined, r.viewers_timed_out, r.handshake_failures
@@ -744,8 +871,10 @@ fn print_summary(r: &HostReport) {
             v.id, v.frames_skipped_budget, r.latency_budget_ms, v.budget_skip_events
         );
         println!(
-            "viewer {}: layer TL0..TL{} ({} changes, {} frames of higher layers not sent), target {:.2} Mbit/s, {} recovery frames and {} keyframes sent, {} recoveries asked ({} coalesced)",
+            "viewer {}: rendition {} ({} changes), layer TL0..TL{} ({} changes, {} frames of higher layers not sent), target {:.2} Mbit/s, {} recovery frames and {} keyframes sent, {} recoveries asked ({} coalesced)",
             v.id,
+            v.rendition,
+            v.rendition_changes,
             v.layer,
             v.layer_changes,
             v.frames_filtered,

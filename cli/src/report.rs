@@ -165,6 +165,10 @@ pub struct ViewerReport {
     pub layer: u64,
     /// Times its layer changed.
     pub layer_changes: u64,
+    /// The rendition it received at the end (0: the full picture).
+    pub rendition: u64,
+    /// Times it moved to another rendition.
+    pub rendition_changes: u64,
     /// The viewer's own target bitrate at the end (its session's
     /// estimate), bit/s.
     pub target_bps: u64,
@@ -184,6 +188,24 @@ pub struct ViewerReport {
     pub auth_failures: u64,
     pub seconds: f64,
     pub end: String,
+}
+
+/// One rendition's encoder in the summary (`--renditions`).
+#[derive(Debug, Clone, Default, Facet)]
+pub struct RenditionReport {
+    /// 0: the capture; `r`: the capture halved `r` times.
+    pub rendition: u64,
+    pub width: u64,
+    pub height: u64,
+    /// Frames encoded (only while a viewer received it or moved to it).
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    /// Its encoder's bitrate at the end, bit/s.
+    pub bitrate_bps: u64,
+    /// Encoded bytes over the run, Mbit/s of the whole run.
+    pub encoded_mbps: f64,
+    /// Encode time per frame (the halving included), ms.
+    pub encode_ms: Quantiles,
 }
 
 /// The host's summary.
@@ -223,5 +245,7 @@ pub struct HostReport {
     /// Sessions ended because nothing arrived from the viewer for
     /// `--idle-timeout` (a viewer killed or cut off for good).
     pub viewers_timed_out: u64,
+    /// The renditions (simulcast), rendition 0 first.
+    pub renditions: Vec<RenditionReport>,
     pub viewers: Vec<ViewerReport>,
 }

@@ -90,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // default (`HubConfig::recovery` off), keyframes only.
             temporal_id: 0,
             recovery: keyframe,
+            rendition: 0,
             viewer_target_10kbps: 0,
             width: WIDTH as u16,
             height: HEIGHT as u16,

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | 0  | 4 | magic `b"LSV1"` |
 //! | 4  | 1 | codec: 1 = H.264 Annex B |
-//! | 5  | 1 | flags: bit 0 = keyframe (IDR), bits 1–2 = temporal id, bit 3 = recovery point |
+//! | 5  | 1 | flags: bit 0 = keyframe (IDR), bits 1–2 = temporal id, bit 3 = recovery point, bits 4–5 = rendition |
 //! | 6  | 2 | the viewer's own target, units of 10 kbit/s (0: not known) |
 //! | 8  | 2 | width |
 //! | 10 | 2 | height |
@@ -31,6 +31,9 @@ pub const FLAG_TEMPORAL_SHIFT: u8 = 1;
 /// Flags bit 3: the access unit is a recovery point (an IDR or an LTR
 /// recovery frame): a viewer that lost earlier frames is whole again here.
 pub const FLAG_RECOVERY: u8 = 8;
+/// Flags bits 4–5: the rendition (0..=3): rendition `r` is the captured
+/// picture scaled by 1/2^r in each dimension (simulcast).
+pub const FLAG_RENDITION_SHIFT: u8 = 4;
 
 /// The codec of the access unit behind the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,11 @@ pub struct VideoHeader {
     /// only from a reference every viewer has; a viewer that lost earlier
     /// frames is whole again from here.
     pub recovery: bool,
+    /// The rendition of the access unit (0..=3; 0 without simulcast): the
+    /// captured picture scaled by 1/2^rendition in each dimension. Each
+    /// rendition is its own encoded stream; a viewer moves between them
+    /// at a keyframe.
+    pub rendition: u8,
     /// The target bitrate of the viewer this copy was sent to (its own
     /// session's estimate), in units of 10 kbit/s, saturating at 65535;
     /// 0 when not known. Set per viewer by the hub.
@@ -106,7 +114,8 @@ impl VideoHeader {
         };
         h[0..4].copy_from_slice(&MAGIC);
         h[4] = self.codec.to_wire();
-        let mut flags = (self.temporal_id & 3) << FLAG_TEMPORAL_SHIFT;
+        let mut flags = (self.temporal_id & 3) << FLAG_TEMPORAL_SHIFT
+            | (self.rendition & 3) << FLAG_RENDITION_SHIFT;
         if self.keyframe {
             flags |= FLAG_KEYFRAME;
         }
@@ -160,6 +169,7 @@ impl VideoHeader {
             keyframe: h[5] & FLAG_KEYFRAME != 0,
             temporal_id: (h[5] >> FLAG_TEMPORAL_SHIFT) & 3,
             recovery: h[5] & FLAG_RECOVERY != 0,
+            rendition: (h[5] >> FLAG_RENDITION_SHIFT) & 3,
             viewer_target_10kbps: u16_at(6),
             width: u16_at(8),
             height: u16_at(10),
@@ -183,6 +193,7 @@ mod tests {
             keyframe: true,
             temporal_id: 0,
             recovery: true,
+            rendition: 0,
             viewer_target_10kbps: 300,
             width: 1280,
             height: 720,
@@ -238,6 +249,11 @@ mod tests {
         q.write(&mut b);
         assert_eq!(b[5], 8 | 1 << 1, "recovery in bit 3");
         assert_eq!(VideoHeader::parse(&b).unwrap().0, q);
+        let r = VideoHeader { rendition: 2, ..q };
+        let mut b = Vec::new();
+        r.write(&mut b);
+        assert_eq!(b[5], 2 << 4 | 8 | 1 << 1, "rendition in bits 4-5");
+        assert_eq!(VideoHeader::parse(&b).unwrap().0, r);
         assert_eq!(
             &slot[HEADER_LEN..],
             &[0xAA; 12],
@@ -302,7 +318,7 @@ mod tests {
                     h.encode_into(&mut again).unwrap();
                     prop_assert_eq!(&again[6..48], &bytes[6..48]);
                     prop_assert_eq!(&again[..5], &bytes[..5]);
-                    prop_assert_eq!(again[5], bytes[5] & 0x0f);
+                    prop_assert_eq!(again[5], bytes[5] & 0x3f);
                 }
                 Err(e) => {
                     prop_assert!(bytes.len() < HEADER_LEN || bytes[..4] != MAGIC || bytes[4] != 1, "{}", e);

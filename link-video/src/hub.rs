@@ -80,6 +80,18 @@ const ALL_LAYERS: u8 = 3;
 /// LTR marks awaiting the viewers' verdicts; older ones are rejected.
 const MARKS_PENDING: usize = 16;
 
+/// The most renditions a hub serves (the envelope has two bits for it).
+pub const MAX_RENDITIONS: u8 = 4;
+
+/// A viewer moves to a rendition of higher quality only when that
+/// rendition's base layer would take at most its target divided by this
+/// (against flapping; staying takes [`LAYER_MARGIN`]).
+const RENDITION_UP_MARGIN: f64 = 1.25;
+
+/// A viewer moves up to a rendition of higher quality at most this long
+/// after its last move (moving down is not delayed).
+const RENDITION_UP_DWELL_US: u64 = 2_000_000;
+
 /// How the hub is set up.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HubConfig {
@@ -104,13 +116,19 @@ pub struct HubConfig {
     /// skips ask for a recovery, not a keyframe, and a viewer resumes at a
     /// recovery frame. Off: they ask for keyframes (one a second at most).
     pub recovery: bool,
+    /// Renditions (simulcast, 1 to [`MAX_RENDITIONS`]): rendition `r` is
+    /// the capture halved `r` times ([`crate::scale`]), encoded by its own
+    /// encoder at most at `max_bitrate_bps / 4^r`; each viewer receives
+    /// the best rendition whose base layer its own target carries (rule
+    /// `video.hub.renditions`). 1: one encoding for everyone.
+    pub renditions: u8,
 }
 
 impl HubConfig {
     /// The defaults for an encoder of at most `max_bitrate_bps`: 8 frames
     /// per viewer, a latency budget of [`LATENCY_BUDGET`] (150 ms), a floor
     /// of 300 kbit/s (or the maximum if lower), one keyframe a second per
-    /// viewer, recovery frames off.
+    /// viewer, recovery frames off, one rendition.
     pub fn new(max_bitrate_bps: u64) -> HubConfig {
         HubConfig {
             queue: 8,
@@ -119,6 +137,7 @@ impl HubConfig {
             min_bitrate_bps: 300_000.min(max_bitrate_bps),
             keyframe_interval: KEYFRAME_INTERVAL,
             recovery: false,
+            renditions: 1,
         }
     }
 }
@@ -198,6 +217,8 @@ pub struct ViewerInfo {
     recovery_frames_sent: AtomicU64,
     layer: AtomicU64,
     layer_changes: AtomicU64,
+    rendition: AtomicU64,
+    rendition_changes: AtomicU64,
     input_events: AtomicU64,
     target_bps: AtomicU64,
 }
@@ -250,6 +271,11 @@ pub struct ViewerCounters {
     pub layer: u64,
     /// Times its layer changed.
     pub layer_changes: u64,
+    /// The rendition the viewer receives now (0: the full picture; see
+    /// [`HubConfig::renditions`]).
+    pub rendition: u64,
+    /// Times it moved to another rendition.
+    pub rendition_changes: u64,
     /// Input events received from the viewer.
     pub input_events: u64,
     /// The viewer's session's latest target bitrate, bits per second.
@@ -282,6 +308,8 @@ impl ViewerInfo {
             recovery_frames_sent: self.recovery_frames_sent.load(Relaxed),
             layer: self.layer.load(Relaxed),
             layer_changes: self.layer_changes.load(Relaxed),
+            rendition: self.rendition.load(Relaxed),
+            rendition_changes: self.rendition_changes.load(Relaxed),
             input_events: self.input_events.load(Relaxed),
             target_bps: self.target_bps.load(Relaxed),
         }
@@ -438,6 +466,12 @@ struct Slot {
     /// Served by [`Hub::serve`]: its LTR verdicts come from the session.
     served: bool,
     last_grant: Option<Instant>,
+    /// The rendition whose frames are queued to it.
+    rendition: u8,
+    /// The rendition it moves to at that rendition's next keyframe.
+    switch_to: Option<u8>,
+    /// Capture time of the keyframe at which it last moved, µs.
+    last_switch_us: u64,
 }
 
 /// The bytes of each temporal layer over the last [`LAYER_WINDOW_US`] of
@@ -460,6 +494,13 @@ impl LayerWindow {
             self.bytes[usize::from(k)] -= l as u64;
             self.frames.pop_front();
         }
+    }
+
+    /// The base layer's share of the bytes in the window; `None` when the
+    /// window is empty.
+    fn base_share(&self) -> Option<f64> {
+        let total: u64 = self.bytes.iter().sum();
+        (total > 0).then(|| self.bytes[0] as f64 / total as f64)
     }
 
     /// The highest layer seen in the window.
@@ -497,6 +538,7 @@ impl LayerWindow {
 /// An LTR mark waiting for the viewers' verdicts.
 #[derive(Debug)]
 struct Mark {
+    rendition: u8,
     capture_index: u64,
     waiting: Vec<u64>,
 }
@@ -505,33 +547,55 @@ struct Mark {
 #[derive(Debug, Default)]
 struct Marks {
     pending: VecDeque<Mark>,
-    outcomes: Vec<(u64, bool)>,
+    /// Decided marks: rendition, capture index, confirmed.
+    outcomes: Vec<(u8, u64, bool)>,
 }
 
 impl Marks {
-    /// Viewer `id`'s verdict on the mark at `capture_index`.
-    fn verdict(&mut self, capture_index: u64, id: u64, ok: bool) {
+    /// Viewer `id`'s verdict on the mark at `capture_index` of
+    /// `rendition`.
+    fn verdict(&mut self, rendition: u8, capture_index: u64, id: u64, ok: bool) {
         let Some(pos) = self
             .pending
             .iter()
-            .position(|m| m.capture_index == capture_index)
+            .position(|m| m.rendition == rendition && m.capture_index == capture_index)
         else {
             return;
         };
         let m = &mut self.pending[pos];
         m.waiting.retain(|&v| v != id);
         if !ok || m.waiting.is_empty() {
-            self.outcomes.push((capture_index, ok));
+            self.outcomes.push((rendition, capture_index, ok));
             self.pending.remove(pos);
         }
     }
 
-    /// A viewer left: it no longer needs any mark.
-    fn forget(&mut self, id: u64) {
-        let marks: Vec<u64> = self.pending.iter().map(|m| m.capture_index).collect();
-        for c in marks {
-            self.verdict(c, id, true);
+    /// A viewer left `rendition` (every rendition: `None`): it no longer
+    /// needs its marks there.
+    fn forget(&mut self, id: u64, rendition: Option<u8>) {
+        let marks: Vec<(u8, u64)> = self
+            .pending
+            .iter()
+            .filter(|m| rendition.is_none_or(|r| r == m.rendition))
+            .map(|m| (m.rendition, m.capture_index))
+            .collect();
+        for (r, c) in marks {
+            self.verdict(r, c, id, true);
         }
+    }
+
+    /// Takes the decided marks of `rendition`.
+    fn take(&mut self, rendition: u8) -> Vec<(u64, bool)> {
+        let mut out = Vec::new();
+        self.outcomes.retain(|&(r, c, ok)| {
+            if r == rendition {
+                out.push((c, ok));
+                false
+            } else {
+                true
+            }
+        });
+        out
     }
 }
 
@@ -553,6 +617,9 @@ pub struct HubStats {
     pub marks_confirmed: u64,
     /// LTR marks some viewer did not get (or that waited too long).
     pub marks_rejected: u64,
+    /// Frames published with a rendition the hub does not have
+    /// ([`HubConfig::renditions`]): queued to no one.
+    pub frames_bad_rendition: u64,
 }
 
 /// How one viewer's session went, from [`Hub::serve`].
@@ -586,9 +653,10 @@ pub enum ViewerEvent {
 pub struct Hub {
     config: HubConfig,
     viewers: Mutex<Vec<Slot>>,
-    layers: Mutex<LayerWindow>,
+    layers: Mutex<Vec<LayerWindow>>,
     marks: Mutex<Marks>,
-    force_idr: AtomicBool,
+    force_idr: [AtomicBool; MAX_RENDITIONS as usize],
+    frames_bad_rendition: AtomicU64,
     next_id: AtomicU64,
     handshake_failures: AtomicU64,
     viewers_joined: AtomicU64,
@@ -625,6 +693,8 @@ struct Sent {
     mark: bool,
     /// Session index of the last recovery point sent at or before it.
     since: u32,
+    /// Its rendition.
+    rendition: u8,
 }
 
 /// What one viewer's session has told the hub about delivery (rule
@@ -650,15 +720,18 @@ impl Delivery {
 impl Hub {
     /// A hub without viewers.
     pub fn new(config: HubConfig) -> Hub {
+        let renditions = config.renditions.clamp(1, MAX_RENDITIONS);
         Hub {
             config: HubConfig {
                 queue: config.queue.max(1),
+                renditions,
                 ..config
             },
             viewers: Mutex::new(Vec::new()),
-            layers: Mutex::new(LayerWindow::default()),
+            layers: Mutex::new((0..renditions).map(|_| LayerWindow::default()).collect()),
             marks: Mutex::new(Marks::default()),
-            force_idr: AtomicBool::new(false),
+            force_idr: Default::default(),
+            frames_bad_rendition: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             handshake_failures: AtomicU64::new(0),
             viewers_joined: AtomicU64::new(0),
@@ -711,6 +784,8 @@ impl Hub {
             recovery_frames_sent: AtomicU64::new(0),
             layer: AtomicU64::new(0),
             layer_changes: AtomicU64::new(0),
+            rendition: AtomicU64::new(0),
+            rendition_changes: AtomicU64::new(0),
             input_events: AtomicU64::new(0),
             target_bps: AtomicU64::new(self.config.max_bitrate_bps),
         });
@@ -721,9 +796,12 @@ impl Hub {
             layer: None,
             served,
             last_grant: Some(Instant::now()),
+            rendition: 0,
+            switch_to: None,
+            last_switch_us: 0,
         });
-        // A new viewer starts with a keyframe.
-        self.force_idr.store(true, Relaxed);
+        // A new viewer starts with a keyframe of the full picture.
+        self.force_idr[0].store(true, Relaxed);
         ViewerQueue { info, rx }
     }
 
@@ -736,29 +814,68 @@ impl Hub {
 
     fn forget_marks(&self, id: u64) {
         let mut marks = lock(&self.marks);
-        marks.forget(id);
+        marks.forget(id, None);
     }
 
-    // r[impl video.hub.bitrate]
-    /// The encoder's bitrate: the highest viewer target, at most
-    /// `max_bitrate_bps`, at least `min_bitrate_bps` (`max_bitrate_bps`
-    /// without viewers). A slower viewer takes fewer temporal layers.
-    pub fn target_bitrate(&self) -> u64 {
-        let v = lock(&self.viewers);
-        v.iter()
-            .map(|v| v.info.target_bps.load(Relaxed))
-            .max()
-            .unwrap_or(self.config.max_bitrate_bps)
-            .min(self.config.max_bitrate_bps)
+    /// The most rendition `r`'s encoder uses: `max_bitrate_bps / 4^r`, at
+    /// least `min_bitrate_bps`.
+    fn rendition_cap(&self, r: u8) -> u64 {
+        (self.config.max_bitrate_bps >> (2 * u32::from(r.min(MAX_RENDITIONS))))
             .max(self.config.min_bitrate_bps)
     }
 
-    /// Whether the next frame must be a keyframe: a new viewer, or a
-    /// viewer's request whose interval since its last grant has passed
-    /// (granted here, and counted).
+    /// The encoder's bitrate of a one-rendition hub:
+    /// [`Hub::target_bitrate_of`] rendition 0.
+    pub fn target_bitrate(&self) -> u64 {
+        self.target_bitrate_of(0)
+    }
+
+    // r[impl video.hub.bitrate]
+    /// The bitrate of rendition `r`'s encoder: the highest target among the
+    /// viewers that receive it (or move to it), at most `max_bitrate_bps /
+    /// 4^r`, at least `min_bitrate_bps` (the most without such viewers). A
+    /// slower viewer takes fewer temporal layers or a smaller rendition.
+    pub fn target_bitrate_of(&self, r: u8) -> u64 {
+        let v = lock(&self.viewers);
+        let cap = self.rendition_cap(r);
+        v.iter()
+            .filter(|v| v.rendition == r || v.switch_to == Some(r))
+            .map(|v| v.info.target_bps.load(Relaxed))
+            .max()
+            .unwrap_or(cap)
+            .min(cap)
+            .max(self.config.min_bitrate_bps)
+    }
+
+    /// Whether rendition `r` must be encoded: a viewer receives it or
+    /// moves to it (rendition 0 also while no viewer is there at all). An
+    /// application with several renditions encodes only these.
+    pub fn rendition_active(&self, r: u8) -> bool {
+        if r >= self.config.renditions {
+            return false;
+        }
+        let v = lock(&self.viewers);
+        if v.is_empty() {
+            return r == 0;
+        }
+        v.iter().any(|v| v.rendition == r || v.switch_to == Some(r))
+    }
+
+    /// [`Hub::take_keyframe_of`] rendition 0 (a one-rendition hub).
     pub fn take_keyframe(&self, now: Instant) -> bool {
-        let mut force = self.force_idr.swap(false, Relaxed);
-        for v in lock(&self.viewers).iter_mut() {
+        self.take_keyframe_of(0, now)
+    }
+
+    /// Whether rendition `r`'s next frame must be a keyframe: a new viewer,
+    /// a viewer moving to it, or a request of one of its viewers whose
+    /// interval since its last grant has passed (granted here, and
+    /// counted).
+    pub fn take_keyframe_of(&self, r: u8, now: Instant) -> bool {
+        let mut force = self
+            .force_idr
+            .get(usize::from(r))
+            .is_some_and(|f| f.swap(false, Relaxed));
+        for v in lock(&self.viewers).iter_mut().filter(|v| v.rendition == r) {
             if v.info.key_wanted.load(Relaxed)
                 && v.last_grant.is_none_or(|t| {
                     now.saturating_duration_since(t) >= self.config.keyframe_interval
@@ -773,13 +890,18 @@ impl Hub {
         force
     }
 
-    // r[impl video.hub.recovery]
-    /// Whether the encoder must make its next TL0 frame a recovery frame:
-    /// some viewer asked since the last call (all such requests coalesce
-    /// into one; call once per frame).
+    /// [`Hub::take_recovery_of`] rendition 0 (a one-rendition hub).
     pub fn take_recovery(&self) -> bool {
+        self.take_recovery_of(0)
+    }
+
+    // r[impl video.hub.recovery]
+    /// Whether rendition `r`'s encoder must make its next TL0 frame a
+    /// recovery frame: one of its viewers asked since the last call (all
+    /// such requests coalesce into one; call once per frame).
+    pub fn take_recovery_of(&self, r: u8) -> bool {
         let mut any = false;
-        for v in lock(&self.viewers).iter() {
+        for v in lock(&self.viewers).iter().filter(|v| v.rendition == r) {
             any |= v.info.recovery_wanted.swap(false, Relaxed);
         }
         if any {
@@ -788,12 +910,18 @@ impl Hub {
         any
     }
 
-    // r[impl video.hub.ltr-confirm]
-    /// The LTR marks decided since the last call, by capture index: `true`
-    /// when every viewer that was served when the mark was published got
-    /// it whole (confirm it), `false` when one did not (reject it).
+    /// [`Hub::take_mark_outcomes_of`] rendition 0 (a one-rendition hub).
     pub fn take_mark_outcomes(&self) -> Vec<(u64, bool)> {
-        let out = std::mem::take(&mut lock(&self.marks).outcomes);
+        self.take_mark_outcomes_of(0)
+    }
+
+    // r[impl video.hub.ltr-confirm]
+    /// Rendition `r`'s LTR marks decided since the last call, by capture
+    /// index: `true` when every viewer of that rendition that was served
+    /// when the mark was published got it whole (confirm it), `false` when
+    /// one did not (reject it).
+    pub fn take_mark_outcomes_of(&self, r: u8) -> Vec<(u64, bool)> {
+        let out = lock(&self.marks).take(r);
         for &(_, ok) in &out {
             if ok {
                 self.marks_confirmed.fetch_add(1, Relaxed);
@@ -804,34 +932,119 @@ impl Hub {
         out
     }
 
+    /// The rendition viewer `v` (target `target`) should receive, given
+    /// every viewer's `(id, rendition, moving to, target)` and the
+    /// renditions' layer windows: the first rendition whose base layer, at
+    /// the bitrate it would have with `v` on it, fits `target` (with
+    /// [`LAYER_MARGIN`] where `v` is or moves already, with
+    /// [`RENDITION_UP_MARGIN`] above that); the last rendition when none
+    /// does.
+    // r[impl video.hub.renditions]
+    fn rendition_for(
+        &self,
+        v: &Slot,
+        target: u64,
+        all: &[(u64, u8, Option<u8>, u64)],
+        windows: &[LayerWindow],
+    ) -> u8 {
+        let last = self.config.renditions - 1;
+        let now_at = v.switch_to.unwrap_or(v.rendition);
+        for r in 0..last {
+            let others = all
+                .iter()
+                .filter(|o| o.0 != v.info.id && (o.1 == r || o.2 == Some(r)))
+                .map(|o| o.3)
+                .max();
+            let Some(others) = others else {
+                // Alone there, its own target sets the rate.
+                return r;
+            };
+            let rate = others
+                .max(target)
+                .min(self.rendition_cap(r))
+                .max(self.config.min_bitrate_bps);
+            let Some(share) = windows[usize::from(r)].base_share() else {
+                return r;
+            };
+            let margin = if r < now_at {
+                1.0 / RENDITION_UP_MARGIN
+            } else {
+                LAYER_MARGIN
+            };
+            if share * rate as f64 <= target as f64 * margin {
+                return r;
+            }
+        }
+        last
+    }
+
     // r[impl video.hub.fanout]
     // r[impl video.hub.layers]
-    /// Queues a frame to every viewer whose layers include it. A viewer
-    /// whose queue is full skips to the next recovery point (and asks for
-    /// one); a viewer whose queue is gone is dropped. Never waits.
+    // r[impl video.hub.renditions]
+    /// Queues a frame to every viewer of its rendition whose layers include
+    /// it. A viewer whose queue is full skips to the next recovery point
+    /// (and asks for one); a viewer whose queue is gone is dropped. A
+    /// viewer moving to the frame's rendition moves at its keyframe. Never
+    /// waits.
     pub fn publish(&self, frame: Arc<EncodedFrame>) {
         let h = frame.header;
+        let fr = h.rendition;
+        if fr >= self.config.renditions {
+            self.frames_bad_rendition.fetch_add(1, Relaxed);
+            return;
+        }
         let recovery = self.config.recovery;
-        let window = {
+        let windows = {
             let mut w = lock(&self.layers);
-            w.push(h.capture_us, h.temporal_id, frame.access_unit.len());
+            w[usize::from(fr)].push(h.capture_us, h.temporal_id, frame.access_unit.len());
             w
         };
+        let window = &windows[usize::from(fr)];
         let encoder_bps = u64::from(h.target_kbps) * 1000;
         // Held until the mark is registered: a viewer's task that sends
         // the frame at once gives its verdict only after that.
         let mut marks = frame.ltr_mark.then(|| lock(&self.marks));
         let mut viewers = lock(&self.viewers);
+        let all: Vec<(u64, u8, Option<u8>, u64)> = if self.config.renditions > 1 {
+            viewers
+                .iter()
+                .map(|v| {
+                    let t = v.info.target_bps.load(Relaxed);
+                    (v.info.id, v.rendition, v.switch_to, t)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut mark = frame.ltr_mark.then(|| Mark {
+            rendition: fr,
             capture_index: h.capture_index,
             waiting: Vec::new(),
         });
         let mut verdicts = Vec::new();
+        let mut moved = Vec::new();
         viewers.retain_mut(|v| {
+            if h.keyframe && v.switch_to == Some(fr) {
+                // Its new rendition starts here; its marks in the old one
+                // no longer wait for it.
+                moved.push((v.info.id, v.rendition));
+                v.rendition = fr;
+                v.switch_to = None;
+                v.layer = None;
+                v.wait = Wait::None;
+                v.last_switch_us = h.capture_us;
+                v.info.rendition.store(u64::from(fr), Relaxed);
+                v.info.rendition_changes.fetch_add(1, Relaxed);
+            }
+            if v.rendition != fr {
+                // Another rendition's stream: not for it.
+                return true;
+            }
             if h.temporal_id == 0 {
                 // Layers change only at a TL0 frame: every frame after it
                 // then has its references.
-                let layer = window.layer_for(v.info.target_bps.load(Relaxed), encoder_bps);
+                let target = v.info.target_bps.load(Relaxed);
+                let layer = window.layer_for(target, encoder_bps);
                 if v.layer.is_some_and(|l| l != layer) {
                     v.info.layer_changes.fetch_add(1, Relaxed);
                 }
@@ -839,6 +1052,19 @@ impl Hub {
                 v.info
                     .layer
                     .store(u64::from(layer.min(window.top())), Relaxed);
+                if self.config.renditions > 1 {
+                    let want = self.rendition_for(v, target, &all, &windows);
+                    let settled =
+                        h.capture_us.saturating_sub(v.last_switch_us) >= RENDITION_UP_DWELL_US;
+                    if want == v.rendition {
+                        v.switch_to = None;
+                    } else if v.switch_to != Some(want) && (want > v.rendition || settled) {
+                        // It moves at that rendition's next keyframe,
+                        // forced now.
+                        v.switch_to = Some(want);
+                        self.force_idr[usize::from(want)].store(true, Relaxed);
+                    }
+                }
             }
             if h.temporal_id > v.layer.unwrap_or(ALL_LAYERS) {
                 v.info.frames_filtered.fetch_add(1, Relaxed);
@@ -888,20 +1114,30 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
-        drop(window);
+        drop(windows);
         drop(viewers);
-        if let (Some(mut m), Some(marks)) = (mark, marks.as_mut()) {
+        let mut marks = match marks.take() {
+            Some(m) => m,
+            None if moved.is_empty() => return,
+            None => lock(&self.marks),
+        };
+        for (id, old) in moved {
+            marks.forget(id, Some(old));
+        }
+        if let Some(mut m) = mark {
             let rejected = verdicts.iter().any(|v| !v.1);
             if rejected {
-                marks.outcomes.push((m.capture_index, false));
+                marks.outcomes.push((fr, m.capture_index, false));
             } else if m.waiting.is_empty() {
-                marks.outcomes.push((m.capture_index, true));
+                marks.outcomes.push((fr, m.capture_index, true));
             } else {
                 m.waiting.sort_unstable();
                 marks.pending.push_back(m);
                 while marks.pending.len() > MARKS_PENDING {
                     if let Some(old) = marks.pending.pop_front() {
-                        marks.outcomes.push((old.capture_index, false));
+                        marks
+                            .outcomes
+                            .push((old.rendition, old.capture_index, false));
                     }
                 }
             }
@@ -923,6 +1159,7 @@ impl Hub {
             recoveries_granted: self.recoveries_granted.load(Relaxed),
             marks_confirmed: self.marks_confirmed.load(Relaxed),
             marks_rejected: self.marks_rejected.load(Relaxed),
+            frames_bad_rendition: self.frames_bad_rendition.load(Relaxed),
         }
     }
 
@@ -1019,7 +1256,7 @@ impl Hub {
                         info.request_recovery();
                     }
                     if f.ltr_mark {
-                        lock(&self.marks).verdict(h.capture_index, info.id, false);
+                        lock(&self.marks).verdict(h.rendition, h.capture_index, info.id, false);
                     }
                     continue;
                 }
@@ -1063,20 +1300,21 @@ impl Hub {
                 if stream {
                     if f.ltr_mark {
                         let ok = d.whole(since);
-                        lock(&self.marks).verdict(h.capture_index, info.id, ok);
+                        lock(&self.marks).verdict(h.rendition, h.capture_index, info.id, ok);
                     }
                 } else {
                     if d.sent.len() >= SENT_MEMORY
                         && let Some(old) = d.sent.pop_front()
                         && old.mark
                     {
-                        lock(&self.marks).verdict(old.capture_index, info.id, false);
+                        lock(&self.marks).verdict(old.rendition, old.capture_index, info.id, false);
                     }
                     d.sent.push_back(Sent {
                         index,
                         capture_index: h.capture_index,
                         mark: f.ltr_mark,
                         since,
+                        rendition: h.rendition,
                     });
                 }
             }
@@ -1134,7 +1372,12 @@ impl Hub {
                             d.sent.pop_front();
                             if s.mark {
                                 let ok = d.whole(s.since);
-                                lock(&self.marks).verdict(s.capture_index, info.id, ok);
+                                lock(&self.marks).verdict(
+                                    s.rendition,
+                                    s.capture_index,
+                                    info.id,
+                                    ok,
+                                );
                             }
                         }
                     }
@@ -1206,6 +1449,7 @@ mod tests {
                 keyframe,
                 temporal_id,
                 recovery: recovery || keyframe,
+                rendition: 0,
                 viewer_target_10kbps: 0,
                 width: 640,
                 height: 360,
@@ -1241,6 +1485,183 @@ mod tests {
             queue,
             ..HubConfig::new(4_000_000)
         })
+    }
+
+    /// A frame of rendition `r` captured at `t_ms`, TL0 600 bytes and TL1
+    /// 400 (the base layer 60% of the bytes), at `kbps`.
+    fn of_rendition(index: u64, r: u8, keyframe: bool, kbps: u32, t_ms: u64) -> Arc<EncodedFrame> {
+        let tid = (index % 2) as u8 * u8::from(!keyframe);
+        Arc::new(EncodedFrame {
+            header: VideoHeader {
+                codec: Codec::H264AnnexB,
+                keyframe,
+                temporal_id: tid,
+                recovery: keyframe,
+                rendition: r,
+                viewer_target_10kbps: 0,
+                width: 1280 >> r,
+                height: 720 >> r,
+                target_kbps: kbps,
+                capture_index: index,
+                capture_us: 1_000_000_000 + t_ms * 1000,
+                encoded_us: now_us(),
+                sent_us: 0,
+            },
+            access_unit: vec![r; if tid == 0 { 600 } else { 400 }],
+            ltr_mark: false,
+        })
+    }
+
+    fn drain_r(q: &mut ViewerQueue) -> Vec<(u64, u8)> {
+        let mut got = Vec::new();
+        while let Some(f) = q.try_next() {
+            got.push((f.header.capture_index, f.header.rendition));
+        }
+        got
+    }
+
+    // r[verify video.hub.renditions]
+    #[test]
+    fn a_slow_viewer_moves_to_the_smaller_rendition_at_its_keyframe_and_the_fast_one_keeps_the_full_one()
+     {
+        let hub = Hub::new(HubConfig {
+            queue: 64,
+            recovery: true,
+            renditions: 2,
+            ..HubConfig::new(8_000_000)
+        });
+        assert_eq!(hub.config().renditions, 2);
+        let mut fast = hub.register();
+        let mut slow = hub.register();
+        fast.info().set_target_bitrate(100_000_000);
+        slow.info().set_target_bitrate(2_000_000);
+        // Both start on the full picture; only it is encoded.
+        assert!(hub.rendition_active(0) && !hub.rendition_active(1) && !hub.rendition_active(2));
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        assert!(!hub.take_keyframe_of(1, Instant::now()));
+        assert_eq!(hub.target_bitrate_of(0), 8_000_000);
+        // At the first TL0 frame the slow viewer's target cannot carry the
+        // full picture's base layer (60% of 8 Mbit/s): it is to move, and
+        // rendition 1 must start with a keyframe.
+        hub.publish(of_rendition(0, 0, true, 8000, 0));
+        assert!(hub.rendition_active(1));
+        assert!(hub.take_keyframe_of(1, Instant::now()));
+        assert!(!hub.take_keyframe_of(1, Instant::now()), "forced once");
+        // Its encoder's bitrate: the slow viewer's target, at most 8/4.
+        assert_eq!(hub.target_bitrate_of(1), 2_000_000);
+        slow.info().set_target_bitrate(1_500_000);
+        assert_eq!(hub.target_bitrate_of(1), 1_500_000);
+        // Until rendition 1's keyframe it stays on rendition 0.
+        hub.publish(of_rendition(1, 0, false, 8000, 33));
+        hub.publish(of_rendition(1, 1, false, 1500, 33));
+        // Frame 1 is TL1, above the layer its target carries.
+        assert_eq!(drain_r(&mut slow), [(0, 0)]);
+        for i in 2..=10 {
+            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
+            hub.publish(of_rendition(i, 1, i == 2, 1500, 33 * i));
+        }
+        let want_fast: Vec<(u64, u8)> = (0..=10).map(|i| (i, 0)).collect();
+        assert_eq!(
+            drain_r(&mut fast),
+            want_fast,
+            "every frame of rendition 0, none of 1"
+        );
+        // TL0 frame 2 of rendition 0 came before rendition 1's keyframe.
+        let want_slow: Vec<(u64, u8)> = [(2, 0)]
+            .into_iter()
+            .chain((2..=10).map(|i| (i, 1)))
+            .collect();
+        assert_eq!(
+            drain_r(&mut slow),
+            want_slow,
+            "rendition 1 from its keyframe on"
+        );
+        let (f, sl) = (fast.info().counters(), slow.info().counters());
+        assert_eq!(
+            (f.rendition, f.rendition_changes, f.frames_skipped),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            (sl.rendition, sl.rendition_changes, sl.frames_skipped),
+            (1, 1, 0)
+        );
+        // The fast viewer alone sets rendition 0's bitrate now.
+        slow.info().set_target_bitrate(7_000_000);
+        assert_eq!(hub.target_bitrate_of(0), 8_000_000);
+        assert_eq!(hub.target_bitrate_of(1), 2_000_000, "capped at a quarter");
+        // Moving up waits 2 s after the last move, even for a target that
+        // carries rendition 0's base layer with the up margin.
+        for i in 11..=60 {
+            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
+            hub.publish(of_rendition(i, 1, false, 2000, 33 * i));
+            drain_r(&mut fast);
+        }
+        assert_eq!(slow.info().counters().rendition, 1);
+        assert!(
+            !hub.take_keyframe_of(0, Instant::now()),
+            "no move within 2 s"
+        );
+        // Past it (frame 2 was at 66 ms), the move up is decided at a TL0
+        // frame of its rendition and forces rendition 0's keyframe.
+        hub.publish(of_rendition(70, 1, false, 2000, 2100));
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        hub.publish(of_rendition(72, 1, false, 2000, 2166));
+        hub.publish(of_rendition(72, 0, true, 8000, 2166));
+        assert_eq!(drain_r(&mut slow).last(), Some(&(72, 0)));
+        assert_eq!(slow.info().counters().rendition_changes, 2);
+        // With the fast viewer gone and the slow one on rendition 0,
+        // rendition 1 is no longer encoded.
+        hub.remove(fast.info().id());
+        assert!(hub.rendition_active(0) && !hub.rendition_active(1));
+        // A frame of a rendition the hub does not have goes to no one.
+        hub.publish(of_rendition(73, 3, true, 500, 2200));
+        assert_eq!(hub.stats().frames_bad_rendition, 1);
+        assert!(drain_r(&mut slow).is_empty());
+    }
+
+    // r[verify video.hub.renditions]
+    #[test]
+    fn moving_up_needs_the_margin_and_a_lone_viewer_stays_on_the_full_picture() {
+        let hub = Hub::new(HubConfig {
+            queue: 64,
+            renditions: 2,
+            ..HubConfig::new(8_000_000)
+        });
+        let mut only = hub.register();
+        only.info().set_target_bitrate(1_000_000);
+        // Alone, its own target sets the full picture's rate: no move.
+        for i in 0..10 {
+            hub.publish(of_rendition(i, 0, i == 0, 1000, 33 * i));
+        }
+        assert_eq!(drain_r(&mut only).len(), 10);
+        assert!(!hub.rendition_active(1));
+        // A fast viewer joins: the slow one moves down at once.
+        let mut fast = hub.register();
+        fast.info().set_target_bitrate(8_000_000);
+        assert!(
+            hub.take_keyframe_of(0, Instant::now()),
+            "a new viewer's keyframe"
+        );
+        hub.publish(of_rendition(10, 0, true, 8000, 330));
+        assert!(hub.rendition_active(1) && hub.take_keyframe_of(1, Instant::now()));
+        hub.publish(of_rendition(11, 1, true, 1000, 363));
+        assert_eq!(only.info().counters().rendition, 1);
+        // 60% of 8 Mbit/s is 4.8: a target of 5.5 would carry it with the
+        // staying margin (1.1) but not with the moving-up one (1.25).
+        only.info().set_target_bitrate(5_500_000);
+        for i in 12..120 {
+            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
+            hub.publish(of_rendition(i, 1, false, 2000, 33 * i));
+            drain_r(&mut fast);
+        }
+        assert_eq!(only.info().counters().rendition, 1);
+        assert!(!hub.take_keyframe_of(0, Instant::now()));
+        only.info().set_target_bitrate(6_100_000);
+        hub.publish(of_rendition(120, 1, false, 2000, 4000));
+        assert!(
+            hub.take_keyframe_of(0, Instant::now()),
+            "6.1 / 1.25 >= 4.8: it moves up"
+        );
     }
 
     // r[verify video.hub.fanout]
@@ -1492,13 +1913,14 @@ mod tests {
         // that viewer leaves.
         let mut marks = Marks::default();
         marks.pending.push_back(Mark {
+            rendition: 0,
             capture_index: 9,
             waiting: vec![1, 2],
         });
-        marks.verdict(9, 1, true);
+        marks.verdict(0, 9, 1, true);
         assert!(marks.outcomes.is_empty());
-        marks.forget(2);
-        assert_eq!(marks.outcomes, [(9, true)]);
+        marks.forget(2, None);
+        assert_eq!(marks.outcomes, [(0, 9, true)]);
         let d = Delivery {
             last_lost: Some(10),
             ..Delivery::default()

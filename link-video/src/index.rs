@@ -93,6 +93,36 @@ pub fn read_index(y_plane: &[u8], width: usize, height: usize) -> Option<u64> {
     read_with(width, height, |x, y| y_plane[y * width + x])
 }
 
+// r[impl video.scale.index]
+/// Reads the burned-in index from the Y plane of rendition `shift`: a
+/// `width` x `height` picture that is the coded picture halved `shift`
+/// times ([`crate::scale::half_i420`]). The code is read at the source's
+/// geometry (`width << shift`), each source pixel from the rendition pixel
+/// that covers it. `None` as [`read_with`].
+pub fn read_index_scaled(y_plane: &[u8], width: usize, height: usize, shift: u8) -> Option<u64> {
+    if shift > 3 || y_plane.len() < width.checked_mul(height)? {
+        return None;
+    }
+    let s = u32::from(shift);
+    read_with(width << s, height << s, |x, y| {
+        y_plane[(y >> s) * width + (x >> s)]
+    })
+}
+
+/// [`read_rgba`] for rendition `shift` (see [`read_index_scaled`]):
+/// `rgba` holds `width`-pixel rows of the rendition.
+pub fn read_rgba_scaled(rgba: &[u8], width: usize, shift: u8) -> Option<u64> {
+    if shift > 3 {
+        return None;
+    }
+    let s = u32::from(shift);
+    let rows = rgba.len() / width.checked_mul(4)?.max(1);
+    read_with(width << s, rows << s, |x, y| {
+        let p = ((y >> s) * width + (x >> s)) * 4;
+        ((u16::from(rgba[p]) + u16::from(rgba[p + 1]) + u16::from(rgba[p + 2])) / 3) as u8
+    })
+}
+
 /// Reads the burned-in index from RGBA pixels (`width` pixels per row, at
 /// least the top `block_size(width)` rows, as a canvas's `getImageData`
 /// gives them). A pixel's luma is `(R + G + B) / 3`. The low 32 bits of the
@@ -151,6 +181,37 @@ mod tests {
                 assert_eq!(read_index(&luma_of(&px), w, h), Some(index));
             }
         }
+    }
+
+    // r[verify video.scale.index]
+    #[test]
+    fn a_rendition_reads_through_the_scaling_it_was_made_with() {
+        let (w, h) = (1280usize, 720usize);
+        for index in [5u64, 0x00ab_cdef] {
+            let px = paint_rgba(index, w, h);
+            let mut i420 = luma_of(&px);
+            i420.resize(crate::i420_len(w, h), 128);
+            let mut half = vec![0u8; crate::i420_len(w / 2, h / 2)];
+            crate::scale::half_i420(&i420, w, h, &mut half).unwrap();
+            let mut quarter = vec![0u8; crate::i420_len(w / 4, h / 4)];
+            crate::scale::half_i420(&half, w / 2, h / 2, &mut quarter).unwrap();
+            assert_eq!(read_index_scaled(&half, w / 2, h / 2, 1), Some(index));
+            assert_eq!(read_index_scaled(&quarter, w / 4, h / 4, 2), Some(index));
+            // Read at the rendition's own geometry, the blocks do not line up.
+            assert_eq!(read_index(&half, w / 2, h / 2), None);
+            assert_eq!(read_index_scaled(&half, w / 2, h / 2, 0), None);
+            // The same from RGBA rows of the rendition, as a canvas shows it.
+            let rgba: Vec<u8> = half[..w / 2 * h / 2]
+                .iter()
+                .flat_map(|&y| [y, y, y, 255])
+                .collect();
+            assert_eq!(read_rgba_scaled(&rgba, w / 2, 1), Some(index));
+            assert_eq!(read_rgba(&rgba, w / 2), None);
+        }
+        // Out-of-range shifts and short planes read as nothing.
+        assert_eq!(read_index_scaled(&[0; 64], 8, 8, 4), None);
+        assert_eq!(read_index_scaled(&[0; 10], 640, 360, 1), None);
+        assert_eq!(read_rgba_scaled(&[], 0, 1), None);
     }
 
     // r[verify video.testsrc.read]

@@ -10,6 +10,7 @@
 //! - [`index`]: the frame index burned into the test pattern as a row of
 //!   blocks: its layout, and one reader over a luma accessor (I420 luma
 //!   planes, RGBA canvas pixels).
+//! - [`scale`]: halving an I420 picture, the renditions of simulcast.
 //! - [`slot`]: the header of a captured picture in a shared-memory slot
 //!   (capture process → encoder process).
 //! - [`stream`]: the WebSocket path of the stream and the `#psk=` fragment
@@ -43,6 +44,7 @@ pub mod envelope;
 mod error;
 pub mod h264_bits;
 pub mod index;
+pub mod scale;
 pub mod slot;
 pub mod stream;
 

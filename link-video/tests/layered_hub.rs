@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use link_session::{BweConfig, Client, ClientConfig, ClientEvent, HostConfig};
 use link_types::memory_pair;
 use link_video::hub::{EncodedFrame, Hub, HubConfig};
-use link_video::index::{read_index, unwrap_index};
+use link_video::index::{read_index_scaled, unwrap_index};
 use link_video::layered::{LtrId, Recovery};
 use link_video::{
     Codec, Decoder as _, Encoder as _, LayeredConfig, LayeredDecoder, LayeredEncoder, TestSrc,
@@ -33,6 +33,7 @@ struct Seen {
     temporal_id: u8,
     keyframe: bool,
     recovery: bool,
+    rendition: u8,
     /// Decoded whole, index read back equal, Y PSNR (dB); `None` when it
     /// did not decode whole (or was dropped on purpose).
     psnr: Option<f64>,
@@ -67,6 +68,7 @@ async fn viewer(
             temporal_id: h.temporal_id,
             keyframe: h.keyframe,
             recovery: h.recovery,
+            rendition: h.rendition,
             psnr: None,
         };
         let lost_recovery = h.recovery
@@ -77,11 +79,17 @@ async fn viewer(
             recovery_lost |= lost_recovery;
             client.request_keyframe(f.index);
         } else if let Ok(Some(pic)) = dec.decode(au) {
-            let read = read_index(pic.y(), pic.width, pic.height)
+            // A rendition is checked through the scaling that made it.
+            let read = read_index_scaled(pic.y(), pic.width, pic.height, h.rendition)
                 .map(|low| unwrap_index(low, h.capture_index));
             assert_eq!(read, Some(h.capture_index), "burned-in index");
+            assert_eq!(
+                (pic.width, pic.height),
+                (W >> h.rendition, H >> h.rendition)
+            );
             src.render(h.capture_index, &mut want).unwrap();
-            s.psnr = Some(psnr_y(&pic.data, &want, W, H).unwrap());
+            let reference = halved(&want, h.rendition);
+            s.psnr = Some(psnr_y(&pic.data, &reference, pic.width, pic.height).unwrap());
         }
         seen.push(s);
         let _ = done.send((me, h.capture_index));
@@ -89,77 +97,109 @@ async fn viewer(
     seen
 }
 
+/// The test pattern `pic` (W x H) halved `times` times, as a host makes
+/// that rendition.
+fn halved(pic: &[u8], times: u8) -> Vec<u8> {
+    let (mut w, mut h, mut cur) = (W, H, pic.to_vec());
+    for _ in 0..times {
+        let mut out = vec![0u8; link_video::i420_len(w / 2, h / 2)];
+        link_video::scale::half_i420(&cur, w, h, &mut out).unwrap();
+        (w, h, cur) = (w / 2, h / 2, out);
+    }
+    cur
+}
+
 /// The host side: encode `frames` pictures with the hub's decisions
-/// (keyframes, recoveries, LTR verdicts, bitrate) and publish each; after
-/// each frame wait until the `expect(index)` viewers handled it. Returns
-/// the encoder and the bitrate it ended at.
+/// (keyframes, recoveries, LTR verdicts, bitrate), one encoder per
+/// rendition (`encs[r]`, each only while the hub says the rendition is
+/// active), and publish each; after each picture wait until every viewer
+/// handled each frame queued to it.
 async fn host_loop(
     hub: &Hub,
-    enc: &mut LayeredEncoder,
+    encs: &mut [LayeredEncoder],
     frames: u64,
     done: &mut mpsc::UnboundedReceiver<(usize, u64)>,
-    expect: impl Fn(u64, u8) -> Vec<usize>,
     mut after: impl FnMut(u64),
 ) {
     let src = TestSrc::new(W, H, FPS).unwrap();
     let mut pic = vec![0u8; src.frame_len()];
-    let mut marks: Vec<(u64, LtrId)> = Vec::new();
+    let mut marks: Vec<Vec<(u64, LtrId)>> = vec![Vec::new(); encs.len()];
     let mut au = Vec::new();
     // 30 frames a second, as a capture would give them.
     let mut tick = tokio::time::interval(Duration::from_millis(33));
     for i in 0..frames {
         tick.tick().await;
-        if hub.take_keyframe(Instant::now()) {
-            enc.force_keyframe();
-        }
-        for (index, ok) in hub.take_mark_outcomes() {
-            if let Some(p) = marks.iter().position(|m| m.0 == index) {
-                let id = marks.remove(p).1;
-                let _ = if ok {
-                    enc.confirm_ltr(id)
-                } else {
-                    enc.reject_ltr(id)
-                };
-            }
-        }
-        if hub.take_recovery() {
-            assert!(matches!(enc.request_recovery().unwrap(), Recovery::Ltr(_)));
-        }
-        let bps = hub.target_bitrate();
-        enc.set_bitrate(bps).unwrap();
         src.render(i, &mut pic).unwrap();
-        au.clear();
-        let info = enc.encode(&pic, &mut au).unwrap();
-        if let Some(id) = info.ltr_mark {
-            marks.push((i, id));
+        let viewers = hub.viewers();
+        let queued_before: Vec<u64> = viewers.iter().map(|v| v.counters().frames_queued).collect();
+        for (r, enc) in encs.iter_mut().enumerate() {
+            let r = r as u8;
+            if !hub.rendition_active(r) {
+                continue;
+            }
+            if hub.take_keyframe_of(r, Instant::now()) {
+                enc.force_keyframe();
+            }
+            for (index, ok) in hub.take_mark_outcomes_of(r) {
+                let m = &mut marks[usize::from(r)];
+                if let Some(p) = m.iter().position(|m| m.0 == index) {
+                    let id = m.remove(p).1;
+                    let _ = if ok {
+                        enc.confirm_ltr(id)
+                    } else {
+                        enc.reject_ltr(id)
+                    };
+                }
+            }
+            if hub.take_recovery_of(r) {
+                assert!(matches!(enc.request_recovery().unwrap(), Recovery::Ltr(_)));
+            }
+            let bps = hub.target_bitrate_of(r);
+            enc.set_bitrate(bps).unwrap();
+            au.clear();
+            let input = halved(&pic, r);
+            let info = enc.encode(&input, &mut au).unwrap();
+            if let Some(id) = info.ltr_mark {
+                marks[usize::from(r)].push((i, id));
+            }
+            let now = link_video::now_us();
+            hub.publish(Arc::new(EncodedFrame {
+                header: VideoHeader {
+                    codec: Codec::H264AnnexB,
+                    keyframe: info.keyframe,
+                    temporal_id: info.temporal_id,
+                    recovery: info.recovery,
+                    rendition: r,
+                    viewer_target_10kbps: 0,
+                    width: (W >> r) as u16,
+                    height: (H >> r) as u16,
+                    target_kbps: (bps / 1000) as u32,
+                    capture_index: i,
+                    capture_us: now,
+                    encoded_us: now,
+                    sent_us: 0,
+                },
+                access_unit: au.clone(),
+                ltr_mark: info.ltr_mark.is_some(),
+            }));
         }
-        let now = link_video::now_us();
-        hub.publish(Arc::new(EncodedFrame {
-            header: VideoHeader {
-                codec: Codec::H264AnnexB,
-                keyframe: info.keyframe,
-                temporal_id: info.temporal_id,
-                recovery: info.recovery,
-                viewer_target_10kbps: 0,
-                width: W as u16,
-                height: H as u16,
-                target_kbps: (bps / 1000) as u32,
-                capture_index: i,
-                capture_us: now,
-                encoded_us: now,
-                sent_us: 0,
-            },
-            access_unit: au.clone(),
-            ltr_mark: info.ltr_mark.is_some(),
-        }));
-        let mut waiting = expect(i, info.temporal_id);
+        // Lockstep: each viewer handles every frame queued to it before the
+        // next picture (viewer ids are 1, 2, ... in the order they joined;
+        // the test's viewers number themselves 0, 1, ... in that order).
+        let mut waiting: Vec<usize> = Vec::new();
+        for (v, before) in viewers.iter().zip(queued_before) {
+            let n = v.counters().frames_queued - before;
+            waiting.extend(std::iter::repeat_n(v.id() as usize - 1, n as usize));
+        }
         while !waiting.is_empty() {
             let (who, index) = tokio::time::timeout(Duration::from_secs(10), done.recv())
                 .await
                 .expect("a viewer handles each frame")
                 .unwrap();
-            if index == i {
-                waiting.retain(|&w| w != who);
+            if index == i
+                && let Some(p) = waiting.iter().position(|&w| w == who)
+            {
+                waiting.remove(p);
             }
         }
         after(i);
@@ -216,25 +256,18 @@ async fn lossy_pair(
 async fn a_lost_frame_is_repaired_by_a_recovery_frame_within_two_frames_without_an_idr() {
     let (hub, mut enc, mut done, mut tasks) = lossy_pair(false).await;
     let viewers = hub.viewers();
-    host_loop(
-        &hub,
-        &mut enc,
-        60,
-        &mut done,
-        |_, _| vec![0, 1],
-        |i| {
-            // The viewer's report of the loss reaches the host before the
-            // next frame is encoded (a round trip shorter than a frame
-            // interval, as on a LAN).
-            if i == LOST {
-                let start = Instant::now();
-                while !viewers[0].recovery_awaited() {
-                    assert!(start.elapsed() < Duration::from_secs(10), "no request");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+    host_loop(&hub, std::slice::from_mut(&mut enc), 60, &mut done, |i| {
+        // The viewer's report of the loss reaches the host before the
+        // next frame is encoded (a round trip shorter than a frame
+        // interval, as on a LAN).
+        if i == LOST {
+            let start = Instant::now();
+            while !viewers[0].recovery_awaited() {
+                assert!(start.elapsed() < Duration::from_secs(10), "no request");
+                std::thread::sleep(Duration::from_millis(1));
             }
-        },
-    )
+        }
+    })
     .await;
     hub.stop();
     let lossy = tasks.remove(0).await.unwrap();
@@ -296,24 +329,17 @@ async fn a_recovery_frame_reported_unusable_is_answered_with_an_idr() {
         }
     };
     let mut recovery_at = None;
-    host_loop(
-        &hub,
-        &mut enc,
-        60,
-        &mut done,
-        |_, _| vec![0, 1],
-        |i| {
-            // Each report reaches the host before the next frame is
-            // encoded, as on a LAN.
-            if i == LOST {
-                wait("recovery request", &|| viewers[0].recovery_awaited());
-            }
-            if recovery_at.is_none() && viewers[0].counters().recovery_frames_sent == 1 {
-                recovery_at = Some(i);
-                wait("keyframe request", &|| viewers[0].keyframe_wanted());
-            }
-        },
-    )
+    host_loop(&hub, std::slice::from_mut(&mut enc), 60, &mut done, |i| {
+        // Each report reaches the host before the next frame is
+        // encoded, as on a LAN.
+        if i == LOST {
+            wait("recovery request", &|| viewers[0].recovery_awaited());
+        }
+        if recovery_at.is_none() && viewers[0].counters().recovery_frames_sent == 1 {
+            recovery_at = Some(i);
+            wait("keyframe request", &|| viewers[0].keyframe_wanted());
+        }
+    })
     .await;
     hub.stop();
     let lossy = tasks.remove(0).await.unwrap();
@@ -386,14 +412,9 @@ async fn a_slow_viewer_gets_the_base_layer_and_the_encoder_follows_the_fast_one(
     let viewers = hub.viewers();
     // From the first frame on, the slow viewer takes TL0 only.
     let mut rates = Vec::new();
-    host_loop(
-        &hub,
-        &mut enc,
-        90,
-        &mut done,
-        |_, tid| if tid == 0 { vec![0, 1] } else { vec![0] },
-        |_| rates.push(hub.target_bitrate()),
-    )
+    host_loop(&hub, std::slice::from_mut(&mut enc), 90, &mut done, |_| {
+        rates.push(hub.target_bitrate())
+    })
     .await;
     let slow_counters = viewers[1].counters();
     let fast_counters = viewers[0].counters();
@@ -423,4 +444,91 @@ async fn a_slow_viewer_gets_the_base_layer_and_the_encoder_follows_the_fast_one(
     assert_eq!(slow_counters.frames_filtered, 45);
     assert_eq!(slow_counters.frames_skipped, 0);
     assert_eq!(slow_counters.recovery_requests, 0);
+}
+
+/// Simulcast with the real encoders: a viewer whose target cannot carry the
+/// full picture's base layer moves to rendition 1 (the picture halved) at
+/// that rendition's first keyframe and receives every frame of it, checked
+/// through the halving; the fast viewer keeps rendition 0 at its own
+/// target and every frame.
+// r[verify video.hub.renditions]
+// r[verify video.scale.index]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_viewer_moves_to_the_half_size_rendition_and_receives_every_frame_of_it() {
+    const FAST: u64 = 1_200_000;
+    const SLOW: u64 = 250_000;
+    let hub = Arc::new(Hub::new(HubConfig {
+        recovery: true,
+        min_bitrate_bps: 100_000,
+        latency_budget: Duration::MAX,
+        renditions: 2,
+        ..HubConfig::new(2_000_000)
+    }));
+    let mut encs: Vec<LayeredEncoder> = (0..2)
+        .map(|r| {
+            LayeredEncoder::new(LayeredConfig {
+                temporal_layers: 2,
+                ..LayeredConfig::new(W >> r, H >> r, FPS, 2_000_000 >> (2 * r))
+            })
+            .unwrap()
+        })
+        .collect();
+    let pinned = |bps| HostConfig {
+        bwe: BweConfig {
+            start_bps: bps,
+            min_bps: bps,
+            max_bps: bps,
+            pacing_gain: 1.0,
+            probing: false,
+        },
+        ..HostConfig::default()
+    };
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (me, bps) in [(0usize, FAST), (1, SLOW)] {
+        let (a, b) = memory_pair(Default::default());
+        let hub2 = hub.clone();
+        tokio::spawn(async move { hub2.serve(a, pinned(bps), |_| {}).await });
+        tasks.push(tokio::spawn(viewer(b, None, false, tx.clone(), me)));
+        joined(&hub, me + 1).await;
+    }
+    let viewers = hub.viewers();
+    host_loop(&hub, &mut encs, 90, &mut done, |_| {}).await;
+    let fast_counters = viewers[0].counters();
+    let slow_counters = viewers[1].counters();
+    hub.stop();
+    let fast = tasks.remove(0).await.unwrap();
+    let slow = tasks.remove(0).await.unwrap();
+    println!("fast viewer: {fast_counters:?}\nslow viewer: {slow_counters:?}");
+    // The fast viewer: every frame of the full picture, at its own rate.
+    assert_eq!(fast.len(), 90);
+    assert!(fast.iter().all(|s| s.rendition == 0));
+    assert!(fast.iter().all(|s| s.psnr.is_some_and(|p| p > 33.0)));
+    assert_eq!(encs[0].bitrate(), FAST);
+    assert_eq!(
+        (fast_counters.rendition, fast_counters.rendition_changes),
+        (0, 0)
+    );
+    // The slow viewer: rendition 1 from its first keyframe on, every
+    // frame of it (all layers: its encoder runs at the slow target).
+    let from = slow
+        .iter()
+        .position(|s| s.rendition == 1)
+        .expect("the slow viewer moved to rendition 1");
+    assert!(slow[from].keyframe, "it moved at a keyframe");
+    let half: Vec<&Seen> = slow[from..].iter().collect();
+    assert!(half.iter().all(|s| s.rendition == 1));
+    let first = half[0].capture_index;
+    assert!(
+        first <= 1,
+        "the move is decided at the first TL0 frame: {first}"
+    );
+    assert_eq!(half.len() as u64, 90 - first, "every frame from there on");
+    assert!(half.iter().all(|s| s.psnr.is_some_and(|p| p > 30.0)));
+    assert_eq!(encs[1].bitrate(), SLOW);
+    assert_eq!(
+        (slow_counters.rendition, slow_counters.rendition_changes),
+        (1, 1)
+    );
+    assert_eq!(slow_counters.frames_skipped, 0);
 }

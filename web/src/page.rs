@@ -151,6 +151,8 @@ struct FrameInfo {
     bytes: usize,
     keyframe: bool,
     capture_us: u64,
+    /// Its rendition (simulcast): the picture halved this many times.
+    rendition: u8,
     received_ms: f64,
     decoded_ms: f64,
 }
@@ -190,6 +192,10 @@ struct Viewer {
     viewer_target_kbps: u32,
     /// (received ms, temporal id) of the last second's frames.
     recent_layers: VecDeque<(f64, u8)>,
+    /// The rendition of the picture on the canvas.
+    displayed_rendition: u8,
+    /// Times the rendition on the canvas changed.
+    rendition_changes: u64,
     decode_ms: VecDeque<f64>,
     latency_ms: VecDeque<f64>,
     session: ClientStats,
@@ -461,6 +467,8 @@ impl LinkstreamViewer {
             target_kbps: 0,
             viewer_target_kbps: 0,
             recent_layers: VecDeque::new(),
+            displayed_rendition: 0,
+            rendition_changes: 0,
             decode_ms: VecDeque::new(),
             latency_ms: VecDeque::new(),
             session: ClientStats::default(),
@@ -512,8 +520,10 @@ impl LinkstreamViewer {
     /// `frames_displayed`, `frames_dropped` and why, `decode_errors`,
     /// `envelope_errors`, `keyframe_requests`), the picture
     /// (`last_frame_index`, `canvas_index`: the burned-in index read back
-    /// from the canvas, `width`, `height`, `codec`), rates (`fps`, `kbps`,
-    /// `target_kbps`), the session (`frames_lost`, `frames_recovered`),
+    /// from the canvas, `width`, `height`, `codec`, `rendition`: the
+    /// simulcast rendition on the canvas, `rendition_changes`, `layer`,
+    /// `keyframes`, `recovery_frames`), rates (`fps`, `kbps`,
+    /// `target_kbps`, `viewer_target_kbps`), the session (`frames_lost`, `frames_recovered`),
     /// timings (`decode_ms_p50/p95`, `latency_ms_p50/p99`,
     /// `picture_after_connect_ms`, `first_picture_ms`, `now_ms`) and input
     /// (`input_sent`, `input_dropped`, `input_unmapped`). Works after
@@ -870,6 +880,7 @@ fn on_frame(shared: &Shared, v: &mut Viewer, f: Frame) {
                 bytes: access_unit.len(),
                 keyframe,
                 capture_us: env.capture_us,
+                rendition: env.rendition,
                 received_ms,
                 decoded_ms: 0.0,
             });
@@ -955,6 +966,7 @@ fn on_output(v: &mut Viewer, frame: VideoFrame) {
         bytes: 0,
         keyframe: false,
         capture_us: 0,
+        rendition: v.displayed_rendition,
         received_ms: now,
         decoded_ms: now,
     };
@@ -1021,6 +1033,10 @@ fn draw(shared: &Shared) {
             .draw_frame(&d.frame, 0.0, 0.0);
         d.frame.close();
         v.c.frames_displayed += 1;
+        if v.c.frames_displayed > 1 && v.displayed_rendition != d.info.rendition {
+            v.rendition_changes += 1;
+        }
+        v.displayed_rendition = d.info.rendition;
         let now = now_ms();
         if v.connected && v.picture_after_connect_ms.is_none() {
             v.picture_after_connect_ms = Some(now - v.session_ms);
@@ -1040,6 +1056,7 @@ fn draw(shared: &Shared) {
         set(&detail, "height", &h.into());
         set(&detail, "bytes", &(i.bytes as f64).into());
         set(&detail, "keyframe", &i.keyframe.into());
+        set(&detail, "rendition", &i.rendition.into());
         set(&detail, "captureUs", &(i.capture_us as f64).into());
         set(&detail, "receivedMs", &i.received_ms.into());
         set(&detail, "decodedMs", &i.decoded_ms.into());
@@ -1063,12 +1080,16 @@ async fn rate_loop(v: Shared) {
     }
 }
 
-/// The burned-in index read back from the canvas pixels.
+// r[impl video.scale.index]
+/// The burned-in index read back from the canvas pixels, through the
+/// scaling of the rendition on the canvas.
 fn canvas_index(v: &Viewer) -> Option<u32> {
     let w = v.canvas.width() as usize;
-    let b = index::block_size(w)?;
-    let data = v.ctx.get_image_data(0.0, 0.0, w as f64, b as f64).ok()?;
-    index::read_rgba(&data.data(), w).map(|v| v as u32)
+    let r = v.displayed_rendition.min(3);
+    let b = index::block_size(w << r)?;
+    let rows = b.div_ceil(1 << r);
+    let data = v.ctx.get_image_data(0.0, 0.0, w as f64, rows as f64).ok()?;
+    index::read_rgba_scaled(&data.data(), w, r).map(|v| v as u32)
 }
 
 fn stats_json(v: &Viewer) -> String {
@@ -1083,6 +1104,7 @@ fn stats_json(v: &Viewer) -> String {
             "\"dropped_in_flight\":{},\"frames_superseded\":{},\"decode_errors\":{},",
             "\"envelope_errors\":{},\"keyframe_requests\":{},\"input_sent\":{},",
             "\"keyframes\":{},\"recovery_frames\":{},\"layer\":{},\"viewer_target_kbps\":{},",
+            "\"rendition\":{},\"rendition_changes\":{},",
             "\"input_dropped\":{},\"input_unmapped\":{},\"last_frame_index\":{},",
             "\"canvas_index\":{},\"width\":{},\"height\":{},\"codec\":{},\"target_kbps\":{},",
             "\"fps\":{:.2},\"kbps\":{:.1},\"frames_lost\":{},\"frames_recovered\":{},",
@@ -1111,6 +1133,8 @@ fn stats_json(v: &Viewer) -> String {
         c.recovery_frames,
         v.recent_layers.iter().map(|l| l.1).max().unwrap_or(0),
         v.viewer_target_kbps,
+        v.displayed_rendition,
+        v.rendition_changes,
         c.input_dropped,
         c.input_unmapped,
         idx(v.last_frame_index),
