@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two UDP viewers of one `linkstream host` (testsrc 1280x720@30, --bitrate
-# 8000000, 2 temporal layers), each in its own network namespace, one
+# 8000000, 2 temporal layers, 2 renditions), each in its own network namespace, one
 # behind a tbf of SLOW_RATE (2 Mbit/s) and one of FAST_RATE (100 Mbit/s)
 # on the host's side of its veth (issue 21: a slow viewer never lowers a
 # fast viewer's quality).
@@ -86,6 +86,7 @@ run() {
 show() {
     local c="$WORK/$1-c$2.json"
     jq -r --arg who "run $1 viewer $2" '"  \($who): \(.bitrate_mbps * 100 | round / 100) Mbit/s received, PSNR mean \(.psnr_db_mean * 100 | round / 100) dB, \(.fps_displayed * 10 | round / 10) pictures/s, longest gap \(.longest_gap_ms) ms, layer TL0..TL\(.layer), rendition \(.rendition) (\(.rendition_changes) changes, pictures per rendition \(.frames_by_rendition)), own target \(.viewer_target_mbps) Mbit/s (encoder \(.target_mbps)), \(.keyframes) keyframes, \(.recovery_frames) recovery frames, \(.frames_broken) broken, \(.frames_lost) lost, decode errors \(.decode_errors), index mismatches \(.index_mismatches)"' "$c"
+    jq -r '"    from \(.settled.after_s) s after its first picture: \(.settled.fps_displayed * 10 | round / 10) pictures/s, longest gap \(.settled.longest_gap_ms) ms, latency p99 \(.settled.latency_ms.p99) ms"' "$c"
     jq -e '.decode_errors == 0 and .index_mismatches == 0 and .frames_decoded > 0' "$c" >/dev/null ||
         fail "run $1 viewer $2: its pictures do not check"
 }

@@ -76,6 +76,11 @@ pub struct ClientArgs {
     /// host's pacing and bandwidth estimation have a path to adapt to.
     #[arg(long, value_name = "MBPS", value_parser = crate::util::non_negative)]
     pub simulate_bottleneck: Option<f64>,
+    /// The `settled` part of the report counts the pictures decoded from N
+    /// seconds after the first one on (latency, pictures a second, longest
+    /// gap once the stream has adapted to the path).
+    #[arg(long, value_name = "N", default_value_t = 3.0, value_parser = crate::util::non_negative)]
+    pub settle: f64,
     /// For wss://: trust this CA certificate (PEM) instead of the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -143,6 +148,9 @@ pub struct ClientReport {
     pub psnr_db_mean: f64,
     pub psnr_db_min: f64,
     pub latency_ms: Quantiles,
+    /// The same measures over the pictures decoded from `--settle` seconds
+    /// after the first one on.
+    pub settled: Settled,
     pub stages_ms: Stages,
     pub clock: String,
     pub clock_offset_estimate_ms: f64,
@@ -204,6 +212,21 @@ pub struct ClientReport {
     pub viewer_target_mbps: f64,
 }
 
+/// The pictures decoded from `--settle` seconds after the first picture on.
+#[derive(Debug, Clone, Default, Facet)]
+pub struct Settled {
+    /// `--settle`: seconds after the first picture.
+    pub after_s: f64,
+    pub frames_decoded: u64,
+    /// Pictures decoded per second from then to the last picture.
+    pub fps_displayed: f64,
+    /// Capture to decoded, ms (as `latency_ms`).
+    pub latency_ms: Quantiles,
+    /// The longest time between two decoded pictures, the later one
+    /// decoded from then on, ms.
+    pub longest_gap_ms: f64,
+}
+
 /// Gaps between decoded pictures longer than this are listed.
 pub const GAP_REPORT_MS: u64 = 250;
 /// At most this many gaps are listed.
@@ -254,6 +277,8 @@ struct DecodeStats {
     sent_to_reassembled: Vec<i64>,
     reassembled_to_decoded: Vec<u64>,
     capture_to_decoded: Vec<i64>,
+    /// (decoded at, capture to decoded) of every picture, µs.
+    decoded_log: Vec<(u64, i64)>,
     /// When the previous picture was decoded (UNIX microseconds).
     last_decoded_us: u64,
     /// The longest time between two decoded pictures: (from, to).
@@ -416,6 +441,8 @@ fn decode_thread(
             .push(decoded_us.saturating_sub(job.reassembled_us));
         s.capture_to_decoded
             .push(decoded_us as i64 - h.capture_us as i64);
+        s.decoded_log
+            .push((decoded_us, decoded_us as i64 - h.capture_us as i64));
         live.decoded.fetch_add(1, Relaxed);
         live.last_latency_us
             .store(decoded_us.saturating_sub(h.capture_us), Relaxed);
@@ -768,6 +795,7 @@ where
         };
         r.stages_ms.sent_to_reassembled = fix(r.stages_ms.sent_to_reassembled);
         r.latency_ms = fix(r.latency_ms);
+        r.settled.latency_ms = fix(r.settled.latency_ms);
         r.clock = format!(
             "estimate: host timestamps corrected by the estimated offset ({:.2} ms, from the input round trip)",
             off
@@ -779,6 +807,40 @@ where
         print_summary(&r);
     }
     Ok(())
+}
+
+// r[impl cli.client.settled]
+/// The `settled` measures over `log` ((decoded at, latency) per picture,
+/// in decode order): the pictures decoded `settle_s` seconds after the
+/// first one or later.
+fn settled(log: &[(u64, i64)], settle_s: f64) -> Settled {
+    let mut out = Settled {
+        after_s: settle_s,
+        ..Settled::default()
+    };
+    let Some(&(first, _)) = log.first() else {
+        return out;
+    };
+    let from = first.saturating_add((settle_s * 1e6) as u64);
+    let mut lat = Vec::new();
+    let mut longest = 0u64;
+    for (i, &(t, l)) in log.iter().enumerate() {
+        if t < from {
+            continue;
+        }
+        lat.push(l);
+        if i > 0 {
+            longest = longest.max(t.saturating_sub(log[i - 1].0));
+        }
+    }
+    let last = log.last().map_or(0, |l| l.0);
+    out.frames_decoded = lat.len() as u64;
+    if last > from {
+        out.fps_displayed = lat.len() as f64 / ((last - from) as f64 / 1e6);
+    }
+    out.latency_ms = quantiles_signed(&mut lat);
+    out.longest_gap_ms = longest as f64 / 1000.0;
+    out
 }
 
 fn quantiles_signed(v: &mut [i64]) -> Quantiles {
@@ -822,6 +884,7 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
         psnr_db_mean: mean,
         psnr_db_min: if min.is_finite() { min } else { 0.0 },
         latency_ms: quantiles_signed(&mut d.capture_to_decoded),
+        settled: settled(&d.decoded_log, args.settle),
         stages_ms: Stages {
             capture_to_encoded: Quantiles::of(&mut d.capture_to_encoded),
             encoded_to_sent: Quantiles::of(&mut d.encoded_to_sent),
@@ -921,6 +984,16 @@ fn print_summary(r: &ClientReport) {
         s.reassembled_to_decoded.p50,
         s.reassembled_to_decoded.p99
     );
+    let st = &r.settled;
+    println!(
+        "from {:.1} s after the first picture: {} pictures, {:.1} a second, latency p50 {:.2} ms, p99 {:.2} ms, longest gap {:.0} ms",
+        st.after_s,
+        st.frames_decoded,
+        st.fps_displayed,
+        st.latency_ms.p50,
+        st.latency_ms.p99,
+        st.longest_gap_ms
+    );
     println!(
         "clock: {} (estimated offset {:.2} ms)",
         r.clock, r.clock_offset_estimate_ms
@@ -934,5 +1007,51 @@ fn print_summary(r: &ClientReport) {
             "simulated bottleneck: {:.1} Mbit/s, {} datagrams dropped by its queue",
             r.bottleneck_mbps, r.bottleneck_queue_dropped
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // r[verify cli.client.settled]
+    #[test]
+    fn settled_counts_only_the_pictures_from_the_settle_time_on() {
+        // 10 pictures a second for 5 s; latency 500 ms for the first 2 s,
+        // 20 ms after; one 400 ms gap at 1 s (before the settle time) and a
+        // 300 ms gap ending at 4.0 s.
+        let mut log = Vec::new();
+        let mut t = 1_000_000_000u64;
+        for i in 0..50u64 {
+            t += match i {
+                10 => 400_000,
+                40 => 300_000,
+                _ => 100_000,
+            };
+            let l = if t < 1_000_000_000 + 2_000_000 {
+                500_000
+            } else {
+                20_000
+            };
+            log.push((t, l));
+        }
+        let first = log[0].0;
+        let st = settled(&log, 3.0);
+        let after: Vec<_> = log.iter().filter(|p| p.0 >= first + 3_000_000).collect();
+        assert_eq!(st.frames_decoded, after.len() as u64);
+        assert_eq!(st.latency_ms.p99, 20.0, "the slow start is not counted");
+        assert_eq!(
+            st.longest_gap_ms, 300.0,
+            "the gap at 1 s is before the settle time"
+        );
+        let span = (log.last().unwrap().0 - (first + 3_000_000)) as f64 / 1e6;
+        assert!((st.fps_displayed - after.len() as f64 / span).abs() < 1e-9);
+        // Everything counts from 0 s on.
+        let all = settled(&log, 0.0);
+        assert_eq!(all.frames_decoded, 50);
+        assert_eq!(all.longest_gap_ms, 400.0);
+        assert_eq!(all.latency_ms.p99, 500.0);
+        // No pictures: zeros, no panic.
+        assert_eq!(settled(&[], 3.0).frames_decoded, 0);
     }
 }

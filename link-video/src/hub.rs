@@ -219,6 +219,9 @@ pub struct ViewerInfo {
     layer_changes: AtomicU64,
     rendition: AtomicU64,
     rendition_changes: AtomicU64,
+    /// It skipped to a recovery point (its queue overflowed, or a TL0
+    /// frame went over the latency budget): it moves down a rendition.
+    step_down: AtomicBool,
     input_events: AtomicU64,
     target_bps: AtomicU64,
 }
@@ -786,6 +789,7 @@ impl Hub {
             layer_changes: AtomicU64::new(0),
             rendition: AtomicU64::new(0),
             rendition_changes: AtomicU64::new(0),
+            step_down: AtomicBool::new(false),
             input_events: AtomicU64::new(0),
             target_bps: AtomicU64::new(self.config.max_bitrate_bps),
         });
@@ -1053,7 +1057,12 @@ impl Hub {
                     .layer
                     .store(u64::from(layer.min(window.top())), Relaxed);
                 if self.config.renditions > 1 {
-                    let want = self.rendition_for(v, target, &all, &windows);
+                    let mut want = self.rendition_for(v, target, &all, &windows);
+                    if v.info.step_down.swap(false, Relaxed) {
+                        // Its path did not carry this rendition just now,
+                        // whatever its (lagging) target says.
+                        want = want.max((v.rendition + 1).min(self.config.renditions - 1));
+                    }
                     let settled =
                         h.capture_us.saturating_sub(v.last_switch_us) >= RENDITION_UP_DWELL_US;
                     if want == v.rendition {
@@ -1103,6 +1112,7 @@ impl Hub {
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     v.wait = Wait::Recovery;
+                    v.info.step_down.store(true, Relaxed);
                     v.info.frames_skipped.fetch_add(1, Relaxed);
                     v.info.skip_events.fetch_add(1, Relaxed);
                     v.info.request_recovery();
@@ -1253,6 +1263,7 @@ impl Hub {
                     info.frames_skipped_budget.fetch_add(1, Relaxed);
                     if starts {
                         info.budget_skip_events.fetch_add(1, Relaxed);
+                        info.step_down.store(true, Relaxed);
                         info.request_recovery();
                     }
                     if f.ltr_mark {
@@ -1617,6 +1628,39 @@ mod tests {
         hub.publish(of_rendition(73, 3, true, 500, 2200));
         assert_eq!(hub.stats().frames_bad_rendition, 1);
         assert!(drain_r(&mut slow).is_empty());
+    }
+
+    // r[verify video.hub.renditions]
+    #[test]
+    fn a_viewer_whose_queue_overflows_moves_down_a_rendition() {
+        let hub = Hub::new(HubConfig {
+            queue: 2,
+            recovery: true,
+            renditions: 3,
+            ..HubConfig::new(8_000_000)
+        });
+        let mut only = hub.register();
+        // Alone and with a target that carries everything: rendition 0.
+        only.info().set_target_bitrate(100_000_000);
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        for i in 0..4 {
+            hub.publish(of_rendition(i, 0, i == 0, 8000, 33 * i));
+        }
+        // Frames 0 and 1 queued, 2 overflowed: it skips and steps down at
+        // the next TL0 frame (4), though its target would keep it.
+        assert_eq!(only.info().counters().skip_events, 1);
+        assert!(!hub.rendition_active(1));
+        hub.publish(of_rendition(4, 0, false, 8000, 132));
+        assert!(hub.rendition_active(1) && !hub.rendition_active(2));
+        assert!(hub.take_keyframe_of(1, Instant::now()));
+        assert_eq!(drain_r(&mut only), [(0, 0), (1, 0)]);
+        hub.publish(of_rendition(5, 1, true, 2000, 165));
+        assert_eq!(
+            drain_r(&mut only),
+            [(5, 1)],
+            "it resumes at rendition 1's keyframe"
+        );
+        assert_eq!(only.info().counters().rendition, 1);
     }
 
     // r[verify video.hub.renditions]
