@@ -88,9 +88,14 @@ pub const MAX_RENDITIONS: u8 = 4;
 /// (against flapping; staying takes [`LAYER_MARGIN`]).
 const RENDITION_UP_MARGIN: f64 = 1.25;
 
-/// A viewer moves up to a rendition of higher quality at most this long
+/// A viewer moves up to a rendition of higher quality no sooner than this
 /// after its last move (moving down is not delayed).
 const RENDITION_UP_DWELL_US: u64 = 2_000_000;
+
+/// A new viewer starts on the smallest rendition (its keyframe is the
+/// smallest) and moves up no sooner than this after its first keyframe,
+/// once its session has measured its path.
+const RENDITION_FIRST_UP_US: u64 = 1_000_000;
 
 /// How the hub is set up.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -473,8 +478,9 @@ struct Slot {
     rendition: u8,
     /// The rendition it moves to at that rendition's next keyframe.
     switch_to: Option<u8>,
-    /// Capture time of the keyframe at which it last moved, µs.
-    last_switch_us: u64,
+    /// Capture time from which it may move up, µs (`None` before its
+    /// first keyframe).
+    up_after_us: Option<u64>,
 }
 
 /// The bytes of each temporal layer over the last [`LAYER_WINDOW_US`] of
@@ -763,6 +769,7 @@ impl Hub {
 
     fn register_viewer(&self, served: bool) -> ViewerQueue {
         let (tx, rx) = mpsc::channel(self.config.queue);
+        let start = self.config.renditions - 1;
         let info = Arc::new(ViewerInfo {
             id: self.next_id.fetch_add(1, Relaxed),
             recovery: self.config.recovery,
@@ -787,7 +794,7 @@ impl Hub {
             recovery_frames_sent: AtomicU64::new(0),
             layer: AtomicU64::new(0),
             layer_changes: AtomicU64::new(0),
-            rendition: AtomicU64::new(0),
+            rendition: AtomicU64::new(u64::from(start)),
             rendition_changes: AtomicU64::new(0),
             step_down: AtomicBool::new(false),
             input_events: AtomicU64::new(0),
@@ -800,12 +807,12 @@ impl Hub {
             layer: None,
             served,
             last_grant: Some(Instant::now()),
-            rendition: 0,
+            rendition: start,
             switch_to: None,
-            last_switch_us: 0,
+            up_after_us: None,
         });
-        // A new viewer starts with a keyframe of the full picture.
-        self.force_idr[0].store(true, Relaxed);
+        // A new viewer starts with a keyframe of the smallest rendition.
+        self.force_idr[usize::from(start)].store(true, Relaxed);
         ViewerQueue { info, rx }
     }
 
@@ -967,9 +974,9 @@ impl Hub {
                 .max(target)
                 .min(self.rendition_cap(r))
                 .max(self.config.min_bitrate_bps);
-            let Some(share) = windows[usize::from(r)].base_share() else {
-                return r;
-            };
+            // A rendition not encoded lately: as if its base layer were
+            // all of it.
+            let share = windows[usize::from(r)].base_share().unwrap_or(1.0);
             let margin = if r < now_at {
                 1.0 / RENDITION_UP_MARGIN
             } else {
@@ -1009,7 +1016,7 @@ impl Hub {
         // the frame at once gives its verdict only after that.
         let mut marks = frame.ltr_mark.then(|| lock(&self.marks));
         let mut viewers = lock(&self.viewers);
-        let all: Vec<(u64, u8, Option<u8>, u64)> = if self.config.renditions > 1 {
+        let mut all: Vec<(u64, u8, Option<u8>, u64)> = if self.config.renditions > 1 {
             viewers
                 .iter()
                 .map(|v| {
@@ -1036,13 +1043,16 @@ impl Hub {
                 v.switch_to = None;
                 v.layer = None;
                 v.wait = Wait::None;
-                v.last_switch_us = h.capture_us;
+                v.up_after_us = Some(h.capture_us.saturating_add(RENDITION_UP_DWELL_US));
                 v.info.rendition.store(u64::from(fr), Relaxed);
                 v.info.rendition_changes.fetch_add(1, Relaxed);
             }
             if v.rendition != fr {
                 // Another rendition's stream: not for it.
                 return true;
+            }
+            if h.keyframe && v.up_after_us.is_none() {
+                v.up_after_us = Some(h.capture_us.saturating_add(RENDITION_FIRST_UP_US));
             }
             if h.temporal_id == 0 {
                 // Layers change only at a TL0 frame: every frame after it
@@ -1063,8 +1073,7 @@ impl Hub {
                         // whatever its (lagging) target says.
                         want = want.max((v.rendition + 1).min(self.config.renditions - 1));
                     }
-                    let settled =
-                        h.capture_us.saturating_sub(v.last_switch_us) >= RENDITION_UP_DWELL_US;
+                    let settled = v.up_after_us.is_some_and(|t| h.capture_us >= t);
                     if want == v.rendition {
                         v.switch_to = None;
                     } else if v.switch_to != Some(want) && (want > v.rendition || settled) {
@@ -1072,6 +1081,11 @@ impl Hub {
                         // forced now.
                         v.switch_to = Some(want);
                         self.force_idr[usize::from(want)].store(true, Relaxed);
+                        // The viewers decided after it in this pass see it
+                        // there.
+                        if let Some(me) = all.iter_mut().find(|o| o.0 == v.info.id) {
+                            me.2 = Some(want);
+                        }
                     }
                 }
             }
@@ -1531,10 +1545,30 @@ mod tests {
         got
     }
 
+    /// Publishes frames `from..to` of each rendition in `rs` (30 a second),
+    /// draining `qs` after each.
+    fn both(
+        hub: &Hub,
+        rs: &[(u8, u32)],
+        from: u64,
+        to: u64,
+        qs: &mut [&mut ViewerQueue],
+    ) -> Vec<Vec<(u64, u8)>> {
+        let mut got = vec![Vec::new(); qs.len()];
+        for i in from..to {
+            for &(r, kbps) in rs {
+                hub.publish(of_rendition(i, r, false, kbps, 33 * i));
+            }
+            for (q, g) in qs.iter_mut().zip(&mut got) {
+                g.extend(drain_r(q));
+            }
+        }
+        got
+    }
+
     // r[verify video.hub.renditions]
     #[test]
-    fn a_slow_viewer_moves_to_the_smaller_rendition_at_its_keyframe_and_the_fast_one_keeps_the_full_one()
-     {
+    fn new_viewers_start_small_the_fast_one_moves_up_and_the_slow_one_stays() {
         let hub = Hub::new(HubConfig {
             queue: 64,
             recovery: true,
@@ -1542,90 +1576,85 @@ mod tests {
             ..HubConfig::new(8_000_000)
         });
         assert_eq!(hub.config().renditions, 2);
+        // Without viewers only the full picture is encoded.
+        assert!(hub.rendition_active(0) && !hub.rendition_active(1));
         let mut fast = hub.register();
         let mut slow = hub.register();
         fast.info().set_target_bitrate(100_000_000);
         slow.info().set_target_bitrate(2_000_000);
-        // Both start on the full picture; only it is encoded.
-        assert!(hub.rendition_active(0) && !hub.rendition_active(1) && !hub.rendition_active(2));
-        assert!(hub.take_keyframe_of(0, Instant::now()));
-        assert!(!hub.take_keyframe_of(1, Instant::now()));
-        assert_eq!(hub.target_bitrate_of(0), 8_000_000);
-        // At the first TL0 frame the slow viewer's target cannot carry the
-        // full picture's base layer (60% of 8 Mbit/s): it is to move, and
-        // rendition 1 must start with a keyframe.
-        hub.publish(of_rendition(0, 0, true, 8000, 0));
-        assert!(hub.rendition_active(1));
+        // Both start on the smallest rendition; only it is encoded.
+        assert!(!hub.rendition_active(0) && hub.rendition_active(1) && !hub.rendition_active(2));
         assert!(hub.take_keyframe_of(1, Instant::now()));
-        assert!(!hub.take_keyframe_of(1, Instant::now()), "forced once");
-        // Its encoder's bitrate: the slow viewer's target, at most 8/4.
-        assert_eq!(hub.target_bitrate_of(1), 2_000_000);
-        slow.info().set_target_bitrate(1_500_000);
-        assert_eq!(hub.target_bitrate_of(1), 1_500_000);
-        // Until rendition 1's keyframe it stays on rendition 0.
-        hub.publish(of_rendition(1, 0, false, 8000, 33));
-        hub.publish(of_rendition(1, 1, false, 1500, 33));
-        // Frame 1 is TL1, above the layer its target carries.
-        assert_eq!(drain_r(&mut slow), [(0, 0)]);
-        for i in 2..=10 {
-            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
-            hub.publish(of_rendition(i, 1, i == 2, 1500, 33 * i));
-        }
-        let want_fast: Vec<(u64, u8)> = (0..=10).map(|i| (i, 0)).collect();
+        assert!(!hub.take_keyframe_of(0, Instant::now()));
+        assert_eq!(slow.info().counters().rendition, 1);
+        hub.publish(of_rendition(0, 1, true, 2000, 0));
+        let got = both(&hub, &[(1, 2000)], 1, 31, &mut [&mut fast, &mut slow]);
+        assert!(got.iter().all(|g| g.len() == 31), "frames 0 to 30: {got:?}");
+        // No move within the first second, whatever the targets say.
+        assert!(!hub.rendition_active(0));
+        // At the first TL0 frame past 1 s the fast viewer, alone on
+        // rendition 0 (its target sets that rate), is to move up and
+        // rendition 0 starts with a keyframe; the slow one cannot carry a
+        // rendition not encoded lately (as if all of it were base layer).
+        hub.publish(of_rendition(32, 1, false, 2000, 1056));
+        assert!(hub.rendition_active(0));
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        assert!(!hub.take_keyframe_of(0, Instant::now()), "forced once");
+        assert_eq!(hub.target_bitrate_of(0), 8_000_000);
         assert_eq!(
-            drain_r(&mut fast),
-            want_fast,
-            "every frame of rendition 0, none of 1"
+            hub.target_bitrate_of(1),
+            2_000_000,
+            "the slow target, at most 8/4"
         );
-        // TL0 frame 2 of rendition 0 came before rendition 1's keyframe.
-        let want_slow: Vec<(u64, u8)> = [(2, 0)]
-            .into_iter()
-            .chain((2..=10).map(|i| (i, 1)))
-            .collect();
+        hub.publish(of_rendition(33, 1, false, 2000, 1089));
+        hub.publish(of_rendition(33, 0, true, 8000, 1089));
+        assert_eq!(drain_r(&mut fast), [(32, 1), (33, 1), (33, 0)]);
+        assert_eq!(drain_r(&mut slow), [(32, 1), (33, 1)]);
+        let got = both(
+            &hub,
+            &[(0, 8000), (1, 2000)],
+            34,
+            60,
+            &mut [&mut fast, &mut slow],
+        );
+        let want_fast: Vec<(u64, u8)> = (34..60).map(|i| (i, 0)).collect();
         assert_eq!(
-            drain_r(&mut slow),
-            want_slow,
-            "rendition 1 from its keyframe on"
+            got[0], want_fast,
+            "rendition 0 from its keyframe on, nothing of 1"
         );
+        let want_slow: Vec<(u64, u8)> = (34..60).map(|i| (i, 1)).collect();
+        assert_eq!(got[1], want_slow);
         let (f, sl) = (fast.info().counters(), slow.info().counters());
         assert_eq!(
             (f.rendition, f.rendition_changes, f.frames_skipped),
-            (0, 0, 0)
+            (0, 1, 0)
         );
         assert_eq!(
             (sl.rendition, sl.rendition_changes, sl.frames_skipped),
-            (1, 1, 0)
+            (1, 0, 0)
         );
-        // The fast viewer alone sets rendition 0's bitrate now.
-        slow.info().set_target_bitrate(7_000_000);
-        assert_eq!(hub.target_bitrate_of(0), 8_000_000);
-        assert_eq!(hub.target_bitrate_of(1), 2_000_000, "capped at a quarter");
-        // Moving up waits 2 s after the last move, even for a target that
-        // carries rendition 0's base layer with the up margin.
-        for i in 11..=60 {
-            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
-            hub.publish(of_rendition(i, 1, false, 2000, 33 * i));
-            drain_r(&mut fast);
-        }
-        assert_eq!(slow.info().counters().rendition, 1);
-        assert!(
-            !hub.take_keyframe_of(0, Instant::now()),
-            "no move within 2 s"
-        );
-        // Past it (frame 2 was at 66 ms), the move up is decided at a TL0
-        // frame of its rendition and forces rendition 0's keyframe.
-        hub.publish(of_rendition(70, 1, false, 2000, 2100));
-        assert!(hub.take_keyframe_of(0, Instant::now()));
-        hub.publish(of_rendition(72, 1, false, 2000, 2166));
-        hub.publish(of_rendition(72, 0, true, 8000, 2166));
-        assert_eq!(drain_r(&mut slow).last(), Some(&(72, 0)));
-        assert_eq!(slow.info().counters().rendition_changes, 2);
-        // With the fast viewer gone and the slow one on rendition 0,
+        // Its own target is what rendition 1 encodes at.
+        slow.info().set_target_bitrate(1_500_000);
+        assert_eq!(hub.target_bitrate_of(1), 1_500_000);
+        // A target that carries rendition 0's base layer (60% of 8 Mbit/s)
+        // with the margin for moving up: the slow one moves up too, and
         // rendition 1 is no longer encoded.
-        hub.remove(fast.info().id());
+        slow.info().set_target_bitrate(7_000_000);
+        both(
+            &hub,
+            &[(0, 8000), (1, 2000)],
+            60,
+            62,
+            &mut [&mut fast, &mut slow],
+        );
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        hub.publish(of_rendition(62, 1, false, 2000, 33 * 62));
+        hub.publish(of_rendition(62, 0, true, 8000, 33 * 62));
+        assert_eq!(drain_r(&mut slow).last(), Some(&(62, 0)));
+        assert_eq!(slow.info().counters().rendition_changes, 1);
         assert!(hub.rendition_active(0) && !hub.rendition_active(1));
         // A frame of a rendition the hub does not have goes to no one.
-        hub.publish(of_rendition(73, 3, true, 500, 2200));
+        hub.publish(of_rendition(63, 3, true, 500, 33 * 63));
         assert_eq!(hub.stats().frames_bad_rendition, 1);
         assert!(drain_r(&mut slow).is_empty());
     }
@@ -1640,24 +1669,30 @@ mod tests {
             ..HubConfig::new(8_000_000)
         });
         let mut only = hub.register();
-        // Alone and with a target that carries everything: rendition 0.
         only.info().set_target_bitrate(100_000_000);
+        assert!(hub.take_keyframe_of(2, Instant::now()));
+        hub.publish(of_rendition(0, 2, true, 500, 0));
+        both(&hub, &[(2, 500)], 1, 34, &mut [&mut only]);
+        // Alone, after a second it moves up straight to rendition 0.
         assert!(hub.take_keyframe_of(0, Instant::now()));
-        for i in 0..4 {
-            hub.publish(of_rendition(i, 0, i == 0, 8000, 33 * i));
+        hub.publish(of_rendition(34, 0, true, 8000, 33 * 34));
+        assert_eq!(drain_r(&mut only), [(34, 0)]);
+        // Frames 35 and 36 queued, 37 overflowed: it skips and steps down
+        // one rendition at the next TL0 frame (38), though its target
+        // would keep it.
+        for i in 35..38 {
+            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
         }
-        // Frames 0 and 1 queued, 2 overflowed: it skips and steps down at
-        // the next TL0 frame (4), though its target would keep it.
         assert_eq!(only.info().counters().skip_events, 1);
         assert!(!hub.rendition_active(1));
-        hub.publish(of_rendition(4, 0, false, 8000, 132));
+        hub.publish(of_rendition(38, 0, false, 8000, 33 * 38));
         assert!(hub.rendition_active(1) && !hub.rendition_active(2));
         assert!(hub.take_keyframe_of(1, Instant::now()));
-        assert_eq!(drain_r(&mut only), [(0, 0), (1, 0)]);
-        hub.publish(of_rendition(5, 1, true, 2000, 165));
+        assert_eq!(drain_r(&mut only), [(35, 0), (36, 0)]);
+        hub.publish(of_rendition(39, 1, true, 2000, 33 * 39));
         assert_eq!(
             drain_r(&mut only),
-            [(5, 1)],
+            [(39, 1)],
             "it resumes at rendition 1's keyframe"
         );
         assert_eq!(only.info().counters().rendition, 1);
@@ -1665,46 +1700,74 @@ mod tests {
 
     // r[verify video.hub.renditions]
     #[test]
-    fn moving_up_needs_the_margin_and_a_lone_viewer_stays_on_the_full_picture() {
+    fn moving_up_needs_the_margin_and_waits_two_seconds_after_a_move() {
         let hub = Hub::new(HubConfig {
             queue: 64,
             renditions: 2,
             ..HubConfig::new(8_000_000)
         });
-        let mut only = hub.register();
-        only.info().set_target_bitrate(1_000_000);
-        // Alone, its own target sets the full picture's rate: no move.
-        for i in 0..10 {
-            hub.publish(of_rendition(i, 0, i == 0, 1000, 33 * i));
-        }
-        assert_eq!(drain_r(&mut only).len(), 10);
-        assert!(!hub.rendition_active(1));
-        // A fast viewer joins: the slow one moves down at once.
         let mut fast = hub.register();
+        let mut slow = hub.register();
         fast.info().set_target_bitrate(8_000_000);
-        assert!(
-            hub.take_keyframe_of(0, Instant::now()),
-            "a new viewer's keyframe"
-        );
-        hub.publish(of_rendition(10, 0, true, 8000, 330));
-        assert!(hub.rendition_active(1) && hub.take_keyframe_of(1, Instant::now()));
-        hub.publish(of_rendition(11, 1, true, 1000, 363));
-        assert_eq!(only.info().counters().rendition, 1);
+        slow.info().set_target_bitrate(5_500_000);
+        assert!(hub.take_keyframe_of(1, Instant::now()));
+        hub.publish(of_rendition(0, 1, true, 2000, 0));
+        both(&hub, &[(1, 2000)], 1, 33, &mut [&mut fast, &mut slow]);
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        hub.publish(of_rendition(32, 0, true, 8000, 33 * 32));
+        assert_eq!(fast.info().counters().rendition, 0);
         // 60% of 8 Mbit/s is 4.8: a target of 5.5 would carry it with the
         // staying margin (1.1) but not with the moving-up one (1.25).
-        only.info().set_target_bitrate(5_500_000);
-        for i in 12..120 {
-            hub.publish(of_rendition(i, 0, false, 8000, 33 * i));
-            hub.publish(of_rendition(i, 1, false, 2000, 33 * i));
-            drain_r(&mut fast);
-        }
-        assert_eq!(only.info().counters().rendition, 1);
+        both(
+            &hub,
+            &[(0, 8000), (1, 2000)],
+            33,
+            120,
+            &mut [&mut fast, &mut slow],
+        );
+        assert_eq!(slow.info().counters().rendition, 1);
         assert!(!hub.take_keyframe_of(0, Instant::now()));
-        only.info().set_target_bitrate(6_100_000);
-        hub.publish(of_rendition(120, 1, false, 2000, 4000));
+        slow.info().set_target_bitrate(6_100_000);
+        hub.publish(of_rendition(120, 1, false, 2000, 33 * 120));
         assert!(
             hub.take_keyframe_of(0, Instant::now()),
             "6.1 / 1.25 >= 4.8: it moves up"
+        );
+        hub.publish(of_rendition(120, 0, true, 8000, 33 * 120));
+        assert_eq!(slow.info().counters().rendition, 0);
+        // Down at once when its target falls (the margin 1.1), and not
+        // back up within 2 s of that move.
+        slow.info().set_target_bitrate(2_000_000);
+        both(
+            &hub,
+            &[(0, 8000), (1, 2000)],
+            121,
+            123,
+            &mut [&mut fast, &mut slow],
+        );
+        assert!(hub.take_keyframe_of(1, Instant::now()));
+        hub.publish(of_rendition(123, 1, true, 2000, 33 * 123));
+        assert_eq!(slow.info().counters().rendition, 1);
+        slow.info().set_target_bitrate(7_000_000);
+        both(
+            &hub,
+            &[(0, 8000), (1, 2000)],
+            124,
+            180,
+            &mut [&mut fast, &mut slow],
+        );
+        assert_eq!(slow.info().counters().rendition, 1, "no move up within 2 s");
+        assert!(!hub.take_keyframe_of(0, Instant::now()));
+        both(
+            &hub,
+            &[(0, 8000), (1, 2000)],
+            180,
+            186,
+            &mut [&mut fast, &mut slow],
+        );
+        assert!(
+            hub.take_keyframe_of(0, Instant::now()),
+            "past 2 s it moves up"
         );
     }
 
