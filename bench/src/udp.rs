@@ -401,6 +401,7 @@ fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -
         .unwrap();
     rt.block_on(async {
         let link = UdpLink::from_std(sock, peer, &link_config(mode)).unwrap();
+        let stats = link.stats();
         let (_tx, mut rx) = link.split();
         let (mut n, mut first, mut last) = (0u64, None, Instant::now());
         let mut touched = 0usize;
@@ -437,6 +438,12 @@ fn link_recv(sock: UdpSocket, peer: SocketAddr, mode: Mode, done: &AtomicBool) -
             }
         }
         std::hint::black_box(touched);
+        let s = stats.snapshot();
+        eprintln!(
+            "[udp] link receiver: {:.1} datagrams/recvmmsg ({} calls)",
+            s.rx_datagrams as f64 / s.rx_syscalls.max(1) as f64,
+            s.rx_syscalls
+        );
         Count {
             datagrams: n,
             span: first.map_or(Duration::ZERO, |f| last - f),

@@ -8,7 +8,9 @@
 //! - **Receive**: `recvmmsg` into a reused ring of slabs, with UDP GRO
 //!   super-datagrams split by their segment size; a received `Backing` leases
 //!   its slice of a slab, which goes back to the ring when its last datagram
-//!   is dropped.
+//!   is dropped. Datagrams of at most 1024 bytes are copied out instead, so
+//!   that a held loss report pins no slab, and a ring that grew returns to
+//!   its size after a second without growth.
 //! - **Drops are counted**: oversized and truncated datagrams, kernel
 //!   receive-queue overflows (the socket drop counter), transient send errors; see
 //!   [`UdpStats`].

@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use link_types::{Backing, LinkCaps, LinkError, LinkRx};
 use tokio::io::Interest;
@@ -117,11 +118,21 @@ struct Datagram {
 
 /// Most GRO buffers filled by one `recvmmsg` (see [`Receiver::new`]).
 const GRO_BATCH: usize = 8;
-/// Slabs made up front: one the application is reading, one being filled,
-/// one spare.
+/// Slabs made up front, and the size the ring returns to after growing:
+/// one the application is reading, one being filled, one spare.
 const INITIAL_SLABS: usize = 3;
+/// Datagrams of at most this many bytes (loss reports, feedback, acks) are
+/// copied into an allocation of their own instead of sharing their slab: a
+/// 40-byte datagram held by the application would otherwise pin a whole
+/// slab (with GRO, a 64 KiB buffer of a 512 KiB slab). Media-size datagrams
+/// (a path MTU's worth, about 1200 bytes and up) keep the zero-copy path.
+pub(crate) const COPY_AT_MOST: usize = 1024;
+/// How long the ring must have gone without growing before it lets go of
+/// the slabs beyond [`INITIAL_SLABS`].
+pub(crate) const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
 // r[impl udp.recv.ring]
+// r[impl udp.recv.shrink]
 /// Receives datagrams from a socket in batches, into a ring of slabs.
 pub(crate) struct Receiver {
     socket: Arc<UdpSocket>,
@@ -130,6 +141,9 @@ pub(crate) struct Receiver {
     /// (`Arc::get_mut`) and read through the `Backing`s that share it; it
     /// is free again when the last of them is dropped.
     slabs: Vec<Arc<[u8]>>,
+    /// When the ring last grew beyond [`INITIAL_SLABS`] (`None`: never, or
+    /// it has shrunk back since).
+    grew_at: Option<Instant>,
     /// Bytes per datagram buffer within a slab.
     slot: usize,
     batch: usize,
@@ -170,9 +184,13 @@ impl Receiver {
         let slabs = (0..INITIAL_SLABS)
             .map(|_| Self::slab(slot * batch))
             .collect();
+        stats
+            .rx_ring_bytes
+            .set((INITIAL_SLABS * slot * batch) as u64);
         Receiver {
             socket,
             slabs,
+            grew_at: None,
             slot,
             batch,
             max_payload,
@@ -192,23 +210,39 @@ impl Receiver {
     pub(crate) async fn next(&mut self) -> Result<(Backing, Option<SocketAddr>), LinkError> {
         loop {
             if let Some(d) = self.ready.pop_front() {
-                let slab = self.slabs[d.slab as usize].clone();
+                let slab = &self.slabs[d.slab as usize];
                 let (start, len) = (d.start as usize, d.len as usize);
                 // `fill` cut every range out of its slab's buffers; one
                 // outside it would be a bug here, reported, never an empty
                 // or wrong message.
-                let backing = Backing::shared_slice(slab, start..start + len).ok_or_else(|| {
+                let outside = || {
                     LinkError::from(io::Error::other(
                         "link-udp: a received datagram's range lies outside its receive slab",
                     ))
-                })?;
+                };
+                let backing = if len <= COPY_AT_MOST {
+                    Backing::boxed(slab.get(start..start + len).ok_or_else(outside)?)
+                } else {
+                    Backing::shared_slice(slab.clone(), start..start + len).ok_or_else(outside)?
+                };
                 return Ok((backing, d.source));
             }
             match self.fill() {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.refresh_kernel_drops();
-                    self.socket.readable().await.map_err(LinkError::from)?;
+                    match self.grew_at {
+                        // Over its size: shrink once the socket has been
+                        // quiet for long enough, even if it stays quiet.
+                        Some(t) => {
+                            let due = tokio::time::Instant::from_std(t + SHRINK_AFTER);
+                            tokio::select! {
+                                r = self.socket.readable() => r.map_err(LinkError::from)?,
+                                () = tokio::time::sleep_until(due) => self.trim(Instant::now()),
+                            }
+                        }
+                        None => self.socket.readable().await.map_err(LinkError::from)?,
+                    }
                 }
                 Err(e)
                     if matches!(
@@ -236,11 +270,48 @@ impl Receiver {
         }
     }
 
+    /// Bytes of one slab.
+    fn slab_bytes(&self) -> usize {
+        self.slot * self.batch
+    }
+
+    /// Return the ring to its configured size if it has not had to grow
+    /// for [`SHRINK_AFTER`] (as of `now`): keep [`INITIAL_SLABS`] slabs, free
+    /// ones first, and let go of the rest. A slab let go of while the
+    /// application still holds datagrams in it is freed when the last of
+    /// them is dropped. Only between batches (`ready` empty), when no
+    /// queued datagram refers to a slab by its index.
+    fn trim(&mut self, now: Instant) {
+        let Some(t) = self.grew_at else { return };
+        if !self.ready.is_empty() || now.saturating_duration_since(t) < SHRINK_AFTER {
+            return;
+        }
+        // Free slabs to the front, then cut the ring to its size.
+        self.slabs.sort_by_key(|s| Arc::strong_count(s) > 1);
+        let released = self.slabs.len().saturating_sub(INITIAL_SLABS);
+        self.slabs.truncate(INITIAL_SLABS);
+        self.grew_at = None;
+        self.stats.rx_buffer_released.add(released as u64);
+        self.stats
+            .rx_ring_bytes
+            .set((self.slabs.len() * self.slab_bytes()) as u64);
+    }
+
+    /// Slabs the ring holds now.
+    #[cfg(test)]
+    fn slab_count(&self) -> usize {
+        self.slabs.len()
+    }
+
     /// One `recvmmsg` into a free slab; parsed datagrams go to `ready`.
     fn fill(&mut self) -> io::Result<()> {
+        if self.grew_at.is_some() {
+            self.trim(Instant::now());
+        }
         // A slab is free when no `Backing` holds a datagram in it. In steady
         // state one always is; if the application holds on to datagrams of
-        // every slab, the ring grows (counted) rather than stall.
+        // every slab, the ring grows (counted) rather than stall, and
+        // shrinks back once it has not needed to grow for a while (`trim`).
         let free = match self
             .slabs
             .iter_mut()
@@ -249,7 +320,11 @@ impl Receiver {
             Some(i) => i,
             None => {
                 self.stats.rx_buffer_growth.add(1);
-                self.slabs.push(Self::slab(self.slot * self.batch));
+                self.slabs.push(Self::slab(self.slab_bytes()));
+                self.grew_at = Some(Instant::now());
+                self.stats
+                    .rx_ring_bytes
+                    .set((self.slabs.len() * self.slab_bytes()) as u64);
                 self.slabs.len() - 1
             }
         };
@@ -320,5 +395,162 @@ impl Receiver {
             self.refresh_kernel_drops();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket as StdSocket;
+    use std::sync::Weak;
+
+    use super::*;
+
+    /// A receiver on a loopback socket (plain `recvmmsg`, 16 buffers of
+    /// 1473 bytes rounded to 1536) and a socket sending to it.
+    fn setup() -> (Receiver, StdSocket, Arc<Counters>) {
+        let rx = StdSocket::bind("127.0.0.1:0").unwrap();
+        let tx = StdSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        rx.connect(tx.local_addr().unwrap()).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let stats = Arc::new(Counters::default());
+        let receiver = Receiver::new(ReceiverSetup {
+            socket: Arc::new(UdpSocket::from_std(rx).unwrap()),
+            max_payload: 1472,
+            gro: false,
+            batch: 16,
+            sources: Sources::Connected,
+            stats: stats.clone(),
+        });
+        (receiver, tx, stats)
+    }
+
+    fn datagram(seq: u32, len: usize) -> Vec<u8> {
+        let mut d = vec![seq as u8; len];
+        d[..4].copy_from_slice(&seq.to_le_bytes());
+        d
+    }
+
+    /// Send `n` datagrams of `len` bytes numbered from `first`, receive them
+    /// all and return them (16 at a time: the socket's default receive
+    /// buffer holds no more than about a hundred).
+    async fn exchange(
+        r: &mut Receiver,
+        tx: &StdSocket,
+        first: u32,
+        n: u32,
+        len: usize,
+    ) -> Vec<Backing> {
+        let mut got = Vec::new();
+        for seq in first..first + n {
+            tx.send(&datagram(seq, len)).unwrap();
+            if (seq - first) % 16 == 15 || seq == first + n - 1 {
+                while got.len() < (seq - first + 1) as usize {
+                    got.push(r.next().await.unwrap().0);
+                }
+            }
+        }
+        got
+    }
+
+    fn check(held: &[Backing], first: u32, len: usize) {
+        for (i, b) in held.iter().enumerate() {
+            assert_eq!(
+                b.as_slice(),
+                datagram(first + i as u32, len),
+                "datagram {i} changed"
+            );
+        }
+    }
+
+    // r[verify udp.recv.shrink]
+    #[tokio::test]
+    async fn the_ring_returns_to_its_size_after_growing() {
+        let (mut r, tx, stats) = setup();
+        let slab = r.slab_bytes() as u64;
+        assert_eq!(stats.rx_ring_bytes.get(), 3 * slab);
+        // Hold media-size datagrams of many batches: the ring grows.
+        let held = exchange(&mut r, &tx, 0, 16 * 12, 1200).await;
+        check(&held, 0, 1200);
+        let grown = r.slab_count();
+        assert!(
+            grown > INITIAL_SLABS,
+            "the ring did not grow: {grown} slabs"
+        );
+        assert_eq!(stats.rx_buffer_growth.get(), (grown - INITIAL_SLABS) as u64);
+        assert_eq!(stats.rx_ring_bytes.get(), grown as u64 * slab);
+        let weak: Vec<Weak<[u8]>> = r.slabs.iter().map(Arc::downgrade).collect();
+        // Not before a second without growth.
+        let t = r.grew_at.expect("the time the ring grew");
+        r.trim(t + SHRINK_AFTER - Duration::from_millis(1));
+        assert_eq!(r.slab_count(), grown);
+        // Then back to its size, though the application still holds
+        // datagrams of every slab; they are intact.
+        r.trim(t + SHRINK_AFTER);
+        assert_eq!(r.slab_count(), INITIAL_SLABS);
+        assert_eq!(stats.rx_ring_bytes.get(), INITIAL_SLABS as u64 * slab);
+        assert_eq!(
+            stats.rx_buffer_released.get(),
+            (grown - INITIAL_SLABS) as u64
+        );
+        check(&held, 0, 1200);
+        // Dropping the datagrams frees the slabs let go of: only the ring's
+        // own remain.
+        drop(held);
+        assert_eq!(
+            weak.iter().filter(|w| w.strong_count() > 0).count(),
+            INITIAL_SLABS
+        );
+        // (A weak reference would keep the ring from writing to a slab.)
+        drop(weak);
+        // And the ring receives into its own slabs again without growing.
+        for round in 0..8 {
+            let more = exchange(&mut r, &tx, 1000 + 16 * round, 16, 1200).await;
+            check(&more, 1000 + 16 * round, 1200);
+        }
+        assert_eq!(r.slab_count(), INITIAL_SLABS);
+        assert_eq!(stats.rx_buffer_growth.get(), (grown - INITIAL_SLABS) as u64);
+    }
+
+    // r[verify udp.recv.shrink]
+    #[tokio::test]
+    async fn a_quiet_socket_shrinks_the_ring_after_a_second() {
+        let (mut r, tx, stats) = setup();
+        let held = exchange(&mut r, &tx, 0, 16 * 6, 1200).await;
+        assert!(r.slab_count() > INITIAL_SLABS);
+        drop(held);
+        // Nothing more arrives: the receiver, waiting, shrinks on its own.
+        // (The datagram ends the wait; the shrink does not depend on it.)
+        let wait = async {
+            tokio::time::sleep(SHRINK_AFTER * 2).await;
+            tx.send(&datagram(7, 1200)).unwrap();
+        };
+        let (got, ()) = tokio::join!(r.next(), wait);
+        assert_eq!(got.unwrap().0.as_slice(), datagram(7, 1200));
+        assert_eq!(r.slab_count(), INITIAL_SLABS);
+        assert!(stats.rx_buffer_released.get() > 0);
+    }
+
+    // r[verify udp.recv.shrink]
+    #[tokio::test]
+    async fn small_datagrams_held_pin_no_slab() {
+        let (mut r, tx, stats) = setup();
+        // Loss-report-size datagrams, all held, over many batches: each is
+        // a copy of its own and the ring never grows.
+        let held = exchange(&mut r, &tx, 0, 16 * 12, 40).await;
+        check(&held, 0, 40);
+        let big = exchange(&mut r, &tx, 500, 16, COPY_AT_MOST).await;
+        check(&big, 500, COPY_AT_MOST);
+        assert_eq!(stats.rx_buffer_growth.get(), 0);
+        assert_eq!(r.slab_count(), INITIAL_SLABS);
+        // Every slab is free while they are held.
+        assert!(r.slabs.iter().all(|s| Arc::strong_count(s) == 1));
+        // A media-size datagram still shares its slab.
+        let media = exchange(&mut r, &tx, 900, 1, COPY_AT_MOST + 1).await;
+        check(&media, 900, COPY_AT_MOST + 1);
+        assert_eq!(
+            r.slabs.iter().filter(|s| Arc::strong_count(s) > 1).count(),
+            1
+        );
     }
 }

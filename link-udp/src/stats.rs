@@ -44,6 +44,10 @@ link_types::counters! {
         rx_transient_errors,
         /// Receive slabs allocated beyond the initial ring because the application held datagrams of every slab.
         rx_buffer_growth,
+        /// Receive slabs beyond the initial ring that the ring let go of again, once it had not needed to grow for a second (each freed when the application drops its last datagram in it).
+        rx_buffer_released,
+        /// Gauge: bytes of receive slabs the ring holds now (its initial slabs, plus any it has grown by and not yet let go of).
+        rx_ring_bytes,
         /// Endpoint: datagrams from new peers dropped because `max_peers` was reached or the accept queue was full (or after the endpoint handle was dropped, or whose source address could not be read).
         rx_peer_refused,
         /// Endpoint: datagrams dropped because a peer's queue was full.

@@ -552,7 +552,7 @@ async fn holding_datagrams_of_every_slab_grows_the_ring_and_counts_it() {
     // past its initial slabs instead of stalling or overwriting held bytes.
     let mut held = Vec::new();
     for round in 0..8u32 {
-        let sizes = [500; 16];
+        let sizes = [1200; 16];
         for (i, &len) in sizes.iter().enumerate() {
             let mut slot = tx.reserve().await.unwrap().alloc(len).unwrap();
             fill_pattern(round * 16 + i as u32, slot.as_mut_slice());
