@@ -165,14 +165,24 @@ async fn a_viewer_decodes_fires_events_and_reports_stats() {
     assert_eq!(states, [format!("connecting to {url}"), "connected".into()]);
 
     let frames = frames.borrow();
+    // The canvas has the last frame's size; the source is that frame's
+    // size scaled back by its rendition.
+    let tail = frames.last().expect("frames were drawn");
+    assert_eq!(num(tail, "width"), canvas.width() as f64);
+    assert_eq!(num(tail, "height"), canvas.height() as f64);
+    let tail_scale = f64::from(1u32 << num(tail, "rendition") as u32);
+    let source = (num(tail, "width") * tail_scale, num(tail, "height") * tail_scale);
     let mut last = -1.0;
     for e in frames.iter() {
         assert_eq!(get(e, "type").as_string().as_deref(), Some("frame"));
         let index = num(e, "index");
         assert!(index > last, "frame indices increase: {last} then {index}");
         last = index;
-        assert_eq!(num(e, "width"), canvas.width() as f64);
-        assert_eq!(num(e, "height"), canvas.height() as f64);
+        // Each frame is the source halved `rendition` times (simulcast: a
+        // viewer starts on the smallest rendition and moves up).
+        let scale = f64::from(1u32 << num(e, "rendition") as u32);
+        assert_eq!(num(e, "width") * scale, source.0);
+        assert_eq!(num(e, "height") * scale, source.1);
         assert!(num(e, "bytes") > 0.0);
         assert!(get(e, "keyframe").as_bool().is_some());
         assert!(num(e, "captureUs") > 0.0);
