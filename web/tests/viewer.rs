@@ -171,7 +171,10 @@ async fn a_viewer_decodes_fires_events_and_reports_stats() {
     assert_eq!(num(tail, "width"), canvas.width() as f64);
     assert_eq!(num(tail, "height"), canvas.height() as f64);
     let tail_scale = f64::from(1u32 << num(tail, "rendition") as u32);
-    let source = (num(tail, "width") * tail_scale, num(tail, "height") * tail_scale);
+    let source = (
+        num(tail, "width") * tail_scale,
+        num(tail, "height") * tail_scale,
+    );
     let mut last = -1.0;
     for e in frames.iter() {
         assert_eq!(get(e, "type").as_string().as_deref(), Some("frame"));
