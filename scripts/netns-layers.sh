@@ -56,7 +56,7 @@ run() {
     local name=$1
     shift
     ip netns exec "$HOST_NS" "$BIN" host --udp 0.0.0.0:7000 \
-        --psk-file "$WORK/key" --source testsrc:1280x720@30 --bitrate "$BITRATE" \
+        --psk-file "$WORK/key" --source testsrc:1280x720@30 --bitrate "$BITRATE" --renditions 2 \
         --seconds "$((SECONDS_PER_RUN + 1))" --json >"$WORK/$name-host.json" 2>"$WORK/$name-host.err" &
     local host_pid=$!
     PIDS+=("$host_pid")

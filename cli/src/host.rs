@@ -9,7 +9,7 @@
 //!   accepted on one `UdpEndpoint` and one `WsServer` (path `/stream`).
 //! - The encoder is `link_video::LayeredEncoder`: `--temporal-layers`
 //!   dyadic temporal layers (default 2) and long-term references (LTR);
-//!   with `--renditions N` (default 2) one per rendition, rendition `r`
+//!   with `--renditions N` (default 1) one per rendition, rendition `r`
 //!   encoding the picture halved `r` times (simulcast), only while a
 //!   viewer receives it.
 //! - The fan-out is `link_video::hub::Hub`: each viewer gets the temporal
@@ -84,8 +84,10 @@ pub struct HostArgs {
     /// one at a quarter (at most --bitrate / 16). A viewer whose target cannot carry the full
     /// picture's base layer receives a smaller rendition instead of
     /// freezing; a rendition no viewer receives is not encoded. The
-    /// picture's width and height must be multiples of 2^(N+1).
-    #[arg(long, value_name = "N", default_value_t = 2,
+    /// picture's width and height must be multiples of 2^(N+1). Default 1
+    /// for now: a viewer that moves between renditions on a lossy path
+    /// has been seen to get a recovery frame it cannot decode (issue 21).
+    #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=3))]
     pub renditions: u8,
     /// Log every input event from the viewers.
