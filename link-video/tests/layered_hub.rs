@@ -212,6 +212,38 @@ async fn joined(hub: &Hub, n: usize) {
     }
 }
 
+/// Viewers 0, 1, ... of `hub`, joined in that order, each served by a
+/// session whose estimate is pinned at its rate in `bps` (no probing), so
+/// that each viewer's target is known.
+async fn pinned_viewers<const N: usize>(
+    hub: &Arc<Hub>,
+    bps: [u64; N],
+) -> (
+    mpsc::UnboundedReceiver<(usize, u64)>,
+    Vec<tokio::task::JoinHandle<Vec<Seen>>>,
+) {
+    let (tx, done) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (me, bps) in bps.into_iter().enumerate() {
+        let config = HostConfig {
+            bwe: BweConfig {
+                start_bps: bps,
+                min_bps: bps,
+                max_bps: bps,
+                pacing_gain: 1.0,
+                probing: false,
+            },
+            ..HostConfig::default()
+        };
+        let (a, b) = memory_pair(Default::default());
+        let hub2 = hub.clone();
+        tokio::spawn(async move { hub2.serve(a, config, |_| {}).await });
+        tasks.push(tokio::spawn(viewer(b, None, false, tx.clone(), me)));
+        joined(hub, me + 1).await;
+    }
+    (done, tasks)
+}
+
 /// The frame viewer 0 of [`lossy_pair`] loses (a TL0 frame).
 const LOST: u64 = 40;
 
@@ -390,25 +422,7 @@ async fn a_slow_viewer_gets_the_base_layer_and_the_encoder_follows_the_fast_one(
         ..LayeredConfig::new(W, H, FPS, 4_000_000)
     })
     .unwrap();
-    let pinned = |bps| HostConfig {
-        bwe: BweConfig {
-            start_bps: bps,
-            min_bps: bps,
-            max_bps: bps,
-            pacing_gain: 1.0,
-            probing: false,
-        },
-        ..HostConfig::default()
-    };
-    let (tx, mut done) = mpsc::unbounded_channel();
-    let mut tasks = Vec::new();
-    for (me, bps) in [(0usize, FAST), (1, SLOW)] {
-        let (a, b) = memory_pair(Default::default());
-        let hub2 = hub.clone();
-        tokio::spawn(async move { hub2.serve(a, pinned(bps), |_| {}).await });
-        tasks.push(tokio::spawn(viewer(b, None, false, tx.clone(), me)));
-        joined(&hub, me + 1).await;
-    }
+    let (mut done, mut tasks) = pinned_viewers(&hub, [FAST, SLOW]).await;
     let viewers = hub.viewers();
     // From the first frame on, the slow viewer takes TL0 only.
     let mut rates = Vec::new();
@@ -474,25 +488,7 @@ async fn the_fast_viewer_moves_up_to_the_full_picture_and_the_slow_one_keeps_the
             .unwrap()
         })
         .collect();
-    let pinned = |bps| HostConfig {
-        bwe: BweConfig {
-            start_bps: bps,
-            min_bps: bps,
-            max_bps: bps,
-            pacing_gain: 1.0,
-            probing: false,
-        },
-        ..HostConfig::default()
-    };
-    let (tx, mut done) = mpsc::unbounded_channel();
-    let mut tasks = Vec::new();
-    for (me, bps) in [(0usize, FAST), (1, SLOW)] {
-        let (a, b) = memory_pair(Default::default());
-        let hub2 = hub.clone();
-        tokio::spawn(async move { hub2.serve(a, pinned(bps), |_| {}).await });
-        tasks.push(tokio::spawn(viewer(b, None, false, tx.clone(), me)));
-        joined(&hub, me + 1).await;
-    }
+    let (mut done, mut tasks) = pinned_viewers(&hub, [FAST, SLOW]).await;
     let viewers = hub.viewers();
     host_loop(&hub, &mut encs, 90, &mut done, |_| {}).await;
     let fast_counters = viewers[0].counters();
