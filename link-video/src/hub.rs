@@ -406,7 +406,8 @@ enum Verdict {
     /// Send it.
     Send,
     /// Skip it; `starts` when it starts a skip that needs a recovery point
-    /// (one is then requested).
+    /// (one is then requested: a keyframe when the frame is of a rendition
+    /// the viewer was sent no keyframe of).
     Skip {
         /// This frame was over the budget and starts a skip to a recovery
         /// point.
@@ -421,6 +422,8 @@ struct BudgetGate {
     budget_us: u64,
     recovery: bool,
     wait: Wait,
+    /// The rendition of the last frame sent (`None` before the first).
+    rendition: Option<u8>,
 }
 
 impl BudgetGate {
@@ -429,6 +432,7 @@ impl BudgetGate {
             budget_us: u64::try_from(budget.as_micros()).unwrap_or(u64::MAX),
             recovery,
             wait: Wait::None,
+            rendition: None,
         }
     }
 
@@ -436,10 +440,30 @@ impl BudgetGate {
     /// host's queues plus the session's path queue delay); `newer_point`
     /// when a newer recovery point is already queued for the viewer.
     fn check(&mut self, h: &VideoHeader, late_us: u64, newer_point: bool) -> Verdict {
+        let verdict = self.judge(h, late_us, newer_point);
+        if verdict == Verdict::Send {
+            self.rendition = Some(h.rendition);
+        }
+        verdict
+    }
+
+    fn judge(&mut self, h: &VideoHeader, late_us: u64, newer_point: bool) -> Verdict {
         let over = late_us > self.budget_us;
         let point = h.keyframe || (self.recovery && h.recovery);
+        // r[impl video.hub.rendition-entry]
+        let entry = self.rendition.is_some_and(|r| r != h.rendition);
+        if entry && !h.keyframe {
+            // A frame of a rendition this viewer has no keyframe of: its
+            // decoder has none of its references.
+            let starts = self.wait != Wait::Key;
+            self.wait = Wait::Key;
+            return Verdict::Skip { starts };
+        }
+        if self.wait == Wait::Key && !h.keyframe {
+            return Verdict::Skip { starts: false };
+        }
         if point {
-            if over && newer_point {
+            if over && newer_point && !entry {
                 // The newer point ends the skip; no request.
                 self.wait = self.wait.max(Wait::Recovery);
                 Verdict::Skip { starts: false }
@@ -481,6 +505,10 @@ struct Slot {
     /// Capture time from which it may move up, µs (`None` before its
     /// first keyframe).
     up_after_us: Option<u64>,
+    /// A keyframe of its rendition was queued to it since it joined or
+    /// last moved: only then can a recovery frame of that rendition serve
+    /// it (`video.hub.rendition-entry`).
+    keyed: bool,
 }
 
 /// The bytes of each temporal layer over the last [`LAYER_WINDOW_US`] of
@@ -810,6 +838,7 @@ impl Hub {
             rendition: start,
             switch_to: None,
             up_after_us: None,
+            keyed: false,
         });
         // A new viewer starts with a keyframe of the smallest rendition.
         self.force_idr[usize::from(start)].store(true, Relaxed);
@@ -1042,7 +1071,11 @@ impl Hub {
                 v.rendition = fr;
                 v.switch_to = None;
                 v.layer = None;
-                v.wait = Wait::None;
+                // r[impl video.hub.rendition-entry]
+                // Its decoder has nothing of this rendition: only this
+                // keyframe (or a later one) starts it.
+                v.wait = Wait::Key;
+                v.keyed = false;
                 v.up_after_us = Some(h.capture_us.saturating_add(RENDITION_UP_DWELL_US));
                 v.info.rendition.store(u64::from(fr), Relaxed);
                 v.info.rendition_changes.fetch_add(1, Relaxed);
@@ -1106,6 +1139,7 @@ impl Hub {
             }
             match v.queue.try_send(frame.clone()) {
                 Ok(()) => {
+                    v.keyed |= h.keyframe;
                     if h.keyframe || (recovery && h.recovery) {
                         v.info
                             .last_recovery_queued
@@ -1125,11 +1159,20 @@ impl Hub {
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    v.wait = Wait::Recovery;
                     v.info.step_down.store(true, Relaxed);
                     v.info.frames_skipped.fetch_add(1, Relaxed);
                     v.info.skip_events.fetch_add(1, Relaxed);
-                    v.info.request_recovery();
+                    if v.keyed {
+                        v.wait = Wait::Recovery;
+                        v.info.request_recovery();
+                    } else {
+                        // r[impl video.hub.rendition-entry]
+                        // No keyframe of this rendition reached its queue:
+                        // a recovery frame would predict from references
+                        // it never had.
+                        v.wait = Wait::Key;
+                        v.info.request_keyframe();
+                    }
                     if mark.is_some() {
                         verdicts.push((v.info.id, false));
                     }
@@ -1275,7 +1318,10 @@ impl Hub {
                 let newer_point = info.last_recovery_queued.load(Relaxed) > h.capture_index;
                 if let Verdict::Skip { starts } = gate.check(&h, late, newer_point) {
                     info.frames_skipped_budget.fetch_add(1, Relaxed);
-                    if starts {
+                    if starts && gate.wait == Wait::Key {
+                        // r[impl video.hub.rendition-entry]
+                        info.request_keyframe();
+                    } else if starts {
                         info.budget_skip_events.fetch_add(1, Relaxed);
                         info.step_down.store(true, Relaxed);
                         info.request_recovery();
@@ -1696,6 +1742,98 @@ mod tests {
             "it resumes at rendition 1's keyframe"
         );
         assert_eq!(only.info().counters().rendition, 1);
+    }
+
+    /// `f` flagged as a recovery frame (an LTR P frame at TL0).
+    fn as_recovery(f: Arc<EncodedFrame>) -> Arc<EncodedFrame> {
+        let mut f = (*f).clone();
+        f.header.recovery = true;
+        Arc::new(f)
+    }
+
+    // r[verify video.hub.rendition-entry]
+    #[test]
+    fn a_viewer_whose_move_keyframe_overflowed_waits_for_a_keyframe_not_a_recovery_frame() {
+        let hub = Hub::new(HubConfig {
+            queue: 2,
+            recovery: true,
+            renditions: 2,
+            ..HubConfig::new(8_000_000)
+        });
+        let mut only = hub.register();
+        only.info().set_target_bitrate(100_000_000);
+        assert!(hub.take_keyframe_of(1, Instant::now()));
+        hub.publish(of_rendition(0, 1, true, 2000, 0));
+        both(&hub, &[(1, 2000)], 1, 34, &mut [&mut only]);
+        // It decided to move up (rendition 0's keyframe is forced), and
+        // its queue fills with rendition 1 before that keyframe comes.
+        assert!(hub.take_keyframe_of(0, Instant::now()));
+        hub.publish(of_rendition(34, 1, false, 2000, 33 * 34));
+        hub.publish(of_rendition(35, 1, false, 2000, 33 * 35));
+        let requests = only.info().counters().keyframe_requests;
+        let skipped = only.info().counters().frames_skipped;
+        hub.publish(of_rendition(36, 0, true, 8000, 33 * 36));
+        assert_eq!(only.info().counters().rendition, 0, "it moved");
+        assert_eq!(
+            drain_r(&mut only),
+            [(34, 1), (35, 1)],
+            "the keyframe overflowed"
+        );
+        // Rendition 0's next TL0 frame is a recovery frame (another
+        // viewer's, say): its long-term reference never reached this one.
+        hub.publish(as_recovery(of_rendition(38, 0, false, 8000, 33 * 38)));
+        hub.publish(of_rendition(39, 0, false, 8000, 33 * 39));
+        assert_eq!(
+            drain_r(&mut only),
+            [],
+            "nothing of rendition 0 before its keyframe"
+        );
+        let c = only.info().counters();
+        assert_eq!(c.frames_skipped, skipped + 3);
+        assert_eq!(c.keyframe_requests, requests + 1, "a keyframe is asked for");
+        assert!(!hub.take_recovery_of(0), "not a recovery frame");
+        hub.publish(of_rendition(40, 0, true, 8000, 33 * 40));
+        hub.publish(of_rendition(41, 0, false, 8000, 33 * 41));
+        assert_eq!(
+            drain_r(&mut only),
+            [(40, 0), (41, 0)],
+            "the keyframe starts it"
+        );
+    }
+
+    // r[verify video.hub.rendition-entry]
+    #[test]
+    fn the_budget_gate_sends_nothing_of_a_new_rendition_before_its_keyframe() {
+        let h = |r: u8, key: bool, recovery: bool| {
+            let mut h = layered(0, key, 0, recovery, false).header;
+            h.rendition = r;
+            h
+        };
+        let mut g = BudgetGate::new(Duration::from_millis(150), true);
+        assert_eq!(g.check(&h(1, true, true), 0, false), Verdict::Send);
+        assert_eq!(g.check(&h(1, false, false), 0, false), Verdict::Send);
+        // The viewer moved to rendition 0 and its keyframe did not come
+        // through: a recovery frame of rendition 0 is not sent.
+        assert_eq!(
+            g.check(&h(0, false, true), 0, false),
+            Verdict::Skip { starts: true },
+            "a skip to a keyframe starts"
+        );
+        assert_eq!(g.wait, Wait::Key);
+        assert_eq!(
+            g.check(&h(0, false, false), 0, false),
+            Verdict::Skip { starts: false }
+        );
+        assert_eq!(
+            g.check(&h(0, false, true), 0, false),
+            Verdict::Skip { starts: false }
+        );
+        // The entry keyframe is sent however late, even with a newer
+        // recovery point queued.
+        assert_eq!(g.check(&h(0, true, true), 900_000, true), Verdict::Send);
+        assert_eq!(g.check(&h(0, false, false), 0, false), Verdict::Send);
+        // Back to rendition 1: its keyframe, late, is still the entry.
+        assert_eq!(g.check(&h(1, true, true), 900_000, true), Verdict::Send);
     }
 
     // r[verify video.hub.renditions]
