@@ -344,6 +344,8 @@ fn decode_thread(
     // again (the host's recovery frame, or the next TL0 frame when only a
     // higher layer was lost), a decode error is expected, not a fault.
     let mut broken = false;
+    // The last access unit decoded did not decode whole.
+    let mut prev_failed = false;
     while let Ok(job) = jobs.recv() {
         if job.gap_before {
             broken = true;
@@ -372,7 +374,13 @@ fn decode_thread(
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
-                if broken && !h.recovery {
+                // A keyframe right after an access unit that did not
+                // decode whole may report that one's damage (OpenH264
+                // completes a damaged picture in the next call,
+                // `video.layered.concealment`): the loss's, not its own.
+                let carried = h.keyframe && prev_failed;
+                prev_failed = true;
+                if broken && (!h.recovery || carried) {
                     s.broken += 1;
                 } else {
                     // r[impl video.hub.recovery-failed]
@@ -389,6 +397,7 @@ fn decode_thread(
             }
         };
         broken = false;
+        prev_failed = false;
         if h.keyframe {
             s.keyframes += 1;
         } else if h.recovery {
@@ -1013,6 +1022,99 @@ fn print_summary(r: &ClientReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Envelopes of pictures `from..to` of a `w`x`h` test pattern as
+    /// rendition `r`, from a layered encoder of their own (one temporal
+    /// layer), with an IDR forced at each of `idrs`.
+    fn stream(w: usize, h: usize, r: u8, from: u64, to: u64, idrs: &[u64]) -> Vec<Vec<u8>> {
+        use link_video::{Codec, Encoder as _, LayeredConfig, LayeredEncoder};
+        let src = TestSrc::new(w, h, 30).unwrap();
+        let mut enc = LayeredEncoder::new(LayeredConfig {
+            temporal_layers: 1,
+            ..LayeredConfig::new(w, h, 30, 500_000)
+        })
+        .unwrap();
+        let mut pic = vec![0; src.frame_len()];
+        let mut out = Vec::new();
+        for i in from..to {
+            if idrs.contains(&i) {
+                enc.force_keyframe();
+            }
+            src.render(i, &mut pic).unwrap();
+            let mut au = Vec::new();
+            let info = enc.encode(&pic, &mut au).unwrap();
+            let hdr = VideoHeader {
+                codec: Codec::H264AnnexB,
+                keyframe: info.keyframe,
+                temporal_id: info.temporal_id,
+                recovery: info.keyframe || info.recovery,
+                rendition: r,
+                viewer_target_10kbps: 0,
+                width: w as u16,
+                height: h as u16,
+                target_kbps: 500,
+                capture_index: i,
+                capture_us: now_us(),
+                encoded_us: now_us(),
+                sent_us: 0,
+            };
+            let mut env = vec![0; link_video::HEADER_LEN + au.len()];
+            hdr.encode_into(&mut env).unwrap();
+            env[link_video::HEADER_LEN..].copy_from_slice(&au);
+            out.push(env);
+        }
+        out
+    }
+
+    /// Runs the decoder thread over `frames` (session index, envelope),
+    /// `gap_before` set on the first frame after a missing index.
+    fn decode_all(frames: &[(u32, Vec<u8>)]) -> DecodeStats {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut last = None;
+        for (index, data) in frames {
+            tx.send(Job {
+                data: data.clone(),
+                index: *index,
+                reassembled_us: now_us(),
+                gap_before: last.is_some_and(|l: u32| *index != l + 1),
+            })
+            .unwrap();
+            last = Some(*index);
+        }
+        drop(tx);
+        let (unusable, _keep) = tokio::sync::mpsc::unbounded_channel();
+        decode_thread(rx, unusable, None, 1, Arc::new(Live::default()))
+    }
+
+    // r[verify cli.client.check]
+    #[test]
+    fn a_keyframe_that_reports_the_damage_before_it_is_not_a_decode_error() {
+        // The viewer receives rendition 0 (768x432), frames 0..10, and
+        // moves to rendition 1 (384x216) at its keyframe 10, which is
+        // lost. Its P frames 11 and 12 do not decode; the IDR at 13 then
+        // reports the damaged picture OpenH264 completes in that call
+        // (`video.layered.concealment`), and 14 and 15 decode whole.
+        let big = stream(768, 432, 0, 0, 10, &[]);
+        let small = stream(384, 216, 1, 10, 16, &[13]);
+        let frames: Vec<(u32, Vec<u8>)> = big
+            .into_iter()
+            .chain(small)
+            .enumerate()
+            .filter(|(i, _)| *i != 10)
+            .map(|(i, a)| (i as u32, a))
+            .collect();
+        let s = decode_all(&frames);
+        assert_eq!(
+            s.decode_errors, 0,
+            "the loss's damage is not a decode error"
+        );
+        assert_eq!(s.broken, 3, "11, 12 and the IDR that reported their damage");
+        assert_eq!(s.decoded, 12, "0-9, then 14 and 15 after the IDR");
+        assert_eq!(s.by_rendition[..2], [10, 2]);
+        // The same IDR with no loss before it decodes, and counts.
+        let s = decode_all(&frames[..10]);
+        assert_eq!((s.decode_errors, s.broken, s.decoded), (0, 0, 10));
+    }
 
     // r[verify cli.client.settled]
     #[test]
