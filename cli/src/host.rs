@@ -9,7 +9,7 @@
 //!   accepted on one `UdpEndpoint` and one `WsServer` (path `/stream`).
 //! - The encoder is `link_video::LayeredEncoder`: `--temporal-layers`
 //!   dyadic temporal layers (default 2) and long-term references (LTR);
-//!   with `--renditions N` (default 1) one per rendition, rendition `r`
+//!   with `--renditions N` (default 2) one per rendition, rendition `r`
 //!   encoding the picture halved `r` times (simulcast), only while a
 //!   viewer receives it.
 //! - The fan-out is `link_video::hub::Hub`: each viewer gets the temporal
@@ -84,12 +84,11 @@ pub struct HostArgs {
     /// one at a quarter (at most --bitrate / 16). A viewer whose target cannot carry the full
     /// picture's base layer receives a smaller rendition instead of
     /// freezing; a rendition no viewer receives is not encoded. The
-    /// picture's width and height must be multiples of 2^(N+1). Default 1
-    /// for now: a viewer that moves between renditions on a lossy path
-    /// has been seen to get a recovery frame it cannot decode (issue 21).
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u8).range(1..=3))]
-    pub renditions: u8,
+    /// picture's width and height must be multiples of 2^N. Default: 2,
+    /// or 1 (said at start) for a picture whose sizes are not multiples
+    /// of 4.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub renditions: Option<u8>,
     /// Log every input event from the viewers.
     #[arg(long)]
     pub print_input: bool,
@@ -277,6 +276,17 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let (width, height, fps) = (source.width(), source.height(), source.fps() as f64);
     let frame_len = source.frame_len();
     drop(source);
+    // r[impl cli.host.renditions]
+    let renditions = match args.renditions {
+        Some(n) => n,
+        None if link_video::scale::can_halve(width, height, 1) => 2,
+        None => {
+            eprintln!(
+                "linkstream host: one rendition: the source's {width}x{height} cannot be halved evenly (--renditions 2 needs sizes that are multiples of 4)"
+            );
+            1
+        }
+    };
 
     // Bind both transports before starting anything else (a port in use
     // fails here, with its address).
@@ -343,7 +353,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             max_bitrate_bps: args.bitrate,
             min_bitrate_bps: args.min_bitrate,
             recovery: true,
-            renditions: args.renditions,
+            renditions,
             ..HubConfig::new(args.bitrate)
         }),
         finished: Mutex::new(Vec::new()),
@@ -435,7 +445,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         &hub.hub,
         link,
         (width, height, fps),
-        (args.temporal_layers, args.renditions),
+        (args.temporal_layers, renditions),
         deadline,
         &mut report,
     )

@@ -221,3 +221,62 @@ fn port_in_use_is_a_clear_error() {
     ]);
     assert_one_line_error(&out, &["16"]);
 }
+
+// r[verify cli.host.renditions]
+#[test]
+fn renditions_default_to_two_where_the_picture_halves_and_to_one_where_it_does_not() {
+    let summary = |out: &Output| -> serde_json::Value {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        serde_json::from_slice(&out.stdout).expect("JSON summary")
+    };
+    let sizes = |j: &serde_json::Value| -> Vec<(u64, u64)> {
+        j["renditions"]
+            .as_array()
+            .expect("renditions")
+            .iter()
+            .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+            .collect()
+    };
+    let host = |source: &str, extra: &[&str]| {
+        let mut args = vec![
+            "host",
+            "--udp",
+            "127.0.0.1:0",
+            "--source",
+            source,
+            "--seconds",
+            "0.5",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args).0
+    };
+    // 640x360: two renditions by default, the second half the size.
+    let out = host("testsrc:640x360@30", &[]);
+    assert_eq!(sizes(&summary(&out)), [(640, 360), (320, 180)]);
+    // 642x362 does not halve into even sizes: one, said at start.
+    let out = host("testsrc:642x362@30", &[]);
+    assert_eq!(sizes(&summary(&out)), [(642, 362)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("one rendition") && err.contains("642x362"),
+        "{err}"
+    );
+    // Asked for explicitly, it is an error naming the size.
+    let (out, _) = run(&[
+        "host",
+        "--udp",
+        "127.0.0.1:0",
+        "--source",
+        "testsrc:642x362@30",
+        "--seconds",
+        "0.5",
+        "--renditions",
+        "2",
+    ]);
+    assert_one_line_error(&out, &["--renditions 2", "642x362"]);
+    // --renditions 1 keeps one where two would fit.
+    let out = host("testsrc:640x360@30", &["--renditions", "1"]);
+    assert_eq!(sizes(&summary(&out)), [(640, 360)]);
+}
