@@ -5,7 +5,10 @@
 # processes on loopback, each decoding and checking every picture.
 #
 # For each viewer count: start the host (release build, --bitrate and
-# --min-bitrate both at BITRATE so the stream's rate is fixed), start the
+# --min-bitrate both at BITRATE so the stream's rate is fixed, one
+# rendition: this measures one encoding's fan-out; with the default two a
+# new viewer starts on the half-size rendition and the full one is not
+# encoded meanwhile, so the rate is not fixed), start the
 # viewers, wait until every viewer has decoded frames, let it settle for
 # WARM seconds, then read utime+stime from /proc/<pid>/stat of the host, of
 # its capture child and of every client at the start and at the end of a
@@ -143,7 +146,7 @@ def one(run, transport, n):
     client_secs = WARM + WINDOW + 3
     cmd = ["nice", "-n", HOST_NICE, BIN, "host", f"--{transport}", "127.0.0.1:0", "--psk-file", KEY,
            "--source", SOURCE, "--bitrate", str(BITRATE), "--min-bitrate", str(BITRATE),
-           "--seconds", str(client_secs + 60), "--json"]
+           "--renditions", "1", "--seconds", str(client_secs + 60), "--json"]
     host = subprocess.Popen(cmd, stdout=open(f"{WORK}/{tag}-host.json", "w"),
                             stderr=open(herr, "w"), stdin=subprocess.DEVNULL)
     procs.append(host)
