@@ -1705,20 +1705,29 @@ mod tests {
         assert!(drain_r(&mut slow).is_empty());
     }
 
-    // r[verify video.hub.renditions]
-    #[test]
-    fn a_viewer_whose_queue_overflows_moves_down_a_rendition() {
+    /// A hub of `renditions` (queues of 2, recovery frames on) with one
+    /// viewer whose target carries everything, after its first second:
+    /// frames 0..34 of the smallest rendition at `kbps`, drained.
+    fn lone_fast_viewer(renditions: u8, kbps: u32) -> (Hub, ViewerQueue) {
         let hub = Hub::new(HubConfig {
             queue: 2,
             recovery: true,
-            renditions: 3,
+            renditions,
             ..HubConfig::new(8_000_000)
         });
         let mut only = hub.register();
         only.info().set_target_bitrate(100_000_000);
-        assert!(hub.take_keyframe_of(2, Instant::now()));
-        hub.publish(of_rendition(0, 2, true, 500, 0));
-        both(&hub, &[(2, 500)], 1, 34, &mut [&mut only]);
+        let last = renditions - 1;
+        assert!(hub.take_keyframe_of(last, Instant::now()));
+        hub.publish(of_rendition(0, last, true, kbps, 0));
+        both(&hub, &[(last, kbps)], 1, 34, &mut [&mut only]);
+        (hub, only)
+    }
+
+    // r[verify video.hub.renditions]
+    #[test]
+    fn a_viewer_whose_queue_overflows_moves_down_a_rendition() {
+        let (hub, mut only) = lone_fast_viewer(3, 500);
         // Alone, after a second it moves up straight to rendition 0.
         assert!(hub.take_keyframe_of(0, Instant::now()));
         hub.publish(of_rendition(34, 0, true, 8000, 33 * 34));
@@ -1754,17 +1763,7 @@ mod tests {
     // r[verify video.hub.rendition-entry]
     #[test]
     fn a_viewer_whose_move_keyframe_overflowed_waits_for_a_keyframe_not_a_recovery_frame() {
-        let hub = Hub::new(HubConfig {
-            queue: 2,
-            recovery: true,
-            renditions: 2,
-            ..HubConfig::new(8_000_000)
-        });
-        let mut only = hub.register();
-        only.info().set_target_bitrate(100_000_000);
-        assert!(hub.take_keyframe_of(1, Instant::now()));
-        hub.publish(of_rendition(0, 1, true, 2000, 0));
-        both(&hub, &[(1, 2000)], 1, 34, &mut [&mut only]);
+        let (hub, mut only) = lone_fast_viewer(2, 2000);
         // It decided to move up (rendition 0's keyframe is forced), and
         // its queue fills with rendition 1 before that keyframe comes.
         assert!(hub.take_keyframe_of(0, Instant::now()));
