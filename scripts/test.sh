@@ -12,12 +12,13 @@ step() { printf '\n==> %s\n' "$*"; }
 step "free disk space"
 df -h . | sed -n 2p
 
-step "system packages (nftables, iproute2 for the UDP loss and pacing tests, python3 for the pacing test's checks, nasm for OpenH264's SIMD code, jq for the video test)"
-if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
+step "system packages (nftables, iproute2 for the UDP loss and pacing tests, python3 for the pacing test's checks, nasm for OpenH264's SIMD code, jq for the video test, xvfb for the X11 source's tests)"
+if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1 || ! command -v Xvfb >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq nftables iproute2 python3 nasm jq >/dev/null
+    apt-get install -y -qq nftables iproute2 python3 nasm jq xvfb >/dev/null
 fi
+command -v Xvfb >/dev/null || { echo "Xvfb is missing after installing xvfb" >&2; exit 1; }
 
 step "toolchain: what rust-toolchain.toml names (1.95.0, rustfmt, clippy, the wasm32 target); nothing when present"
 rustup toolchain install

@@ -1,13 +1,14 @@
-//! `linkstream capture`: the capture process. It produces raw I420 frames
-//! (the test pattern, or a Y4M file) straight into `link-shm` slots:
+//! `linkstream capture`: the capture process. It produces raw frames (the
+//! test pattern or a Y4M file in I420, an X11 screen in BGRX) straight
+//! into `link-shm` slots:
 //! reserve a permit, allocate a slot of the frame's length, render the
 //! picture into the slot (no intermediate buffer), commit. Frames are paced
 //! at the source's frame rate; a frame whose slot is not free by the next
 //! tick (the encoder is behind) is dropped and counted.
 //!
 //! Each slot holds the header of [`link_video::slot`] (magic `LSCF`, size,
-//! capture index and time, drops so far, frame rate), then the I420
-//! picture.
+//! capture index and time, drops so far, frame rate, pixel format and
+//! stride), then the picture.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,9 +22,13 @@ use link_video::{Source, SourceSpec, now_us};
 /// Options of `linkstream capture`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CaptureArgs {
-    /// Where frames come from: testsrc, testsrc:WxH@FPS or y4m:FILE.
+    /// Where frames come from: testsrc, testsrc:WxH@FPS, y4m:FILE, or an
+    /// X11 screen: x11 or x11:DISPLAY, then optionally @OUTPUT or +X,Y,WxH.
     #[arg(long, value_name = "SPEC", default_value = "testsrc")]
     pub source: String,
+    /// Frames per second (default: 60 for x11, the source's rate otherwise).
+    #[arg(long, value_name = "N")]
+    pub fps: Option<u32>,
     /// Stop after N frames (default: until the source ends or the host goes).
     #[arg(long, value_name = "N")]
     pub frames: Option<u64>,
@@ -34,9 +39,13 @@ pub struct CaptureArgs {
     pub connect: Option<PathBuf>,
 }
 
-/// Open the source named by a `--source` argument (a Y4M file plays once).
-pub fn open_source(spec: &str) -> Result<Source, String> {
-    let spec = SourceSpec::parse(spec).map_err(|e| e.to_string())?;
+/// Open the source named by a `--source` argument at `--fps` (a Y4M file
+/// plays once).
+pub fn open_source(spec: &str, fps: Option<u32>) -> Result<Source, String> {
+    let mut spec = SourceSpec::parse(spec).map_err(|e| e.to_string())?;
+    if let Some(rate) = fps {
+        spec = spec.with_fps(rate).map_err(|e| e.to_string())?;
+    }
     Source::open(&spec, false).map_err(|e| e.to_string())
 }
 
@@ -68,6 +77,7 @@ pub async fn produce(
     frames: Option<u64>,
 ) -> Result<CaptureSummary, String> {
     let (w, h, fps) = (source.width(), source.height(), source.fps());
+    let format = source.pixel_format();
     let frame_len = source.frame_len();
     let period = Duration::from_secs_f64(1.0 / fps.max(1) as f64);
     let (mut tx, _rx) = link.split();
@@ -110,6 +120,8 @@ pub async fn produce(
             capture_us,
             dropped: sum.dropped.min(u32::MAX as u64) as u32,
             fps_milli: fps.saturating_mul(1000),
+            format,
+            stride: format.packed_stride(w) as u32,
         }
         .write(buf)
         .map_err(|e| format!("capture: {e}"))?;
@@ -126,7 +138,7 @@ pub async fn produce(
 /// `linkstream capture`: join the host's link (inherited, or `--connect`)
 /// and produce frames.
 pub async fn run(args: CaptureArgs) -> Result<(), String> {
-    let source = open_source(&args.source)?;
+    let source = open_source(&args.source, args.fps)?;
     let cfg = shm_config(source.frame_len());
     let link = match &args.connect {
         Some(path) => ShmLink::connect(path, &cfg)

@@ -338,6 +338,10 @@ fn decode_thread(
         }
     };
     let mut reference: Option<(TestSrc, Vec<u8>)> = None;
+    // A live source: the highest pattern index shown so far, and the
+    // buffer the pattern is drawn through (BGRX) for its reference.
+    let mut drawn: Option<u64> = None;
+    let mut bgrx = Vec::new();
     // Nothing decodes before the first keyframe.
     let mut started = false;
     // Frames are missing before this one: until a picture decodes whole
@@ -460,8 +464,20 @@ fn decode_thread(
         match read_index_scaled(&yuv[..w * hgt], w, hgt, h.rendition) {
             Some(low) => {
                 s.index_checked += 1;
-                let index = unwrap_index(low, h.capture_index);
-                if index != h.capture_index {
+                // A live source (a screen) numbers its frames itself; a
+                // test pattern drawn on it carries its own index, which
+                // must never go back (an older picture shown after a newer
+                // one). Otherwise the index is the host's capture index.
+                let (index, ok) = if h.live {
+                    let index = unwrap_index(low, drawn.unwrap_or(low));
+                    let ok = drawn.is_none_or(|d| index >= d);
+                    drawn = Some(drawn.map_or(index, |d| d.max(index)));
+                    (index, ok)
+                } else {
+                    let index = unwrap_index(low, h.capture_index);
+                    (index, index == h.capture_index)
+                };
+                if !ok {
                     s.index_mismatches += 1;
                 } else if s.decoded % psnr_every == 0 || s.psnr.is_empty() {
                     // The reference: the pattern at the source's size,
@@ -478,6 +494,7 @@ fn decode_thread(
                     }
                     if let Some((t, buf)) = &mut reference
                         && t.render(index, buf).is_ok()
+                        && (!h.live || as_drawn(buf, sw, sh, &mut bgrx))
                         && let Some(scaled) = halve_times(buf, sw, sh, r)
                         && let Ok(db) = psnr_yuv(yuv, &scaled, w, hgt)
                     {
@@ -920,6 +937,15 @@ fn summarize(mut d: DecodeStats, args: &ClientArgs, encrypted: bool) -> ClientRe
     }
 }
 
+/// Turns the rendered pattern `pic` into the pattern as an X client draws
+/// it on a screen and the host captures it: through BGRX and back (the
+/// pattern has colours RGB cannot show). `false` if the size is refused.
+fn as_drawn(pic: &mut [u8], w: usize, h: usize, bgrx: &mut Vec<u8>) -> bool {
+    bgrx.resize(w * h * 4, 0);
+    link_video::convert::i420_to_bgrx(pic, w, h, bgrx).is_ok()
+        && link_video::convert::bgrx_to_i420(bgrx, w, h, w * 4, pic).is_ok()
+}
+
 /// `pic` (a `w` x `h` I420 picture) halved `times` times, as the host
 /// makes rendition `times`; `None` if the size cannot be halved.
 fn halve_times(pic: &[u8], w: usize, h: usize, times: u32) -> Option<std::borrow::Cow<'_, [u8]>> {
@@ -1044,6 +1070,7 @@ mod tests {
             let mut au = Vec::new();
             let info = enc.encode(&pic, &mut au).unwrap();
             let hdr = VideoHeader {
+                live: false,
                 codec: Codec::H264AnnexB,
                 keyframe: info.keyframe,
                 temporal_id: info.temporal_id,

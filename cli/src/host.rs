@@ -39,7 +39,7 @@ use link_shm::{ShmLink, ShmListener};
 use link_types::{Link, LinkRx};
 use link_video::hub::{EncodedFrame, Hub, HubConfig, ViewerEvent};
 use link_video::layered::{LtrId, Recovery};
-use link_video::slot::FrameHeader;
+use link_video::slot::{FrameHeader, PixelFormat};
 use link_video::stream::STREAM_PATH;
 use link_video::{Codec, Encoder as _, LayeredConfig, LayeredEncoder, VideoError, VideoHeader};
 
@@ -60,9 +60,13 @@ pub struct HostArgs {
     /// sessions are encrypted with AES-GCM. Without it they are not.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
-    /// Where frames come from: testsrc, testsrc:WxH@FPS or y4m:FILE.
+    /// Where frames come from: testsrc, testsrc:WxH@FPS, y4m:FILE, or an
+    /// X11 screen: x11 or x11:DISPLAY, then optionally @OUTPUT or +X,Y,WxH.
     #[arg(long, value_name = "SPEC", default_value = "testsrc")]
     pub source: String,
+    /// Frames per second (default: 60 for x11, the source's rate otherwise).
+    #[arg(long, value_name = "N")]
+    pub fps: Option<u32>,
     /// Encoder bitrate in bit/s: the start, and the most the encoder uses
     /// whatever the viewers' targets.
     #[arg(long, value_name = "BPS", default_value_t = 4_000_000,
@@ -225,6 +229,9 @@ async fn start_capture(
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["capture", "--source", &args.source])
             .stderr(std::process::Stdio::piped());
+        if let Some(rate) = args.fps {
+            cmd.args(["--fps", &rate.to_string()]);
+        }
         let (link, child) = ShmLink::spawn(&mut cmd, &cfg)
             .await
             .map_err(|e| format!("starting the capture process: {e}"))?;
@@ -234,8 +241,9 @@ async fn start_capture(
         let listener = ShmListener::bind(&path, &cfg)
             .map_err(|e| format!("capture listener {}: {e}", path.display()))?;
         eprintln!(
-            "linkstream host: waiting for `linkstream capture --source {} --connect {}`",
+            "linkstream host: waiting for `linkstream capture --source {}{} --connect {}`",
             args.source,
+            args.fps.map(|r| format!(" --fps {r}")).unwrap_or_default(),
             path.display()
         );
         let link = listener
@@ -248,6 +256,8 @@ async fn start_capture(
 
 // r[impl cli.errors.port]
 // r[impl cli.errors.y4m]
+// r[impl cli.errors.x11]
+// r[impl cli.host.x11]
 /// `linkstream host`.
 pub async fn run(args: HostArgs) -> Result<(), String> {
     if args.udp.is_none() && args.ws.is_none() {
@@ -272,9 +282,11 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         eprintln!("linkstream host: {line}");
     }
     // Open the source here too: a bad file is refused before anything starts.
-    let source = capture::open_source(&args.source)?;
+    let source = capture::open_source(&args.source, args.fps)?;
     let (width, height, fps) = (source.width(), source.height(), source.fps() as f64);
     let frame_len = source.frame_len();
+    let kind = (source.pixel_format(), source.is_live());
+    let capture_path = source.path();
     drop(source);
     // r[impl cli.host.renditions]
     let renditions = match args.renditions {
@@ -430,6 +442,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let (link, child) = start_capture(&args, frame_len).await?;
     let mut report = HostReport {
         source: args.source.clone(),
+        capture_path: capture_path.into(),
         width: width as u64,
         height: height as u64,
         fps,
@@ -445,6 +458,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         &hub.hub,
         link,
         (width, height, fps),
+        kind,
         (args.temporal_layers, renditions),
         deadline,
         &mut report,
@@ -561,6 +575,7 @@ async fn encode_loop(
     hub: &Hub,
     link: ShmLink,
     (width, height, fps): (usize, usize, f64),
+    (format, live): (PixelFormat, bool),
     (temporal_layers, renditions): (u8, u8),
     deadline: Option<tokio::time::Instant>,
     report: &mut HostReport,
@@ -602,6 +617,10 @@ async fn encode_loop(
     }
     let mut au = Vec::new();
     let mut encode_us = Vec::new();
+    let mut converted = match format {
+        PixelFormat::I420 => Vec::new(),
+        PixelFormat::Bgrx => vec![0u8; link_video::i420_len(width, height)],
+    };
     let mut bytes = 0u64;
     let started = Instant::now();
     let mut progress = crate::progress::Progress::new("host", None);
@@ -625,12 +644,28 @@ async fn encode_loop(
             Err(e) => return Err(format!("capture link: {e}")),
         };
         let (hdr, picture) = FrameHeader::parse(msg.as_slice()).map_err(|e| e.to_string())?;
-        if hdr.width as usize != width || hdr.height as usize != height {
+        if hdr.width as usize != width || hdr.height as usize != height || hdr.format != format {
             return Err(format!(
-                "capture sent a {}x{} frame, expected {width}x{height}",
-                hdr.width, hdr.height
+                "capture sent a {}x{} {:?} frame, expected {width}x{height} {format:?}",
+                hdr.width, hdr.height, hdr.format
             ));
         }
+        // r[impl video.convert.bgrx]
+        // A screen's BGRX becomes I420 here, once, in the encoder process.
+        let picture: &[u8] = match hdr.format {
+            PixelFormat::I420 => picture,
+            PixelFormat::Bgrx => {
+                link_video::convert::bgrx_to_i420(
+                    picture,
+                    width,
+                    height,
+                    hdr.stride as usize,
+                    &mut converted,
+                )
+                .map_err(|e| format!("captured picture: {e}"))?;
+                &converted
+            }
+        };
         report.frames_captured += 1;
         report.capture_dropped = hdr.dropped as u64;
         let now = Instant::now();
@@ -751,6 +786,7 @@ async fn encode_loop(
                 height: rend.height as u16,
                 target_kbps: (rend.bitrate / 1000).min(u32::MAX as u64) as u32,
                 capture_index: hdr.index,
+                live,
                 capture_us: hdr.capture_us,
                 encoded_us,
                 sent_us: 0,
@@ -809,11 +845,12 @@ async fn encode_loop(
 
 fn print_summary(r: &HostReport) {
     println!(
-        "source {} {}x{} @ {} fps, {}",
+        "source {} {}x{} @ {} fps ({}), {}",
         r.source,
         r.width,
         r.height,
         r.fps,
+        r.capture_path,
         if r.encrypted {
             "AES-128-GCM"
         } else {

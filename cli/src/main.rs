@@ -17,6 +17,7 @@ mod progress;
 mod report;
 mod util;
 mod workload;
+mod x11pattern;
 
 mod web_assets;
 
@@ -46,6 +47,10 @@ enum Command {
     /// Capture raw I420 frames into shared memory for a host (spawned by
     /// `linkstream host`; or connect to one with --connect).
     Capture(capture::CaptureArgs),
+    /// (internal) draw the test pattern full-screen on an X display (the
+    /// X11 source's test).
+    #[command(name = "__x11-pattern", hide = true)]
+    X11Pattern(x11pattern::PatternArgs),
     /// (internal) the demo's shared-memory client process.
     #[command(name = "__shm-client", hide = true)]
     ShmClient {
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         Command::Client(args) => rt.block_on(client::run(args)),
         Command::Capture(args) => rt.block_on(capture::run(args)),
         Command::ShmClient { max_frame } => rt.block_on(demo::shm_child(max_frame)),
+        Command::X11Pattern(args) => x11pattern::run(args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -212,6 +212,9 @@ pub struct RenditionReport {
 #[derive(Debug, Clone, Default, Facet)]
 pub struct HostReport {
     pub source: String,
+    /// How pictures get from the source into the capture slot (for an X11
+    /// screen: which capture path ran).
+    pub capture_path: String,
     pub width: u64,
     pub height: u64,
     pub fps: f64,

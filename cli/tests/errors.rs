@@ -280,3 +280,64 @@ fn renditions_default_to_two_where_the_picture_halves_and_to_one_where_it_does_n
     let out = host("testsrc:640x360@30", &["--renditions", "1"]);
     assert_eq!(sizes(&summary(&out)), [(640, 360)]);
 }
+
+// r[verify cli.errors.x11]
+/// No X server, no display at all, a region outside the screen, an
+/// output the display does not have, `--fps` for a file: one line each,
+/// before anything starts.
+#[test]
+fn bad_x11_sources_are_clear_errors() {
+    let mut xvfb = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-nolisten",
+            "tcp",
+            "-screen",
+            "0",
+            "640x360x24",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb is missing: install the xvfb package (scripts/test.sh does)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(xvfb.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let display = format!(":{}", line.trim());
+    let host = |source: &str, extra: &[&str]| {
+        let mut args = vec!["host", "--udp", "127.0.0.1:0", "--source", source];
+        args.extend_from_slice(extra);
+        let (out, took) = run(&args);
+        assert!(took < Duration::from_secs(10), "{source}: took {took:?}");
+        out
+    };
+    assert_one_line_error(&host("x11::4321", &[]), &[":4321", "cannot connect"]);
+    let out = Command::new(BIN)
+        .args(["host", "--udp", "127.0.0.1:0", "--source", "x11"])
+        .env_remove("DISPLAY")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["$DISPLAY is not set"]);
+    assert_one_line_error(
+        &host(&format!("x11:{display}+600,0,64x64"), &[]),
+        &[&display, "outside the 640x360 screen"],
+    );
+    assert_one_line_error(
+        &host(&format!("x11:{display}@DP-7"), &[]),
+        &[&display, "no output named \"DP-7\""],
+    );
+    assert_one_line_error(&host("x11:+1,1,3x3", &[]), &["even"]);
+    assert_one_line_error(
+        &host(&format!("x11:{display}"), &["--fps", "0"]),
+        &["1 to 240"],
+    );
+    let y4m = temp_file("a.y4m", b"YUV4MPEG2 W16 H8 F30:1 C420\nFRAME\n");
+    let y4m = format!("y4m:{}", y4m.to_str().unwrap());
+    assert_one_line_error(&host(&y4m, &["--fps", "30"]), &["rate it declares"]);
+    let _ = xvfb.kill();
+    let _ = xvfb.wait();
+}

@@ -2,47 +2,11 @@
 //! real binary as three processes (host, a UDP viewer, a WebSocket viewer)
 //! plus the capture process the host spawns; every decoded picture checked.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_linkstream");
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn num(v: &serde_json::Value, path: &str) -> f64 {
-    let mut cur = v;
-    for k in path.split('.') {
-        cur = &cur[k];
-    }
-    cur.as_f64()
-        .unwrap_or_else(|| panic!("no number {path} in {v}"))
-}
-
-/// Start `linkstream host` with `args` (plus `--json`) and return it with
-/// the `count` join URLs it prints (the bound ports); its remaining stderr
-/// is drained so it never blocks.
-fn start_host(args: &[&str], count: usize) -> (std::process::Child, Vec<String>) {
-    let mut host = Command::new(BIN)
-        .arg("host")
-        .args(args)
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
-    let mut urls = Vec::new();
-    while urls.len() < count {
-        let line = lines.next().expect("host stderr ended").unwrap();
-        if let Some(rest) = line.split("linkstream client ").nth(1) {
-            urls.push(rest.split_whitespace().next().unwrap().to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (host, urls)
-}
+use common::{BIN, json, num, start_host};
 
 // r[verify cli.client.check]
 // r[verify cli.client.report]

@@ -84,6 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let keyframe = tokio::task::block_in_place(|| encoder.encode(&picture, &mut access_unit))?;
         encoded += 1;
         let header = VideoHeader {
+            live: false,
             codec: Codec::H264AnnexB,
             keyframe,
             // One layer, no recovery frames: the hub is left with its

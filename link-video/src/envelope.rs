@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | 0  | 4 | magic `b"LSV1"` |
 //! | 4  | 1 | codec: 1 = H.264 Annex B |
-//! | 5  | 1 | flags: bit 0 = keyframe (IDR), bits 1–2 = temporal id, bit 3 = recovery point, bits 4–5 = rendition |
+//! | 5  | 1 | flags: bit 0 = keyframe (IDR), bits 1–2 = temporal id, bit 3 = recovery point, bits 4–5 = rendition, bit 6 = live source |
 //! | 6  | 2 | the viewer's own target, units of 10 kbit/s (0: not known) |
 //! | 8  | 2 | width |
 //! | 10 | 2 | height |
@@ -34,6 +34,10 @@ pub const FLAG_RECOVERY: u8 = 8;
 /// Flags bits 4–5: the rendition (0..=3): rendition `r` is the captured
 /// picture scaled by 1/2^r in each dimension (simulcast).
 pub const FLAG_RENDITION_SHIFT: u8 = 4;
+
+/// Flags bit 6: a live source (a screen): the capture index numbers the
+/// frames captured, and the picture carries no index of the host's.
+pub const FLAG_LIVE: u8 = 0x40;
 
 /// The codec of the access unit behind the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +82,9 @@ pub struct VideoHeader {
     /// rendition is its own encoded stream; a viewer moves between them
     /// at a keyframe.
     pub rendition: u8,
+    /// The source is live (a screen): [`capture_index`](Self::capture_index)
+    /// numbers the captured frames and says nothing about the picture.
+    pub live: bool,
     /// The target bitrate of the viewer this copy was sent to (its own
     /// session's estimate), in units of 10 kbit/s, saturating at 65535;
     /// 0 when not known. Set per viewer by the hub.
@@ -88,7 +95,8 @@ pub struct VideoHeader {
     pub height: u16,
     /// The host's encoder bitrate when this frame was encoded, kbit/s.
     pub target_kbps: u32,
-    /// The frame index burned into the picture.
+    /// The frame index burned into the picture (for a live source, the
+    /// number of the captured frame).
     pub capture_index: u64,
     /// Capture time, microseconds since the UNIX epoch, host clock.
     pub capture_us: u64,
@@ -121,6 +129,9 @@ impl VideoHeader {
         }
         if self.recovery {
             flags |= FLAG_RECOVERY;
+        }
+        if self.live {
+            flags |= FLAG_LIVE;
         }
         h[5] = flags;
         h[6..8].copy_from_slice(&self.viewer_target_10kbps.to_le_bytes());
@@ -165,6 +176,7 @@ impl VideoHeader {
         let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
         let header = VideoHeader {
+            live: h[5] & FLAG_LIVE != 0,
             codec,
             keyframe: h[5] & FLAG_KEYFRAME != 0,
             temporal_id: (h[5] >> FLAG_TEMPORAL_SHIFT) & 3,
@@ -189,6 +201,7 @@ mod tests {
 
     fn sample() -> VideoHeader {
         VideoHeader {
+            live: false,
             codec: Codec::H264AnnexB,
             keyframe: true,
             temporal_id: 0,
@@ -254,6 +267,11 @@ mod tests {
         r.write(&mut b);
         assert_eq!(b[5], 2 << 4 | 8 | 1 << 1, "rendition in bits 4-5");
         assert_eq!(VideoHeader::parse(&b).unwrap().0, r);
+        let l = VideoHeader { live: true, ..r };
+        let mut b = Vec::new();
+        l.write(&mut b);
+        assert_eq!(b[5], 0x40 | 2 << 4 | 8 | 1 << 1, "live in bit 6");
+        assert_eq!(VideoHeader::parse(&b).unwrap().0, l);
         assert_eq!(
             &slot[HEADER_LEN..],
             &[0xAA; 12],
@@ -318,7 +336,7 @@ mod tests {
                     h.encode_into(&mut again).unwrap();
                     prop_assert_eq!(&again[6..48], &bytes[6..48]);
                     prop_assert_eq!(&again[..5], &bytes[..5]);
-                    prop_assert_eq!(again[5], bytes[5] & 0x3f);
+                    prop_assert_eq!(again[5], bytes[5] & 0x7f);
                 }
                 Err(e) => {
                     prop_assert!(bytes.len() < HEADER_LEN || bytes[..4] != MAGIC || bytes[4] != 1, "{}", e);

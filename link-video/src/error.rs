@@ -120,6 +120,21 @@ pub enum VideoError {
     /// The hub was stopped before the viewer joined.
     #[cfg(feature = "hub")]
     HubStopped,
+    /// A packed picture the colour conversion cannot take (a stride shorter
+    /// than a row, or the converter's own refusal).
+    Conversion {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The X11 source: no X server, a refused connection, a region or
+    /// output that does not exist, a screen format we cannot read, or the
+    /// server gone mid-stream.
+    X11 {
+        /// The display (`$DISPLAY` when none was named).
+        display: String,
+        /// What went wrong, one line.
+        reason: String,
+    },
 }
 
 impl fmt::Display for VideoError {
@@ -191,6 +206,8 @@ impl fmt::Display for VideoError {
             VideoError::Handshake(e) => write!(f, "viewer handshake failed: {e}"),
             #[cfg(feature = "hub")]
             VideoError::HubStopped => write!(f, "the hub stopped before the viewer joined"),
+            VideoError::Conversion { reason } => write!(f, "colour conversion: {reason}"),
+            VideoError::X11 { display, reason } => write!(f, "X11 display {display:?}: {reason}"),
         }
     }
 }

@@ -1516,6 +1516,7 @@ mod tests {
     ) -> Arc<EncodedFrame> {
         Arc::new(EncodedFrame {
             header: VideoHeader {
+                live: false,
                 codec: Codec::H264AnnexB,
                 keyframe,
                 temporal_id,
@@ -1564,6 +1565,7 @@ mod tests {
         let tid = (index % 2) as u8 * u8::from(!keyframe);
         Arc::new(EncodedFrame {
             header: VideoHeader {
+                live: false,
                 codec: Codec::H264AnnexB,
                 keyframe,
                 temporal_id: tid,

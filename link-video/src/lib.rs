@@ -20,8 +20,9 @@
 //! - [`VideoError`], and the I420 geometry helpers ([`i420_len`]).
 //!
 //! # Native features
-//! - `native`: the sources ([`TestSrc`], [`Y4mSource`], [`Source`]), the
-//!   [`Encoder`]/[`Decoder`] traits, PSNR ([`quality`]).
+//! - `native`: the sources ([`TestSrc`], [`Y4mSource`], an X11 screen
+//!   through [`x11`], [`Source`]), BGRX to I420 conversion ([`convert`]),
+//!   the [`Encoder`]/[`Decoder`] traits, PSNR ([`quality`]).
 //! - `openh264`: [`OpenH264Encoder`] and [`OpenH264Decoder`] (OpenH264
 //!   built from its vendored sources), and [`build`]: whether it was built
 //!   with its assembly (the encoder is about three times slower without);
@@ -59,6 +60,11 @@ pub mod testsrc;
 #[cfg(feature = "native")]
 pub mod y4m;
 
+#[cfg(feature = "native")]
+pub mod convert;
+#[cfg(feature = "native")]
+pub mod x11;
+
 #[cfg(feature = "openh264")]
 pub mod build;
 #[cfg(feature = "openh264")]
@@ -71,7 +77,7 @@ pub mod hub;
 
 pub use envelope::{Codec, HEADER_LEN, VideoHeader};
 pub use error::{CodecError, VideoError};
-pub use slot::FrameHeader;
+pub use slot::{FrameHeader, PixelFormat};
 
 #[cfg(feature = "native")]
 pub use codec::{DecodedFrame, Decoder, Encoder, EncoderSettings};

@@ -11,14 +11,66 @@
 //! | 16 | 8 | capture time, microseconds since the UNIX epoch |
 //! | 24 | 4 | frames dropped by the capture process so far (no free slot in time) |
 //! | 28 | 4 | frame rate, frames per 1000 s |
+//! | 32 | 4 | pixel format: `I420` or `BGRX` (FourCC) |
+//! | 36 | 4 | row stride of a packed format in bytes (0 for I420) |
 //!
-//! The picture follows: the Y plane (`width * height` bytes), then U and V
-//! (`width/2 * height/2` each), rows packed.
+//! The picture follows. I420: the Y plane (`width * height` bytes), then
+//! U and V (`width/2 * height/2` each), rows packed. BGRX: `height` rows of
+//! `stride` bytes, four bytes a pixel (blue, green, red, unused), as an X
+//! server's 24-bit TrueColor `ZPixmap` image is laid out on a
+//! little-endian machine; the encoder process converts it to I420.
 
 use crate::{VideoError, i420_len};
 
 /// Length of the header in front of each captured picture.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 40;
+
+/// The layout of the picture behind a slot header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Planar 4:2:0, the encoder's input: a source that makes I420 itself
+    /// (the test pattern, a Y4M file).
+    I420,
+    /// Packed 32-bit blue, green, red, unused: an X11 screen capture.
+    Bgrx,
+}
+
+impl PixelFormat {
+    /// The format's FourCC in the slot header.
+    pub fn fourcc(self) -> [u8; 4] {
+        match self {
+            PixelFormat::I420 => *b"I420",
+            PixelFormat::Bgrx => *b"BGRX",
+        }
+    }
+
+    /// The format a FourCC names, if known.
+    pub fn from_fourcc(f: [u8; 4]) -> Option<Self> {
+        match &f {
+            b"I420" => Some(PixelFormat::I420),
+            b"BGRX" => Some(PixelFormat::Bgrx),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one picture of `width` x `height` in this format with
+    /// packed rows (the stride a capture writes).
+    pub fn picture_len(self, width: usize, height: usize) -> usize {
+        match self {
+            PixelFormat::I420 => i420_len(width, height),
+            PixelFormat::Bgrx => width * height * 4,
+        }
+    }
+
+    /// The row stride in bytes of a packed picture `width` pixels wide
+    /// (0 for a planar format).
+    pub fn packed_stride(self, width: usize) -> usize {
+        match self {
+            PixelFormat::I420 => 0,
+            PixelFormat::Bgrx => width * 4,
+        }
+    }
+}
 /// First four bytes of a capture slot.
 pub const MAGIC: [u8; 4] = *b"LSCF";
 
@@ -37,12 +89,16 @@ pub struct FrameHeader {
     pub dropped: u32,
     /// Frames per 1000 seconds.
     pub fps_milli: u32,
+    /// The picture's pixel format.
+    pub format: PixelFormat,
+    /// Row stride in bytes of a packed format (0 for I420).
+    pub stride: u32,
 }
 
-/// The slot length for a picture of `width` x `height`: header and I420
-/// picture.
-pub fn slot_len(width: usize, height: usize) -> usize {
-    HEADER_LEN + i420_len(width, height)
+/// The slot length for a picture of `width` x `height` in `format` with
+/// packed rows: header and picture.
+pub fn slot_len(format: PixelFormat, width: usize, height: usize) -> usize {
+    HEADER_LEN + format.picture_len(width, height)
 }
 
 // r[impl video.slot.layout]
@@ -67,15 +123,18 @@ impl FrameHeader {
         h[16..24].copy_from_slice(&self.capture_us.to_le_bytes());
         h[24..28].copy_from_slice(&self.dropped.to_le_bytes());
         h[28..32].copy_from_slice(&self.fps_milli.to_le_bytes());
+        h[32..36].copy_from_slice(&self.format.fourcc());
+        h[36..40].copy_from_slice(&self.stride.to_le_bytes());
         Ok(())
     }
 
     /// Parses a slot: the header and the picture behind it, checked to be
-    /// exactly one I420 picture of the header's size.
+    /// exactly one picture of the header's size, format and stride.
     ///
     /// # Errors
     /// [`VideoError::BadSlot`] for a slot shorter than the header, another
-    /// magic, a zero size or a picture of another length.
+    /// magic, an unknown pixel format, a zero size, an odd size for I420, a
+    /// stride that does not fit the format or a picture of another length.
     pub fn parse(buf: &[u8]) -> Result<(FrameHeader, &[u8]), VideoError> {
         let bad = |reason: String| VideoError::BadSlot { reason };
         let Some((h, picture)) = buf.split_first_chunk::<HEADER_LEN>() else {
@@ -87,6 +146,12 @@ impl FrameHeader {
         let u16_at = |o: usize| u16::from_le_bytes([h[o], h[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+        let fourcc = [h[32], h[33], h[34], h[35]];
+        let Some(format) = PixelFormat::from_fourcc(fourcc) else {
+            return Err(bad(format!(
+                "pixel format {fourcc:02x?}, expected I420 or BGRX"
+            )));
+        };
         let hdr = FrameHeader {
             width: u16_at(4),
             height: u16_at(6),
@@ -94,13 +159,29 @@ impl FrameHeader {
             capture_us: u64_at(16),
             dropped: u32_at(24),
             fps_milli: u32_at(28),
+            format,
+            stride: u32_at(36),
         };
-        let want = i420_len(hdr.width as usize, hdr.height as usize);
-        if hdr.width == 0 || hdr.height == 0 || picture.len() != want {
+        let (w, hgt) = (hdr.width as usize, hdr.height as usize);
+        let want = match format {
+            PixelFormat::I420 if hdr.stride != 0 => {
+                return Err(bad(format!("I420 with a stride of {}", hdr.stride)));
+            }
+            PixelFormat::I420 if w % 2 == 1 || hgt % 2 == 1 => {
+                return Err(bad(format!("I420 of odd size {w}x{hgt}")));
+            }
+            PixelFormat::I420 => i420_len(w, hgt),
+            PixelFormat::Bgrx if (hdr.stride as usize) < w * 4 || !hdr.stride.is_multiple_of(4) => {
+                return Err(bad(format!(
+                    "BGRX {w} pixels wide with a stride of {} bytes",
+                    hdr.stride
+                )));
+            }
+            PixelFormat::Bgrx => hdr.stride as usize * hgt,
+        };
+        if w == 0 || hgt == 0 || picture.len() != want {
             return Err(bad(format!(
-                "{}x{} with {} picture bytes, expected {want}",
-                hdr.width,
-                hdr.height,
+                "{w}x{hgt} {format:?} with {} picture bytes, expected {want}",
                 picture.len()
             )));
         }
@@ -122,8 +203,10 @@ mod tests {
             capture_us: 123_456_789,
             dropped: 3,
             fps_milli: 30_000,
+            format: PixelFormat::I420,
+            stride: 0,
         };
-        let mut slot = vec![0xAAu8; slot_len(640, 360)];
+        let mut slot = vec![0xAAu8; slot_len(PixelFormat::I420, 640, 360)];
         h.write(&mut slot).unwrap();
         assert_eq!(&slot[0..4], b"LSCF");
         assert_eq!(&slot[4..6], &640u16.to_le_bytes());
@@ -132,7 +215,9 @@ mod tests {
         assert_eq!(&slot[16..24], &123_456_789u64.to_le_bytes());
         assert_eq!(&slot[24..28], &3u32.to_le_bytes());
         assert_eq!(&slot[28..32], &30_000u32.to_le_bytes());
-        assert_eq!(slot[32], 0xAA, "the picture is untouched");
+        assert_eq!(&slot[32..36], b"I420");
+        assert_eq!(&slot[36..40], &[0; 4]);
+        assert_eq!(slot[40], 0xAA, "the picture is untouched");
         let (got, pic) = FrameHeader::parse(&slot).unwrap();
         assert_eq!(got, h);
         assert_eq!(pic.len(), i420_len(640, 360));
@@ -149,11 +234,65 @@ mod tests {
         let e = FrameHeader::parse(&slot).unwrap_err().to_string();
         assert!(e.contains("magic"), "{e}");
         assert!(matches!(
-            h.write(&mut [0u8; 31]),
+            h.write(&mut [0u8; 39]),
             Err(VideoError::ShortBuffer {
-                needed: 32,
-                got: 31
+                needed: 40,
+                got: 39
             })
         ));
+    }
+
+    // r[verify video.slot.layout]
+    #[test]
+    fn a_bgrx_slot_carries_its_format_and_stride_and_inconsistent_ones_are_refused() {
+        let h = FrameHeader {
+            width: 6,
+            height: 3,
+            index: 9,
+            capture_us: 1,
+            dropped: 0,
+            fps_milli: 60_000,
+            format: PixelFormat::Bgrx,
+            stride: 24,
+        };
+        let mut slot = vec![7u8; slot_len(PixelFormat::Bgrx, 6, 3)];
+        assert_eq!(slot.len(), HEADER_LEN + 6 * 3 * 4);
+        h.write(&mut slot).unwrap();
+        assert_eq!(&slot[32..36], b"BGRX");
+        assert_eq!(&slot[36..40], &24u32.to_le_bytes());
+        let (got, pic) = FrameHeader::parse(&slot).unwrap();
+        assert_eq!(got, h);
+        assert_eq!(pic.len(), 72);
+        let refused = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut s = slot.clone();
+            f(&mut s);
+            let e = FrameHeader::parse(&s).unwrap_err();
+            assert!(matches!(e, VideoError::BadSlot { .. }), "{e}");
+            e.to_string()
+        };
+        assert!(refused(&|s| s[32..36].copy_from_slice(b"NV12")).contains("pixel format"));
+        // A stride shorter than a row, or not whole pixels.
+        refused(&|s| s[36..40].copy_from_slice(&20u32.to_le_bytes()));
+        refused(&|s| s[36..40].copy_from_slice(&26u32.to_le_bytes()));
+        // A longer stride needs that many bytes.
+        refused(&|s| s[36..40].copy_from_slice(&32u32.to_le_bytes()));
+        let mut wide = slot.clone();
+        wide[36..40].copy_from_slice(&32u32.to_le_bytes());
+        wide.resize(HEADER_LEN + 32 * 3, 0);
+        assert_eq!(FrameHeader::parse(&wide).unwrap().0.stride, 32);
+        // I420 claims: a stride, or an odd size.
+        refused(&|s| s[32..36].copy_from_slice(b"I420"));
+        let mut odd = vec![0u8; HEADER_LEN + i420_len(6, 4)];
+        FrameHeader {
+            height: 4,
+            format: PixelFormat::I420,
+            stride: 0,
+            ..h
+        }
+        .write(&mut odd)
+        .unwrap();
+        assert!(FrameHeader::parse(&odd).is_ok());
+        odd[4..6].copy_from_slice(&5u16.to_le_bytes());
+        assert!(FrameHeader::parse(&odd).is_err());
     }
 }

@@ -165,6 +165,7 @@ async fn host_loop(
             let now = link_video::now_us();
             hub.publish(Arc::new(EncodedFrame {
                 header: VideoHeader {
+                    live: false,
                     codec: Codec::H264AnnexB,
                     keyframe: info.keyframe,
                     temporal_id: info.temporal_id,

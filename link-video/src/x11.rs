@@ -1,0 +1,254 @@
+//! The X11 screen source (`--source x11[:DISPLAY][@OUTPUT|+X,Y,WxH]`):
+//! the root window of an X display, or one RandR monitor of it, or a
+//! region, read as packed BGRX through `x11rb` (pure Rust, no C library).
+//!
+//! This is the `GetImage` path: the X server sends each picture over the
+//! connection and it is copied into the caller's buffer (the capture
+//! process's shared-memory slot). The encoder process converts it to I420
+//! ([`crate::convert`]).
+
+use x11rb::connection::Connection;
+use x11rb::protocol::randr::ConnectionExt as _;
+use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, ImageOrder, VisualClass, Window};
+use x11rb::rust_connection::RustConnection;
+
+use crate::{MAX_DIMENSION, VideoError};
+
+/// Which part of the screen to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum X11Area {
+    /// The whole screen (rounded down to even sizes).
+    Screen,
+    /// One RandR monitor, by name (`@HDMI-1`).
+    Output(String),
+    /// A rectangle in root-window coordinates (`+X,Y,WxH`).
+    Region {
+        /// Left edge.
+        x: u32,
+        /// Top edge.
+        y: u32,
+        /// Width (even).
+        width: u32,
+        /// Height (even).
+        height: u32,
+    },
+}
+
+/// An open connection to an X display and the rectangle read from it.
+pub struct X11Capture {
+    conn: RustConnection,
+    display: String,
+    root: Window,
+    x: i16,
+    y: i16,
+    width: usize,
+    height: usize,
+}
+
+impl std::fmt::Debug for X11Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X11Capture")
+            .field("display", &self.display)
+            .field("x", &self.x)
+            .field("y", &self.y)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl X11Capture {
+    // r[impl video.x11.open]
+    /// Connects to `display` (`$DISPLAY` when `None`) and checks that the
+    /// area exists on its first screen and that the screen is 24-bit
+    /// TrueColor in 32-bit little-endian pixels (BGRX).
+    ///
+    /// # Errors
+    /// [`VideoError::X11`] with one line saying what is wrong: no display
+    /// named and no `$DISPLAY`, no X server or a refused connection, an
+    /// output that does not exist, a region outside the screen or of odd
+    /// size, a screen format we cannot read.
+    pub fn open(display: Option<&str>, area: &X11Area) -> Result<Self, VideoError> {
+        let shown = match display {
+            Some(d) => d.to_string(),
+            None => std::env::var("DISPLAY").unwrap_or_default(),
+        };
+        let err = |reason: String| VideoError::X11 {
+            display: shown.clone(),
+            reason,
+        };
+        if display.is_none() && shown.is_empty() {
+            return Err(err(
+                "no display named and $DISPLAY is not set (use --source x11:DISPLAY)".into(),
+            ));
+        }
+        let (conn, screen_no) = RustConnection::connect(Some(&shown))
+            .map_err(|e| err(format!("cannot connect: {e}")))?;
+        let setup = conn.setup();
+        let Some(screen) = setup.roots.get(screen_no) else {
+            return Err(err(format!("the server has no screen {screen_no}")));
+        };
+        // The pixel layout: 24-bit TrueColor, 32 bits a pixel, least
+        // significant byte first, masks red 0xff0000, blue 0xff.
+        let format = setup
+            .pixmap_formats
+            .iter()
+            .find(|f| f.depth == screen.root_depth);
+        let visual = screen
+            .allowed_depths
+            .iter()
+            .flat_map(|d| d.visuals.iter())
+            .find(|v| v.visual_id == screen.root_visual);
+        let bgrx = matches!(screen.root_depth, 24 | 32)
+            && setup.image_byte_order == ImageOrder::LSB_FIRST
+            && format.is_some_and(|f| f.bits_per_pixel == 32 && f.scanline_pad == 32)
+            && visual.is_some_and(|v| {
+                v.class == VisualClass::TRUE_COLOR
+                    && (v.red_mask, v.green_mask, v.blue_mask) == (0xff0000, 0xff00, 0xff)
+            });
+        if !bgrx {
+            return Err(err(format!(
+                "the screen's pixel format is not 24-bit TrueColor in 32-bit little-endian pixels (depth {}, {} bits a pixel)",
+                screen.root_depth,
+                format.map_or(0, |f| f.bits_per_pixel)
+            )));
+        }
+        let (sw, sh) = (
+            u32::from(screen.width_in_pixels),
+            u32::from(screen.height_in_pixels),
+        );
+        let root = screen.root;
+        let (x, y, w, h) = match area {
+            X11Area::Screen => (0, 0, sw & !1, sh & !1),
+            X11Area::Region {
+                x,
+                y,
+                width,
+                height,
+            } => {
+                if width % 2 == 1 || height % 2 == 1 || *width == 0 || *height == 0 {
+                    return Err(err(format!(
+                        "region {width}x{height}: width and height must be even and non-zero"
+                    )));
+                }
+                if u64::from(*x) + u64::from(*width) > u64::from(sw)
+                    || u64::from(*y) + u64::from(*height) > u64::from(sh)
+                {
+                    return Err(err(format!(
+                        "region +{x},{y},{width}x{height} is outside the {sw}x{sh} screen"
+                    )));
+                }
+                (*x, *y, *width, *height)
+            }
+            X11Area::Output(name) => {
+                let mons = conn
+                    .randr_get_monitors(root, true)
+                    .map_err(|e| err(format!("RandR: {e}")))?
+                    .reply()
+                    .map_err(|e| err(format!("RandR monitors: {e}")))?;
+                let mut names = Vec::new();
+                let mut found = None;
+                for m in &mons.monitors {
+                    let n = conn
+                        .get_atom_name(m.name)
+                        .map_err(|e| err(format!("{e}")))?
+                        .reply()
+                        .map_err(|e| err(format!("{e}")))?;
+                    let n = String::from_utf8_lossy(&n.name).into_owned();
+                    if &n == name {
+                        found = Some(m.clone());
+                    }
+                    names.push(n);
+                }
+                let Some(m) = found else {
+                    return Err(err(format!(
+                        "no output named {name:?} (the display has: {})",
+                        names.join(", ")
+                    )));
+                };
+                let (mx, my) = (m.x.max(0) as u32, m.y.max(0) as u32);
+                let mw = u32::from(m.width).min(sw.saturating_sub(mx)) & !1;
+                let mh = u32::from(m.height).min(sh.saturating_sub(my)) & !1;
+                (mx, my, mw, mh)
+            }
+        };
+        if w == 0 || h == 0 || w as usize > MAX_DIMENSION || h as usize > MAX_DIMENSION {
+            return Err(err(format!(
+                "a {w}x{h} picture cannot be encoded (sizes 2 to {MAX_DIMENSION})"
+            )));
+        }
+        Ok(X11Capture {
+            conn,
+            display: shown,
+            root,
+            x: x as i16,
+            y: y as i16,
+            width: w as usize,
+            height: h as usize,
+        })
+    }
+
+    /// Width of the captured picture.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height of the captured picture.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Bytes of one BGRX picture (rows packed, four bytes a pixel).
+    pub fn frame_len(&self) -> usize {
+        self.width * self.height * 4
+    }
+
+    /// How pictures get from the X server into the caller's buffer.
+    pub fn path(&self) -> &'static str {
+        "GetImage (copied from the X connection)"
+    }
+
+    // r[impl video.x11.capture]
+    /// Reads the area as it is now into `out` ([`frame_len`](Self::frame_len)
+    /// bytes of BGRX).
+    ///
+    /// # Errors
+    /// [`VideoError::ShortBuffer`] for a buffer of another length;
+    /// [`VideoError::X11`] when the server is gone or refuses the request.
+    pub fn capture(&mut self, out: &mut [u8]) -> Result<(), VideoError> {
+        if out.len() != self.frame_len() {
+            return Err(VideoError::ShortBuffer {
+                needed: self.frame_len(),
+                got: out.len(),
+            });
+        }
+        let err = |reason: String| VideoError::X11 {
+            display: self.display.clone(),
+            reason,
+        };
+        let reply = self
+            .conn
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                self.root,
+                self.x,
+                self.y,
+                self.width as u16,
+                self.height as u16,
+                !0,
+            )
+            .map_err(|e| err(format!("the X server connection failed: {e}")))?
+            .reply()
+            .map_err(|e| err(format!("GetImage failed: {e}")))?;
+        if reply.data.len() != out.len() {
+            return Err(err(format!(
+                "GetImage returned {} bytes for a {}x{} BGRX picture",
+                reply.data.len(),
+                self.width,
+                self.height
+            )));
+        }
+        out.copy_from_slice(&reply.data);
+        Ok(())
+    }
+}

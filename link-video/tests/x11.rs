@@ -1,0 +1,215 @@
+//! The X11 source against a real X server (Xvfb, installed by the test
+//! command; a missing Xvfb fails these tests, it does not skip them).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use link_video::x11::{X11Area, X11Capture};
+use link_video::{Source, SourceSpec, VideoError};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{
+    ChangeGCAux, ConnectionExt as _, CreateGCAux, CreateWindowAux, Rectangle, WindowClass,
+};
+
+/// An Xvfb server on a display number it picked itself (`-displayfd`).
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start(screen: &str) -> Xvfb {
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                screen,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is missing: install the xvfb package (scripts/test.sh does)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let n: u32 = line
+            .trim()
+            .parse()
+            .expect("Xvfb printed its display number");
+        Xvfb {
+            child,
+            display: format!(":{n}"),
+        }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn x11_err(r: Result<X11Capture, VideoError>) -> String {
+    match r {
+        Err(e @ VideoError::X11 { .. }) => {
+            let s = e.to_string();
+            assert!(!s.contains('\n'), "one line: {s}");
+            s
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(c) => panic!("opened: {c:?}"),
+    }
+}
+
+// r[verify video.x11.open]
+#[test]
+fn opening_names_what_is_wrong_and_rounds_the_screen_to_even_sizes() {
+    let x = Xvfb::start("641x361x24");
+    let whole = X11Capture::open(Some(&x.display), &X11Area::Screen).unwrap();
+    assert_eq!((whole.width(), whole.height()), (640, 360));
+    assert_eq!(whole.frame_len(), 640 * 360 * 4);
+    let r = X11Capture::open(
+        Some(&x.display),
+        &X11Area::Region {
+            x: 100,
+            y: 0,
+            width: 542,
+            height: 360,
+        },
+    );
+    assert!(x11_err(r).contains("outside the 641x361 screen"));
+    let r = X11Capture::open(
+        Some(&x.display),
+        &X11Area::Region {
+            x: 2,
+            y: 2,
+            width: 640,
+            height: 360,
+        },
+    );
+    assert!(x11_err(r).contains("outside"));
+    let inside = X11Capture::open(
+        Some(&x.display),
+        &X11Area::Region {
+            x: 1,
+            y: 1,
+            width: 400,
+            height: 200,
+        },
+    )
+    .unwrap();
+    assert_eq!((inside.width(), inside.height()), (400, 200));
+    let e = x11_err(X11Capture::open(
+        Some(&x.display),
+        &X11Area::Output("HDMI-9".into()),
+    ));
+    assert!(e.contains("no output named \"HDMI-9\""), "{e}");
+    assert!(e.contains("the display has:"), "{e}");
+    // No server on this display.
+    let e = x11_err(X11Capture::open(Some(":4321"), &X11Area::Screen));
+    assert!(e.contains(":4321") && e.contains("cannot connect"), "{e}");
+    // A 16-bit screen.
+    let x16 = Xvfb::start("640x360x16");
+    let e = x11_err(X11Capture::open(Some(&x16.display), &X11Area::Screen));
+    assert!(e.contains("pixel format"), "{e}");
+    // Through the source spec, with the display named by number.
+    let n = x.display.trim_start_matches(':');
+    let spec = SourceSpec::parse(&format!("x11:{n}")).unwrap();
+    let s = Source::open(&spec, false).unwrap();
+    assert_eq!((s.width(), s.height(), s.fps()), (640, 360, 60));
+    assert_eq!(s.frame_len(), 640 * 360 * 4);
+    assert!(s.is_live());
+}
+
+// r[verify video.x11.capture]
+/// Rectangles of known colours drawn by another client come back as BGRX
+/// at the right places, region offsets included; a server that is killed
+/// makes the next capture a named error.
+#[test]
+fn captured_pixels_are_what_the_server_shows_and_a_dead_server_is_an_error() {
+    let x = Xvfb::start("640x360x24");
+    let (conn, screen_no) = x11rb::connect(Some(&x.display)).unwrap();
+    let screen = &conn.setup().roots[screen_no];
+    let win = conn.generate_id().unwrap();
+    conn.create_window(
+        screen.root_depth,
+        win,
+        screen.root,
+        0,
+        0,
+        640,
+        360,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        screen.root_visual,
+        &CreateWindowAux::new()
+            .override_redirect(1)
+            .background_pixel(0),
+    )
+    .unwrap();
+    conn.map_window(win).unwrap();
+    let gc = conn.generate_id().unwrap();
+    conn.create_gc(gc, win, &CreateGCAux::new()).unwrap();
+    // Left half red, right half blue, a green square at (100, 50).
+    for (pixel, rect) in [
+        (0xff0000u32, (0, 0, 320, 360)),
+        (0x0000ff, (320, 0, 320, 360)),
+        (0x00ff00, (100, 50, 20, 20)),
+    ] {
+        conn.change_gc(gc, &ChangeGCAux::new().foreground(pixel))
+            .unwrap();
+        conn.poly_fill_rectangle(
+            win,
+            gc,
+            &[Rectangle {
+                x: rect.0,
+                y: rect.1,
+                width: rect.2,
+                height: rect.3,
+            }],
+        )
+        .unwrap();
+    }
+    conn.get_input_focus().unwrap().reply().unwrap();
+
+    let mut cap = X11Capture::open(Some(&x.display), &X11Area::Screen).unwrap();
+    let mut pic = vec![0u8; cap.frame_len()];
+    cap.capture(&mut pic).unwrap();
+    let px = |p: &[u8], w: usize, x: usize, y: usize| {
+        let o = (y * w + x) * 4;
+        [p[o], p[o + 1], p[o + 2]]
+    };
+    assert_eq!(px(&pic, 640, 10, 10), [0, 0, 255], "red is the third byte");
+    assert_eq!(px(&pic, 640, 630, 350), [255, 0, 0], "blue is the first");
+    assert_eq!(px(&pic, 640, 110, 60), [0, 255, 0]);
+    let mut region = X11Capture::open(
+        Some(&x.display),
+        &X11Area::Region {
+            x: 100,
+            y: 50,
+            width: 240,
+            height: 20,
+        },
+    )
+    .unwrap();
+    let mut part = vec![0u8; region.frame_len()];
+    region.capture(&mut part).unwrap();
+    assert_eq!(px(&part, 240, 0, 0), [0, 255, 0]);
+    assert_eq!(px(&part, 240, 100, 10), [0, 0, 255]);
+    assert_eq!(px(&part, 240, 239, 19), [255, 0, 0]);
+    assert!(matches!(
+        cap.capture(&mut pic[4..]),
+        Err(VideoError::ShortBuffer { .. })
+    ));
+
+    drop(conn);
+    drop(x);
+    let e = cap.capture(&mut pic).unwrap_err();
+    assert!(matches!(e, VideoError::X11 { .. }), "{e}");
+}
