@@ -132,6 +132,16 @@ pub struct HostArgs {
     /// SHA-256 fingerprints.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub self_signed: bool,
+    /// Serve a desktop (--source x11) without a key: anyone who reaches
+    /// the ports can watch. Without it and without --psk-file, a key is
+    /// made at start and printed in the join commands.
+    #[arg(long, conflicts_with = "psk_file")]
+    pub no_auth: bool,
+    /// Also accept browser connections from pages of this origin
+    /// (https://example.com), besides the host's own page. Repeatable. A
+    /// desktop (--source x11) accepts only these and its own page.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
     /// Over UDP, end a viewer's session when nothing arrived from it for N
     /// seconds (counted in `viewers_timed_out`). A viewer whose path comes
     /// back sooner resumes in the same session, without a new handshake.
@@ -145,6 +155,8 @@ struct Served {
     hub: Hub,
     finished: Mutex<Vec<ViewerReport>>,
     ws_refused_paths: AtomicU64,
+    /// Browser connections refused for their origin (`--allow-origin`).
+    ws_refused_origins: AtomicU64,
     print_input: bool,
 }
 
@@ -269,8 +281,33 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             args.min_bitrate, args.bitrate
         ));
     }
+    if let Some(line) = link_video::build::slow_encoder_warning() {
+        eprintln!("linkstream host: {line}");
+    }
+    // Open the source here too: a bad file is refused before anything starts.
+    let source = capture::open_source(&args.source, args.fps)?;
+    // r[impl cli.host.private]
+    // A desktop is private by default: a key of this run's own when none
+    // is given, unless --no-auth says otherwise.
+    let mut made_key = None;
     let psk = match &args.psk_file {
         Some(p) => Some(read_psk(p)?),
+        None if source.is_live() && !args.no_auth => {
+            let key = RunKey::make()?;
+            eprintln!(
+                "linkstream host: a desktop is private: no --psk-file, so this run's key is in {} (the join commands below carry it; --no-auth serves without one)",
+                key.path.display()
+            );
+            let bytes = key.bytes.clone();
+            made_key = Some(key);
+            Some(bytes)
+        }
+        None if source.is_live() => {
+            eprintln!(
+                "linkstream host: WARNING: --no-auth: serving a desktop WITHOUT a key; anyone who reaches the ports can watch it and send input"
+            );
+            None
+        }
         None => {
             eprintln!(
                 "linkstream host: WARNING: no --psk-file: sessions are NOT encrypted (anyone on the path can watch and inject input)"
@@ -278,11 +315,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
             None
         }
     };
-    if let Some(line) = link_video::build::slow_encoder_warning() {
-        eprintln!("linkstream host: {line}");
-    }
-    // Open the source here too: a bad file is refused before anything starts.
-    let source = capture::open_source(&args.source, args.fps)?;
+    let same_origin = source.is_live() || !args.allow_origin.is_empty();
     let (width, height, fps) = (source.width(), source.height(), source.fps() as f64);
     let frame_len = source.frame_len();
     let kind = (source.pixel_format(), source.is_live());
@@ -330,8 +363,14 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     }
     let ws = match args.ws {
         Some(addr) => {
-            let (options, notes) = crate::web_assets::server_options(&tls_choice, addr)?;
+            let (mut options, notes) = crate::web_assets::server_options(&tls_choice, addr)?;
             let tls = options.tls.is_some();
+            // r[impl cli.host.origin]
+            if same_origin {
+                options.http = options
+                    .http
+                    .map(|r| r.same_origin_only(args.allow_origin.clone()));
+            }
             // Few frames may wait in a viewer's WebSocket write queue, and
             // little in the kernel (TCP_NOTSENT_LOWAT): a viewer that
             // drains slower than the stream then backs up into its own
@@ -370,6 +409,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         }),
         finished: Mutex::new(Vec::new()),
         ws_refused_paths: AtomicU64::new(0),
+        ws_refused_origins: AtomicU64::new(0),
         print_input: args.print_input,
     });
     let host_cfg = HostConfig {
@@ -385,15 +425,15 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
         },
         ..Default::default()
     };
-    let key_hint = if psk.is_some() {
-        " --psk-file FILE"
-    } else {
-        ""
+    let key_hint = match (&made_key, psk.is_some()) {
+        (Some(k), _) => format!(" --psk-file {}", k.path.display()),
+        (None, true) => " --psk-file FILE".into(),
+        (None, false) => String::new(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(ep) = udp {
         let local = ep.local_addr();
-        println_join(&format!("udp://{local}"), key_hint);
+        println_join(&format!("udp://{local}"), &key_hint);
         let (hub, cfg) = (hub.clone(), host_cfg.clone());
         tasks.spawn(async move {
             let mut viewers = tokio::task::JoinSet::new();
@@ -412,7 +452,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     if let Some((mut server, tls)) = ws {
         let local = server.local_addr();
         let scheme = if tls { "wss" } else { "ws" };
-        println_join(&format!("{scheme}://{local}"), key_hint);
+        println_join(&format!("{scheme}://{local}"), &key_hint);
         let (hub, cfg) = (hub.clone(), host_cfg.clone());
         tasks.spawn(async move {
             let mut viewers = tokio::task::JoinSet::new();
@@ -435,6 +475,8 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
                     _ = hub.hub.stopped() => break,
                 }
             }
+            hub.ws_refused_origins
+                .store(server.counts().origin_refused, Relaxed);
             while viewers.join_next().await.is_some() {}
         });
     }
@@ -490,6 +532,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let stats = hub.hub.stats();
     report.handshake_failures = stats.handshake_failures;
     report.ws_refused_paths = hub.ws_refused_paths.load(Relaxed);
+    report.ws_refused_origins = hub.ws_refused_origins.load(Relaxed);
     report.viewers_joined = stats.viewers_joined;
     report.viewers_timed_out = stats.viewers_timed_out;
     if args.json {
@@ -545,6 +588,51 @@ fn finish_capture(mut child: std::process::Child) -> Option<String> {
             eprint!("{text}");
             None
         }
+    }
+}
+
+/// A key made for one run of a host serving a desktop without
+/// `--psk-file`: 32 random bytes, written as hex to a file only this user
+/// can read (in `$XDG_RUNTIME_DIR`, else the temporary directory), removed
+/// when the host ends.
+struct RunKey {
+    bytes: Vec<u8>,
+    path: PathBuf,
+}
+
+impl RunKey {
+    fn make() -> Result<RunKey, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The key, then a name for its file (not derived from the key).
+        let mut bytes = vec![0u8; 36];
+        getrandom::fill(&mut bytes).map_err(|e| format!("making a key: no randomness: {e}"))?;
+        let name: String = bytes
+            .split_off(32)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("linkstream-host-{}-{name}.key", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("key file {}: {e}", path.display()))?;
+        f.write_all(hex.as_bytes())
+            .map_err(|e| format!("key file {}: {e}", path.display()))?;
+        Ok(RunKey { bytes, path })
+    }
+}
+
+impl Drop for RunKey {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -243,6 +243,8 @@ pub struct HostReport {
     pub latency_budget_ms: u64,
     pub handshake_failures: u64,
     pub ws_refused_paths: u64,
+    /// Browser connections refused with 403 for their page's origin.
+    pub ws_refused_origins: u64,
     /// Sessions established (handshakes completed), over both transports.
     pub viewers_joined: u64,
     /// Sessions ended because nothing arrived from the viewer for

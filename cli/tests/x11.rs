@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Xvfb, json, num, start_host, start_host_keeping_stderr};
+use common::{BIN, Xvfb, json, num, start_host_joins};
 
 fn draw_pattern(display: &str, seconds: &str, log: &std::path::Path) -> std::process::Child {
     Command::new(BIN)
@@ -19,9 +19,13 @@ fn draw_pattern(display: &str, seconds: &str, log: &std::path::Path) -> std::pro
         .unwrap()
 }
 
-fn client(url: &str, seconds: &str) -> std::process::Child {
+/// `linkstream client` with the join command's arguments (`URL
+/// --psk-file PATH`) as the host printed them.
+fn client(join: &[String], seconds: &str) -> std::process::Child {
     Command::new(BIN)
-        .args(["client", url, "--json", "--seconds", seconds])
+        .arg("client")
+        .args(join)
+        .args(["--json", "--seconds", seconds])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,7 +53,7 @@ fn the_host_streams_an_x_screen_and_every_picture_is_what_was_drawn() {
     let mut drawer = draw_pattern(&x.display, "12", &log);
     wait_drawn(&log);
     let source = format!("x11:{}", x.display);
-    let (host, urls) = start_host(
+    let (host, joins, _) = start_host_joins(
         &[
             "--udp",
             "127.0.0.1:0",
@@ -66,7 +70,14 @@ fn the_host_streams_an_x_screen_and_every_picture_is_what_was_drawn() {
         ],
         1,
     );
-    let out = client(&urls[0], "4").wait_with_output().unwrap();
+    // A desktop is private: the host made a key, only this user can read
+    // it, and the join command carries it.
+    assert_eq!(joins[0][1], "--psk-file", "{joins:?}");
+    let key = std::path::PathBuf::from(&joins[0][2]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let out = client(&joins[0], "4").wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -76,6 +87,8 @@ fn the_host_streams_an_x_screen_and_every_picture_is_what_was_drawn() {
     let out = host.wait_with_output().unwrap();
     assert!(out.status.success());
     let h = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(h["encrypted"], true);
+    assert!(!key.exists(), "the run's key file is removed at the end");
     drawer.kill().unwrap();
     drawer.wait().unwrap();
 
@@ -111,11 +124,11 @@ fn the_host_streams_an_x_screen_and_every_picture_is_what_was_drawn() {
 fn an_x_server_that_dies_ends_the_host_with_an_error() {
     let mut x = Xvfb::start("640x360x24");
     let source = format!("x11:{}", x.display);
-    let (mut host, urls, _stderr) = start_host_keeping_stderr(
+    let (mut host, joins, stderr) = start_host_joins(
         &["--udp", "127.0.0.1:0", "--source", &source, "--fps", "30"],
         1,
     );
-    let mut viewer = client(&urls[0], "60");
+    let mut viewer = client(&joins[0], "60");
     std::thread::sleep(Duration::from_secs(2));
     x.child.kill().unwrap();
     x.child.wait().unwrap();
@@ -129,8 +142,7 @@ fn an_x_server_that_dies_ends_the_host_with_an_error() {
     };
     assert!(!status.success());
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut host.stdout.take().unwrap(), &mut String::new()).ok();
-    while let Ok(l) = _stderr.recv_timeout(Duration::from_secs(1)) {
+    while let Ok(l) = stderr.recv_timeout(Duration::from_secs(1)) {
         err.push_str(&l);
         err.push('\n');
     }
@@ -146,4 +158,97 @@ fn an_x_server_that_dies_ends_the_host_with_an_error() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// r[verify cli.host.private]
+// r[verify cli.host.origin]
+/// A desktop host without --psk-file: a viewer without the run's key gets
+/// no picture and the host says why; a browser connection from a page of
+/// another origin is refused with 403 and counted, one from an origin
+/// named with --allow-origin is not; --no-auth serves without a key and
+/// says so.
+#[test]
+fn a_desktop_is_private_by_default() {
+    use std::io::{Read, Write};
+    let x = Xvfb::start("640x360x24");
+    let source = format!("x11:{}", x.display);
+    let (host, joins, stderr) = start_host_joins(
+        &[
+            "--udp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--source",
+            &source,
+            "--fps",
+            "10",
+            "--allow-origin",
+            "https://viewer.example",
+            "--seconds",
+            "6",
+        ],
+        2,
+    );
+    let ws = joins[1][0].strip_prefix("ws://").unwrap().to_string();
+    assert_eq!(joins[1][1], "--psk-file");
+    // Without the key: no picture, the client fails, the host says why.
+    let out = client(&joins[0][..1], "3").wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let upgrade = |origin: &str| {
+        let mut tcp = std::net::TcpStream::connect(&ws).unwrap();
+        write!(
+            tcp,
+            "GET /stream HTTP/1.1\r\nHost: {ws}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head[9..12]).to_string()
+    };
+    assert_eq!(upgrade("http://evil.example"), "403");
+    assert_eq!(upgrade(&format!("http://{ws}")), "101");
+    assert_eq!(upgrade("https://viewer.example"), "101");
+    let out = host.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let h = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(num(&h, "ws_refused_origins"), 1.0, "{h}");
+    assert!(num(&h, "handshake_failures") >= 1.0, "{h}");
+    let said: Vec<String> = stderr.iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("a desktop is private")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.contains("udp viewer") && l.contains("handshake failed")),
+        "the host says why: {said:?}"
+    );
+
+    // --no-auth: no key, a warning, and a viewer without one sees it.
+    let (host, joins, stderr) = start_host_joins(
+        &[
+            "--udp",
+            "127.0.0.1:0",
+            "--source",
+            &source,
+            "--fps",
+            "10",
+            "--no-auth",
+            "--seconds",
+            "4",
+        ],
+        1,
+    );
+    assert_eq!(joins[0].len(), 1, "no key in the join command: {joins:?}");
+    let out = client(&joins[0], "2").wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        num(
+            &json(&String::from_utf8_lossy(&out.stdout)),
+            "frames_decoded"
+        ) > 0.0
+    );
+    assert!(host.wait_with_output().unwrap().status.success());
+    let said: Vec<String> = stderr.iter().collect();
+    assert!(said.iter().any(|l| l.contains("WITHOUT a key")), "{said:?}");
 }

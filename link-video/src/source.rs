@@ -48,7 +48,7 @@ impl SourceSpec {
     /// [`VideoError::BadSource`] naming what is wrong, or the geometry error.
     // r[impl video.source.spec]
     pub fn parse(spec: &str) -> Result<Self, VideoError> {
-        if spec == "x11" || spec.starts_with("x11:") {
+        if spec == "x11" || ["x11:", "x11@", "x11+"].iter().any(|p| spec.starts_with(p)) {
             return parse_x11(spec);
         }
         if let Some(path) = spec.strip_prefix("y4m:") {
@@ -362,6 +362,18 @@ mod tests {
         assert_eq!(
             SourceSpec::parse("x11:1").unwrap(),
             SourceSpec::parse("x11::1").unwrap()
+        );
+        assert_eq!(
+            SourceSpec::parse("x11@DP-1").unwrap(),
+            SourceSpec::X11 {
+                display: None,
+                area: X11Area::Output("DP-1".into()),
+                fps: 60
+            }
+        );
+        assert_eq!(
+            SourceSpec::parse("x11+0,0,64x64").unwrap(),
+            SourceSpec::parse("x11:+0,0,64x64").unwrap()
         );
         assert_eq!(
             SourceSpec::parse("x11:host:0.1@HDMI-1").unwrap(),

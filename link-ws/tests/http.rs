@@ -117,6 +117,91 @@ async fn http_routes_and_stream_path_share_the_port() {
     assert_eq!((c.http_ok, c.http_refused, c.accepted), (3, 5, 1), "{c:?}");
 }
 
+/// A raw upgrade request for `/stream` with these extra headers.
+fn upgrade(host: &str, origin: Option<&str>) -> String {
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    format!(
+        "GET /stream HTTP/1.1\r\nHost: {host}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Send an upgrade request and read the status line of the answer.
+async fn upgrade_status(addr: SocketAddr, request: &str) -> u16 {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = vec![0u8; 12];
+    tokio::time::timeout(T, tcp.read_exact(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&out[9..12]).parse().unwrap()
+}
+
+// r[verify ws.http.origin]
+/// Same-origin only: a browser's upgrade from another origin gets 403 and
+/// is counted; the server's own origin (as `Host` names it), an origin
+/// allowed besides, and a request without `Origin` (a native client) are
+/// upgraded. Without the policy any origin is upgraded.
+#[tokio::test]
+async fn only_the_servers_own_origin_and_allowed_ones_are_upgraded() {
+    let options = ServerOptions {
+        tls: None,
+        http: Some(routes().same_origin_only(vec!["https://viewer.example".into()])),
+    };
+    let mut s = WsServer::bind_with("127.0.0.1:0".parse().unwrap(), WsConfig::default(), options)
+        .await
+        .unwrap();
+    let addr = s.local_addr();
+    let host = addr.to_string();
+    for origin in [
+        "http://evil.example",
+        "https://evil.example",
+        &format!("http://{host}.evil.example"),
+        &format!("ftp://{host}"),
+        "null",
+    ] {
+        assert_eq!(
+            upgrade_status(addr, &upgrade(&host, Some(origin))).await,
+            403,
+            "{origin}"
+        );
+    }
+    for origin in [
+        Some(format!("http://{host}")),
+        Some(format!("HTTPS://{}", host.to_uppercase())),
+        Some("https://viewer.example".to_string()),
+        None,
+    ] {
+        assert_eq!(
+            upgrade_status(addr, &upgrade(&host, origin.as_deref())).await,
+            101,
+            "{origin:?}"
+        );
+        tokio::time::timeout(T, s.accept()).await.unwrap().unwrap();
+    }
+    let c = s.counts();
+    assert_eq!((c.origin_refused, c.accepted), (5, 4), "{c:?}");
+
+    let mut open = WsServer::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        WsConfig::default(),
+        ServerOptions {
+            tls: None,
+            http: Some(routes()),
+        },
+    )
+    .await
+    .unwrap();
+    let a = open.local_addr();
+    let req = upgrade(&a.to_string(), Some("http://evil.example"));
+    assert_eq!(upgrade_status(a, &req).await, 101);
+    tokio::time::timeout(T, open.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open.counts().origin_refused, 0);
+}
+
 /// Without a route table every request is an upgrade, whatever its path
 /// (the behaviour before routes existed).
 #[tokio::test]

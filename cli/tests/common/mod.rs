@@ -22,17 +22,19 @@ pub fn num(v: &serde_json::Value, path: &str) -> f64 {
 
 /// Start `linkstream host` with `args` (plus `--json`) and return it with
 /// the `count` join URLs it prints (the bound ports); its remaining stderr
-/// is drained so it never blocks (and kept: the second value's lines).
+/// is drained so it never blocks.
 pub fn start_host(args: &[&str], count: usize) -> (Child, Vec<String>) {
-    let (host, urls, _) = start_host_keeping_stderr(args, count);
-    (host, urls)
+    let (host, joins, _) = start_host_joins(args, count);
+    (host, joins.into_iter().map(|j| j[0].clone()).collect())
 }
 
-/// As [`start_host`], and the host's stderr lines as they come.
-pub fn start_host_keeping_stderr(
+/// As [`start_host`], with each join command's arguments after
+/// `linkstream client` (the URL, then `--psk-file PATH` when the host made
+/// a key), and the host's later stderr lines as they come.
+pub fn start_host_joins(
     args: &[&str],
     count: usize,
-) -> (Child, Vec<String>, std::sync::mpsc::Receiver<String>) {
+) -> (Child, Vec<Vec<String>>, std::sync::mpsc::Receiver<String>) {
     let mut host = Command::new(BIN)
         .arg("host")
         .args(args)
@@ -42,20 +44,21 @@ pub fn start_host_keeping_stderr(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
-    let mut urls = Vec::new();
-    while urls.len() < count {
+    let mut joins = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    while joins.len() < count {
         let line = lines.next().expect("host stderr ended").unwrap();
         if let Some(rest) = line.split("linkstream client ").nth(1) {
-            urls.push(rest.split_whitespace().next().unwrap().to_string());
+            joins.push(rest.split_whitespace().map(String::from).collect());
         }
+        let _ = tx.send(line);
     }
-    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for l in lines.map_while(Result::ok) {
             let _ = tx.send(l);
         }
     });
-    (host, urls, rx)
+    (host, joins, rx)
 }
 
 /// An Xvfb server on a display number it picked itself (`-displayfd`);

@@ -31,12 +31,21 @@ pub struct HttpAsset {
 /// [`HttpRoutes::stream_path`] becomes a link; a `GET` or `HEAD` of a path
 /// in the table gets `200` with that asset; anything else gets `404` (or
 /// `405` for other methods) and the connection is closed.
+///
+/// With [`HttpRoutes::same_origin_only`] an upgrade request that carries
+/// an `Origin` header (a browser's) is refused with `403` unless that
+/// origin is the server's own, as the request's `Host` names it, or one of
+/// the origins allowed besides (`r[ws.http.origin]`).
 #[derive(Debug, Clone)]
 pub struct HttpRoutes {
     /// The path (without query) that is upgraded to WebSocket.
     pub stream_path: String,
     /// Path (without query) -> response.
     pub assets: HashMap<String, HttpAsset>,
+    /// `None`: upgrades from any origin. `Some(list)`: only from the
+    /// server's own origin and these (`https://example.com`), compared
+    /// without regard to case.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl HttpRoutes {
@@ -45,7 +54,16 @@ impl HttpRoutes {
         HttpRoutes {
             stream_path: stream_path.into(),
             assets: HashMap::new(),
+            allowed_origins: None,
         }
+    }
+
+    /// Upgrade only requests from the server's own origin (the scheme, host
+    /// and port of the request's `Host`), or from one of `also`; requests
+    /// without an `Origin` header (not from a browser) are upgraded.
+    pub fn same_origin_only(mut self, also: Vec<String>) -> Self {
+        self.allowed_origins = Some(also);
+        self
     }
 
     /// Add (or replace) the asset served at `path`.
@@ -90,6 +108,31 @@ fn has_token(value: Option<&[u8]>, token: &str) -> bool {
     value
         .and_then(|v| std::str::from_utf8(v).ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+// r[impl ws.http.origin]
+/// Whether an upgrade request may become a link under the routes' origin
+/// policy: no policy, no `Origin` header, an origin listed, or an origin
+/// whose host and port are the request's `Host`.
+fn origin_allowed(req: &httparse::Request<'_, '_>, routes: &HttpRoutes) -> bool {
+    let Some(allowed) = &routes.allowed_origins else {
+        return true;
+    };
+    let Some(origin) = header(req, "origin") else {
+        return true;
+    };
+    let Ok(origin) = std::str::from_utf8(origin).map(str::trim) else {
+        return false;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let origin = origin.to_ascii_lowercase();
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let host = header(req, "host").and_then(|h| std::str::from_utf8(h).ok());
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h.trim()))
 }
 
 // r[impl ws.http.routes]
@@ -140,6 +183,10 @@ pub(crate) async fn route(mut stream: Stream, routes: &HttpRoutes) -> Result<Rou
     };
     let path = path_only(target);
     let upgrade = has_token(header(&req, "upgrade"), "websocket");
+    if upgrade && path == routes.stream_path && !origin_allowed(&req, routes) {
+        respond(&mut stream, 403, "text/plain", b"origin not allowed", false).await?;
+        return Ok(Routed::Answered(403));
+    }
     if upgrade && path == routes.stream_path {
         // The handshake reads the request again: replay what was read.
         return Ok(Routed::Upgrade(Stream::Replay {

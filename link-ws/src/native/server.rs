@@ -35,6 +35,7 @@ struct ServerCounters {
     refused: AtomicU64,
     http_ok: AtomicU64,
     http_refused: AtomicU64,
+    origin_refused: AtomicU64,
 }
 
 /// What a server has done with the connections it was offered.
@@ -52,6 +53,9 @@ pub struct ServerCounts {
     /// Plain HTTP requests refused (`404`, `405`, `400`, `431`), including
     /// upgrade requests for a path other than the stream path.
     pub http_refused: u64,
+    /// Upgrade requests refused with `403` because their `Origin` is not
+    /// allowed ([`crate::HttpRoutes::same_origin_only`]).
+    pub origin_refused: u64,
 }
 
 /// How a server listens, besides its [`WsConfig`].
@@ -166,6 +170,7 @@ impl WsServer {
             refused: self.counters.refused.load(Relaxed),
             http_ok: self.counters.http_ok.load(Relaxed),
             http_refused: self.counters.http_refused.load(Relaxed),
+            origin_refused: self.counters.origin_refused.load(Relaxed),
         }
     }
 }
@@ -212,10 +217,10 @@ async fn accept_loop(
             );
             match hs.await {
                 Ok(Ok(Handshake::Http(status))) => {
-                    let c = if status == 200 {
-                        &counters.http_ok
-                    } else {
-                        &counters.http_refused
+                    let c = match status {
+                        200 => &counters.http_ok,
+                        403 => &counters.origin_refused,
+                        _ => &counters.http_refused,
                     };
                     c.fetch_add(1, Relaxed);
                     tracing::debug!("HTTP request from {peer}: {status}");
