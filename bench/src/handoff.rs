@@ -86,6 +86,8 @@ fn write_header(buf: &mut [u8], index: u64, w: usize, h: usize) {
         capture_us,
         dropped: 0,
         fps_milli: 0,
+        format: link_video::PixelFormat::I420,
+        stride: 0,
     }
     .write(buf)
     .expect("the slot holds the header");
