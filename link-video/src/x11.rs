@@ -9,6 +9,7 @@
 
 use x11rb::connection::Connection;
 use x11rb::protocol::randr::ConnectionExt as _;
+use x11rb::protocol::xfixes::ConnectionExt as _;
 use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, ImageOrder, VisualClass, Window};
 use x11rb::rust_connection::RustConnection;
 
@@ -43,6 +44,8 @@ pub struct X11Capture {
     y: i16,
     width: usize,
     height: usize,
+    /// The pointer is drawn into each picture (the server has XFixes).
+    cursor: bool,
 }
 
 impl std::fmt::Debug for X11Capture {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for X11Capture {
             .field("y", &self.y)
             .field("width", &self.width)
             .field("height", &self.height)
+            .field("cursor", &self.cursor)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +181,13 @@ impl X11Capture {
                 "a {w}x{h} picture cannot be encoded (sizes 2 to {MAX_DIMENSION})"
             )));
         }
+        // XFixes 4 gives the cursor's image and position; without it the
+        // pictures have no pointer (the summary says so).
+        let cursor = conn
+            .xfixes_query_version(4, 0)
+            .ok()
+            .and_then(|c| c.reply().ok())
+            .is_some_and(|v| v.major_version >= 4);
         Ok(X11Capture {
             conn,
             display: shown,
@@ -185,6 +196,7 @@ impl X11Capture {
             y: y as i16,
             width: w as usize,
             height: h as usize,
+            cursor,
         })
     }
 
@@ -205,7 +217,11 @@ impl X11Capture {
 
     /// How pictures get from the X server into the caller's buffer.
     pub fn path(&self) -> &'static str {
-        "GetImage (copied from the X connection)"
+        if self.cursor {
+            "GetImage (copied from the X connection), cursor drawn in"
+        } else {
+            "GetImage (copied from the X connection), no cursor (the server lacks XFixes)"
+        }
     }
 
     // r[impl video.x11.capture]
@@ -249,6 +265,102 @@ impl X11Capture {
             )));
         }
         out.copy_from_slice(&reply.data);
+        if self.cursor {
+            let c = self
+                .conn
+                .xfixes_get_cursor_image()
+                .map_err(|e| err(format!("the X server connection failed: {e}")))?
+                .reply()
+                .map_err(|e| err(format!("XFixes GetCursorImage failed: {e}")))?;
+            let left = i64::from(c.x) - i64::from(c.xhot) - i64::from(self.x);
+            let top = i64::from(c.y) - i64::from(c.yhot) - i64::from(self.y);
+            draw_cursor(
+                out,
+                (self.width, self.height),
+                &c.cursor_image,
+                (usize::from(c.width), usize::from(c.height)),
+                (left, top),
+            );
+        }
         Ok(())
+    }
+}
+
+// r[impl video.x11.cursor]
+/// Blends a cursor image (premultiplied ARGB, `size` pixels, rows packed)
+/// into the BGRX picture `out` of `pic` pixels with its top-left corner at
+/// `at` (which may lie outside the picture: only the overlap is drawn).
+pub fn draw_cursor(
+    out: &mut [u8],
+    pic: (usize, usize),
+    image: &[u32],
+    size: (usize, usize),
+    at: (i64, i64),
+) {
+    let (pw, ph) = (pic.0 as i64, pic.1 as i64);
+    let (cw, ch) = (size.0 as i64, size.1 as i64);
+    if image.len() < size.0 * size.1 || out.len() < pic.0 * pic.1 * 4 {
+        return;
+    }
+    for cy in 0..ch {
+        let y = at.1 + cy;
+        if !(0..ph).contains(&y) {
+            continue;
+        }
+        for cx in 0..cw {
+            let x = at.0 + cx;
+            if !(0..pw).contains(&x) {
+                continue;
+            }
+            let argb = image[(cy * cw + cx) as usize];
+            let a = argb >> 24;
+            if a == 0 {
+                continue;
+            }
+            let o = ((y * pw + x) * 4) as usize;
+            // Premultiplied: out = cursor + picture * (255 - alpha) / 255.
+            for (i, shift) in [(0, 0u32), (1, 8), (2, 16)] {
+                let src = (argb >> shift) & 0xff;
+                let dst = u32::from(out[o + i]);
+                out[o + i] = (src + (dst * (255 - a) + 127) / 255).min(255) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // r[verify video.x11.cursor]
+    /// Opaque cursor pixels replace the picture, transparent ones leave it,
+    /// half-transparent ones blend (premultiplied), and a cursor hanging
+    /// over an edge is clipped, never written out of bounds.
+    #[test]
+    fn the_cursor_blends_premultiplied_and_is_clipped_at_the_edges() {
+        let mut pic = vec![100u8; 4 * 4 * 4];
+        // 2x2: opaque red, transparent, half white (premultiplied), opaque blue.
+        let image = [0xffff_0000u32, 0, 0x8080_8080, 0xff00_00ff];
+        draw_cursor(&mut pic, (4, 4), &image, (2, 2), (1, 1));
+        let px = |p: &[u8], x: usize, y: usize| p[(y * 4 + x) * 4..(y * 4 + x) * 4 + 3].to_vec();
+        assert_eq!(px(&pic, 1, 1), [0, 0, 255], "opaque red: B G R");
+        assert_eq!(px(&pic, 2, 1), [100, 100, 100], "transparent");
+        // 128 + 100 * 127 / 255 = 128 + 50.
+        assert_eq!(px(&pic, 1, 2), [178, 178, 178], "half white over grey");
+        assert_eq!(px(&pic, 2, 2), [255, 0, 0], "opaque blue");
+        assert_eq!(px(&pic, 0, 0), [100, 100, 100]);
+        // Clipped at every edge: only the overlap changes.
+        let mut pic = vec![100u8; 4 * 4 * 4];
+        let opaque = [0xff00_ff00u32; 9];
+        draw_cursor(&mut pic, (4, 4), &opaque, (3, 3), (-2, -2));
+        assert_eq!(px(&pic, 0, 0), [0, 255, 0]);
+        assert_eq!(px(&pic, 1, 0), [100, 100, 100]);
+        draw_cursor(&mut pic, (4, 4), &opaque, (3, 3), (3, 3));
+        assert_eq!(px(&pic, 3, 3), [0, 255, 0]);
+        assert_eq!(px(&pic, 2, 3), [100, 100, 100]);
+        let before = pic.clone();
+        draw_cursor(&mut pic, (4, 4), &opaque, (3, 3), (9, -9));
+        draw_cursor(&mut pic, (4, 4), &opaque[..4], (3, 3), (0, 0));
+        assert_eq!(pic, before, "outside, or an image shorter than its size");
     }
 }

@@ -213,3 +213,74 @@ fn captured_pixels_are_what_the_server_shows_and_a_dead_server_is_an_error() {
     let e = cap.capture(&mut pic).unwrap_err();
     assert!(matches!(e, VideoError::X11 { .. }), "{e}");
 }
+
+// r[verify video.x11.cursor]
+/// The pointer is in the picture where the server has it, and moves with
+/// it; the rest of the picture is what the window shows.
+#[test]
+fn the_pointer_is_drawn_where_it_is() {
+    let x = Xvfb::start("640x360x24");
+    let (conn, screen_no) = x11rb::connect(Some(&x.display)).unwrap();
+    let screen = &conn.setup().roots[screen_no];
+    let win = conn.generate_id().unwrap();
+    conn.create_window(
+        screen.root_depth,
+        win,
+        screen.root,
+        0,
+        0,
+        640,
+        360,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        screen.root_visual,
+        &CreateWindowAux::new()
+            .override_redirect(1)
+            .background_pixel(0x00ff00),
+    )
+    .unwrap();
+    conn.map_window(win).unwrap();
+    let root = screen.root;
+    let warp = |x: i16, y: i16| {
+        conn.warp_pointer(x11rb::NONE, root, 0, 0, 0, 0, x, y)
+            .unwrap();
+        conn.get_input_focus().unwrap().reply().unwrap();
+    };
+    let mut cap = X11Capture::open(Some(&x.display), &X11Area::Screen).unwrap();
+    assert!(cap.path().contains("cursor drawn in"), "{}", cap.path());
+    let mut pic = vec![0u8; cap.frame_len()];
+    // Pixels within 12 of (x, y) that are not the window's green.
+    let changed_near = |p: &[u8], cx: usize, cy: usize| {
+        let mut n = 0;
+        for y in cy.saturating_sub(12)..(cy + 12).min(360) {
+            for x in cx.saturating_sub(12)..(cx + 12).min(640) {
+                let o = (y * 640 + x) * 4;
+                if p[o..o + 3] != [0, 255, 0] {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let green_elsewhere = |p: &[u8], cx: usize, cy: usize| {
+        p.chunks_exact(4).enumerate().all(|(i, px)| {
+            let (x, y) = (i % 640, i / 640);
+            x.abs_diff(cx) < 40 && y.abs_diff(cy) < 40 || px[..3] == [0, 255, 0]
+        })
+    };
+    warp(200, 100);
+    cap.capture(&mut pic).unwrap();
+    assert!(
+        changed_near(&pic, 200, 100) > 10,
+        "no pointer at (200, 100)"
+    );
+    assert!(green_elsewhere(&pic, 200, 100));
+    warp(500, 300);
+    cap.capture(&mut pic).unwrap();
+    assert!(
+        changed_near(&pic, 500, 300) > 10,
+        "no pointer at (500, 300)"
+    );
+    assert_eq!(changed_near(&pic, 200, 100), 0, "the old place is clean");
+    assert!(green_elsewhere(&pic, 500, 300));
+}
