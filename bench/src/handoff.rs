@@ -88,6 +88,7 @@ fn write_header(buf: &mut [u8], index: u64, w: usize, h: usize) {
         fps_milli: 0,
         format: link_video::PixelFormat::I420,
         stride: 0,
+        flags: 0,
     }
     .write(buf)
     .expect("the slot holds the header");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use link_shm::{ShmConfig, ShmLink};
 use link_types::{Link, LinkTx, LinkTxPermit, WriteSlot};
 
-use link_video::slot::{FrameHeader, HEADER_LEN};
+use link_video::slot::{FLAG_LENT, FrameHeader, HEADER_LEN};
 use link_video::{Source, SourceSpec, now_us};
 
 /// Options of `linkstream capture`.
@@ -105,13 +105,35 @@ pub async fn produce(
         let mut slot = permit
             .alloc(HEADER_LEN + frame_len)
             .map_err(|e| format!("capture: slot of {} bytes: {e}", HEADER_LEN + frame_len))?;
-        let buf = slot.as_mut_slice();
         let capture_us = now_us();
-        let Some(index) = source
-            .next_frame(&mut buf[HEADER_LEN..])
-            .map_err(|e| e.to_string())?
-        else {
-            break;
+        // r[impl cli.capture.lent]
+        // A screen: the X server writes the picture into the slot itself
+        // (MIT-SHM) when it can; no slice of the slot exists meanwhile.
+        let mut lent_index = None;
+        if let Source::X11(x, _, next) = &mut source
+            && x.can_lend()
+            && let Some(lent) = slot.lend()
+            && x.capture_lent(lent.fd, lent.offset + HEADER_LEN as u64, lent.segment_len)
+                .map_err(|e| e.to_string())?
+        {
+            x.draw_pointer(&mut slot.as_mut_slice()[HEADER_LEN..])
+                .map_err(|e| e.to_string())?;
+            lent_index = Some(*next);
+            *next += 1;
+        }
+        let flags = if lent_index.is_some() { FLAG_LENT } else { 0 };
+        let buf = slot.as_mut_slice();
+        let index = match lent_index {
+            Some(i) => i,
+            None => {
+                let Some(index) = source
+                    .next_frame(&mut buf[HEADER_LEN..])
+                    .map_err(|e| e.to_string())?
+                else {
+                    break;
+                };
+                index
+            }
         };
         FrameHeader {
             width: w as u16,
@@ -122,6 +144,7 @@ pub async fn produce(
             fps_milli: fps.saturating_mul(1000),
             format,
             stride: format.packed_stride(w) as u32,
+            flags,
         }
         .write(buf)
         .map_err(|e| format!("capture: {e}"))?;

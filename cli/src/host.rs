@@ -484,7 +484,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     let (link, child) = start_capture(&args, frame_len).await?;
     let mut report = HostReport {
         source: args.source.clone(),
-        capture_path: capture_path.into(),
+        capture_path,
         width: width as u64,
         height: height as u64,
         fps,
@@ -755,6 +755,9 @@ async fn encode_loop(
             }
         };
         report.frames_captured += 1;
+        if hdr.flags & link_video::slot::FLAG_LENT != 0 {
+            report.frames_zero_copy += 1;
+        }
         report.capture_dropped = hdr.dropped as u64;
         let now = Instant::now();
         let frame_t0 = Instant::now();
@@ -946,8 +949,9 @@ fn print_summary(r: &HostReport) {
         }
     );
     println!(
-        "captured {} (dropped {}), encoded {} ({} keyframes, {} errors), encode p50/p99 {:.2}/{:.2} ms, {:.2} Mbit/s",
+        "captured {} ({} written by the X server into the slot, dropped {}), encoded {} ({} keyframes, {} errors), encode p50/p99 {:.2}/{:.2} ms, {:.2} Mbit/s",
         r.frames_captured,
+        r.frames_zero_copy,
         r.capture_dropped,
         r.frames_encoded,
         r.keyframes,

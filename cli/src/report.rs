@@ -215,6 +215,9 @@ pub struct HostReport {
     /// How pictures get from the source into the capture slot (for an X11
     /// screen: which capture path ran).
     pub capture_path: String,
+    /// Pictures the X server wrote straight into the capture slot
+    /// (MIT-SHM), of `frames_captured`.
+    pub frames_zero_copy: u64,
     pub width: u64,
     pub height: u64,
     pub fps: f64,

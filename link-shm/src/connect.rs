@@ -78,7 +78,7 @@ async fn offer(stream: UnixStream, config: &ShmConfig) -> Result<ShmLink, ShmErr
             }
         }
     }
-    ShmLink::end(region, &fds, 0, config, Some(stream))
+    ShmLink::end(region, Arc::new(seg), &fds, 0, config, Some(stream))
 }
 
 /// The joining side: receive the segment, check it, build end B.
@@ -129,7 +129,7 @@ async fn join(stream: UnixStream, config: &ShmConfig) -> Result<ShmLink, ShmErro
         spin: config.spin,
         ..config.clone()
     };
-    ShmLink::end(region, &fds, 1, &config, Some(stream))
+    ShmLink::end(region, Arc::new(seg), &fds, 1, &config, Some(stream))
 }
 
 impl ShmLink {

@@ -40,5 +40,5 @@ pub mod bench_support {
 pub use config::ShmConfig;
 pub use connect::{FD_ENV, ShmListener};
 pub use error::ShmError;
-pub use link::{ShmLink, ShmPermit, ShmRx, ShmSlot, ShmTx};
+pub use link::{LentSlot, ShmLink, ShmPermit, ShmRx, ShmSlot, ShmTx};
 pub use stats::{ShmStats, ShmStatsHandle};

@@ -2,7 +2,7 @@
 //! two size classes, leases for zero-copy receive, eventfd wake-ups.
 
 use std::future::poll_fn;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -31,6 +31,8 @@ struct Shared {
     peer_dead: AtomicBool,
     /// The task watching the peer's socket; stopped with this end.
     watcher: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The segment's memory file, for slots lent to a third party.
+    segment: Arc<OwnedFd>,
 }
 
 impl Drop for Shared {
@@ -122,15 +124,17 @@ impl ShmLink {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ShmError::NoRuntime);
         }
-        let (region, _segment, fds) = create_segment(config)?;
-        let a = Self::end(region.clone(), &fds, 0, config, None)?;
-        let b = Self::end(region, &fds, 1, config, None)?;
+        let (region, segment, fds) = create_segment(config)?;
+        let segment = Arc::new(segment);
+        let a = Self::end(region.clone(), segment.clone(), &fds, 0, config, None)?;
+        let b = Self::end(region, segment, &fds, 1, config, None)?;
         Ok((a, b))
     }
 
     /// The end that sends on direction `tx_dir` and receives on the other.
     pub(crate) fn end(
         region: Arc<Region>,
+        segment: Arc<OwnedFd>,
         fds: &Fds,
         tx_dir: usize,
         config: &ShmConfig,
@@ -147,6 +151,7 @@ impl ShmLink {
             spin: config.spin,
             peer_dead: AtomicBool::new(false),
             watcher: Mutex::new(None),
+            segment,
         });
         if let Some(stream) = peer {
             let wake = [fds.data[rx_dir].clone(), fds.space[tx_dir].clone()];
@@ -521,6 +526,49 @@ pub struct ShmSlot<'a> {
     place: Place,
     len: usize,
     committed: bool,
+}
+
+/// A write slot's bytes as a place in the segment's memory file, for a
+/// trusted producer that lets a third party (an X server with MIT-SHM, a
+/// GPU driver) write the message: `len` bytes at `offset` in `fd`.
+#[derive(Debug, Clone, Copy)]
+pub struct LentSlot<'a> {
+    /// The segment's memory file. Duplicate it to hand it on.
+    pub fd: BorrowedFd<'a>,
+    /// Where the slot's bytes start in the file.
+    pub offset: u64,
+    /// How many bytes the message has (what `alloc` was given).
+    pub len: usize,
+    /// The memory file's length: the third party maps all of it.
+    pub segment_len: usize,
+}
+
+impl ShmSlot<'_> {
+    // r[impl shm.lend]
+    /// The slot as a place in the segment's memory file, for a third party
+    /// to write the message into; `None` for a message small enough to sit
+    /// in its ring entry (it has no slot of its own).
+    ///
+    /// What the third party writes there before [`WriteSlot::commit`] is
+    /// what the reader receives. It gets the whole memory file, so it must
+    /// be trusted as the peer process is: a third party that writes
+    /// elsewhere can garble messages in flight, but both ends already
+    /// treat the segment as written by a hostile peer (`shm.validate`,
+    /// the hostile-peer checks), so it cannot make either end read or
+    /// write outside the mapping. Take no `as_mut_slice` of the slot
+    /// while the third party may still be writing it.
+    pub fn lend(&self) -> Option<LentSlot<'_>> {
+        let Place::Slot(class, index) = self.place else {
+            return None;
+        };
+        let region = self.tx.ring.region();
+        Some(LentSlot {
+            fd: self.tx.shared.segment.as_fd(),
+            offset: region.payload_offset(self.tx.ring.dir(), class, index) as u64,
+            len: self.len,
+            segment_len: region.layout.total,
+        })
+    }
 }
 
 impl WriteSlot for ShmSlot<'_> {

@@ -365,6 +365,16 @@ impl Region {
     }
 
     /// Pointer to the first `len` payload bytes of a slot, bounds-checked.
+    /// Where slot `index` of `class` in direction `d` starts in the segment.
+    pub(crate) fn payload_offset(&self, d: usize, class: Class, index: usize) -> usize {
+        assert!(index < self.class_count(class));
+        let base = match class {
+            Class::Small => self.layout.small,
+            Class::Large => self.layout.large,
+        };
+        self.layout.dir(d) + base + index * self.class_size(class)
+    }
+
     pub(crate) fn payload(&self, d: usize, class: Class, index: usize, len: usize) -> *mut u8 {
         assert!(index < self.class_count(class) && len <= self.class_size(class));
         let base = match class {

@@ -137,6 +137,11 @@ impl RingTx {
         &self.ring.region
     }
 
+    /// The direction this end writes.
+    pub(crate) fn dir(&self) -> usize {
+        self.ring.dir
+    }
+
     // r[impl shm.validate]
     /// The reader's state: `OPEN` or `GONE`.
     pub(crate) fn reader_state(&self) -> Result<u32, Fault> {

@@ -168,3 +168,36 @@ async fn close_and_drops_end_the_stream() {
     drop(rx);
     assert!(matches!(tx.reserve().await, Err(LinkError::PeerGone)));
 }
+
+// r[verify shm.lend]
+/// A slot lent to a third party: what it writes through the memory file
+/// at the slot's offset (here `pwrite` on a duplicate of the descriptor,
+/// as an X server writes through its own mapping) is what the reader
+/// receives, with no write through the slot's slice; a message that sits
+/// in its ring entry has no slot to lend. Both directions, both classes.
+#[tokio::test]
+async fn a_lent_slot_carries_what_the_third_party_wrote() {
+    use std::os::unix::fs::FileExt;
+    let (a, b) = ShmLink::pair(&config()).unwrap();
+    let (mut atx, mut arx) = a.split();
+    let (mut btx, mut brx) = b.split();
+    for (round, len) in [(1u8, 60_000usize), (2, 200), (3, 64 << 10)] {
+        for (tx, rx) in [(&mut atx, &mut brx), (&mut btx, &mut arx)] {
+            let permit = tx.reserve().await.unwrap();
+            let slot = permit.alloc(len).unwrap();
+            let lent = slot.lend().expect("a message of its own slot");
+            assert_eq!(lent.len, len);
+            assert!(lent.offset as usize + len <= lent.segment_len);
+            let file = std::fs::File::from(lent.fd.try_clone_to_owned().unwrap());
+            assert!(file.metadata().unwrap().len() as usize >= lent.segment_len);
+            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(round)).collect();
+            file.write_all_at(&bytes, lent.offset).unwrap();
+            slot.commit().unwrap();
+            let got = rx.recv().await.unwrap().unwrap();
+            assert_eq!(got.as_slice(), &bytes[..], "{len} bytes, round {round}");
+        }
+    }
+    let permit = atx.reserve().await.unwrap();
+    let inline = permit.alloc(16).unwrap();
+    assert!(inline.lend().is_none(), "an inline message has no slot");
+}

@@ -13,6 +13,8 @@
 //! | 28 | 4 | frame rate, frames per 1000 s |
 //! | 32 | 4 | pixel format: `I420` or `BGRX` (FourCC) |
 //! | 36 | 4 | row stride of a packed format in bytes (0 for I420) |
+//! | 40 | 4 | flags: bit 0 = the picture was written straight into the slot by a third party (an X server through MIT-SHM), not copied by the capture process |
+//! | 44 | 4 | reserved, 0 |
 //!
 //! The picture follows. I420: the Y plane (`width * height` bytes), then
 //! U and V (`width/2 * height/2` each), rows packed. BGRX: `height` rows of
@@ -23,7 +25,10 @@
 use crate::{VideoError, i420_len};
 
 /// Length of the header in front of each captured picture.
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = 48;
+/// Header flag: a third party (the X server, MIT-SHM) wrote the picture
+/// into the slot itself; the capture process copied nothing.
+pub const FLAG_LENT: u32 = 1;
 
 /// The layout of the picture behind a slot header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +98,8 @@ pub struct FrameHeader {
     pub format: PixelFormat,
     /// Row stride in bytes of a packed format (0 for I420).
     pub stride: u32,
+    /// Flags ([`FLAG_LENT`]).
+    pub flags: u32,
 }
 
 /// The slot length for a picture of `width` x `height` in `format` with
@@ -125,6 +132,8 @@ impl FrameHeader {
         h[28..32].copy_from_slice(&self.fps_milli.to_le_bytes());
         h[32..36].copy_from_slice(&self.format.fourcc());
         h[36..40].copy_from_slice(&self.stride.to_le_bytes());
+        h[40..44].copy_from_slice(&self.flags.to_le_bytes());
+        h[44..48].fill(0);
         Ok(())
     }
 
@@ -161,6 +170,7 @@ impl FrameHeader {
             fps_milli: u32_at(28),
             format,
             stride: u32_at(36),
+            flags: u32_at(40),
         };
         let (w, hgt) = (hdr.width as usize, hdr.height as usize);
         let want = match format {
@@ -205,6 +215,7 @@ mod tests {
             fps_milli: 30_000,
             format: PixelFormat::I420,
             stride: 0,
+            flags: 0,
         };
         let mut slot = vec![0xAAu8; slot_len(PixelFormat::I420, 640, 360)];
         h.write(&mut slot).unwrap();
@@ -216,8 +227,8 @@ mod tests {
         assert_eq!(&slot[24..28], &3u32.to_le_bytes());
         assert_eq!(&slot[28..32], &30_000u32.to_le_bytes());
         assert_eq!(&slot[32..36], b"I420");
-        assert_eq!(&slot[36..40], &[0; 4]);
-        assert_eq!(slot[40], 0xAA, "the picture is untouched");
+        assert_eq!(&slot[36..48], &[0; 12]);
+        assert_eq!(slot[48], 0xAA, "the picture is untouched");
         let (got, pic) = FrameHeader::parse(&slot).unwrap();
         assert_eq!(got, h);
         assert_eq!(pic.len(), i420_len(640, 360));
@@ -234,10 +245,10 @@ mod tests {
         let e = FrameHeader::parse(&slot).unwrap_err().to_string();
         assert!(e.contains("magic"), "{e}");
         assert!(matches!(
-            h.write(&mut [0u8; 39]),
+            h.write(&mut [0u8; 47]),
             Err(VideoError::ShortBuffer {
-                needed: 40,
-                got: 39
+                needed: 48,
+                got: 47
             })
         ));
     }
@@ -254,12 +265,14 @@ mod tests {
             fps_milli: 60_000,
             format: PixelFormat::Bgrx,
             stride: 24,
+            flags: FLAG_LENT,
         };
         let mut slot = vec![7u8; slot_len(PixelFormat::Bgrx, 6, 3)];
         assert_eq!(slot.len(), HEADER_LEN + 6 * 3 * 4);
         h.write(&mut slot).unwrap();
         assert_eq!(&slot[32..36], b"BGRX");
         assert_eq!(&slot[36..40], &24u32.to_le_bytes());
+        assert_eq!(&slot[40..44], &1u32.to_le_bytes());
         let (got, pic) = FrameHeader::parse(&slot).unwrap();
         assert_eq!(got, h);
         assert_eq!(pic.len(), 72);

@@ -211,10 +211,10 @@ impl Source {
 
     /// How frames get from the source into the buffer, for the host's
     /// summary.
-    pub fn path(&self) -> &'static str {
+    pub fn path(&self) -> String {
         match self {
-            Source::TestSrc(..) => "rendered in place",
-            Source::Y4m(_) => "read from the file",
+            Source::TestSrc(..) => "rendered in place".into(),
+            Source::Y4m(_) => "read from the file".into(),
             Source::X11(x, ..) => x.path(),
         }
     }

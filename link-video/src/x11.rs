@@ -2,13 +2,19 @@
 //! the root window of an X display, or one RandR monitor of it, or a
 //! region, read as packed BGRX through `x11rb` (pure Rust, no C library).
 //!
-//! This is the `GetImage` path: the X server sends each picture over the
-//! connection and it is copied into the caller's buffer (the capture
-//! process's shared-memory slot). The encoder process converts it to I420
-//! ([`crate::convert`]).
+//! Two paths. With MIT-SHM 1.2 (a local server), [`X11Capture::capture_lent`]
+//! attaches the caller's memory file once (`ShmAttachFd`) and has the
+//! server write each picture straight into it with `ShmGetImage`: into a
+//! `link-shm` slot, no copy in the capture process. Otherwise
+//! [`X11Capture::capture`] uses `GetImage`: the server sends the picture
+//! over the connection and it is copied into the caller's buffer. The
+//! encoder process converts it to I420 ([`crate::convert`]).
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use x11rb::connection::Connection;
+
 use x11rb::protocol::randr::ConnectionExt as _;
+use x11rb::protocol::shm::ConnectionExt as _;
 use x11rb::protocol::xfixes::ConnectionExt as _;
 use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, ImageOrder, VisualClass, Window};
 use x11rb::rust_connection::RustConnection;
@@ -46,6 +52,20 @@ pub struct X11Capture {
     height: usize,
     /// The pointer is drawn into each picture (the server has XFixes).
     cursor: bool,
+    /// The MIT-SHM path's state.
+    shm: Shm,
+}
+
+/// Whether pictures can go straight into the caller's memory file.
+#[derive(Debug)]
+enum Shm {
+    /// No MIT-SHM 1.2 here, or attaching failed: why.
+    Unavailable(String),
+    /// Available, nothing attached yet.
+    Ready,
+    /// The memory file with this descriptor number and length is attached
+    /// as segment `seg`.
+    Attached { seg: u32, fd: i32, len: usize },
 }
 
 impl std::fmt::Debug for X11Capture {
@@ -188,6 +208,16 @@ impl X11Capture {
             .ok()
             .and_then(|c| c.reply().ok())
             .is_some_and(|v| v.major_version >= 4);
+        // MIT-SHM 1.2 passes a memory file's descriptor to the server: only
+        // over a local (Unix socket) connection.
+        let shm = match conn.shm_query_version().ok().and_then(|c| c.reply().ok()) {
+            Some(v) if (v.major_version, v.minor_version) >= (1, 2) => Shm::Ready,
+            Some(v) => Shm::Unavailable(format!(
+                "the server has MIT-SHM {}.{}, 1.2 is needed",
+                v.major_version, v.minor_version
+            )),
+            None => Shm::Unavailable("the server has no MIT-SHM".into()),
+        };
         Ok(X11Capture {
             conn,
             display: shown,
@@ -197,6 +227,7 @@ impl X11Capture {
             width: w as usize,
             height: h as usize,
             cursor,
+            shm,
         })
     }
 
@@ -216,12 +247,121 @@ impl X11Capture {
     }
 
     /// How pictures get from the X server into the caller's buffer.
-    pub fn path(&self) -> &'static str {
+    pub fn path(&self) -> String {
+        let how = match &self.shm {
+            Shm::Unavailable(why) => format!("GetImage (copied from the X connection; {why})"),
+            _ => "MIT-SHM (the X server writes into the shared-memory slot, zero-copy)".into(),
+        };
         if self.cursor {
-            "GetImage (copied from the X connection), cursor drawn in"
+            format!("{how}, cursor drawn in")
         } else {
-            "GetImage (copied from the X connection), no cursor (the server lacks XFixes)"
+            format!("{how}, no cursor (the server lacks XFixes)")
         }
+    }
+
+    /// Whether [`capture_lent`](Self::capture_lent) may work (MIT-SHM 1.2
+    /// is there and attaching has not failed).
+    pub fn can_lend(&self) -> bool {
+        !matches!(self.shm, Shm::Unavailable(_))
+    }
+
+    // r[impl video.x11.shm]
+    /// Has the X server write the area as it is now, as BGRX, straight into
+    /// the memory file `fd` (of `file_len` bytes) at `offset`: a slot of a
+    /// `link-shm` segment lent by its producer. The file is attached once
+    /// (`ShmAttachFd`) and kept attached while the same file is lent.
+    /// Returns `false`, having written nothing, when the server cannot
+    /// (no MIT-SHM 1.2, or attaching failed: later calls return `false` at
+    /// once and [`path`](Self::path) says why); the caller then uses
+    /// [`capture`](Self::capture). The pointer is not drawn in: call
+    /// [`draw_pointer`](Self::draw_pointer) on the slot afterwards.
+    ///
+    /// # Errors
+    /// [`VideoError::X11`] when the server is gone or the picture does not
+    /// fit the file at `offset`.
+    pub fn capture_lent(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        file_len: usize,
+    ) -> Result<bool, VideoError> {
+        let err = |display: &str, reason: String| VideoError::X11 {
+            display: display.to_string(),
+            reason,
+        };
+        let end = offset.saturating_add(self.frame_len() as u64);
+        if end > file_len as u64 || end > u64::from(u32::MAX) {
+            return Err(err(
+                &self.display,
+                format!(
+                    "a picture at offset {offset} does not fit a memory file of {file_len} bytes"
+                ),
+            ));
+        }
+        let attached = match self.shm {
+            Shm::Unavailable(_) => return Ok(false),
+            Shm::Attached { seg, fd: f, len } if f == fd.as_raw_fd() && len == file_len => seg,
+            _ => {
+                if let Shm::Attached { seg, .. } = self.shm {
+                    let _ = self.conn.shm_detach(seg);
+                }
+                let attach = (|| {
+                    let seg = self.conn.generate_id().map_err(|e| e.to_string())?;
+                    let dup = fd.try_clone_to_owned().map_err(|e| e.to_string())?;
+                    self.conn
+                        .shm_attach_fd(seg, dup, false)
+                        .map_err(|e| e.to_string())?
+                        .check()
+                        .map_err(|e| e.to_string())?;
+                    Ok::<u32, String>(seg)
+                })();
+                match attach {
+                    Ok(seg) => {
+                        self.shm = Shm::Attached {
+                            seg,
+                            fd: fd.as_raw_fd(),
+                            len: file_len,
+                        };
+                        seg
+                    }
+                    Err(why) => {
+                        self.shm = Shm::Unavailable(format!("MIT-SHM attach failed: {why}"));
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        let reply = self
+            .conn
+            .shm_get_image(
+                self.root,
+                self.x,
+                self.y,
+                self.width as u16,
+                self.height as u16,
+                !0,
+                u8::from(ImageFormat::Z_PIXMAP),
+                attached,
+                offset as u32,
+            )
+            .map_err(|e| {
+                err(
+                    &self.display,
+                    format!("the X server connection failed: {e}"),
+                )
+            })?
+            .reply()
+            .map_err(|e| err(&self.display, format!("ShmGetImage failed: {e}")))?;
+        if reply.size as usize != self.frame_len() {
+            return Err(err(
+                &self.display,
+                format!(
+                    "ShmGetImage wrote {} bytes for a {}x{} BGRX picture",
+                    reply.size, self.width, self.height
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     // r[impl video.x11.capture]
@@ -265,6 +405,19 @@ impl X11Capture {
             )));
         }
         out.copy_from_slice(&reply.data);
+        self.draw_pointer(out)
+    }
+
+    /// Draws the pointer into a picture of this capture's area (BGRX, rows
+    /// packed), where the server has it now; nothing without XFixes.
+    ///
+    /// # Errors
+    /// [`VideoError::X11`] when the server is gone.
+    pub fn draw_pointer(&mut self, out: &mut [u8]) -> Result<(), VideoError> {
+        let err = |reason: String| VideoError::X11 {
+            display: self.display.clone(),
+            reason,
+        };
         if self.cursor {
             let c = self
                 .conn

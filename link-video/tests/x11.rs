@@ -19,7 +19,12 @@ struct Xvfb {
 
 impl Xvfb {
     fn start(screen: &str) -> Xvfb {
+        Xvfb::start_with(screen, &[])
+    }
+
+    fn start_with(screen: &str, extra: &[&str]) -> Xvfb {
         let mut child = Command::new("Xvfb")
+            .args(extra)
             .args([
                 "-displayfd",
                 "1",
@@ -283,4 +288,131 @@ fn the_pointer_is_drawn_where_it_is() {
     );
     assert_eq!(changed_near(&pic, 200, 100), 0, "the old place is clean");
     assert!(green_elsewhere(&pic, 500, 300));
+}
+
+/// A window of four coloured quarters over the whole screen.
+fn draw_quarters(display: &str) -> x11rb::rust_connection::RustConnection {
+    let (conn, screen_no) = x11rb::connect(Some(display)).unwrap();
+    let screen = &conn.setup().roots[screen_no];
+    let win = conn.generate_id().unwrap();
+    conn.create_window(
+        screen.root_depth,
+        win,
+        screen.root,
+        0,
+        0,
+        640,
+        360,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        screen.root_visual,
+        &CreateWindowAux::new().override_redirect(1),
+    )
+    .unwrap();
+    conn.map_window(win).unwrap();
+    let gc = conn.generate_id().unwrap();
+    conn.create_gc(gc, win, &CreateGCAux::new()).unwrap();
+    for (i, pixel) in [0xff0000u32, 0x00ff00, 0x0000ff, 0xffffff]
+        .into_iter()
+        .enumerate()
+    {
+        conn.change_gc(gc, &ChangeGCAux::new().foreground(pixel))
+            .unwrap();
+        let rect = Rectangle {
+            x: (i % 2) as i16 * 320,
+            y: (i / 2) as i16 * 180,
+            width: 320,
+            height: 180,
+        };
+        conn.poly_fill_rectangle(win, gc, &[rect]).unwrap();
+    }
+    conn.get_input_focus().unwrap().reply().unwrap();
+    conn
+}
+
+// r[verify video.x11.shm]
+/// With MIT-SHM the X server writes the picture into a lent `link-shm`
+/// slot and the reader receives exactly what `GetImage` reads; without
+/// MIT-SHM nothing is lent, nothing is written, and the path says why.
+#[tokio::test]
+async fn the_x_server_writes_into_a_lent_shm_slot() {
+    use link_shm::{ShmConfig, ShmLink};
+    use link_types::{Link, LinkRx, LinkTx, LinkTxPermit, WriteSlot};
+    let x = Xvfb::start("640x360x24");
+    let _conn = draw_quarters(&x.display);
+    let mut cap = X11Capture::open(Some(&x.display), &X11Area::Screen).unwrap();
+    assert!(
+        cap.can_lend() && cap.path().starts_with("MIT-SHM"),
+        "{}",
+        cap.path()
+    );
+    // What GetImage reads, pointer drawn in as the lent path does too.
+    let mut want = vec![0u8; cap.frame_len()];
+    cap.capture(&mut want).unwrap();
+    let cfg = ShmConfig {
+        large_size: (cap.frame_len() + 64).next_multiple_of(64),
+        large_count: 2,
+        ..ShmConfig::default()
+    };
+    let (a, b) = ShmLink::pair(&cfg).unwrap();
+    let (mut tx, _) = a.split();
+    let (_, mut rx) = b.split();
+    for round in 0..3 {
+        let permit = tx.reserve().await.unwrap();
+        let mut slot = permit.alloc(cap.frame_len() + 16).unwrap();
+        slot.as_mut_slice().fill(0xEE);
+        let lent = slot.lend().unwrap();
+        assert!(
+            cap.capture_lent(lent.fd, lent.offset + 16, lent.segment_len)
+                .unwrap()
+        );
+        cap.draw_pointer(&mut slot.as_mut_slice()[16..]).unwrap();
+        slot.commit().unwrap();
+        let got = rx.recv().await.unwrap().unwrap();
+        assert_eq!(
+            &got.as_slice()[..16],
+            &[0xEE; 16],
+            "round {round}: before the offset"
+        );
+        assert!(
+            got.as_slice()[16..] == want[..],
+            "round {round}: the picture"
+        );
+    }
+    // A picture that would not fit the file is refused.
+    let permit = tx.reserve().await.unwrap();
+    let slot = permit.alloc(4096).unwrap();
+    let lent = slot.lend().unwrap();
+    assert!(matches!(
+        cap.capture_lent(lent.fd, lent.segment_len as u64 - 8, lent.segment_len),
+        Err(VideoError::X11 { .. })
+    ));
+    drop(slot);
+
+    let plain = Xvfb::start_with("640x360x24", &["-extension", "MIT-SHM"]);
+    let _conn = draw_quarters(&plain.display);
+    let mut cap = X11Capture::open(Some(&plain.display), &X11Area::Screen).unwrap();
+    assert!(!cap.can_lend());
+    assert!(
+        cap.path().starts_with("GetImage") && cap.path().contains("no MIT-SHM"),
+        "{}",
+        cap.path()
+    );
+    let permit = tx.reserve().await.unwrap();
+    let mut slot = permit.alloc(cap.frame_len()).unwrap();
+    slot.as_mut_slice().fill(0xEE);
+    let lent = slot.lend().unwrap();
+    assert!(
+        !cap.capture_lent(lent.fd, lent.offset, lent.segment_len)
+            .unwrap()
+    );
+    assert!(
+        slot.as_mut_slice().iter().all(|&b| b == 0xEE),
+        "nothing written"
+    );
+    cap.capture(slot.as_mut_slice()).unwrap();
+    assert!(
+        slot.as_mut_slice()[..] == want[..],
+        "GetImage reads the same picture"
+    );
 }
