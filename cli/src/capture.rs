@@ -59,6 +59,10 @@ pub fn shm_config(frame_len: usize) -> ShmConfig {
     }
 }
 
+/// A screen that did not change is still captured this often, so that a
+/// viewer that joins or lost a frame gets a whole picture.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
 /// What a capture run did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CaptureSummary {
@@ -66,6 +70,8 @@ pub struct CaptureSummary {
     pub frames: u64,
     /// Frames dropped because no slot was free by the next tick.
     pub dropped: u64,
+    /// Ticks skipped because the screen had not changed.
+    pub unchanged: u64,
 }
 
 // r[impl cli.capture.slot]
@@ -84,10 +90,20 @@ pub async fn produce(
     let mut sum = CaptureSummary::default();
     let start = tokio::time::Instant::now();
     let mut tick_no = 0u64;
+    let mut last_frame: Option<tokio::time::Instant> = None;
     while frames.is_none_or(|n| tick_no < n) {
         let tick = start + period.mul_f64(tick_no as f64);
         tokio::time::sleep_until(tick).await;
         let next_tick = tick + period;
+        // r[impl cli.capture.damage]
+        // A screen that has not changed is not captured again until the
+        // refresh is due.
+        let refresh_due = last_frame.is_none_or(|t| tick.duration_since(t) >= REFRESH);
+        if !refresh_due && !source.changed().map_err(|e| e.to_string())? {
+            sum.unchanged += 1;
+            tick_no += 1;
+            continue;
+        }
         // The slot must be free before the next tick; otherwise this
         // picture is dropped (counted) and capture goes on in time.
         let permit = tokio::select! {
@@ -152,6 +168,7 @@ pub async fn produce(
             break;
         }
         sum.frames += 1;
+        last_frame = Some(tick);
         tick_no += 1;
     }
     let _ = tx.close().await;

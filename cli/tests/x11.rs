@@ -262,3 +262,40 @@ fn a_desktop_is_private_by_default() {
     let said: Vec<String> = stderr.iter().collect();
     assert!(said.iter().any(|l| l.contains("WITHOUT a key")), "{said:?}");
 }
+
+// r[verify cli.capture.damage]
+/// A desktop nobody draws on is captured and encoded about once a second
+/// (the refresh), not at --fps, and a viewer still gets its pictures.
+#[test]
+fn a_still_desktop_is_encoded_at_the_refresh_rate() {
+    let x = Xvfb::start("640x360x24");
+    let source = format!("x11:{}", x.display);
+    let (host, joins, _) = start_host_joins(
+        &[
+            "--udp",
+            "127.0.0.1:0",
+            "--source",
+            &source,
+            "--fps",
+            "30",
+            "--no-auth",
+            "--seconds",
+            "6",
+        ],
+        1,
+    );
+    let out = client(&joins[0], "4").wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    let h = json(&String::from_utf8_lossy(
+        &host.wait_with_output().unwrap().stdout,
+    ));
+    assert!(
+        h["capture_path"].as_str().unwrap().contains("XDamage"),
+        "{h}"
+    );
+    let encoded = num(&h, "frames_encoded");
+    assert!((3.0..=8.0).contains(&encoded), "6 s still: {h}");
+    assert!(num(&r, "frames_decoded") >= 2.0, "{r}");
+    assert_eq!(num(&r, "decode_errors"), 0.0, "{r}");
+}

@@ -209,6 +209,19 @@ impl Source {
         matches!(self, Source::X11(..))
     }
 
+    /// Whether the next frame may differ from the last one: always for
+    /// the test pattern and a file; for a screen, what XDamage and the
+    /// pointer say ([`X11Capture::changed`]).
+    ///
+    /// # Errors
+    /// As [`X11Capture::changed`].
+    pub fn changed(&mut self) -> Result<bool, VideoError> {
+        match self {
+            Source::X11(x, ..) => x.changed(),
+            _ => Ok(true),
+        }
+    }
+
     /// How frames get from the source into the buffer, for the host's
     /// summary.
     pub fn path(&self) -> String {

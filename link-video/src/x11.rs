@@ -13,6 +13,8 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use x11rb::connection::Connection;
 
+use x11rb::protocol::Event;
+use x11rb::protocol::damage::{ConnectionExt as _, ReportLevel};
 use x11rb::protocol::randr::ConnectionExt as _;
 use x11rb::protocol::shm::ConnectionExt as _;
 use x11rb::protocol::xfixes::ConnectionExt as _;
@@ -54,6 +56,13 @@ pub struct X11Capture {
     cursor: bool,
     /// The MIT-SHM path's state.
     shm: Shm,
+    /// The XDamage object watching the screen (`None`: no XDamage, every
+    /// frame counts as changed).
+    damage: Option<u32>,
+    /// Damage reported since the last capture.
+    dirty: bool,
+    /// Where the pointer was drawn last (root coordinates).
+    pointer: Option<(i16, i16)>,
 }
 
 /// Whether pictures can go straight into the caller's memory file.
@@ -218,7 +227,21 @@ impl X11Capture {
             )),
             None => Shm::Unavailable("the server has no MIT-SHM".into()),
         };
+        // XDamage: the server reports when anything on the screen changed
+        // (one event until the damage is taken, `NonEmpty`).
+        let damage = (|| {
+            conn.damage_query_version(1, 1).ok()?.reply().ok()?;
+            let id = conn.generate_id().ok()?;
+            conn.damage_create(id, root, ReportLevel::NON_EMPTY)
+                .ok()?
+                .check()
+                .ok()?;
+            Some(id)
+        })();
         Ok(X11Capture {
+            damage,
+            dirty: true,
+            pointer: None,
             conn,
             display: shown,
             root,
@@ -252,11 +275,71 @@ impl X11Capture {
             Shm::Unavailable(why) => format!("GetImage (copied from the X connection; {why})"),
             _ => "MIT-SHM (the X server writes into the shared-memory slot, zero-copy)".into(),
         };
-        if self.cursor {
-            format!("{how}, cursor drawn in")
+        let cursor = if self.cursor {
+            "cursor drawn in"
         } else {
-            format!("{how}, no cursor (the server lacks XFixes)")
+            "no cursor (the server lacks XFixes)"
+        };
+        let damage = if self.damage.is_some() {
+            "captured when XDamage reports a change"
+        } else {
+            "every frame captured (the server lacks XDamage)"
+        };
+        format!("{how}, {cursor}, {damage}")
+    }
+
+    // r[impl video.x11.damage]
+    /// Whether the screen may have changed since the last capture: damage
+    /// the server reported, or the pointer moved (when it is drawn in).
+    /// Always `true` without XDamage. Never blocks longer than one round
+    /// trip.
+    ///
+    /// # Errors
+    /// [`VideoError::X11`] when the server is gone.
+    pub fn changed(&mut self) -> Result<bool, VideoError> {
+        let Some(_) = self.damage else {
+            return Ok(true);
+        };
+        let gone = |display: &str, e: &dyn std::fmt::Display| VideoError::X11 {
+            display: display.to_string(),
+            reason: format!("the X server connection failed: {e}"),
+        };
+        while let Some(ev) = self
+            .conn
+            .poll_for_event()
+            .map_err(|e| gone(&self.display, &e))?
+        {
+            if matches!(ev, Event::DamageNotify(_)) {
+                self.dirty = true;
+            }
         }
+        if !self.dirty && self.cursor {
+            let p = self
+                .conn
+                .query_pointer(self.root)
+                .map_err(|e| gone(&self.display, &e))?
+                .reply()
+                .map_err(|e| gone(&self.display, &e))?;
+            if self.pointer != Some((p.root_x, p.root_y)) {
+                return Ok(true);
+            }
+        }
+        Ok(self.dirty)
+    }
+
+    /// Takes the damage reported so far: the next capture shows it, and
+    /// changes from here on are reported again.
+    fn take_damage(&mut self) -> Result<(), VideoError> {
+        if let Some(d) = self.damage {
+            self.conn
+                .damage_subtract(d, x11rb::NONE, x11rb::NONE)
+                .map_err(|e| VideoError::X11 {
+                    display: self.display.clone(),
+                    reason: format!("the X server connection failed: {e}"),
+                })?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 
     /// Whether [`capture_lent`](Self::capture_lent) may work (MIT-SHM 1.2
@@ -298,6 +381,10 @@ impl X11Capture {
                 ),
             ));
         }
+        if let Shm::Unavailable(_) = self.shm {
+            return Ok(false);
+        }
+        self.take_damage()?;
         let attached = match self.shm {
             Shm::Unavailable(_) => return Ok(false),
             Shm::Attached { seg, fd: f, len } if f == fd.as_raw_fd() && len == file_len => seg,
@@ -378,6 +465,7 @@ impl X11Capture {
                 got: out.len(),
             });
         }
+        self.take_damage()?;
         let err = |reason: String| VideoError::X11 {
             display: self.display.clone(),
             reason,
@@ -425,6 +513,7 @@ impl X11Capture {
                 .map_err(|e| err(format!("the X server connection failed: {e}")))?
                 .reply()
                 .map_err(|e| err(format!("XFixes GetCursorImage failed: {e}")))?;
+            self.pointer = Some((c.x, c.y));
             let left = i64::from(c.x) - i64::from(c.xhot) - i64::from(self.x);
             let top = i64::from(c.y) - i64::from(c.yhot) - i64::from(self.y);
             draw_cursor(

@@ -416,3 +416,57 @@ async fn the_x_server_writes_into_a_lent_shm_slot() {
         "GetImage reads the same picture"
     );
 }
+
+// r[verify video.x11.damage]
+/// A screen nobody draws on reads as unchanged after a capture; drawing
+/// on it, or moving the pointer, makes it changed until the next capture.
+#[test]
+fn damage_and_pointer_moves_mark_the_screen_changed() {
+    let x = Xvfb::start("640x360x24");
+    let conn = draw_quarters(&x.display);
+    let mut cap = X11Capture::open(Some(&x.display), &X11Area::Screen).unwrap();
+    assert!(cap.path().contains("XDamage"), "{}", cap.path());
+    let mut pic = vec![0u8; cap.frame_len()];
+    assert!(cap.changed().unwrap(), "nothing captured yet");
+    cap.capture(&mut pic).unwrap();
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(100));
+    settle();
+    assert!(!cap.changed().unwrap(), "a still screen");
+    assert!(!cap.changed().unwrap(), "asking again changes nothing");
+    // Another client draws.
+    let screen = &conn.setup().roots[0];
+    let gc = conn.generate_id().unwrap();
+    conn.create_gc(
+        gc,
+        screen.root,
+        &CreateGCAux::new()
+            .subwindow_mode(x11rb::protocol::xproto::SubwindowMode::INCLUDE_INFERIORS)
+            .foreground(0x123456),
+    )
+    .unwrap();
+    conn.poly_fill_rectangle(
+        screen.root,
+        gc,
+        &[Rectangle {
+            x: 10,
+            y: 10,
+            width: 4,
+            height: 4,
+        }],
+    )
+    .unwrap();
+    conn.get_input_focus().unwrap().reply().unwrap();
+    settle();
+    assert!(cap.changed().unwrap(), "a drawn rectangle");
+    cap.capture(&mut pic).unwrap();
+    settle();
+    assert!(!cap.changed().unwrap(), "taken by the capture");
+    conn.warp_pointer(x11rb::NONE, screen.root, 0, 0, 0, 0, 50, 60)
+        .unwrap();
+    conn.get_input_focus().unwrap().reply().unwrap();
+    settle();
+    assert!(cap.changed().unwrap(), "the pointer moved");
+    cap.capture(&mut pic).unwrap();
+    settle();
+    assert!(!cap.changed().unwrap());
+}
