@@ -204,6 +204,8 @@ async fn serve_viewer<L>(
         transport: transport.into(),
         peer,
         frames_sent: s.session.frames_sent,
+        frame_bytes_sent: s.session.frame_bytes_sent,
+        padding_sent: s.session.padding_sent,
         frames_skipped: c.frames_skipped,
         skip_events: c.skip_events,
         frames_skipped_budget: c.frames_skipped_budget,

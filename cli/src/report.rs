@@ -154,6 +154,10 @@ pub struct ViewerReport {
     pub transport: String,
     pub peer: String,
     pub frames_sent: u64,
+    /// Bytes of the frames sent (envelopes and access units).
+    pub frame_bytes_sent: u64,
+    /// Padding datagrams sent to this viewer (bandwidth probes).
+    pub padding_sent: u64,
     pub frames_skipped: u64,
     pub skip_events: u64,
     pub frames_skipped_budget: u64,

@@ -265,7 +265,8 @@ fn a_desktop_is_private_by_default() {
 
 // r[verify cli.capture.damage]
 /// A desktop nobody draws on is captured and encoded about once a second
-/// (the refresh), not at --fps, and a viewer still gets its pictures.
+/// (the refresh), not at --fps, a viewer still gets its pictures, and the
+/// session does not fill the quiet with probes.
 #[test]
 fn a_still_desktop_is_encoded_at_the_refresh_rate() {
     let x = Xvfb::start("640x360x24");
@@ -298,4 +299,10 @@ fn a_still_desktop_is_encoded_at_the_refresh_rate() {
     assert!((3.0..=8.0).contains(&encoded), "6 s still: {h}");
     assert!(num(&r, "frames_decoded") >= 2.0, "{r}");
     assert_eq!(num(&r, "decode_errors"), 0.0, "{r}");
+    // What went on the wire: a few KB of pictures, and the start's two
+    // probe clusters (about 20 datagrams each) but no probes while still
+    // (session.bwe.quiet; before it, 589 padding datagrams in 10 s).
+    let v = &h["viewers"][0];
+    assert!(num(v, "frame_bytes_sent") < 50_000.0, "{v}");
+    assert!(num(v, "padding_sent") <= 60.0, "{v}");
 }

@@ -629,6 +629,10 @@ impl<T: LinkTx> Host<T> {
             add(&st.data_shards_sent, k as u64);
             add(&st.parity_shards_sent, m as u64);
         }
+        if paced {
+            let now = self.shared.now_us();
+            self.shared.bwe.lock().expect("bwe lock").on_frame(now);
+        }
         if paced && flags.is_keyframe() {
             // r[impl session.bwe.probe-keyframe]
             let bytes = tx.pacer.queued_bytes().saturating_sub(queued_before);

@@ -192,6 +192,11 @@ pub struct BweStats {
 #[derive(Debug)]
 pub struct Bwe {
     config: BweConfig,
+    /// When the application's last frames were submitted (the last second;
+    /// `session.bwe.quiet`).
+    frame_times: VecDeque<u64>,
+    /// Whether the application reports its frames ([`Bwe::on_frame`]).
+    frames_reported: bool,
     /// How high headroom probes go (`PacingConfig::ceiling_bps`).
     probe_ceiling_bps: u64,
     history: VecDeque<Sent>,
@@ -325,6 +330,12 @@ const HEADROOM_BACKOFF_US: u64 = 30_000_000;
 const KEYFRAME_HOLD_MAX_US: u64 = 50_000;
 /// Periodic probing interval.
 const PROBE_INTERVAL_US: u64 = 3_000_000;
+/// Fewer frames than this in the last second: the application is quiet
+/// (a still screen captured on damage, at its refresh), and nothing is
+/// probed (`session.bwe.quiet`).
+const QUIET_FRAMES: usize = 5;
+/// The window `QUIET_FRAMES` counts over.
+const QUIET_WINDOW_US: u64 = 1_000_000;
 /// How long after the first packet the initial probes' floor holds (the
 /// application's own rate is known after one sent-rate window; twice that).
 const INITIAL_PROBING_US: u64 = 2 * SENT_WINDOW_US;
@@ -352,6 +363,8 @@ impl Bwe {
             sent_window: VecDeque::new(),
             sent_window_bytes: (0, 0),
             first_sent_at: None,
+            frame_times: VecDeque::new(),
+            frames_reported: false,
             loss_run: None,
             probe_interval_us: PROBE_INTERVAL_US,
             loss_window: (0, 0),
@@ -610,11 +623,49 @@ impl Bwe {
             .is_none_or(|t| now.saturating_sub(t) > PROBE_INTERVAL_US)
     }
 
+    /// The application submitted a frame at `now` (any kind). An
+    /// application that reports its frames is quiet while it sends fewer
+    /// than five a second (`session.bwe.quiet`).
+    pub fn on_frame(&mut self, now: u64) {
+        self.frames_reported = true;
+        self.frame_times.push_back(now);
+        while self
+            .frame_times
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) > QUIET_WINDOW_US)
+        {
+            self.frame_times.pop_front();
+        }
+    }
+
+    // r[impl session.bwe.quiet]
+    /// The application is quiet: it reports its frames, has been sending
+    /// for the initial probing time, and sent fewer than `QUIET_FRAMES` in
+    /// the last second. Nothing is worth probing for then: the probes
+    /// would be most of what goes on the wire, and the estimate holds
+    /// (nothing is sent that could lower it).
+    pub fn quiet(&self, now: u64) -> bool {
+        let settled = self
+            .first_sent_at
+            .is_some_and(|t| now.saturating_sub(t) >= INITIAL_PROBING_US);
+        let recent = self
+            .frame_times
+            .iter()
+            .rev()
+            .take_while(|&&t| now.saturating_sub(t) <= QUIET_WINDOW_US)
+            .count();
+        self.frames_reported && settled && recent < QUIET_FRAMES
+    }
+
     // r[impl session.bwe.probe]
     /// The next probe cluster to send, if one is due. `app_idle`: the
     /// sender has nothing queued (probes go between frames).
     pub fn poll_probe(&mut self, now: u64) -> Option<ProbeCluster> {
-        if !self.config.probing || now < self.probe_hold_until || self.keyframe_left.is_some() {
+        if !self.config.probing
+            || now < self.probe_hold_until
+            || self.keyframe_left.is_some()
+            || self.quiet(now)
+        {
             return None;
         }
         // One cluster at a time.

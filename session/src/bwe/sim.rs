@@ -31,6 +31,9 @@ pub(crate) enum App {
     Follow,
     /// A fixed bitrate.
     Fixed(u64),
+    /// Follows the target, but from .. to (µs) the picture is still: one
+    /// small frame a second (a desktop captured on damage, its refresh).
+    StillBetween(u64, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,8 @@ pub(crate) struct Outcome {
     /// Bytes of padding sent.
     pub padding_bytes: u64,
     pub overruns: u64,
+    /// When each probe cluster started, µs.
+    pub probe_starts: Vec<u64>,
 }
 
 impl Outcome {
@@ -189,13 +194,20 @@ pub(crate) fn run_with_parity(
     while t < end {
         // Application: a frame every 1/60 s.
         if t >= next_frame {
+            let still = matches!(app, App::StillBetween(from, to) if (from..to).contains(&t));
             let rate = match app {
-                App::Follow => est.estimate_bps() * 9 / 10,
+                App::Follow | App::StillBetween(..) => est.estimate_bps() * 9 / 10,
                 App::Fixed(b) => b,
             };
             let p_size = rate / 8 * 60 / 67 / 60;
             let key = frame_no.is_multiple_of(60);
-            let size = if key { p_size * 8 } else { p_size } as usize;
+            let size = if still {
+                2000
+            } else if key {
+                p_size * 8
+            } else {
+                p_size
+            } as usize;
             let n = size.div_ceil(PACKET).max(1) as u64;
             let n = (n + (n * parity_pct).div_ceil(100)) as u32;
             if paced && pacer.queue_delay_us() > pacer.budget_us() {
@@ -212,9 +224,10 @@ pub(crate) fn run_with_parity(
             }
             frame_packets.push((t, n, 0, key));
             frame_last.push(0);
+            est.on_frame(t);
             frame_no += 1;
             frame_pushed_at = t;
-            next_frame += 1_000_000 / 60;
+            next_frame += if still { 1_000_000 } else { 1_000_000 / 60 };
         }
         // Pacer (or line rate).
         if pacer.is_empty() {
@@ -226,6 +239,7 @@ pub(crate) fn run_with_parity(
             && let Some(c) = est.poll_probe(t)
         {
             out.max_probe_bps = out.max_probe_bps.max(c.bps);
+            out.probe_starts.push(t);
             if !pacer.start_probe(c, t) {
                 est.probe_sent(c.id);
             }
@@ -422,6 +436,58 @@ mod tests {
             show(&o)
         );
         eprintln!("outage: before {before}, lowest after {after}");
+    }
+
+    // r[verify session.bwe.quiet]
+    /// A picture that stands still for 8 s (one small frame a second) on a
+    /// 20 Mbit/s path: no probe while it is still (they would be nearly all
+    /// of the bytes), the estimate does not collapse, and when motion comes
+    /// back probing resumes at its usual pace, not in a storm.
+    #[test]
+    fn a_still_picture_is_not_probed_for_and_keeps_its_estimate() {
+        let n = net(vec![(0, 20 * M)], 50, 20, 0.0);
+        let o = run(
+            &n,
+            App::StillBetween(6 * S, 14 * S),
+            BweConfig::default(),
+            true,
+            20,
+        );
+        let before = o.estimate_at(6 * S);
+        assert!(before >= 12 * M, "{}", show(&o));
+        let during: Vec<u64> = o
+            .probe_starts
+            .iter()
+            .copied()
+            .filter(|t| (7 * S..14 * S).contains(t))
+            .collect();
+        assert!(during.is_empty(), "probes while still at {during:?}");
+        let lowest = o
+            .estimate
+            .iter()
+            .filter(|(t, _)| (6 * S..16 * S).contains(t))
+            .map(|e| e.1)
+            .min()
+            .expect("samples");
+        assert!(
+            lowest * 10 >= before * 8,
+            "before {before}, lowest {lowest}: {}",
+            show(&o)
+        );
+        let after = o
+            .probe_starts
+            .iter()
+            .filter(|t| (14 * S..16 * S).contains(*t))
+            .count();
+        assert!(after <= 2, "{after} probes in the 2 s after motion resumed");
+        assert!(
+            o.probe_starts.iter().any(|&t| t >= 14 * S),
+            "probing resumes with motion: {:?}",
+            o.probe_starts
+        );
+        // Without the rule the same run probes while still (the test can
+        // tell): a run whose application never reports frames is never quiet.
+        assert!(o.probe_starts.iter().any(|&t| t < 6 * S));
     }
 
     // r[verify session.bwe.delay]
