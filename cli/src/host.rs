@@ -137,9 +137,10 @@ pub struct HostArgs {
     /// made at start and printed in the join commands.
     #[arg(long, conflicts_with = "psk_file")]
     pub no_auth: bool,
-    /// Also accept browser connections from pages of this origin
-    /// (https://example.com), besides the host's own page. Repeatable. A
-    /// desktop (--source x11) accepts only these and its own page.
+    /// Also accept browser connections from pages of this origin (scheme,
+    /// host and port, as `https://example.com`), besides the host's own
+    /// page. Repeatable. A desktop (--source x11) accepts only these and
+    /// its own page.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
     /// Over UDP, end a viewer's session when nothing arrived from it for N
