@@ -2,6 +2,8 @@
 //! clear one-line error and a non-zero exit, never a panic or a hang. The
 //! real binary runs for every case.
 
+mod common;
+
 use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
@@ -287,27 +289,8 @@ fn renditions_default_to_two_where_the_picture_halves_and_to_one_where_it_does_n
 /// before anything starts.
 #[test]
 fn bad_x11_sources_are_clear_errors() {
-    let mut xvfb = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-nolisten",
-            "tcp",
-            "-screen",
-            "0",
-            "640x360x24",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb is missing: install the xvfb package (scripts/test.sh does)");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(xvfb.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let display = format!(":{}", line.trim());
+    let xvfb = common::Xvfb::start("640x360x24");
+    let display = xvfb.display.clone();
     let host = |source: &str, extra: &[&str]| {
         let mut args = vec!["host", "--udp", "127.0.0.1:0", "--source", source];
         args.extend_from_slice(extra);
@@ -338,6 +321,5 @@ fn bad_x11_sources_are_clear_errors() {
     let y4m = temp_file("a.y4m", b"YUV4MPEG2 W16 H8 F30:1 C420\nFRAME\n");
     let y4m = format!("y4m:{}", y4m.to_str().unwrap());
     assert_one_line_error(&host(&y4m, &["--fps", "30"]), &["rate it declares"]);
-    let _ = xvfb.kill();
-    let _ = xvfb.wait();
+    drop(xvfb);
 }

@@ -90,6 +90,19 @@ impl std::fmt::Debug for X11Capture {
     }
 }
 
+/// The X11 error for `display`.
+fn x11_error(display: &str, reason: String) -> VideoError {
+    VideoError::X11 {
+        display: display.to_string(),
+        reason,
+    }
+}
+
+/// The X11 error of a connection that failed (the server is gone).
+fn gone(display: &str, e: impl std::fmt::Display) -> VideoError {
+    x11_error(display, format!("the X server connection failed: {e}"))
+}
+
 impl X11Capture {
     // r[impl video.x11.open]
     /// Connects to `display` (`$DISPLAY` when `None`) and checks that the
@@ -106,10 +119,7 @@ impl X11Capture {
             Some(d) => d.to_string(),
             None => std::env::var("DISPLAY").unwrap_or_default(),
         };
-        let err = |reason: String| VideoError::X11 {
-            display: shown.clone(),
-            reason,
-        };
+        let err = |reason: String| x11_error(&shown, reason);
         if display.is_none() && shown.is_empty() {
             return Err(err(
                 "no display named and $DISPLAY is not set (use --source x11:DISPLAY)".into(),
@@ -300,14 +310,10 @@ impl X11Capture {
         let Some(_) = self.damage else {
             return Ok(true);
         };
-        let gone = |display: &str, e: &dyn std::fmt::Display| VideoError::X11 {
-            display: display.to_string(),
-            reason: format!("the X server connection failed: {e}"),
-        };
         while let Some(ev) = self
             .conn
             .poll_for_event()
-            .map_err(|e| gone(&self.display, &e))?
+            .map_err(|e| gone(&self.display, e))?
         {
             if matches!(ev, Event::DamageNotify(_)) {
                 self.dirty = true;
@@ -317,9 +323,9 @@ impl X11Capture {
             let p = self
                 .conn
                 .query_pointer(self.root)
-                .map_err(|e| gone(&self.display, &e))?
+                .map_err(|e| gone(&self.display, e))?
                 .reply()
-                .map_err(|e| gone(&self.display, &e))?;
+                .map_err(|e| gone(&self.display, e))?;
             if self.pointer != Some((p.root_x, p.root_y)) {
                 return Ok(true);
             }
@@ -333,10 +339,7 @@ impl X11Capture {
         if let Some(d) = self.damage {
             self.conn
                 .damage_subtract(d, x11rb::NONE, x11rb::NONE)
-                .map_err(|e| VideoError::X11 {
-                    display: self.display.clone(),
-                    reason: format!("the X server connection failed: {e}"),
-                })?;
+                .map_err(|e| gone(&self.display, e))?;
             self.dirty = false;
         }
         Ok(())
@@ -368,25 +371,20 @@ impl X11Capture {
         offset: u64,
         file_len: usize,
     ) -> Result<bool, VideoError> {
-        let err = |display: &str, reason: String| VideoError::X11 {
-            display: display.to_string(),
-            reason,
-        };
         let end = offset.saturating_add(self.frame_len() as u64);
         if end > file_len as u64 || end > u64::from(u32::MAX) {
-            return Err(err(
+            return Err(x11_error(
                 &self.display,
                 format!(
                     "a picture at offset {offset} does not fit a memory file of {file_len} bytes"
                 ),
             ));
         }
-        if let Shm::Unavailable(_) = self.shm {
+        if !self.can_lend() {
             return Ok(false);
         }
         self.take_damage()?;
         let attached = match self.shm {
-            Shm::Unavailable(_) => return Ok(false),
             Shm::Attached { seg, fd: f, len } if f == fd.as_raw_fd() && len == file_len => seg,
             _ => {
                 if let Shm::Attached { seg, .. } = self.shm {
@@ -431,16 +429,11 @@ impl X11Capture {
                 attached,
                 offset as u32,
             )
-            .map_err(|e| {
-                err(
-                    &self.display,
-                    format!("the X server connection failed: {e}"),
-                )
-            })?
+            .map_err(|e| gone(&self.display, e))?
             .reply()
-            .map_err(|e| err(&self.display, format!("ShmGetImage failed: {e}")))?;
+            .map_err(|e| x11_error(&self.display, format!("ShmGetImage failed: {e}")))?;
         if reply.size as usize != self.frame_len() {
-            return Err(err(
+            return Err(x11_error(
                 &self.display,
                 format!(
                     "ShmGetImage wrote {} bytes for a {}x{} BGRX picture",
@@ -466,10 +459,7 @@ impl X11Capture {
             });
         }
         self.take_damage()?;
-        let err = |reason: String| VideoError::X11 {
-            display: self.display.clone(),
-            reason,
-        };
+        let err = |reason: String| x11_error(&self.display, reason);
         let reply = self
             .conn
             .get_image(
@@ -481,7 +471,7 @@ impl X11Capture {
                 self.height as u16,
                 !0,
             )
-            .map_err(|e| err(format!("the X server connection failed: {e}")))?
+            .map_err(|e| gone(&self.display, e))?
             .reply()
             .map_err(|e| err(format!("GetImage failed: {e}")))?;
         if reply.data.len() != out.len() {
@@ -502,17 +492,15 @@ impl X11Capture {
     /// # Errors
     /// [`VideoError::X11`] when the server is gone.
     pub fn draw_pointer(&mut self, out: &mut [u8]) -> Result<(), VideoError> {
-        let err = |reason: String| VideoError::X11 {
-            display: self.display.clone(),
-            reason,
-        };
         if self.cursor {
             let c = self
                 .conn
                 .xfixes_get_cursor_image()
-                .map_err(|e| err(format!("the X server connection failed: {e}")))?
+                .map_err(|e| gone(&self.display, e))?
                 .reply()
-                .map_err(|e| err(format!("XFixes GetCursorImage failed: {e}")))?;
+                .map_err(|e| {
+                    x11_error(&self.display, format!("XFixes GetCursorImage failed: {e}"))
+                })?;
             self.pointer = Some((c.x, c.y));
             let left = i64::from(c.x) - i64::from(c.xhot) - i64::from(self.x);
             let top = i64::from(c.y) - i64::from(c.yhot) - i64::from(self.y);

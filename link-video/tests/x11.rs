@@ -10,6 +10,7 @@ use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{
     ChangeGCAux, ConnectionExt as _, CreateGCAux, CreateWindowAux, Rectangle, WindowClass,
 };
+use x11rb::rust_connection::RustConnection;
 
 /// An Xvfb server on a display number it picked itself (`-displayfd`).
 struct Xvfb {
@@ -69,6 +70,50 @@ fn x11_err(r: Result<X11Capture, VideoError>) -> String {
         }
         Err(e) => panic!("another error: {e}"),
         Ok(c) => panic!("opened: {c:?}"),
+    }
+}
+
+/// A client of `display` with a window over the whole 640x360 screen
+/// (no window manager: override-redirect) in `background`, these
+/// rectangles filled in their colours, everything drawn when it returns.
+fn fill(display: &str, background: u32, rects: &[(u32, Rectangle)]) -> RustConnection {
+    let (conn, screen_no) = x11rb::connect(Some(display)).unwrap();
+    let screen = &conn.setup().roots[screen_no];
+    let win = conn.generate_id().unwrap();
+    conn.create_window(
+        screen.root_depth,
+        win,
+        screen.root,
+        0,
+        0,
+        640,
+        360,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        screen.root_visual,
+        &CreateWindowAux::new()
+            .override_redirect(1)
+            .background_pixel(background),
+    )
+    .unwrap();
+    conn.map_window(win).unwrap();
+    let gc = conn.generate_id().unwrap();
+    conn.create_gc(gc, win, &CreateGCAux::new()).unwrap();
+    for &(pixel, rect) in rects {
+        conn.change_gc(gc, &ChangeGCAux::new().foreground(pixel))
+            .unwrap();
+        conn.poly_fill_rectangle(win, gc, &[rect]).unwrap();
+    }
+    conn.get_input_focus().unwrap().reply().unwrap();
+    conn
+}
+
+fn rect(x: i16, y: i16, width: u16, height: u16) -> Rectangle {
+    Rectangle {
+        x,
+        y,
+        width,
+        height,
     }
 }
 
@@ -139,49 +184,16 @@ fn opening_names_what_is_wrong_and_rounds_the_screen_to_even_sizes() {
 #[test]
 fn captured_pixels_are_what_the_server_shows_and_a_dead_server_is_an_error() {
     let x = Xvfb::start("640x360x24");
-    let (conn, screen_no) = x11rb::connect(Some(&x.display)).unwrap();
-    let screen = &conn.setup().roots[screen_no];
-    let win = conn.generate_id().unwrap();
-    conn.create_window(
-        screen.root_depth,
-        win,
-        screen.root,
-        0,
-        0,
-        640,
-        360,
-        0,
-        WindowClass::INPUT_OUTPUT,
-        screen.root_visual,
-        &CreateWindowAux::new()
-            .override_redirect(1)
-            .background_pixel(0),
-    )
-    .unwrap();
-    conn.map_window(win).unwrap();
-    let gc = conn.generate_id().unwrap();
-    conn.create_gc(gc, win, &CreateGCAux::new()).unwrap();
     // Left half red, right half blue, a green square at (100, 50).
-    for (pixel, rect) in [
-        (0xff0000u32, (0, 0, 320, 360)),
-        (0x0000ff, (320, 0, 320, 360)),
-        (0x00ff00, (100, 50, 20, 20)),
-    ] {
-        conn.change_gc(gc, &ChangeGCAux::new().foreground(pixel))
-            .unwrap();
-        conn.poly_fill_rectangle(
-            win,
-            gc,
-            &[Rectangle {
-                x: rect.0,
-                y: rect.1,
-                width: rect.2,
-                height: rect.3,
-            }],
-        )
-        .unwrap();
-    }
-    conn.get_input_focus().unwrap().reply().unwrap();
+    let conn = fill(
+        &x.display,
+        0,
+        &[
+            (0xff0000, rect(0, 0, 320, 360)),
+            (0x0000ff, rect(320, 0, 320, 360)),
+            (0x00ff00, rect(100, 50, 20, 20)),
+        ],
+    );
 
     let mut cap = X11Capture::open(Some(&x.display), &X11Area::Screen).unwrap();
     let mut pic = vec![0u8; cap.frame_len()];
@@ -225,27 +237,8 @@ fn captured_pixels_are_what_the_server_shows_and_a_dead_server_is_an_error() {
 #[test]
 fn the_pointer_is_drawn_where_it_is() {
     let x = Xvfb::start("640x360x24");
-    let (conn, screen_no) = x11rb::connect(Some(&x.display)).unwrap();
-    let screen = &conn.setup().roots[screen_no];
-    let win = conn.generate_id().unwrap();
-    conn.create_window(
-        screen.root_depth,
-        win,
-        screen.root,
-        0,
-        0,
-        640,
-        360,
-        0,
-        WindowClass::INPUT_OUTPUT,
-        screen.root_visual,
-        &CreateWindowAux::new()
-            .override_redirect(1)
-            .background_pixel(0x00ff00),
-    )
-    .unwrap();
-    conn.map_window(win).unwrap();
-    let root = screen.root;
+    let conn = fill(&x.display, 0x00ff00, &[]);
+    let root = conn.setup().roots[0].root;
     let warp = |x: i16, y: i16| {
         conn.warp_pointer(x11rb::NONE, root, 0, 0, 0, 0, x, y)
             .unwrap();
@@ -291,43 +284,18 @@ fn the_pointer_is_drawn_where_it_is() {
 }
 
 /// A window of four coloured quarters over the whole screen.
-fn draw_quarters(display: &str) -> x11rb::rust_connection::RustConnection {
-    let (conn, screen_no) = x11rb::connect(Some(display)).unwrap();
-    let screen = &conn.setup().roots[screen_no];
-    let win = conn.generate_id().unwrap();
-    conn.create_window(
-        screen.root_depth,
-        win,
-        screen.root,
-        0,
-        0,
-        640,
-        360,
-        0,
-        WindowClass::INPUT_OUTPUT,
-        screen.root_visual,
-        &CreateWindowAux::new().override_redirect(1),
-    )
-    .unwrap();
-    conn.map_window(win).unwrap();
-    let gc = conn.generate_id().unwrap();
-    conn.create_gc(gc, win, &CreateGCAux::new()).unwrap();
-    for (i, pixel) in [0xff0000u32, 0x00ff00, 0x0000ff, 0xffffff]
+fn draw_quarters(display: &str) -> RustConnection {
+    let quarters: Vec<(u32, Rectangle)> = [0xff0000u32, 0x00ff00, 0x0000ff, 0xffffff]
         .into_iter()
         .enumerate()
-    {
-        conn.change_gc(gc, &ChangeGCAux::new().foreground(pixel))
-            .unwrap();
-        let rect = Rectangle {
-            x: (i % 2) as i16 * 320,
-            y: (i / 2) as i16 * 180,
-            width: 320,
-            height: 180,
-        };
-        conn.poly_fill_rectangle(win, gc, &[rect]).unwrap();
-    }
-    conn.get_input_focus().unwrap().reply().unwrap();
-    conn
+        .map(|(i, pixel)| {
+            (
+                pixel,
+                rect((i % 2) as i16 * 320, (i / 2) as i16 * 180, 320, 180),
+            )
+        })
+        .collect();
+    fill(display, 0, &quarters)
 }
 
 // r[verify video.x11.shm]

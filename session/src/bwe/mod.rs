@@ -192,11 +192,10 @@ pub struct BweStats {
 #[derive(Debug)]
 pub struct Bwe {
     config: BweConfig,
-    /// When the application's last frames were submitted (the last second;
-    /// `session.bwe.quiet`).
+    /// When the application's last frames were submitted (the last second,
+    /// and always the latest: empty only while the application has not
+    /// reported one; `session.bwe.quiet`).
     frame_times: VecDeque<u64>,
-    /// Whether the application reports its frames ([`Bwe::on_frame`]).
-    frames_reported: bool,
     /// How high headroom probes go (`PacingConfig::ceiling_bps`).
     probe_ceiling_bps: u64,
     history: VecDeque<Sent>,
@@ -364,7 +363,6 @@ impl Bwe {
             sent_window_bytes: (0, 0),
             first_sent_at: None,
             frame_times: VecDeque::new(),
-            frames_reported: false,
             loss_run: None,
             probe_interval_us: PROBE_INTERVAL_US,
             loss_window: (0, 0),
@@ -627,7 +625,6 @@ impl Bwe {
     /// application that reports its frames is quiet while it sends fewer
     /// than five a second (`session.bwe.quiet`).
     pub fn on_frame(&mut self, now: u64) {
-        self.frames_reported = true;
         self.frame_times.push_back(now);
         while self
             .frame_times
@@ -654,7 +651,8 @@ impl Bwe {
             .rev()
             .take_while(|&&t| now.saturating_sub(t) <= QUIET_WINDOW_US)
             .count();
-        self.frames_reported && settled && recent < QUIET_FRAMES
+        // Frames reported at all (the window keeps the latest one).
+        !self.frame_times.is_empty() && settled && recent < QUIET_FRAMES
     }
 
     // r[impl session.bwe.probe]
